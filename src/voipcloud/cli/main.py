@@ -1,0 +1,5 @@
+"""The `voipcloud` command."""
+
+import typer
+
+app = typer.Typer(no_args_is_help=True)

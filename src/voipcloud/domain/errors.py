@@ -1,0 +1,60 @@
+"""Domain errors. The API maps them to HTTP answers; the CLI and web show their message.
+
+VoipcloudError
+├── NotFound            404: no such node, role assignment, extension
+├── RuleViolation       409: a rule of the lifecycle forbids the operation now
+│   └── ConcurrentChange     409: another change to the same node won the race
+├── InvalidInput        422: one or more fields are invalid (field path + message)
+└── NotAuthenticated    401
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class VoipcloudError(Exception):
+    pass
+
+
+class NotFound(VoipcloudError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class RuleViolation(VoipcloudError):
+    def __init__(self, rule: str, message: str) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.message = message
+
+
+class ConcurrentChange(RuleViolation):
+    def __init__(self, hostname: str) -> None:
+        super().__init__(
+            "concurrent-change",
+            f"Node {hostname} was changed by another request at the same time; "
+            "reload it and try again.",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    loc: tuple[str | int, ...]
+    message: str
+    type: str = "value_error"
+
+
+class InvalidInput(VoipcloudError):
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(f"{'.'.join(map(str, e.loc))}: {e.message}" for e in errors))
+        self.errors = errors
+
+    @classmethod
+    def one(cls, loc: tuple[str | int, ...], message: str) -> InvalidInput:
+        return cls([FieldError(loc, message)])
+
+
+class NotAuthenticated(VoipcloudError):
+    pass

@@ -1,0 +1,69 @@
+"""The node listing filter: one definition for the API list, the web listing and the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from voipcloud.domain.errors import FieldError, InvalidInput
+from voipcloud.domain.roles import ROLES
+from voipcloud.domain.statuses import NodeStatus
+
+SORT_KEYS = ("id", "hostname", "status", "private_ip", "created_at", "updated_at", "last_seen")
+MAX_LIMIT = 500
+MAX_QUERY = 253
+
+
+@dataclass(frozen=True, slots=True)
+class NodeFilter:
+    status: NodeStatus | None = None
+    role: str | None = None
+    q: str | None = None  # hostname, NodeID or IP, substring match
+    sort: str = "id"  # a SORT_KEYS entry, "-" in front for descending
+    limit: int = 50
+    offset: int = 0
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        status: str | None = None,
+        role: str | None = None,
+        q: str | None = None,
+        sort: str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> NodeFilter:
+        errors: list[FieldError] = []
+        parsed_status: NodeStatus | None = None
+        if status:
+            try:
+                parsed_status = NodeStatus(status)
+            except ValueError:
+                errors.append(
+                    FieldError(("query", "status"), f"must be one of {', '.join(NodeStatus)}")
+                )
+        if role and role not in ROLES:
+            errors.append(FieldError(("query", "role"), f"must be one of {', '.join(ROLES)}"))
+        if q and len(q) > MAX_QUERY:
+            errors.append(FieldError(("query", "q"), f"must be at most {MAX_QUERY} characters"))
+        sort = sort or "id"
+        if sort.removeprefix("-") not in SORT_KEYS:
+            errors.append(
+                FieldError(("query", "sort"), f"must be one of {', '.join(SORT_KEYS)} (- for desc)")
+            )
+        limit = 50 if limit is None else limit
+        if not 1 <= limit <= MAX_LIMIT:
+            errors.append(FieldError(("query", "limit"), f"must be between 1 and {MAX_LIMIT}"))
+        offset = offset or 0
+        if offset < 0:
+            errors.append(FieldError(("query", "offset"), "must not be negative"))
+        if errors:
+            raise InvalidInput(errors)
+        return cls(
+            status=parsed_status,
+            role=role or None,
+            q=(q or "").strip() or None,
+            sort=sort,
+            limit=limit,
+            offset=offset,
+        )

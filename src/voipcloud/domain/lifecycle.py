@@ -1,0 +1,202 @@
+"""The node lifecycle, declared once as data.
+
+Every status change in voipcloud goes through `plan()`, which reads `TRANSITIONS`.
+The state diagram in docs/ is generated from this table (`voipcloud.domain.diagram`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from voipcloud.domain.errors import RuleViolation
+from voipcloud.domain.statuses import NodeStatus as S
+
+
+class Operation(StrEnum):
+    # administrator operations
+    EDIT_NODE = "edit-node"
+    ASSIGN_ROLE = "assign-role"
+    EDIT_ROLE = "edit-role"
+    DELETE_ASSIGNMENT = "delete-assignment"
+    STANDBY = "standby"
+    ACTIVATE = "activate"
+    DEACTIVATE = "deactivate"
+    MARK_DAMAGED = "mark-damaged"
+    FIX = "fix"
+    DELETE = "delete"
+    ADMIN_REMOVE = "admin-remove"
+    REGENERATE_SESSION_KEY = "regenerate-session-key"
+    WIZARD = "wizard"
+    # automatic: fired by the controller or by the node's agent report
+    CONFIGURATION_CHANGED = "configuration-changed"
+    ACTIVATION_SUCCEEDED = "activation-succeeded"
+    ACTIVATION_FAILED = "activation-failed"
+    ACTIVATION_TIMED_OUT = "activation-timed-out"
+    DEACTIVATION_COMPLETED = "deactivation-completed"
+    FIX_SUCCEEDED = "fix-succeeded"
+    FIX_FAILED = "fix-failed"
+
+
+TITLES: dict[Operation, str] = {
+    Operation.EDIT_NODE: "Edit node",
+    Operation.ASSIGN_ROLE: "Assign Role",
+    Operation.EDIT_ROLE: "Edit role parameters",
+    Operation.DELETE_ASSIGNMENT: "Delete Assignment",
+    Operation.STANDBY: "Set StandBy",
+    Operation.ACTIVATE: "Activate",
+    Operation.DEACTIVATE: "Deactivate",
+    Operation.MARK_DAMAGED: "Mark Damaged",
+    Operation.FIX: "Fix Node",
+    Operation.DELETE: "Delete Node",
+    Operation.ADMIN_REMOVE: "Administrative Remove",
+    Operation.REGENERATE_SESSION_KEY: "Regenerate session key",
+    Operation.WIZARD: "Configuration Wizard",
+    Operation.CONFIGURATION_CHANGED: "Configuration change",
+    Operation.ACTIVATION_SUCCEEDED: "Activation report (success)",
+    Operation.ACTIVATION_FAILED: "Activation report (failure)",
+    Operation.ACTIVATION_TIMED_OUT: "Activation timeout",
+    Operation.DEACTIVATION_COMPLETED: "Deactivation report",
+    Operation.FIX_SUCCEEDED: "Fix report (success)",
+    Operation.FIX_FAILED: "Fix report (failure)",
+}
+
+ADMIN_OPERATIONS = frozenset(
+    {
+        Operation.EDIT_NODE,
+        Operation.ASSIGN_ROLE,
+        Operation.EDIT_ROLE,
+        Operation.DELETE_ASSIGNMENT,
+        Operation.STANDBY,
+        Operation.ACTIVATE,
+        Operation.DEACTIVATE,
+        Operation.MARK_DAMAGED,
+        Operation.FIX,
+        Operation.DELETE,
+        Operation.ADMIN_REMOVE,
+        Operation.REGENERATE_SESSION_KEY,
+        Operation.WIZARD,
+    }
+)
+
+
+class Actor(StrEnum):
+    ADMIN = "administrator"
+    AGENT = "node agent"
+    CONTROLLER = "controller"
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    operation: Operation
+    source: S
+    target: S
+    fired_by: Actor
+
+
+def _t(op: Operation, sources: tuple[S, ...], target: S | None, by: Actor) -> list[Transition]:
+    """One line of the table; `target=None` means the status does not change."""
+    return [Transition(op, src, target or src, by) for src in sources]
+
+
+_LIVE = tuple(s for s in S if s is not S.DELETED)
+_CHANGEABLE = (S.OFFLINE, S.ACTIVATE_FAILED, S.DEACTIVATED)
+_ACTIVATABLE = (S.OFFLINE, S.STANDBY, S.ACTIVATE_FAILED, S.DEACTIVATED)
+Op = Operation
+
+TRANSITIONS: tuple[Transition, ...] = tuple(
+    # edit hostname / IPs: informative, any live status
+    _t(Op.EDIT_NODE, _LIVE, None, Actor.ADMIN)
+    # roles change only while the node is not running them
+    + _t(Op.ASSIGN_ROLE, _CHANGEABLE, None, Actor.ADMIN)
+    + _t(Op.DELETE_ASSIGNMENT, _CHANGEABLE, None, Actor.ADMIN)
+    # parameters: every live status; on Online only Customer Connectivity keeps the node Online,
+    # any other change fires CONFIGURATION_CHANGED below
+    + _t(Op.EDIT_ROLE, _LIVE, None, Actor.ADMIN)
+    + _t(Op.CONFIGURATION_CHANGED, (S.ONLINE,), S.DAMAGED, Actor.CONTROLLER)
+    + _t(Op.STANDBY, _CHANGEABLE, S.STANDBY, Actor.ADMIN)
+    # activation is pending for the agent; the status changes when it reports
+    + _t(Op.ACTIVATE, _ACTIVATABLE, None, Actor.ADMIN)
+    + _t(Op.ACTIVATION_SUCCEEDED, _ACTIVATABLE, S.ONLINE, Actor.AGENT)
+    + _t(Op.ACTIVATION_FAILED, _ACTIVATABLE, S.ACTIVATE_FAILED, Actor.AGENT)
+    + _t(Op.ACTIVATION_TIMED_OUT, _ACTIVATABLE, S.ACTIVATE_FAILED, Actor.CONTROLLER)
+    + _t(Op.DEACTIVATE, (S.ONLINE,), S.DEACTIVATE_PENDING, Actor.ADMIN)
+    + _t(Op.DEACTIVATE, (S.STANDBY,), S.DEACTIVATED, Actor.ADMIN)
+    + _t(Op.DEACTIVATION_COMPLETED, (S.DEACTIVATE_PENDING,), S.DEACTIVATED, Actor.AGENT)
+    + _t(Op.MARK_DAMAGED, (S.ONLINE,), S.DAMAGED, Actor.ADMIN)
+    # Fix re-applies through the agent; the status changes when it reports
+    + _t(Op.FIX, (S.DAMAGED,), None, Actor.ADMIN)
+    + _t(Op.FIX_SUCCEEDED, (S.DAMAGED,), S.ONLINE, Actor.AGENT)
+    + _t(Op.FIX_FAILED, (S.DAMAGED,), None, Actor.AGENT)
+    + _t(
+        Op.DELETE,
+        (S.OFFLINE, S.STANDBY, S.ACTIVATE_FAILED, S.DEACTIVATED, S.DEACTIVATE_PENDING),
+        S.DELETED,
+        Actor.ADMIN,
+    )
+    # the seed: "The status of the node is not important."
+    + _t(Op.ADMIN_REMOVE, _LIVE, None, Actor.ADMIN)
+    + _t(Op.REGENERATE_SESSION_KEY, _LIVE, None, Actor.ADMIN)
+    + _t(Op.WIZARD, _CHANGEABLE, None, Actor.ADMIN)
+)
+
+_INDEX: dict[tuple[Operation, S], S] = {(t.operation, t.source): t.target for t in TRANSITIONS}
+
+# Operations that leave work pending for the node's agent.
+PENDING_OPERATIONS = frozenset({Op.ACTIVATE, Op.DEACTIVATE, Op.FIX})
+# While an agent operation is pending, only these may run (the rest would race the agent).
+ALLOWED_WHILE_BUSY = frozenset({Op.EDIT_NODE, Op.DELETE, Op.ADMIN_REMOVE})
+
+# Named groups answering "may I?" (Ironic style).
+DELETE_ALLOWED_STATUSES = frozenset(s for s in S if (Op.DELETE, s) in _INDEX)
+ROLE_CHANGE_ALLOWED_STATUSES = frozenset(_CHANGEABLE)
+ACTIVATE_ALLOWED_STATUSES = frozenset(_ACTIVATABLE)
+
+_HINTS: dict[tuple[Operation, S], str] = {
+    (Op.DELETE, S.ONLINE): "deactivate it first",
+    (Op.DELETE, S.DAMAGED): "fix it and deactivate it first",
+    (Op.ASSIGN_ROLE, S.ONLINE): "deactivate it first",
+    (Op.DELETE_ASSIGNMENT, S.ONLINE): "deactivate it first",
+    (Op.ASSIGN_ROLE, S.STANDBY): "deactivate it first",
+    (Op.DELETE_ASSIGNMENT, S.STANDBY): "deactivate it first",
+    (Op.FIX, S.ONLINE): "it is already Online",
+    (Op.ACTIVATE, S.ONLINE): "it is already Online",
+    (Op.ACTIVATE, S.DAMAGED): "use Fix Node instead",
+}
+
+
+def allowed(operation: Operation, status: S) -> bool:
+    return (operation, status) in _INDEX
+
+
+def allowed_sources(operation: Operation) -> list[S]:
+    return [s for s in S if (operation, s) in _INDEX]
+
+
+def plan(operation: Operation, status: S, *, hostname: str) -> S:
+    """The status after `operation`, or RuleViolation naming the rule and the status."""
+    target = _INDEX.get((operation, status))
+    if target is not None:
+        return target
+    title = TITLES[operation]
+    sources = allowed_sources(operation)
+    if status is S.DELETED:
+        message = f"{title} is not available: node {hostname} is Deleted."
+    else:
+        where = ", ".join(sources) if sources else "never"
+        message = (
+            f"{title} is not available while node {hostname} is {status}; "
+            f"it is allowed only when the node is {where}"
+        )
+        hint = _HINTS.get((operation, status))
+        message += f"; {hint}." if hint else "."
+    raise RuleViolation(f"{operation}-status", message)
+
+
+def check_not_busy(operation: Operation, pending: str | None, *, hostname: str) -> None:
+    if pending and operation not in ALLOWED_WHILE_BUSY:
+        raise RuleViolation(
+            "operation-in-progress",
+            f"{TITLES[operation]} is not available while node {hostname} has a pending "
+            f"{pending} operation; wait for its agent to report the outcome.",
+        )

@@ -1,0 +1,385 @@
+"""The role catalogue (SPEC.md section 3): codes, names, public-IP needs and typed parameters.
+
+A parameter's default is a constant, an Infrastructure Property (`property:<name>`), or an
+attribute of the node (`node:public_ip`). Only explicit values are stored; the effective
+configuration is resolved when it is needed, so a parameter left at its default follows the
+property it comes from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from voipcloud.domain.errors import FieldError, InvalidInput
+from voipcloud.domain.validation import normalize_domain, normalize_host_or_ip
+
+SECRET_MASK = "********"  # noqa: S105 - the mask shown instead of a secret
+
+
+class PublicIp(StrEnum):
+    REQUIRED = "required"
+    OPTIONAL = "optional"
+    NO = "no"
+
+
+class Kind(StrEnum):
+    INTEGER = "integer"
+    PORT = "port"
+    STRING = "string"
+    DOMAIN = "domain"
+    HOST = "host"  # an IP address or a host name
+    SECRET = "secret"  # noqa: S105 - a type name
+    BOOLEAN = "boolean"
+
+
+@dataclass(frozen=True, slots=True)
+class Parameter:
+    name: str
+    label: str
+    kind: Kind
+    default: Any = None
+    default_from: str | None = None  # "property:<name>" or "node:public_ip"
+    minimum: int | None = None
+    maximum: int | None = None
+    max_length: int = 255
+    customer_connectivity: bool = False
+    description: str = ""
+
+    @property
+    def secret(self) -> bool:
+        return self.kind is Kind.SECRET
+
+    def validate(self, value: Any) -> Any:
+        """The value normalized, or ValueError with a message for the administrator."""
+        if self.kind in (Kind.INTEGER, Kind.PORT):
+            if isinstance(value, bool) or not isinstance(value, int):
+                if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+                    value = int(value.strip())
+                else:
+                    raise ValueError("must be an integer")
+            low = 1 if self.kind is Kind.PORT else self.minimum
+            high = 65535 if self.kind is Kind.PORT else self.maximum
+            if low is not None and value < low:
+                raise ValueError(f"must be at least {low}")
+            if high is not None and value > high:
+                raise ValueError(f"must be at most {high}")
+            return value
+        if self.kind is Kind.BOOLEAN:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+                return value.lower() in ("true", "yes", "1")
+            raise ValueError("must be true or false")
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        if len(value) > self.max_length:
+            raise ValueError(f"must be at most {self.max_length} characters")
+        if self.kind is Kind.DOMAIN:
+            return normalize_domain(value)
+        if self.kind is Kind.HOST:
+            return normalize_host_or_ip(value)
+        if self.kind is Kind.SECRET and len(value) < 8:
+            raise ValueError("must be at least 8 characters")
+        if self.kind is Kind.STRING and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    def schema(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "label": self.label,
+            "type": self.kind.value,
+            "default": SECRET_MASK if self.secret and self.default else self.default,
+            "default_from": self.default_from,
+            "minimum": self.minimum,
+            "maximum": self.maximum,
+            "max_length": self.max_length,
+            "secret": self.secret,
+            "customer_connectivity": self.customer_connectivity,
+            "description": self.description,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    code: str
+    name: str
+    public_ip: PublicIp
+    admin_removable: bool
+    parameters: tuple[Parameter, ...] = field(default=())
+
+    def parameter(self, name: str) -> Parameter | None:
+        return next((p for p in self.parameters if p.name == name), None)
+
+    def is_secret(self, name: str) -> bool:
+        param = self.parameter(name)
+        return param is not None and param.secret
+
+    def is_customer_connectivity(self, name: str) -> bool:
+        param = self.parameter(name)
+        return param is not None and param.customer_connectivity
+
+
+def _cc(description: str) -> Parameter:
+    return Parameter(
+        "customer_connectivity",
+        "Customer Connectivity",
+        Kind.HOST,
+        default_from="node:public_ip",
+        customer_connectivity=True,
+        description=description,
+    )
+
+
+def _port(name: str, label: str, default: int) -> Parameter:
+    return Parameter(name, label, Kind.PORT, default=default)
+
+
+def _limit(name: str, label: str, default: int, maximum: int) -> Parameter:
+    return Parameter(name, label, Kind.INTEGER, default=default, minimum=1, maximum=maximum)
+
+
+def _credentials(service: str) -> tuple[Parameter, Parameter]:
+    return (
+        Parameter(
+            "username",
+            "Username",
+            Kind.STRING,
+            default_from=f"property:{service}_username",
+            max_length=64,
+        ),
+        Parameter(
+            "password",
+            "Password",
+            Kind.SECRET,
+            default_from=f"property:{service}_password",
+            max_length=128,
+        ),
+    )
+
+
+ROLES: dict[str, Role] = {
+    role.code: role
+    for role in (
+        Role(
+            "ic",
+            "Infrastructure Controller",
+            PublicIp.OPTIONAL,
+            admin_removable=False,
+            parameters=(_port("controller_port", "Controller port", 8080),),
+        ),
+        Role(
+            "web",
+            "Management Interface",
+            PublicIp.REQUIRED,
+            admin_removable=True,
+            parameters=(
+                _cc("Public address customers use to reach the management interface."),
+                Parameter(
+                    "public_hostname",
+                    "Public host name",
+                    Kind.HOST,
+                    default_from="property:management_hostname",
+                ),
+                _port("http_port", "HTTP port", 80),
+                _port("https_port", "HTTPS port", 443),
+                _limit("max_sessions", "Maximum sessions", 2000, 100000),
+            ),
+        ),
+        Role(
+            "sip",
+            "SIP",
+            PublicIp.REQUIRED,
+            admin_removable=True,
+            parameters=(
+                _cc("Public address SIP phones register to."),
+                Parameter(
+                    "sip_domain", "SIP domain", Kind.DOMAIN, default_from="property:system_domain"
+                ),
+                _port("sip_port", "SIP port (UDP/TCP)", 5060),
+                _port("sips_port", "SIP TLS port", 5061),
+                _limit("max_calls", "Maximum concurrent calls", 1000, 100000),
+            ),
+        ),
+        Role(
+            "pbx",
+            "PBX",
+            PublicIp.REQUIRED,
+            admin_removable=True,
+            parameters=(
+                _cc("Public address media (RTP) flows to."),
+                Parameter(
+                    "rtp_port_min",
+                    "RTP port range start",
+                    Kind.PORT,
+                    default_from="property:rtp_port_min",
+                ),
+                Parameter(
+                    "rtp_port_max",
+                    "RTP port range end",
+                    Kind.PORT,
+                    default_from="property:rtp_port_max",
+                ),
+                _limit("max_channels", "Maximum channels", 500, 100000),
+            ),
+        ),
+        Role(
+            "jabber",
+            "Jabber",
+            PublicIp.NO,
+            admin_removable=True,
+            parameters=(
+                Parameter(
+                    "xmpp_domain", "XMPP domain", Kind.DOMAIN, default_from="property:system_domain"
+                ),
+                _port("c2s_port", "Client port", 5222),
+                _port("s2s_port", "Server-to-server port", 5269),
+            ),
+        ),
+        Role(
+            "que",
+            "Queue",
+            PublicIp.NO,
+            admin_removable=True,
+            parameters=(_port("port", "Port", 5672), *_credentials("queue")),
+        ),
+        Role(
+            "wk",
+            "Worker",
+            PublicIp.NO,
+            admin_removable=False,
+            parameters=(_limit("max_jobs", "Concurrent jobs", 8, 1024),),
+        ),
+        Role(
+            "sql",
+            "SQL Database",
+            PublicIp.NO,
+            admin_removable=False,
+            parameters=(
+                _port("port", "Port", 3306),
+                *_credentials("sql"),
+                _limit("max_connections", "Maximum connections", 500, 100000),
+            ),
+        ),
+        Role(
+            "dd",
+            "Distributed Database",
+            PublicIp.NO,
+            admin_removable=False,
+            parameters=(
+                _port("port", "Port", 9042),
+                *_credentials("dd"),
+                _limit("replication_factor", "Replication factor", 3, 9),
+            ),
+        ),
+        Role(
+            "es",
+            "Elasticsearch",
+            PublicIp.NO,
+            admin_removable=False,
+            parameters=(
+                _port("http_port", "HTTP port", 9200),
+                _limit("heap_size_mb", "Heap size (MiB)", 1024, 262144),
+            ),
+        ),
+        Role(
+            "us",
+            "Unstructured Storage",
+            PublicIp.NO,
+            admin_removable=False,
+            parameters=(
+                Parameter(
+                    "path", "Storage path", Kind.STRING, default="/var/lib/voipcloud/storage"
+                ),
+                _limit("quota_gb", "Quota (GiB)", 100, 1048576),
+            ),
+        ),
+    )
+}
+
+CONTROLLER_ROLE = "ic"
+DISTRIBUTED_DATABASE_ROLE = "dd"
+# The roles the Configuration Wizard puts on the IC node for a single-node system.
+SINGLE_NODE_ROLES = ("web", "sip", "pbx", "jabber", "que", "wk", "sql", "dd", "es", "us")
+
+
+def get_role(code: str) -> Role | None:
+    return ROLES.get(code)
+
+
+def validate_parameters(
+    role: Role, values: Mapping[str, Any], *, loc: tuple[str | int, ...] = ("parameters",)
+) -> dict[str, Any]:
+    """Explicit values validated and normalized. `None` means "back to the default"."""
+    errors: list[FieldError] = []
+    clean: dict[str, Any] = {}
+    for name, value in values.items():
+        param = role.parameter(name)
+        if param is None:
+            known = ", ".join(p.name for p in role.parameters)
+            errors.append(
+                FieldError(
+                    (*loc, name),
+                    f"unknown parameter for role {role.code}; known: {known}",
+                    "unknown_parameter",
+                )
+            )
+            continue
+        if value is None:
+            clean[name] = None
+            continue
+        try:
+            clean[name] = param.validate(value)
+        except ValueError as exc:
+            errors.append(FieldError((*loc, name), str(exc)))
+    if errors:
+        raise InvalidInput(errors)
+    return clean
+
+
+@dataclass(frozen=True, slots=True)
+class EffectiveValue:
+    value: Any
+    source: str  # "explicit", "default", "property:<name>", "node:public_ip"
+
+
+def effective_parameters(
+    role: Role,
+    explicit: Mapping[str, Any],
+    *,
+    properties: Mapping[str, Any],
+    public_ip: str | None,
+) -> dict[str, EffectiveValue]:
+    result: dict[str, EffectiveValue] = {}
+    for param in role.parameters:
+        if explicit.get(param.name) is not None:
+            result[param.name] = EffectiveValue(explicit[param.name], "explicit")
+        elif param.default_from == "node:public_ip":
+            result[param.name] = EffectiveValue(public_ip, param.default_from)
+        elif param.default_from and param.default_from.startswith("property:"):
+            key = param.default_from.removeprefix("property:")
+            result[param.name] = EffectiveValue(properties.get(key), param.default_from)
+        else:
+            result[param.name] = EffectiveValue(param.default, "default")
+    return result
+
+
+def check_consistency(role: Role, effective: Mapping[str, EffectiveValue]) -> list[FieldError]:
+    """Cross-field rules of one role's effective configuration."""
+    errors: list[FieldError] = []
+    low = effective.get("rtp_port_min")
+    high = effective.get("rtp_port_max")
+    if (
+        low
+        and high
+        and low.value is not None
+        and high.value is not None
+        and low.value >= high.value
+    ):
+        errors.append(
+            FieldError(("parameters", "rtp_port_max"), "must be greater than rtp_port_min")
+        )
+    return errors

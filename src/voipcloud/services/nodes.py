@@ -1,0 +1,258 @@
+"""Node use cases: add, edit, delete, the lifecycle actions, reads."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
+
+from voipcloud.domain import lifecycle, validation
+from voipcloud.domain.errors import FieldError, InvalidInput, RuleViolation
+from voipcloud.domain.filters import NodeFilter
+from voipcloud.domain.lifecycle import Operation
+from voipcloud.domain.model import Event, Node, Page
+from voipcloud.domain.roles import ROLES, PublicIp
+from voipcloud.domain.statuses import NodeStatus
+from voipcloud.services import transitions
+from voipcloud.services.context import Context
+from voipcloud.services.secrets_box import new_session_key
+from voipcloud.store import events, roles
+from voipcloud.store import nodes as node_rows
+
+ACTIONS = {
+    "standby": Operation.STANDBY,
+    "activate": Operation.ACTIVATE,
+    "deactivate": Operation.DEACTIVATE,
+    "mark-damaged": Operation.MARK_DAMAGED,
+    "fix": Operation.FIX,
+    "regenerate-session-key": Operation.REGENERATE_SESSION_KEY,
+}
+MAX_CONTAINER_ID = 128
+MAX_REASON = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class NodeDetails:
+    node: Node
+    session_key: str | None
+
+
+def _clean_node_fields(values: dict[str, Any]) -> dict[str, Any]:
+    """Normalize hostname / IPs / container id; InvalidInput naming each bad field."""
+    clean: dict[str, Any] = {}
+    errors: list[FieldError] = []
+    for name, value in values.items():
+        try:
+            if name == "hostname":
+                clean[name] = validation.normalize_hostname(value)
+            elif name == "private_ip":
+                clean[name] = validation.normalize_ip(value)
+            elif name == "public_ip":
+                clean[name] = validation.normalize_ip(value) if value else None
+            elif name == "container_id":
+                if value and len(value) > MAX_CONTAINER_ID:
+                    raise ValueError(f"must be at most {MAX_CONTAINER_ID} characters")
+                clean[name] = value.strip() or None if value else None
+            else:
+                raise ValueError("unknown field")
+        except ValueError as exc:
+            errors.append(FieldError(("body", name), str(exc)))
+    if errors:
+        raise InvalidInput(errors)
+    return clean
+
+
+def _check_reason(reason: str | None) -> str | None:
+    if reason is not None and len(reason) > MAX_REASON:
+        raise InvalidInput.one(("body", "reason"), f"must be at most {MAX_REASON} characters")
+    return reason.strip() or None if reason else None
+
+
+class NodeService:
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+
+    # reads
+    def list(self, flt: NodeFilter) -> Page[Node]:
+        with self._ctx.db.read() as conn:
+            return node_rows.list_page(conn, flt)
+
+    def get(self, node_id: int) -> NodeDetails:
+        with self._ctx.db.read() as conn:
+            node = transitions.load(conn, node_id)
+            encrypted = node_rows.encrypted_session_key(conn, node_id)
+        key = self._ctx.box.decrypt(encrypted) if encrypted else None
+        return NodeDetails(node=node, session_key=key)
+
+    def events(self, node_id: int | None, *, limit: int = 50, offset: int = 0) -> Page[Event]:
+        with self._ctx.db.read() as conn:
+            if node_id is not None:
+                transitions.load(conn, node_id)
+            return events.page(conn, node_id=node_id, limit=limit, offset=offset)
+
+    # changes
+    def add(
+        self,
+        *,
+        actor: str,
+        hostname: str,
+        private_ip: str,
+        public_ip: str | None = None,
+        container_id: str | None = None,
+    ) -> Node:
+        clean = _clean_node_fields(
+            {
+                "hostname": hostname,
+                "private_ip": private_ip,
+                "public_ip": public_ip,
+                "container_id": container_id,
+            }
+        )
+        now = self._ctx.clock()
+        try:
+            with self._ctx.db.write() as conn:
+                _ensure_hostname_free(conn, clean["hostname"], node_id=None)
+                node_id = node_rows.insert_node(conn, is_controller=False, now=now, **clean)
+                events.append(
+                    conn,
+                    at=now,
+                    actor=actor,
+                    node_id=node_id,
+                    operation="add-node",
+                    status_after=NodeStatus.OFFLINE.value,
+                    reason=f"node {clean['hostname']} added",
+                )
+                return transitions.load(conn, node_id)
+        except IntegrityError:
+            # a concurrent request took the hostname between our check and our insert
+            raise _hostname_taken(clean["hostname"]) from None
+
+    def edit(self, node_id: int, *, actor: str, changes: dict[str, Any]) -> Node:
+        clean = _clean_node_fields(changes)
+        if "private_ip" in clean and clean["private_ip"] is None:
+            raise InvalidInput.one(("body", "private_ip"), "a node needs a private IP")
+        now = self._ctx.clock()
+        try:
+            with self._ctx.db.write() as conn:
+                node = transitions.load(conn, node_id)
+                if "hostname" in clean and clean["hostname"] != node.hostname:
+                    _ensure_hostname_free(conn, clean["hostname"], node_id=node.id)
+                if "public_ip" in clean and clean["public_ip"] is None:
+                    needing = [r for r in node.roles if ROLES[r].public_ip is PublicIp.REQUIRED]
+                    if needing:
+                        raise RuleViolation(
+                            "public-ip-required",
+                            f"Node {node.hostname} carries role(s) {', '.join(needing)}, which "
+                            "need a public IP; it cannot be removed.",
+                        )
+                changed = {k: v for k, v in clean.items() if getattr(node, k) != v}
+                if not changed:
+                    return node
+                if "public_ip" in changed and node.roles:
+                    changed["config_generation"] = node.config_generation + 1
+                described = ", ".join(
+                    f"{k} {getattr(node, k)} → {v}" for k, v in changed.items() if k in clean
+                )
+                return transitions.apply(
+                    conn,
+                    node,
+                    Operation.EDIT_NODE,
+                    actor=actor,
+                    now=now,
+                    event_reason=f"edited: {described}",
+                    **changed,
+                )
+        except IntegrityError:
+            raise _hostname_taken(clean.get("hostname", "")) from None
+
+    def delete(self, node_id: int, *, actor: str, reason: str | None = None) -> Node:
+        reason = _check_reason(reason)
+        now = self._ctx.clock()
+        with self._ctx.db.write() as conn:
+            node = transitions.load(conn, node_id)
+            if node.is_controller:
+                raise RuleViolation(
+                    "controller-not-deletable",
+                    f"Node {node.hostname} is the Infrastructure Controller node; it runs this "
+                    "controller and cannot be deleted.",
+                )
+            released = ", ".join(node.roles) or "none"
+            roles.remove_all(conn, node_id=node.id)
+            return transitions.apply(
+                conn,
+                node,
+                Operation.DELETE,
+                actor=actor,
+                now=now,
+                reason=reason or "deleted by the administrator",
+                event_reason=f"{reason or 'deleted'}; roles released: {released}",
+                session_key_encrypted=None,
+                session_key_digest=None,
+                pending_operation=None,
+                operation_id=None,
+                operation_started_at=None,
+                config_generation=node.config_generation + 1,
+            )
+
+    def action(self, node_id: int, action: str, *, actor: str, reason: str | None = None) -> Node:
+        operation = ACTIONS.get(action)
+        if operation is None:
+            raise InvalidInput.one(("path", "action"), f"must be one of {', '.join(ACTIONS)}")
+        reason = _check_reason(reason)
+        now = self._ctx.clock()
+        with self._ctx.db.write() as conn:
+            node = transitions.load(conn, node_id)
+            values: dict[str, Any] = {}
+            if operation is Operation.REGENERATE_SESSION_KEY:
+                values.update(self.session_key_values(node))
+                reason = reason or "session key regenerated; the previous key no longer works"
+            elif operation is Operation.ACTIVATE:
+                # plan first so that a status refusal names the status, not the roles
+                lifecycle.plan(operation, node.status, hostname=node.hostname)
+                if not node.roles:
+                    raise RuleViolation(
+                        "activate-needs-role",
+                        f"Activate is not available: node {node.hostname} has no role; "
+                        "assign at least one role first.",
+                    )
+                values.update(self._pending("activate", now))
+            elif operation is Operation.FIX:
+                values.update(self._pending("fix", now))
+            elif operation is Operation.DEACTIVATE and node.status is NodeStatus.ONLINE:
+                values.update(self._pending("deactivate", now))
+            elif operation is Operation.MARK_DAMAGED:
+                reason = reason or "marked Damaged by the administrator"
+            return transitions.apply(
+                conn, node, operation, actor=actor, now=now, reason=reason, **values
+            )
+
+    def session_key_values(self, node: Node) -> dict[str, Any]:
+        key = new_session_key()
+        return {
+            "session_key_encrypted": self._ctx.box.encrypt(key),
+            "session_key_digest": self._ctx.box.digest(key),
+        }
+
+    @staticmethod
+    def _pending(operation: str, now: Any) -> dict[str, Any]:
+        return {
+            "pending_operation": operation,
+            "operation_id": str(uuid.uuid4()),
+            "operation_started_at": now,
+        }
+
+
+def _hostname_taken(hostname: str) -> RuleViolation:
+    return RuleViolation(
+        "hostname-unique",
+        f"Hostname {hostname} is already used by another node that is not Deleted.",
+    )
+
+
+def _ensure_hostname_free(conn: Connection, hostname: str, *, node_id: int | None) -> None:
+    owner = node_rows.live_hostname_owner(conn, hostname)
+    if owner is not None and owner != node_id:
+        raise _hostname_taken(hostname)

@@ -1,0 +1,62 @@
+"""Secrets at rest: a Fernet key in the data dir (0600) encrypts them; an HMAC finds them.
+
+Session keys are 192-bit random tokens. The controller stores them encrypted (so the
+administrator can read them back in Quick info) and as a keyed digest (so an agent's key is
+looked up without decrypting every row).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.fernet import Fernet, InvalidToken
+
+KEY_FILE = "secret.key"
+SESSION_KEY_BYTES = 24  # 192 bits
+
+
+class SecretBox:
+    def __init__(self, key: bytes) -> None:
+        self._fernet = Fernet(key)
+        self._mac_key = hashlib.sha256(b"voipcloud-digest:" + key).digest()
+
+    @classmethod
+    def in_data_dir(cls, data_dir: Path) -> SecretBox:
+        """Load the key, or create it with 0600 permissions on first start."""
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path = data_dir / KEY_FILE
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            if path.stat().st_mode & 0o077:
+                path.chmod(0o600)
+            return cls(path.read_bytes().strip())
+        key = Fernet.generate_key()
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(key)
+        return cls(key)
+
+    def encrypt(self, plaintext: str) -> bytes:
+        return self._fernet.encrypt(plaintext.encode())
+
+    def decrypt(self, token: bytes) -> str | None:
+        try:
+            return self._fernet.decrypt(token).decode()
+        except InvalidToken:
+            return None
+
+    def digest(self, value: str) -> str:
+        return hmac.new(self._mac_key, value.encode(), hashlib.sha256).hexdigest()
+
+
+def new_session_key() -> str:
+    return secrets.token_urlsafe(SESSION_KEY_BYTES)
+
+
+def token_digest(token: str) -> str:
+    """Unkeyed digest for high-entropy bearer tokens (they are random, not guessable)."""
+    return hashlib.sha256(token.encode()).hexdigest()

@@ -1,0 +1,43 @@
+"""The single infrastructure row: properties, and a lock for extension-count rules."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from voipcloud.store.tables import infrastructure
+
+_ID = 1
+
+
+def exists(conn: Connection) -> bool:
+    return conn.execute(select(infrastructure.c.id)).first() is not None
+
+
+def create(conn: Connection, *, properties: dict[str, Any], now: datetime) -> None:
+    conn.execute(
+        insert(infrastructure).values(id=_ID, properties=properties, row_version=1, updated_at=now)
+    )
+
+
+def properties(conn: Connection) -> dict[str, Any]:
+    value = conn.execute(select(infrastructure.c.properties).where(infrastructure.c.id == _ID))
+    return dict(value.scalar_one())
+
+
+def lock(conn: Connection) -> None:
+    """Serialize the rules that count extensions (SQLite already holds its write lock)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            select(infrastructure.c.id).where(infrastructure.c.id == _ID).with_for_update()
+        )
+
+
+def set_properties(conn: Connection, *, properties: dict[str, Any], now: datetime) -> None:
+    conn.execute(
+        update(infrastructure)
+        .where(infrastructure.c.id == _ID)
+        .values(properties=properties, updated_at=now, row_version=infrastructure.c.row_version + 1)
+    )

@@ -1,0 +1,195 @@
+"""Node rows: reads, inserts and compare-and-set updates."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping, and_, exists, func, insert, or_, select, update
+
+from voipcloud.domain.filters import NodeFilter
+from voipcloud.domain.model import Component, Node, Page
+from voipcloud.domain.statuses import NodeStatus
+from voipcloud.store.tables import nodes, role_assignments
+
+_COLUMNS = [c for c in nodes.c if c.name not in ("session_key_encrypted", "session_key_digest")]
+_HAS_KEY = nodes.c.session_key_digest.is_not(None).label("has_session_key")
+
+
+def _node(data: RowMapping, roles: list[str]) -> Node:
+    return Node(
+        id=data["id"],
+        hostname=data["hostname"],
+        private_ip=data["private_ip"],
+        public_ip=data["public_ip"],
+        container_id=data["container_id"],
+        status=NodeStatus(data["status"]),
+        status_reason=data["status_reason"],
+        is_controller=bool(data["is_controller"]),
+        has_session_key=bool(data["has_session_key"]),
+        pending_operation=data["pending_operation"],
+        operation_id=data["operation_id"],
+        operation_started_at=data["operation_started_at"],
+        config_generation=data["config_generation"],
+        agent_version=data["agent_version"],
+        os=data["os"],
+        kernel=data["kernel"],
+        components=[Component(c["name"], c["version"]) for c in data["components"] or []],
+        last_seen=data["last_seen"],
+        created_at=data["created_at"],
+        updated_at=data["updated_at"],
+        row_version=data["row_version"],
+        roles=roles,
+    )
+
+
+def roles_of(conn: Connection, node_ids: Iterable[int]) -> dict[int, list[str]]:
+    ids = list(node_ids)
+    result: dict[int, list[str]] = defaultdict(list)
+    if not ids:
+        return result
+    rows = conn.execute(
+        select(role_assignments.c.node_id, role_assignments.c.role)
+        .where(role_assignments.c.node_id.in_(ids))
+        .order_by(
+            role_assignments.c.node_id, role_assignments.c.created_at, role_assignments.c.role
+        )
+    )
+    for node_id, role in rows:
+        result[node_id].append(role)
+    return result
+
+
+def get(conn: Connection, node_id: int) -> Node | None:
+    row = conn.execute(select(*_COLUMNS, _HAS_KEY).where(nodes.c.id == node_id)).first()
+    if row is None:
+        return None
+    return _node(row._mapping, roles_of(conn, [node_id])[node_id])
+
+
+def get_controller(conn: Connection) -> Node | None:
+    node_id = conn.execute(select(nodes.c.id).where(nodes.c.is_controller)).scalar()
+    return None if node_id is None else get(conn, node_id)
+
+
+def get_by_key_digest(conn: Connection, digest: str) -> Node | None:
+    node_id = conn.execute(select(nodes.c.id).where(nodes.c.session_key_digest == digest)).scalar()
+    return None if node_id is None else get(conn, node_id)
+
+
+def encrypted_session_key(conn: Connection, node_id: int) -> bytes | None:
+    value = conn.execute(
+        select(nodes.c.session_key_encrypted).where(nodes.c.id == node_id)
+    ).scalar()
+    return bytes(value) if value is not None else None
+
+
+def live_hostname_owner(conn: Connection, hostname: str) -> int | None:
+    return conn.execute(
+        select(nodes.c.id).where(
+            nodes.c.hostname == hostname, nodes.c.status != NodeStatus.DELETED.value
+        )
+    ).scalar()
+
+
+def count_live(conn: Connection) -> int:
+    return conn.execute(
+        select(func.count()).select_from(nodes).where(nodes.c.status != NodeStatus.DELETED.value)
+    ).scalar_one()
+
+
+def insert_node(
+    conn: Connection,
+    *,
+    hostname: str,
+    private_ip: str,
+    public_ip: str | None,
+    container_id: str | None,
+    is_controller: bool,
+    now: datetime,
+) -> int:
+    result = conn.execute(
+        insert(nodes)
+        .values(
+            hostname=hostname,
+            private_ip=private_ip,
+            public_ip=public_ip,
+            container_id=container_id,
+            status=NodeStatus.OFFLINE.value,
+            is_controller=is_controller,
+            config_generation=1,
+            created_at=now,
+            updated_at=now,
+            row_version=1,
+        )
+        .returning(nodes.c.id)
+    )
+    return int(result.scalar_one())
+
+
+def compare_and_set(conn: Connection, node: Node, *, now: datetime, **values: Any) -> bool:
+    """Write `values` only if nobody changed the node since `node` was read."""
+    result = conn.execute(
+        update(nodes)
+        .where(nodes.c.id == node.id, nodes.c.row_version == node.row_version)
+        .values(row_version=node.row_version + 1, updated_at=now, **values)
+    )
+    return result.rowcount == 1
+
+
+def _where(flt: NodeFilter) -> list[Any]:
+    clauses: list[Any] = []
+    if flt.status is None:
+        clauses.append(nodes.c.status != NodeStatus.DELETED.value)
+    else:
+        clauses.append(nodes.c.status == flt.status.value)
+    if flt.role:
+        clauses.append(
+            exists().where(
+                and_(role_assignments.c.node_id == nodes.c.id, role_assignments.c.role == flt.role)
+            )
+        )
+    if flt.q:
+        q = flt.q.lower()
+        matches = [
+            nodes.c.hostname.contains(q, autoescape=True),
+            nodes.c.private_ip.startswith(q, autoescape=True),
+            nodes.c.public_ip.startswith(q, autoescape=True),
+        ]
+        if q.isdigit() and len(q) < 10:
+            matches.append(nodes.c.id == int(q))
+        clauses.append(or_(*matches))
+    return clauses
+
+
+def list_page(conn: Connection, flt: NodeFilter) -> Page[Node]:
+    where = _where(flt)
+    total = conn.execute(select(func.count()).select_from(nodes).where(*where)).scalar_one()
+    column = nodes.c[flt.sort.removeprefix("-")]
+    order = column.desc() if flt.sort.startswith("-") else column.asc()
+    rows = conn.execute(
+        select(*_COLUMNS, _HAS_KEY)
+        .where(*where)
+        .order_by(order, nodes.c.id)
+        .limit(flt.limit)
+        .offset(flt.offset)
+    ).all()
+    roles = roles_of(conn, [row.id for row in rows])
+    return Page(items=[_node(row._mapping, roles[row.id]) for row in rows], total=total)
+
+
+def all_live(conn: Connection) -> list[Node]:
+    rows = conn.execute(
+        select(*_COLUMNS, _HAS_KEY)
+        .where(nodes.c.status != NodeStatus.DELETED.value)
+        .order_by(nodes.c.id)
+    ).all()
+    roles = roles_of(conn, [row.id for row in rows])
+    return [_node(row._mapping, roles[row.id]) for row in rows]
+
+
+def with_pending_operation(conn: Connection) -> list[Node]:
+    ids = conn.execute(select(nodes.c.id).where(nodes.c.pending_operation.is_not(None))).scalars()
+    return [node for node_id in list(ids) if (node := get(conn, node_id)) is not None]

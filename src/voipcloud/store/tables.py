@@ -1,0 +1,143 @@
+"""SQLAlchemy Core tables. The schema itself is created by the Alembic migrations."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+
+from voipcloud.store.types import UTCDateTime
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("hostname", String(253), nullable=False),
+    Column("private_ip", String(45), nullable=False),
+    Column("public_ip", String(45), nullable=True),
+    Column("container_id", String(128), nullable=True),
+    Column("status", String(32), nullable=False),
+    Column("status_reason", Text, nullable=True),
+    Column("is_controller", Boolean, nullable=False, default=False),
+    # the session key, encrypted at rest; its keyed hash finds the node when an agent joins
+    Column("session_key_encrypted", LargeBinary, nullable=True),
+    Column("session_key_digest", String(64), nullable=True, unique=True),
+    # the operation pending for the node's agent (activate, deactivate, fix)
+    Column("pending_operation", String(32), nullable=True),
+    Column("operation_id", String(36), nullable=True),
+    Column("operation_started_at", UTCDateTime(), nullable=True),
+    # bumped whenever the desired configuration of the node changes
+    Column("config_generation", Integer, nullable=False, default=1),
+    # what the agent reported
+    Column("agent_version", String(64), nullable=True),
+    Column("os", String(255), nullable=True),
+    Column("kernel", String(255), nullable=True),
+    Column("components", JSON, nullable=True),
+    Column("last_seen", UTCDateTime(), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    # optimistic lock: every write is UPDATE ... WHERE id = ? AND row_version = ?
+    Column("row_version", Integer, nullable=False, default=1),
+    Index(
+        "uq_nodes_live_hostname",
+        "hostname",
+        unique=True,
+        sqlite_where=text("status != 'Deleted'"),
+        postgresql_where=text("status != 'Deleted'"),
+    ),
+    Index(
+        "uq_nodes_single_controller",
+        "is_controller",
+        unique=True,
+        sqlite_where=text("is_controller"),
+        postgresql_where=text("is_controller"),
+    ),
+    Index("ix_nodes_status", "status"),
+)
+
+role_assignments = Table(
+    "role_assignments",
+    metadata,
+    Column("node_id", Integer, ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True),
+    Column("role", String(16), primary_key=True),
+    Column("parameters", JSON, nullable=False),  # explicit values only
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Index("ix_role_assignments_role", "role"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("node_id", Integer, ForeignKey("nodes.id", ondelete="CASCADE"), nullable=True),
+    Column("operation", String(64), nullable=False),
+    Column("status_before", String(32), nullable=True),
+    Column("status_after", String(32), nullable=True),
+    Column("reason", Text, nullable=True),
+    Index("ix_events_node_id_id", "node_id", "id"),
+)
+
+extensions = Table(
+    "extensions",
+    metadata,
+    Column("number", String(32), primary_key=True),
+    Column("label", String(255), nullable=False, default=""),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+administrators = Table(
+    "administrators",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("username", String(64), nullable=False, unique=True),
+    Column("password_hash", String(255), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("digest", String(64), primary_key=True),
+    Column(
+        "administrator_id",
+        Integer,
+        ForeignKey("administrators.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+)
+
+# One row (id = 1): the infrastructure properties, and the row that serializes the rules
+# that depend on the number of extensions.
+infrastructure = Table(
+    "infrastructure",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("properties", JSON, nullable=False),
+    Column("row_version", Integer, nullable=False, default=1),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
