@@ -1,0 +1,80 @@
+"""Domain records to wire schemas."""
+
+from __future__ import annotations
+
+from voipcloud.api import schemas
+from voipcloud.domain.model import Event, Extension, Node
+from voipcloud.services.nodes import NodeDetails
+from voipcloud.services.roles import AssignedRole
+
+
+def node(record: Node) -> schemas.NodePublic:
+    return schemas.NodePublic(**_node_fields(record))
+
+
+def _node_fields(record: Node) -> dict[str, object]:
+    pending = None
+    if record.pending_operation and record.operation_id:
+        pending = schemas.PendingOperationPublic(
+            kind=record.pending_operation,
+            operation_id=record.operation_id,
+            started_at=record.operation_started_at,
+        )
+    return {
+        "node_id": record.id,
+        "hostname": record.hostname,
+        "private_ip": record.private_ip,
+        "public_ip": record.public_ip,
+        "container_id": record.container_id,
+        "roles": record.roles,
+        "status": record.status,
+        "status_reason": record.status_reason,
+        "pending_operation": pending,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+        "version": record.agent_version,
+        "os": record.os,
+        "kernel": record.kernel,
+        "last_seen": record.last_seen,
+        "is_controller": record.is_controller,
+    }
+
+
+def node_detail(details: NodeDetails, assigned: list[AssignedRole]) -> schemas.NodeDetailPublic:
+    return schemas.NodeDetailPublic(
+        **_node_fields(details.node),
+        session_key=details.session_key,
+        components=[
+            schemas.ComponentPublic(name=c.name, version=c.version) for c in details.node.components
+        ],
+        assignments=[
+            schemas.RoleAssignmentPublic(
+                role=a.role.code,
+                name=a.role.name,
+                parameters={
+                    name: schemas.EffectiveParameterPublic(value=v.value, source=v.source)
+                    for name, v in a.effective.items()
+                },
+            )
+            for a in assigned
+        ],
+    )
+
+
+def event(record: Event) -> schemas.EventPublic:
+    return schemas.EventPublic(
+        id=record.id,
+        at=record.at,
+        actor=record.actor,
+        node_id=record.node_id,
+        operation=record.operation,
+        status_before=record.status_before,
+        status_after=record.status_after,
+        reason=record.reason,
+    )
+
+
+def extension(record: Extension) -> schemas.ExtensionPublic:
+    return schemas.ExtensionPublic(
+        number=record.number, label=record.label, created_at=record.created_at
+    )

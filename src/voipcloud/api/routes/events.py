@@ -1,0 +1,26 @@
+"""The audit history of the whole infrastructure."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from voipcloud.api import convert
+from voipcloud.api.deps import ControllerDep, CurrentAdmin
+from voipcloud.api.schemas import EventsPublic
+
+router = APIRouter(tags=["events"])
+
+
+@router.get("/events", response_model=EventsPublic)
+def list_events(
+    _admin: CurrentAdmin,
+    controller: ControllerDep,
+    node_id: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> EventsPublic:
+    """All events, newest first; node_id narrows to one node."""
+    page = controller.nodes.events(node_id, limit=limit, offset=offset)
+    return EventsPublic(items=[convert.event(e) for e in page.items], total=page.total)

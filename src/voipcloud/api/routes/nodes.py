@@ -1,0 +1,100 @@
+"""Nodes: listing, Quick info, add, edit, delete, lifecycle actions, history."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query
+
+from voipcloud.api import convert
+from voipcloud.api.deps import ControllerDep, CurrentAdmin
+from voipcloud.api.errors import REFUSALS
+from voipcloud.api.schemas import (
+    ActionRequest,
+    EventsPublic,
+    NodeCreate,
+    NodeDetailPublic,
+    NodesPublic,
+    NodeUpdate,
+)
+from voipcloud.domain.filters import NodeFilter
+from voipcloud.services.controller import Controller
+
+router = APIRouter(prefix="/nodes", tags=["nodes"], responses=REFUSALS)
+
+
+def detail(controller: Controller, node_id: int) -> NodeDetailPublic:
+    return convert.node_detail(controller.nodes.get(node_id), controller.roles.assigned(node_id))
+
+
+@router.get("", response_model=NodesPublic)
+def list_nodes(
+    _admin: CurrentAdmin,
+    controller: ControllerDep,
+    status: Annotated[str | None, Query(max_length=32)] = None,
+    role: Annotated[str | None, Query(max_length=16)] = None,
+    q: Annotated[str | None, Query(max_length=253)] = None,
+    sort: Annotated[str | None, Query(max_length=32)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> NodesPublic:
+    """List nodes; Deleted ones only with status=Deleted."""
+    flt = NodeFilter.parse(status=status, role=role, q=q, sort=sort, limit=limit, offset=offset)
+    page = controller.nodes.list(flt)
+    return NodesPublic(items=[convert.node(n) for n in page.items], total=page.total)
+
+
+@router.post("", response_model=NodeDetailPublic, status_code=201)
+def add_node(body: NodeCreate, admin: CurrentAdmin, controller: ControllerDep) -> NodeDetailPublic:
+    """Add a node; it starts Offline."""
+    node = controller.nodes.add(actor=admin, **body.model_dump())
+    return detail(controller, node.id)
+
+
+@router.get("/{node_id}", response_model=NodeDetailPublic)
+def get_node(node_id: int, _admin: CurrentAdmin, controller: ControllerDep) -> NodeDetailPublic:
+    """The node with its Quick info, components and role parameters."""
+    return detail(controller, node_id)
+
+
+@router.patch("/{node_id}", response_model=NodeDetailPublic)
+def edit_node(
+    node_id: int, body: NodeUpdate, admin: CurrentAdmin, controller: ControllerDep
+) -> NodeDetailPublic:
+    """Edit hostname, IPs or container id (any status but Deleted)."""
+    controller.nodes.edit(node_id, actor=admin, changes=body.model_dump(exclude_unset=True))
+    return detail(controller, node_id)
+
+
+@router.delete("/{node_id}", response_model=NodeDetailPublic)
+def delete_node(node_id: int, admin: CurrentAdmin, controller: ControllerDep) -> NodeDetailPublic:
+    """Delete Node (refused while Online or Damaged)."""
+    controller.nodes.delete(node_id, actor=admin)
+    return detail(controller, node_id)
+
+
+@router.post("/{node_id}/actions/{action}", response_model=NodeDetailPublic)
+def node_action(
+    node_id: int,
+    action: str,
+    admin: CurrentAdmin,
+    controller: ControllerDep,
+    body: Annotated[ActionRequest | None, Body()] = None,
+) -> NodeDetailPublic:
+    """standby, activate, deactivate, mark-damaged, fix or regenerate-session-key."""
+    reason = body.reason if body else None
+    controller.nodes.action(node_id, action, actor=admin, reason=reason)
+    return detail(controller, node_id)
+
+
+@router.get("/{node_id}/events", response_model=EventsPublic)
+def node_events(
+    node_id: int,
+    _admin: CurrentAdmin,
+    controller: ControllerDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> EventsPublic:
+    """The node's history, newest first."""
+    page = controller.nodes.events(node_id, limit=limit, offset=offset)
+    return EventsPublic(items=[convert.event(e) for e in page.items], total=page.total)

@@ -1,0 +1,71 @@
+"""The role catalogue and role assignments."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from voipcloud.api.deps import ControllerDep, CurrentAdmin
+from voipcloud.api.errors import REFUSALS
+from voipcloud.api.routes.nodes import detail
+from voipcloud.api.schemas import (
+    NodeDetailPublic,
+    ParameterPublic,
+    RemoveRequest,
+    RoleAssign,
+    RolePublic,
+    RoleUpdate,
+)
+from voipcloud.domain.roles import ROLES
+
+router = APIRouter(tags=["roles"], responses=REFUSALS)
+
+
+@router.get("/roles", response_model=list[RolePublic])
+def role_catalogue(_admin: CurrentAdmin) -> list[RolePublic]:
+    """The role catalogue with each role's parameter schema."""
+    return [
+        RolePublic(
+            code=role.code,
+            name=role.name,
+            public_ip=role.public_ip.value,
+            admin_removable=role.admin_removable,
+            parameters=[ParameterPublic(**p.schema()) for p in role.parameters],
+        )
+        for role in ROLES.values()
+    ]
+
+
+@router.post("/nodes/{node_id}/roles", response_model=NodeDetailPublic, status_code=201)
+def assign_role(
+    node_id: int, body: RoleAssign, admin: CurrentAdmin, controller: ControllerDep
+) -> NodeDetailPublic:
+    """Assign a role with parameters; the answer carries the node's session key."""
+    controller.roles.assign(node_id, actor=admin, role=body.role, parameters=body.parameters)
+    return detail(controller, node_id)
+
+
+@router.patch("/nodes/{node_id}/roles/{code}", response_model=NodeDetailPublic)
+def edit_role(
+    node_id: int, code: str, body: RoleUpdate, admin: CurrentAdmin, controller: ControllerDep
+) -> NodeDetailPublic:
+    """Change role parameters (null puts one back to its default)."""
+    controller.roles.edit(node_id, actor=admin, role=code, parameters=body.parameters)
+    return detail(controller, node_id)
+
+
+@router.delete("/nodes/{node_id}/roles/{code}", response_model=NodeDetailPublic)
+def delete_assignment(
+    node_id: int, code: str, admin: CurrentAdmin, controller: ControllerDep
+) -> NodeDetailPublic:
+    """Delete role assignment (Offline, ActivateFailed or Deactivated only)."""
+    controller.roles.unassign(node_id, actor=admin, role=code)
+    return detail(controller, node_id)
+
+
+@router.post("/nodes/{node_id}/roles/{code}/remove", response_model=NodeDetailPublic)
+def admin_remove(
+    node_id: int, code: str, body: RemoveRequest, admin: CurrentAdmin, controller: ControllerDep
+) -> NodeDetailPublic:
+    """Administrative Remove from the IC node; needs {"confirm": true}."""
+    controller.roles.admin_remove(node_id, actor=admin, role=code, confirm=body.confirm)
+    return detail(controller, node_id)

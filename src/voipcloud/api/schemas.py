@@ -1,0 +1,169 @@
+"""Wire schemas, kept apart from the tables: the NodeCreate / NodePublic family."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from voipcloud.domain.statuses import NodeStatus
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TokenRequest(Strict):
+    username: str = Field(max_length=64)
+    password: str = Field(max_length=1024)
+
+
+class TokenPublic(BaseModel):
+    access_token: str
+    token_type: str = "bearer"  # noqa: S105 - the scheme, not a secret
+    expires_in: int
+
+
+class NodeCreate(Strict):
+    hostname: str = Field(max_length=253, examples=["sip-01.example.com"])
+    private_ip: str = Field(max_length=45, examples=["10.0.0.11"])
+    public_ip: str | None = Field(default=None, max_length=45, examples=["203.0.113.11"])
+    container_id: str | None = Field(default=None, max_length=128)
+
+
+class NodeUpdate(Strict):
+    hostname: str | None = Field(default=None, max_length=253)
+    private_ip: str | None = Field(default=None, max_length=45)
+    public_ip: str | None = Field(default=None, max_length=45)
+    container_id: str | None = Field(default=None, max_length=128)
+
+
+class ComponentPublic(BaseModel):
+    name: str
+    version: str
+
+
+class PendingOperationPublic(BaseModel):
+    kind: str
+    operation_id: str
+    started_at: datetime | None
+
+
+class NodePublic(BaseModel):
+    node_id: int
+    hostname: str
+    private_ip: str
+    public_ip: str | None
+    container_id: str | None
+    roles: list[str]
+    status: NodeStatus
+    status_reason: str | None
+    pending_operation: PendingOperationPublic | None
+    created_at: datetime
+    updated_at: datetime
+    version: str | None
+    os: str | None
+    kernel: str | None
+    last_seen: datetime | None
+    is_controller: bool
+
+
+class EffectiveParameterPublic(BaseModel):
+    value: Any
+    source: str  # "explicit", "default", "property:<name>", "node:public_ip"
+
+
+class RoleAssignmentPublic(BaseModel):
+    role: str
+    name: str
+    parameters: dict[str, EffectiveParameterPublic]
+
+
+class NodeDetailPublic(NodePublic):
+    session_key: str | None
+    components: list[ComponentPublic]
+    assignments: list[RoleAssignmentPublic]
+
+
+class NodesPublic(BaseModel):
+    items: list[NodePublic]
+    total: int
+
+
+class RoleAssign(Strict):
+    role: str = Field(max_length=16, examples=["sip"])
+    parameters: dict[str, Any] = Field(default_factory=dict, max_length=64)
+
+
+class RoleUpdate(Strict):
+    parameters: dict[str, Any] = Field(max_length=64)
+
+
+class RemoveRequest(Strict):
+    confirm: bool = False
+
+
+class ActionRequest(Strict):
+    reason: str | None = Field(default=None, max_length=1000)
+
+
+class ParameterPublic(BaseModel):
+    name: str
+    label: str
+    type: str
+    default: Any
+    default_from: str | None
+    minimum: int | None
+    maximum: int | None
+    max_length: int
+    secret: bool
+    customer_connectivity: bool
+    description: str
+
+
+class RolePublic(BaseModel):
+    code: str
+    name: str
+    public_ip: str
+    admin_removable: bool
+    parameters: list[ParameterPublic]
+
+
+class EventPublic(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    node_id: int | None
+    operation: str
+    status_before: str | None
+    status_after: str | None
+    reason: str | None
+
+
+class EventsPublic(BaseModel):
+    items: list[EventPublic]
+    total: int
+
+
+class ExtensionCreate(Strict):
+    number: str = Field(max_length=20, examples=["1001"])
+    label: str = Field(default="", max_length=255)
+
+
+class ExtensionPublic(BaseModel):
+    number: str
+    label: str
+    created_at: datetime
+
+
+class ExtensionsPublic(BaseModel):
+    items: list[ExtensionPublic]
+    total: int
+
+
+class Problem(BaseModel):
+    """A refusal: `detail` says what happened and what to do; `rule` names the rule."""
+
+    detail: str
+    rule: str | None = None

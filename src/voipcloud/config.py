@@ -1,0 +1,26 @@
+"""Settings from flags or VOIPCLOUD_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from voipcloud.store.database import sqlite_url
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VOIPCLOUD_", extra="ignore")
+
+    data_dir: Path = Path("./voipcloud-data")
+    database_url: str | None = None  # default: SQLite file in the data dir
+    admin_password: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    activation_timeout: float = Field(default=60.0, gt=0)
+    token_ttl: float = Field(default=12 * 3600.0, gt=0)
+    max_body_bytes: int = 1_048_576
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or sqlite_url(self.data_dir.resolve())
