@@ -17,7 +17,7 @@ from voipcloud.api.app import create_app
 from voipcloud.config import Settings
 from voipcloud.store.database import Database, sqlite_url
 
-ADMIN_PASSWORD = "correct-horse-battery"  # noqa: S105 - a test password
+ADMIN_PASSWORD = "correct-horse-battery"
 _pg_state: dict[str, Any] = {}
 
 

@@ -36,7 +36,8 @@ def test_full_lifecycle_with_pending_operations(api: LiveApi) -> None:
     assigned = c.post(f"/api/v1/nodes/{nid}/roles", json={"role": "sip"})
     assert assigned.status_code == 201, assigned.text
     key = assigned.json()["session_key"]
-    assert key and len(key) >= 32
+    assert key
+    assert len(key) >= 32
     params = assigned.json()["assignments"][0]["parameters"]
     assert params["customer_connectivity"] == {"value": "203.0.113.7", "source": "node:public_ip"}
     assert params["sip_port"] == {"value": 5060, "source": "default"}
