@@ -20,6 +20,8 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=1, le=65535)
     activation_timeout: float = Field(default=60.0, gt=0)
     token_ttl: float = Field(default=12 * 3600.0, gt=0)
+    heartbeat_interval: float = Field(default=10.0, gt=0)
+    missed_beats: int = Field(default=3, ge=1)
     max_body_bytes: int = 1_048_576
 
     def resolved_database_url(self) -> str:

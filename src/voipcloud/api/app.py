@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import anyio
@@ -14,8 +14,9 @@ from fastapi import APIRouter, FastAPI
 
 from voipcloud import __version__
 from voipcloud.api import errors
+from voipcloud.api.agent_channel import AgentHub
 from voipcloud.api.limits import BodySizeLimit
-from voipcloud.api.routes import auth, events, extensions, health, nodes, roles
+from voipcloud.api.routes import agent, auth, events, extensions, health, nodes, roles
 from voipcloud.config import Settings
 from voipcloud.services.context import Context
 from voipcloud.services.controller import Controller
@@ -23,6 +24,7 @@ from voipcloud.services.secrets_box import SecretBox
 from voipcloud.store.database import Database
 
 log = logging.getLogger("voipcloud")
+PRESENCE_FLUSH_SECONDS = 2.0
 
 
 def build_controller(settings: Settings) -> Controller:
@@ -33,6 +35,8 @@ def build_controller(settings: Settings) -> Controller:
         box=SecretBox.in_data_dir(settings.data_dir),
         activation_timeout=settings.activation_timeout,
         token_ttl=settings.token_ttl,
+        heartbeat_interval=settings.heartbeat_interval,
+        missed_beats=settings.missed_beats,
     )
     return Controller.build(ctx)
 
@@ -51,30 +55,46 @@ def start(controller: Controller, settings: Settings) -> None:
         )
 
 
-async def _expire_operations(controller: Controller) -> None:
-    interval = min(1.0, controller.ctx.activation_timeout / 10)
+async def _every(seconds: float, work: Callable[[], object], what: str) -> None:
     while True:
-        await asyncio.sleep(interval)
+        await asyncio.sleep(seconds)
         try:
-            await anyio.to_thread.run_sync(controller.operations.expire)
+            await anyio.to_thread.run_sync(work)
         except Exception:  # keep the loop alive; the next round retries
-            log.exception("expiring pending operations failed")
+            log.exception("%s failed", what)
 
 
 def create_app(settings: Settings | None = None, controller: Controller | None = None) -> FastAPI:
     settings = settings or Settings()
     controller = controller or build_controller(settings)
+    hub = AgentHub(controller)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(start, controller, settings)
-        expiry = asyncio.create_task(_expire_operations(controller))
+        hub.bind(asyncio.get_running_loop())
+        controller.ctx.db.listeners.append(hub.notify_threadsafe)
+        tasks = [
+            asyncio.create_task(
+                _every(
+                    min(1.0, settings.activation_timeout / 10),
+                    controller.operations.expire,
+                    "expiring pending operations",
+                )
+            ),
+            asyncio.create_task(
+                _every(PRESENCE_FLUSH_SECONDS, controller.agents.flush_presence, "presence flush")
+            ),
+        ]
         try:
             yield
         finally:
-            expiry.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await expiry
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            controller.ctx.db.listeners.remove(hub.notify_threadsafe)
+            await anyio.to_thread.run_sync(controller.agents.flush_presence)
             controller.ctx.db.dispose()
 
     app = FastAPI(
@@ -84,12 +104,13 @@ def create_app(settings: Settings | None = None, controller: Controller | None =
         lifespan=lifespan,
     )
     app.state.controller = controller
+    app.state.hub = hub
     app.state.settings = settings
     errors.install(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
 
     api = APIRouter(prefix="/api/v1")
-    for module in (auth, nodes, roles, events, extensions):
+    for module in (auth, nodes, roles, events, extensions, agent):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)

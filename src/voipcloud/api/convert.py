@@ -5,14 +5,17 @@ from __future__ import annotations
 from voipcloud.api import schemas
 from voipcloud.domain.model import Event, Extension, Node
 from voipcloud.services.nodes import NodeDetails
+from voipcloud.services.presence import Presence
 from voipcloud.services.roles import AssignedRole
+from voipcloud.store.types import utcnow
 
 
-def node(record: Node) -> schemas.NodePublic:
-    return schemas.NodePublic(**_node_fields(record))
+def node(record: Node, presence: Presence) -> schemas.NodePublic:
+    return schemas.NodePublic(**_node_fields(record, presence))
 
 
-def _node_fields(record: Node) -> dict[str, object]:
+def _node_fields(record: Node, presence: Presence) -> dict[str, object]:
+    connectivity, last_seen = presence.state(record.id, record.last_seen, utcnow())
     pending = None
     if record.pending_operation and record.operation_id:
         pending = schemas.PendingOperationPublic(
@@ -35,14 +38,17 @@ def _node_fields(record: Node) -> dict[str, object]:
         "version": record.agent_version,
         "os": record.os,
         "kernel": record.kernel,
-        "last_seen": record.last_seen,
+        "last_seen": last_seen,
+        "connectivity": connectivity.value,
         "is_controller": record.is_controller,
     }
 
 
-def node_detail(details: NodeDetails, assigned: list[AssignedRole]) -> schemas.NodeDetailPublic:
+def node_detail(
+    details: NodeDetails, assigned: list[AssignedRole], presence: Presence
+) -> schemas.NodeDetailPublic:
     return schemas.NodeDetailPublic(
-        **_node_fields(details.node),
+        **_node_fields(details.node, presence),
         session_key=details.session_key,
         components=[
             schemas.ComponentPublic(name=c.name, version=c.version) for c in details.node.components

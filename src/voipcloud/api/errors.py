@@ -5,7 +5,13 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from voipcloud.domain.errors import InvalidInput, NotAuthenticated, NotFound, RuleViolation
+from voipcloud.domain.errors import (
+    InvalidInput,
+    NodeGone,
+    NotAuthenticated,
+    NotFound,
+    RuleViolation,
+)
 
 
 def install(app: FastAPI) -> None:
@@ -21,6 +27,10 @@ def install(app: FastAPI) -> None:
     async def _invalid(_request: Request, exc: InvalidInput) -> JSONResponse:
         detail = [{"type": e.type, "loc": list(e.loc), "msg": e.message} for e in exc.errors]
         return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(NodeGone)
+    async def _gone(_request: Request, exc: NodeGone) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=410)
 
     @app.exception_handler(NotAuthenticated)
     async def _unauthenticated(_request: Request, exc: NotAuthenticated) -> JSONResponse:

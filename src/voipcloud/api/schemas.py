@@ -66,6 +66,7 @@ class NodePublic(BaseModel):
     os: str | None
     kernel: str | None
     last_seen: datetime | None
+    connectivity: str  # "connected", "lost" or "never" (no agent joined yet)
     is_controller: bool
 
 

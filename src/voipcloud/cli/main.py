@@ -41,11 +41,12 @@ def serve(
     database_url: Annotated[
         str | None, typer.Option(help="SQLAlchemy URL (env VOIPCLOUD_DATABASE_URL).")
     ] = None,
+    no_ic_agent: Annotated[
+        bool, typer.Option("--no-ic-agent", help="Do not run the IC node's agent.")
+    ] = False,
 ) -> None:
     """Run the controller: web interface, REST API and the IC node's agent."""
-    import uvicorn
-
-    from voipcloud.api.app import create_app
+    from voipcloud.cli import serve as serving
     from voipcloud.config import Settings
 
     overrides = {
@@ -59,15 +60,39 @@ def serve(
         if value is not None
     }
     settings = Settings.model_validate(overrides)
-    application = create_app(settings)
     typer.echo(f"voipcloud: serving on http://{settings.host}:{settings.port}", err=True)
-    uvicorn.run(
-        application,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        proxy_headers=False,
+    serving.run(settings, with_ic_agent=not no_ic_agent)
+
+
+@app.command()
+def agent(
+    controller: Annotated[str, typer.Option(help="The controller's URL, e.g. http://ic:8080.")],
+    session_key: Annotated[
+        str,
+        typer.Option(envvar="VOIPCLOUD_SESSION_KEY", help="The node's session key."),
+    ],
+    state_dir: Annotated[Path, typer.Option(help="Where the agent keeps its state.")] = Path(
+        "./voipcloud-agent"
+    ),
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Agent configuration (TOML); default: STATE_DIR/agent.toml."),
+    ] = None,
+    inventory_interval: Annotated[
+        float, typer.Option(help="Seconds between inventory checks.")
+    ] = 60.0,
+) -> None:
+    """Run a node's agent: join with the session key, then carry out the node's roles."""
+    from voipcloud.cli import agent as agent_command
+
+    code = agent_command.run(
+        controller=controller,
+        session_key=session_key,
+        state_dir=state_dir,
+        config_file=config,
+        inventory_interval=inventory_interval,
     )
+    raise typer.Exit(code)
 
 
 def main() -> None:

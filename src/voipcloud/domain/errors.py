@@ -5,7 +5,8 @@ VoipcloudError
 ├── RuleViolation       409: a rule of the lifecycle forbids the operation now
 │   └── ConcurrentChange     409: another change to the same node won the race
 ├── InvalidInput        422: one or more fields are invalid (field path + message)
-└── NotAuthenticated    401
+├── NotAuthenticated    401
+└── NodeGone            410: an agent of a deleted node
 """
 
 from __future__ import annotations
@@ -58,3 +59,7 @@ class InvalidInput(VoipcloudError):
 
 class NotAuthenticated(VoipcloudError):
     pass
+
+
+class NodeGone(VoipcloudError):
+    """410: the node was deleted; its agent must stop."""

@@ -18,6 +18,8 @@ class Context:
     clock: Callable[[], datetime] = field(default=utcnow)
     activation_timeout: float = 60.0  # seconds without a report before ActivateFailed
     token_ttl: float = 12 * 3600.0  # seconds an API token stays valid
+    heartbeat_interval: float = 10.0  # seconds between agent heartbeats
+    missed_beats: int = 3  # an agent is "lost" after this many missed heartbeats
 
 
 def admin_actor(username: str) -> str:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
+from voipcloud.domain.model import Node
+from voipcloud.services.agents import AgentService
 from voipcloud.services.auth import AuthService
 from voipcloud.services.bootstrap import ensure_controller_node
 from voipcloud.services.context import Context
 from voipcloud.services.extensions import ExtensionService
 from voipcloud.services.nodes import NodeService
 from voipcloud.services.operations import OperationService
+from voipcloud.services.presence import Connectivity, Presence
 from voipcloud.services.roles import RoleService
 
 
@@ -21,18 +25,28 @@ class Controller:
     extensions: ExtensionService
     operations: OperationService
     auth: AuthService
+    agents: AgentService
 
     @classmethod
     def build(cls, ctx: Context) -> Controller:
         nodes = NodeService(ctx)
+        roles = RoleService(ctx, nodes)
+        operations = OperationService(ctx)
+        presence = Presence(
+            heartbeat_interval=ctx.heartbeat_interval, missed_beats=ctx.missed_beats
+        )
         return cls(
             ctx=ctx,
             nodes=nodes,
-            roles=RoleService(ctx, nodes),
+            roles=roles,
             extensions=ExtensionService(ctx),
-            operations=OperationService(ctx),
+            operations=operations,
             auth=AuthService(ctx),
+            agents=AgentService(ctx, roles=roles, operations=operations, presence=presence),
         )
+
+    def connectivity(self, node: Node) -> tuple[Connectivity, datetime | None]:
+        return self.agents.presence.state(node.id, node.last_seen, self.ctx.clock())
 
     def bootstrap(self, *, admin_password: str | None) -> str | None:
         """Create what a first start needs; returns a generated admin password, if any."""

@@ -87,6 +87,12 @@ class NodeService:
         key = self._ctx.box.decrypt(encrypted) if encrypted else None
         return NodeDetails(node=node, session_key=key)
 
+    def controller_session_key(self) -> str | None:
+        with self._ctx.db.read() as conn:
+            node = node_rows.get_controller(conn)
+            encrypted = node_rows.encrypted_session_key(conn, node.id) if node else None
+        return self._ctx.box.decrypt(encrypted) if encrypted else None
+
     def events(self, node_id: int | None, *, limit: int = 50, offset: int = 0) -> Page[Event]:
         with self._ctx.db.read() as conn:
             if node_id is not None:
@@ -234,6 +240,8 @@ class NodeService:
         return {
             "session_key_encrypted": self._ctx.box.encrypt(key),
             "session_key_digest": self._ctx.box.digest(key),
+            # whoever joined with the old key must join again with the new one
+            "agent_token_digest": None,
         }
 
     @staticmethod

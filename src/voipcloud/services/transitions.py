@@ -13,6 +13,7 @@ from voipcloud.domain.lifecycle import Operation
 from voipcloud.domain.model import Node
 from voipcloud.store import events
 from voipcloud.store import nodes as node_rows
+from voipcloud.store.database import Database
 
 
 def load(conn: Connection, node_id: int) -> Node:
@@ -46,6 +47,7 @@ def apply(
         values.setdefault("status_reason", reason)
     if not node_rows.compare_and_set(conn, node, now=now, status=target.value, **values):
         raise ConcurrentChange(node.hostname)
+    Database.mark_changed(conn, node.id)
     events.append(
         conn,
         at=now,

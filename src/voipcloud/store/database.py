@@ -7,7 +7,7 @@ PostgreSQL runs at READ COMMITTED; races on a node are settled by compare-and-se
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,8 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from voipcloud.store import tables
 
 _IMMEDIATE = "voipcloud_begin_immediate"
+CHANGED_NODES = "voipcloud_changed_nodes"
+ChangeListener = Callable[[set[int]], None]
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -55,6 +57,8 @@ class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
         self.engine = make_engine(url, echo=echo)
+        # called after each commit that changed nodes, with their ids (wakes their agents)
+        self.listeners: list[ChangeListener] = []
 
     @property
     def dialect(self) -> str:
@@ -73,8 +77,18 @@ class Database:
             try:
                 with conn.begin():
                     yield conn
+                changed: set[int] = conn.info.pop(CHANGED_NODES, set())
             finally:
                 conn.info.pop(_IMMEDIATE, None)
+                conn.info.pop(CHANGED_NODES, None)
+        if changed:
+            for listener in self.listeners:
+                listener(changed)
+
+    @staticmethod
+    def mark_changed(conn: Connection, node_id: int) -> None:
+        """Tell the listeners, once this transaction commits, that the node changed."""
+        conn.info.setdefault(CHANGED_NODES, set()).add(node_id)
 
     def migrate(self) -> None:
         upgrade(self.engine)

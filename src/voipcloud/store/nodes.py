@@ -7,14 +7,26 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, and_, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    RowMapping,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 
 from voipcloud.domain.filters import NodeFilter
 from voipcloud.domain.model import Component, Node, Page
 from voipcloud.domain.statuses import NodeStatus
 from voipcloud.store.tables import nodes, role_assignments
 
-_COLUMNS = [c for c in nodes.c if c.name not in ("session_key_encrypted", "session_key_digest")]
+_SECRET_COLUMNS = ("session_key_encrypted", "session_key_digest", "agent_token_digest")
+_COLUMNS = [c for c in nodes.c if c.name not in _SECRET_COLUMNS]
 _HAS_KEY = nodes.c.session_key_digest.is_not(None).label("has_session_key")
 
 
@@ -193,3 +205,49 @@ def all_live(conn: Connection) -> list[Node]:
 def with_pending_operation(conn: Connection) -> list[Node]:
     ids = conn.execute(select(nodes.c.id).where(nodes.c.pending_operation.is_not(None))).scalars()
     return [node for node_id in list(ids) if (node := get(conn, node_id)) is not None]
+
+
+def find_by_agent_token(conn: Connection, digest: str) -> tuple[int, NodeStatus] | None:
+    row = conn.execute(
+        select(nodes.c.id, nodes.c.status).where(nodes.c.agent_token_digest == digest)
+    ).first()
+    return None if row is None else (row.id, NodeStatus(row.status))
+
+
+def set_agent_token(conn: Connection, node_id: int, digest: str | None) -> None:
+    conn.execute(update(nodes).where(nodes.c.id == node_id).values(agent_token_digest=digest))
+
+
+def set_inventory(
+    conn: Connection,
+    node_id: int,
+    *,
+    now: datetime,
+    os: str,
+    kernel: str,
+    container_id: str | None,
+    agent_version: str,
+    components: list[dict[str, str]],
+) -> None:
+    """What the agent reports. Not a compare-and-set: it never races an administrator's rule."""
+    conn.execute(
+        update(nodes)
+        .where(nodes.c.id == node_id)
+        .values(
+            os=os,
+            kernel=kernel,
+            container_id=container_id,
+            agent_version=agent_version,
+            components=components,
+            updated_at=now,
+        )
+    )
+
+
+_TOUCH = update(nodes).where(nodes.c.id == bindparam("node_id")).values(last_seen=bindparam("seen"))
+
+
+def touch_last_seen(conn: Connection, seen: dict[int, datetime]) -> None:
+    """Many heartbeats in one statement batch (built once, see STACK-NOTES)."""
+    if seen:
+        conn.execute(_TOUCH, [{"node_id": k, "seen": v} for k, v in seen.items()])

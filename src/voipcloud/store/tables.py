@@ -42,6 +42,8 @@ nodes = Table(
     # the session key, encrypted at rest; its keyed hash finds the node when an agent joins
     Column("session_key_encrypted", LargeBinary, nullable=True),
     Column("session_key_digest", String(64), nullable=True, unique=True),
+    # the credential the node's agent got when it joined (kept after Delete to answer 410)
+    Column("agent_token_digest", String(64), nullable=True, unique=True),
     # the operation pending for the node's agent (activate, deactivate, fix)
     Column("pending_operation", String(32), nullable=True),
     Column("operation_id", String(36), nullable=True),

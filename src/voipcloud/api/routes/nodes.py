@@ -24,7 +24,11 @@ router = APIRouter(prefix="/nodes", tags=["nodes"], responses=REFUSALS)
 
 
 def detail(controller: Controller, node_id: int) -> NodeDetailPublic:
-    return convert.node_detail(controller.nodes.get(node_id), controller.roles.assigned(node_id))
+    return convert.node_detail(
+        controller.nodes.get(node_id),
+        controller.roles.assigned(node_id),
+        controller.agents.presence,
+    )
 
 
 @router.get("", response_model=NodesPublic)
@@ -41,7 +45,9 @@ def list_nodes(
     """List nodes; Deleted ones only with status=Deleted."""
     flt = NodeFilter.parse(status=status, role=role, q=q, sort=sort, limit=limit, offset=offset)
     page = controller.nodes.list(flt)
-    return NodesPublic(items=[convert.node(n) for n in page.items], total=page.total)
+    return NodesPublic(
+        items=[convert.node(n, controller.agents.presence) for n in page.items], total=page.total
+    )
 
 
 @router.post("", response_model=NodeDetailPublic, status_code=201)

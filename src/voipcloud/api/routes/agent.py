@@ -1,0 +1,30 @@
+"""The node agent's endpoints (authenticated by session key, then by the agent credential)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, WebSocket
+
+from voipcloud import protocol
+from voipcloud.api.deps import ControllerDep
+
+router = APIRouter(prefix="/agent", tags=["agent"])
+
+
+@router.post("/join", response_model=protocol.JoinAnswer)
+def join(
+    body: protocol.JoinRequest, request: Request, controller: ControllerDep
+) -> protocol.JoinAnswer:
+    """An agent presents its node's session key and gets its own credential."""
+    peer = request.client.host if request.client else "unknown"
+    joined = controller.agents.join(body, peer=peer)
+    return protocol.JoinAnswer(
+        node_id=joined.node_id,
+        agent_token=joined.agent_token,
+        heartbeat_interval=controller.ctx.heartbeat_interval,
+    )
+
+
+@router.websocket("/channel")
+async def channel(websocket: WebSocket) -> None:
+    """The agent's persistent channel (Authorization: Bearer <agent_token>)."""
+    await websocket.app.state.hub.handle(websocket)

@@ -1,0 +1,118 @@
+"""The agent ↔ controller wire protocol, shared by both ends (no service or store code here).
+
+Join (HTTP): POST /api/v1/agent/join {session_key, node_id?, inventory} → {node_id, agent_token,
+heartbeat_interval}. Then one WebSocket per agent, GET /api/v1/agent/channel with
+`Authorization: Bearer <agent_token>`, carrying beats and reports up and desired state down:
+
+    agent → controller   hello {inventory, outcomes}   beat   inventory {inventory}
+                         outcome {operation_id, success, reason}   problem {reason}
+    controller → agent   desired {...}   ack {operation_id, recorded}
+
+Close codes: 4401 credential refused (join again), 4410 node deleted (stop and exit).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_DELETED = 4410
+CLOSE_POLICY = 1008
+MAX_MESSAGE_BYTES = 1_048_576
+MAX_COMPONENTS = 10_000
+
+Short = Annotated[str, StringConstraints(max_length=255)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ComponentInfo(_Model):
+    name: Short
+    version: Short
+
+
+class Inventory(_Model):
+    os: Short = ""
+    kernel: Short = ""
+    container_id: Annotated[str, StringConstraints(max_length=128)] = ""
+    version: Short = ""
+    components: list[ComponentInfo] = Field(default_factory=list, max_length=MAX_COMPONENTS)
+
+
+class JoinRequest(_Model):
+    session_key: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    node_id: int | None = None  # the node this agent joined as before, if any
+    inventory: Inventory = Field(default_factory=Inventory)
+
+
+class JoinAnswer(_Model):
+    node_id: int
+    agent_token: str
+    heartbeat_interval: float
+
+
+class OutcomeReport(_Model):
+    type: Literal["outcome"] = "outcome"
+    operation_id: Annotated[str, StringConstraints(max_length=64)]
+    success: bool
+    reason: Annotated[str, StringConstraints(max_length=4000)] | None = None
+
+
+class Hello(_Model):
+    type: Literal["hello"] = "hello"
+    inventory: Inventory
+    outcomes: list[OutcomeReport] = Field(default_factory=list, max_length=200)
+
+
+class Beat(_Model):
+    type: Literal["beat"] = "beat"
+
+
+class InventoryUpdate(_Model):
+    type: Literal["inventory"] = "inventory"
+    inventory: Inventory
+
+
+class Problem(_Model):
+    type: Literal["problem"] = "problem"
+    reason: Annotated[str, StringConstraints(max_length=4000)]
+
+
+AgentMessage = Annotated[
+    Hello | Beat | InventoryUpdate | OutcomeReport | Problem, Field(discriminator="type")
+]
+
+
+class AgentEnvelope(_Model):
+    message: AgentMessage
+
+
+class PendingOperation(_Model):
+    id: str
+    kind: Literal["activate", "deactivate", "fix"]
+
+
+class DesiredRole(_Model):
+    code: str
+    name: str
+    parameters: dict[str, Any]
+
+
+class Desired(_Model):
+    type: Literal["desired"] = "desired"
+    node_id: int
+    hostname: str
+    status: str
+    generation: int
+    operation: PendingOperation | None
+    roles: list[DesiredRole]
+
+
+class Ack(_Model):
+    type: Literal["ack"] = "ack"
+    operation_id: str
+    recorded: bool

@@ -1,0 +1,204 @@
+"""Node agents: joining with the session key, their credential, desired state, reports.
+
+A node's agent only ever reads and reports for the node its credential belongs to: every
+call here takes the node id from the authenticated credential, never from the agent's words.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import Connection
+
+from voipcloud import protocol
+from voipcloud.domain.errors import NodeGone, NotAuthenticated
+from voipcloud.domain.statuses import NodeStatus
+from voipcloud.services import transitions
+from voipcloud.services.context import Context, node_actor
+from voipcloud.services.operations import OperationService, Outcome
+from voipcloud.services.presence import Presence
+from voipcloud.services.roles import RoleService
+from voipcloud.services.secrets_box import token_digest
+from voipcloud.store import events
+from voipcloud.store import nodes as node_rows
+
+REFUSAL_EVENTS_PER_MINUTE = 30
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    node_id: int
+    agent_token: str
+
+
+class _RefusalBudget:
+    """Refused joins are logged as events, but a flood of garbage must not fill the table."""
+
+    def __init__(self, per_minute: int) -> None:
+        self._per_minute = per_minute
+        self._window = 0
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            window = int(time.monotonic() // 60)
+            if window != self._window:
+                self._window, self._count = window, 0
+            self._count += 1
+            return self._count <= self._per_minute
+
+
+class AgentService:
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        roles: RoleService,
+        operations: OperationService,
+        presence: Presence,
+    ) -> None:
+        self._ctx = ctx
+        self._roles = roles
+        self._operations = operations
+        self.presence = presence
+        self._refusals = _RefusalBudget(REFUSAL_EVENTS_PER_MINUTE)
+
+    def join(self, request: protocol.JoinRequest, *, peer: str) -> Joined:
+        digest = self._ctx.box.digest(request.session_key)
+        with self._ctx.db.read() as conn:
+            found = node_rows.get_by_key_digest(conn, digest)
+        if found is None:
+            self._refuse(None, f"unknown or revoked session key from {peer}")
+            raise NotAuthenticated("The session key is not valid (wrong, revoked or deleted).")
+        if request.node_id is not None and request.node_id != found.id:
+            self._refuse(
+                found.id,
+                f"agent of node {request.node_id} presented the session key of node "
+                f"{found.id} from {peer}",
+            )
+            raise NotAuthenticated(
+                f"This session key belongs to another node, not node {request.node_id}."
+            )
+        token = secrets.token_urlsafe(32)
+        now = self._ctx.clock()
+        with self._ctx.db.write() as conn:
+            node = node_rows.get_by_key_digest(conn, digest)
+            if node is None or node.id != found.id:  # regenerated or deleted meanwhile
+                raise NotAuthenticated("The session key is not valid (wrong, revoked or deleted).")
+            node_rows.set_agent_token(conn, node.id, token_digest(token))
+            self._store_inventory(conn, node.id, request.inventory)
+            events.append(
+                conn,
+                at=now,
+                actor=node_actor(node.id),
+                node_id=node.id,
+                operation="agent-joined",
+                status_before=node.status.value,
+                status_after=node.status.value,
+                reason=f"agent {request.inventory.version or '?'} joined from {peer}",
+            )
+        self.presence.beat(node.id, now)
+        return Joined(node_id=node.id, agent_token=token)
+
+    def _refuse(self, node_id: int | None, reason: str) -> None:
+        if not self._refusals.take():
+            return
+        with self._ctx.db.write() as conn:
+            events.append(
+                conn,
+                at=self._ctx.clock(),
+                actor="agent",
+                node_id=node_id,
+                operation="agent-join-refused",
+                reason=reason,
+            )
+
+    def authenticate(self, agent_token: str) -> int:
+        with self._ctx.db.read() as conn:
+            found = node_rows.find_by_agent_token(conn, token_digest(agent_token))
+        if found is None:
+            raise NotAuthenticated("The agent credential is not valid; join again.")
+        node_id, status = found
+        if status is NodeStatus.DELETED:
+            raise NodeGone(f"Node {node_id} was deleted.")
+        return node_id
+
+    def desired(self, node_id: int, agent_token: str) -> protocol.Desired:
+        """The node's desired state; re-checks the credential (it may have been revoked)."""
+        if self.authenticate(agent_token) != node_id:
+            raise NotAuthenticated("The agent credential belongs to another node.")
+        with self._ctx.db.read() as conn:
+            node = transitions.load(conn, node_id)
+        assigned = self._roles.assigned(node_id, reveal_secrets=True)
+        operation = None
+        if node.pending_operation and node.operation_id:
+            operation = protocol.PendingOperation(
+                id=node.operation_id,
+                kind=node.pending_operation,
+            )
+        return protocol.Desired(
+            node_id=node.id,
+            hostname=node.hostname,
+            status=node.status.value,
+            generation=node.config_generation,
+            operation=operation,
+            roles=[
+                protocol.DesiredRole(
+                    code=a.role.code,
+                    name=a.role.name,
+                    parameters={name: v.value for name, v in a.effective.items()},
+                )
+                for a in assigned
+            ],
+        )
+
+    def record_inventory(self, node_id: int, inventory: protocol.Inventory) -> None:
+        with self._ctx.db.write() as conn:
+            self._store_inventory(conn, node_id, inventory)
+
+    def _store_inventory(
+        self, conn: Connection, node_id: int, inventory: protocol.Inventory
+    ) -> None:
+        node_rows.set_inventory(
+            conn,
+            node_id,
+            now=self._ctx.clock(),
+            os=inventory.os,
+            kernel=inventory.kernel,
+            container_id=inventory.container_id or None,
+            agent_version=inventory.version,
+            components=[{"name": c.name, "version": c.version} for c in inventory.components],
+        )
+
+    def report(self, node_id: int, outcome: protocol.OutcomeReport) -> Outcome:
+        return self._operations.report(
+            node_id,
+            operation_id=outcome.operation_id,
+            success=outcome.success,
+            reason=outcome.reason,
+        )
+
+    def problem(self, node_id: int, reason: str) -> None:
+        with self._ctx.db.write() as conn:
+            node = transitions.load(conn, node_id)
+            events.append(
+                conn,
+                at=self._ctx.clock(),
+                actor=node_actor(node_id),
+                node_id=node_id,
+                operation="agent-problem",
+                status_before=node.status.value,
+                status_after=node.status.value,
+                reason=reason,
+            )
+
+    def flush_presence(self) -> int:
+        seen = self.presence.drain()
+        if seen:
+            with self._ctx.db.write() as conn:
+                node_rows.touch_last_seen(conn, seen)
+        return len(seen)
