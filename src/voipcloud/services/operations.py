@@ -64,15 +64,17 @@ class OperationService:
                 return Outcome(node, recorded=True)
             else:  # pragma: no cover - the table has no other pending operations
                 raise RuleViolation("unknown-operation", f"Unknown pending operation {kind}.")
-            default = "reported by the node" if success else "failed without a reason"
+            failure = None if success else (reason or "failed without a reason")
             node = transitions.apply(
                 conn,
                 node,
                 op,
                 actor=actor,
                 now=now,
-                reason=None if success else (reason or default),
+                reason=failure,
                 check_busy=False,
+                # a failed Fix keeps the status, but the reason must say why
+                status_reason=failure,
                 **_CLEARED,
             )
             return Outcome(node, recorded=True)
