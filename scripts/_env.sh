@@ -32,3 +32,12 @@ ensure_venv() {  # $1: extras, such as "[test]" or ""
     echo "$stamp" > .venv/.voipcloud-installed
   fi
 }
+
+ensure_chromium() {  # the browser tests drive Debian's chromium (no browser downloads here)
+  if [ ! -x /usr/bin/chromium ]; then
+    echo "voipcloud: installing chromium for the browser tests ..." >&2
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq chromium >/dev/null
+  fi
+}

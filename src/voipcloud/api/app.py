@@ -16,7 +16,17 @@ from voipcloud import __version__
 from voipcloud.api import errors
 from voipcloud.api.agent_channel import AgentHub
 from voipcloud.api.limits import BodySizeLimit
-from voipcloud.api.routes import agent, auth, events, extensions, health, nodes, roles
+from voipcloud.api.routes import (
+    agent,
+    auth,
+    events,
+    extensions,
+    health,
+    infrastructure,
+    nodes,
+    roles,
+    storage,
+)
 from voipcloud.config import Settings
 from voipcloud.services.context import Context
 from voipcloud.services.controller import Controller
@@ -110,7 +120,7 @@ def create_app(settings: Settings | None = None, controller: Controller | None =
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
 
     api = APIRouter(prefix="/api/v1")
-    for module in (auth, nodes, roles, events, extensions, agent):
+    for module in (auth, nodes, roles, events, extensions, agent, infrastructure, storage):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)

@@ -14,6 +14,13 @@ app = typer.Typer(
 )
 
 
+def _register_groups() -> None:
+    from voipcloud.cli import infra, storage
+
+    app.add_typer(infra.app, name="infra")
+    app.add_typer(storage.app, name="storage")
+
+
 def _version(value: bool) -> None:
     if value:
         from voipcloud import __version__
@@ -93,6 +100,9 @@ def agent(
         inventory_interval=inventory_interval,
     )
     raise typer.Exit(code)
+
+
+_register_groups()
 
 
 def main() -> None:

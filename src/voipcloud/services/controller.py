@@ -11,10 +11,12 @@ from voipcloud.services.auth import AuthService
 from voipcloud.services.bootstrap import ensure_controller_node
 from voipcloud.services.context import Context
 from voipcloud.services.extensions import ExtensionService
+from voipcloud.services.infrastructure import InfrastructureService
 from voipcloud.services.nodes import NodeService
 from voipcloud.services.operations import OperationService
 from voipcloud.services.presence import Connectivity, Presence
 from voipcloud.services.roles import RoleService
+from voipcloud.services.storage import StorageService
 
 
 @dataclass(slots=True)
@@ -26,6 +28,8 @@ class Controller:
     operations: OperationService
     auth: AuthService
     agents: AgentService
+    infrastructure: InfrastructureService
+    storage: StorageService
 
     @classmethod
     def build(cls, ctx: Context) -> Controller:
@@ -43,6 +47,8 @@ class Controller:
             operations=operations,
             auth=AuthService(ctx),
             agents=AgentService(ctx, roles=roles, operations=operations, presence=presence),
+            infrastructure=InfrastructureService(ctx, nodes=nodes, roles=roles),
+            storage=StorageService(ctx),
         )
 
     def connectivity(self, node: Node) -> tuple[Connectivity, datetime | None]:

@@ -8,7 +8,7 @@ pending is answered as already recorded, so a retried report never counts twice.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from voipcloud.domain.errors import RuleViolation
 from voipcloud.domain.lifecycle import Operation
@@ -83,13 +83,15 @@ class OperationService:
         """Move activations and fixes past their deadline to their failure status."""
         now = self._ctx.clock()
         deadline = now - timedelta(seconds=self._ctx.activation_timeout)
+        with self._ctx.db.read() as conn:
+            due = [n.id for n in node_rows.with_pending_operation(conn) if _overdue(n, deadline)]
+        if not due:  # the usual case: no write transaction, no lock taken
+            return []
         expired: list[Node] = []
         with self._ctx.db.write() as conn:
-            for node in node_rows.with_pending_operation(conn):
-                started = node.operation_started_at
-                if node.pending_operation not in ("activate", "fix") or started is None:
-                    continue
-                if started > deadline:
+            for node_id in due:
+                node = transitions.load(conn, node_id)
+                if not _overdue(node, deadline):  # reported meanwhile
                     continue
                 op = (
                     Operation.ACTIVATION_TIMED_OUT
@@ -105,7 +107,17 @@ class OperationService:
                         now=now,
                         reason="timeout",
                         check_busy=False,
+                        status_reason="timeout",
                         **_CLEARED,
                     )
                 )
         return expired
+
+
+def _overdue(node: Node, deadline: datetime) -> bool:
+    started = node.operation_started_at
+    return (
+        node.pending_operation in ("activate", "fix")
+        and started is not None
+        and started <= deadline
+    )

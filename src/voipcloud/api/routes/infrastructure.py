@@ -1,0 +1,9 @@
+"""REST routes: infrastructure."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from voipcloud.api.errors import REFUSALS
+
+router = APIRouter(tags=["infrastructure"], responses=REFUSALS)
