@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     ForeignKey,
@@ -142,4 +143,58 @@ infrastructure = Table(
     Column("properties", JSON, nullable=False),
     Column("row_version", Integer, nullable=False, default=1),
     Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# --- Storage Configuration and the resource store (SPEC.md section 7) ---------------------
+
+# One row per resource kind: the active backend and the settings of both backends; the S3
+# keys are encrypted with the secret box.
+storage_config = Table(
+    "storage_config",
+    metadata,
+    Column("kind", String(16), primary_key=True),
+    Column("backend", String(8), nullable=False),
+    Column("local_path", Text, nullable=False),
+    Column("s3", JSON, nullable=False),  # bucket, region, endpoint_url, prefix, sse
+    Column("s3_access_key_encrypted", LargeBinary, nullable=True),
+    Column("s3_secret_key_encrypted", LargeBinary, nullable=True),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# Every stored resource, with the backend that holds its authoritative copy. A migration
+# moves the copy, then sets `backend` to the new one and `stale_backend` to the old one until
+# the old copy is deleted: that is the per-object state a resumed migration starts from.
+storage_resources = Table(
+    "storage_resources",
+    metadata,
+    Column("kind", String(16), primary_key=True),
+    Column("key", String(512), primary_key=True),
+    Column("backend", String(8), nullable=False),
+    Column("stale_backend", String(8), nullable=True),
+    Column("content_type", String(255), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Index("ix_storage_resources_kind_backend", "kind", "backend"),
+    Index("ix_storage_resources_kind_stale_backend", "kind", "stale_backend"),
+)
+
+# The latest migration of each kind and its progress.
+storage_migrations = Table(
+    "storage_migrations",
+    metadata,
+    Column("kind", String(16), primary_key=True),
+    Column("source", String(8), nullable=False),
+    Column("target", String(8), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("done", Integer, nullable=False),
+    Column("failed", Integer, nullable=False),
+    Column("bytes_total", BigInteger, nullable=False),
+    Column("bytes_done", BigInteger, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime(), nullable=True),
 )

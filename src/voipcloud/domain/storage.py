@@ -1,0 +1,254 @@
+"""Storage Configuration as data: resource kinds, backends, their settings and validation.
+
+Each resource kind (incoming faxes, recorded calls, voicemail messages) keeps the settings of
+both backends, local and S3, and names the active one. New resources go to the active backend;
+every stored resource remembers the backend that holds it, so switching the active backend
+loses nothing and a migration can move the resources over one by one.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from pathlib import PurePosixPath
+from typing import Any
+
+from voipcloud.domain.errors import FieldError, InvalidInput, RuleViolation
+
+
+class ResourceKind(StrEnum):
+    FAXES = "faxes"
+    RECORDINGS = "recordings"
+    VOICEMAIL = "voicemail"
+
+    @property
+    def label(self) -> str:
+        return _KIND_LABELS[self]
+
+
+_KIND_LABELS = {
+    ResourceKind.FAXES: "Incoming faxes",
+    ResourceKind.RECORDINGS: "Recorded calls",
+    ResourceKind.VOICEMAIL: "Voicemail messages",
+}
+
+
+class BackendType(StrEnum):
+    LOCAL = "local"
+    S3 = "s3"
+
+    @property
+    def label(self) -> str:
+        return "Local storage" if self is BackendType.LOCAL else "Amazon S3"
+
+
+@dataclass(frozen=True, slots=True)
+class LocalSettings:
+    path: str  # absolute directory
+
+
+@dataclass(frozen=True, slots=True)
+class S3Settings:
+    bucket: str = ""
+    region: str = "us-east-1"
+    endpoint_url: str | None = None  # S3-compatible stores; None means AWS
+    prefix: str = ""
+    access_key_id: str = ""  # write-only: encrypted at rest, shown only as a hint
+    secret_access_key: str = ""  # write-only: encrypted at rest, never shown
+    server_side_encryption: bool = False
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.bucket and self.access_key_id and self.secret_access_key)
+
+    def location(self) -> tuple[str | None, str, str]:
+        """What decides where objects are; changing it strands the objects already there."""
+        return (self.endpoint_url, self.bucket, self.prefix)
+
+
+@dataclass(frozen=True, slots=True)
+class KindConfig:
+    kind: ResourceKind
+    backend: BackendType
+    local: LocalSettings
+    s3: S3Settings = field(default_factory=S3Settings)
+
+
+def default_config(kind: ResourceKind, storage_root: str) -> KindConfig:
+    path = str(PurePosixPath(storage_root) / kind.value)
+    return KindConfig(kind=kind, backend=BackendType.LOCAL, local=LocalSettings(path=path))
+
+
+# --- validation of a change to one kind ---------------------------------------------------
+
+BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+REGION = re.compile(r"^[a-z]{2}(-[a-z0-9]+)+-\d$|^[a-z0-9][a-z0-9\-]{0,30}$")
+ENDPOINT = re.compile(r"^https?://[^\s/?#]+(:\d{1,5})?/?$")
+PREFIX = re.compile(r"^[A-Za-z0-9!\-_.*'()/]{0,200}$")
+ACCESS_KEY = re.compile(r"^[A-Za-z0-9+/=._\-]{3,128}$")
+MAX_SECRET = 256
+MAX_PATH = 1024
+
+
+def apply_change(current: KindConfig, change: dict[str, Any]) -> KindConfig:
+    """The kind's configuration after `change` (the PUT body for this kind), or InvalidInput.
+
+    Secrets left empty or absent keep their stored value ("leave empty to keep").
+    """
+    loc = ("body", current.kind.value)
+    errors: list[FieldError] = []
+    backend = current.backend
+    if "backend" in change:
+        try:
+            backend = BackendType(change["backend"])
+        except ValueError:
+            errors.append(FieldError((*loc, "backend"), "must be 'local' or 's3'"))
+    local = current.local
+    if change.get("local") is not None:
+        path = str(change["local"].get("path") or "").strip()
+        if not path.startswith("/") or len(path) > MAX_PATH or "\x00" in path:
+            errors.append(FieldError((*loc, "local", "path"), "must be an absolute directory path"))
+        else:
+            local = LocalSettings(path=path)
+    s3 = current.s3
+    if change.get("s3") is not None:
+        s3, s3_errors = _apply_s3(current.s3, change["s3"], (*loc, "s3"))
+        errors += s3_errors
+    if not errors and backend is BackendType.S3:
+        errors += _require_s3(s3, (*loc, "s3"))
+    if errors:
+        raise InvalidInput(errors)
+    return replace(current, backend=backend, local=local, s3=s3)
+
+
+def _apply_s3(
+    current: S3Settings, change: dict[str, Any], loc: tuple[str, ...]
+) -> tuple[S3Settings, list[FieldError]]:
+    errors: list[FieldError] = []
+    values: dict[str, Any] = {}
+    checks = {
+        "bucket": (BUCKET, "must be an S3 bucket name: 3-63 lowercase letters, digits, '.', '-'"),
+        "region": (REGION, "must be a region name such as eu-west-1"),
+        "prefix": (PREFIX, "must be at most 200 URL-safe characters"),
+    }
+    for name, (pattern, message) in checks.items():
+        if name in change and change[name] is not None:
+            value = str(change[name]).strip()
+            if name == "prefix":
+                value = value.strip("/")
+            if not pattern.match(value):
+                errors.append(FieldError((*loc, name), message))
+            values[name] = value
+    if "endpoint_url" in change:
+        endpoint = str(change["endpoint_url"] or "").strip() or None
+        if endpoint is not None and not ENDPOINT.match(endpoint):
+            errors.append(
+                FieldError((*loc, "endpoint_url"), "must be an http(s)://host[:port] URL")
+            )
+        values["endpoint_url"] = endpoint.rstrip("/") if endpoint else None
+    if "server_side_encryption" in change:
+        sse = change["server_side_encryption"]
+        if not isinstance(sse, bool):
+            errors.append(FieldError((*loc, "server_side_encryption"), "must be true or false"))
+        values["server_side_encryption"] = bool(sse)
+    access_key = str(change.get("access_key_id") or "").strip()
+    if access_key:  # empty: keep the stored one
+        if not ACCESS_KEY.match(access_key):
+            errors.append(FieldError((*loc, "access_key_id"), "must be 3-128 key characters"))
+        values["access_key_id"] = access_key
+    secret = str(change.get("secret_access_key") or "")
+    if secret:  # empty: keep the stored one
+        if len(secret) > MAX_SECRET or secret.strip() != secret:
+            errors.append(
+                FieldError(
+                    (*loc, "secret_access_key"),
+                    f"must be at most {MAX_SECRET} characters without surrounding spaces",
+                )
+            )
+        values["secret_access_key"] = secret
+    return replace(current, **values), errors
+
+
+def _require_s3(s3: S3Settings, loc: tuple[str, ...]) -> list[FieldError]:
+    return [
+        FieldError((*loc, name), "is required when the backend is s3", "missing")
+        for name in ("bucket", "region", "access_key_id", "secret_access_key")
+        if not getattr(s3, name)
+    ]
+
+
+def check_location_change(
+    before: KindConfig, after: KindConfig, *, stored_in: dict[BackendType, int]
+) -> None:
+    """Refuse to move a backend's location while resources still live there."""
+    moved = {
+        BackendType.LOCAL: before.local.path != after.local.path,
+        BackendType.S3: before.s3.location() != after.s3.location() and before.s3.configured,
+    }
+    for backend, changed in moved.items():
+        count = stored_in.get(backend, 0)
+        if changed and count:
+            other = BackendType.S3 if backend is BackendType.LOCAL else BackendType.LOCAL
+            raise RuleViolation(
+                "storage-location-in-use",
+                f"{count} {before.kind.label.lower()} are stored in the current "
+                f"{backend.label} location of {before.kind.value}; its location cannot change "
+                f"while they are there. Migrate them to {other.label} first, or delete them.",
+            )
+
+
+# --- resource keys ------------------------------------------------------------------------
+
+KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*(/[A-Za-z0-9][A-Za-z0-9._\-]*)*$")
+MAX_KEY = 512
+CONTENT_TYPE = re.compile(r"^[\w.+\-]+/[\w.+\-]+(\s*;.*)?$")
+
+
+def check_key(key: str) -> str:
+    """Resource keys are relative paths such as `1001/2026-11-24T10-00-00.wav`."""
+    if len(key) > MAX_KEY or not KEY.match(key) or ".." in key.split("/"):
+        raise InvalidInput.one(
+            ("path", "key"),
+            f"must be at most {MAX_KEY} characters: segments of letters, digits, '.', '_', "
+            "'-' separated by '/', each starting with a letter or digit",
+        )
+    return key
+
+
+def check_content_type(value: str | None) -> str:
+    value = (value or "application/octet-stream").strip()
+    if len(value) > 255 or not CONTENT_TYPE.match(value):
+        raise InvalidInput.one(("header", "content-type"), "must be a media type such as audio/wav")
+    return value
+
+
+def parse_kind(value: str) -> ResourceKind:
+    try:
+        return ResourceKind(value)
+    except ValueError:
+        raise InvalidInput.one(
+            ("path", "kind"), f"must be one of {', '.join(k.value for k in ResourceKind)}"
+        ) from None
+
+
+# --- backend failures ---------------------------------------------------------------------
+
+
+class FailureReason(StrEnum):
+    BAD_CREDENTIALS = "bad-credentials"
+    NO_SUCH_BUCKET = "no-such-bucket"
+    ACCESS_DENIED = "access-denied"
+    UNREACHABLE = "endpoint-unreachable"
+    TIMEOUT = "timeout"
+    CHECKSUM_MISMATCH = "checksum-mismatch"
+    NOT_CONFIGURED = "not-configured"
+    IO_ERROR = "io-error"
+
+
+class BackendFailure(RuleViolation):
+    """A storage backend refused or failed; the message says what to check (409)."""
+
+    def __init__(self, reason: FailureReason, message: str) -> None:
+        super().__init__(f"storage-{reason.value}", message)
+        self.reason = reason
