@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-app = typer.Typer(
+from voipcloud.cli.client import CliError
+
+
+class VoipcloudApp(typer.Typer):
+    """The root app: a CliError from any command of any group is one line on stderr and its
+    exit code (see `voipcloud.cli.client`), never a traceback."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except CliError as exc:
+            typer.echo(f"error: {exc.message}", err=True)
+            sys.exit(exc.exit_code)
+
+
+app = VoipcloudApp(
     no_args_is_help=True,
     help="voipcloud: a control plane for VoIP clouds.",
     pretty_exceptions_enable=False,
@@ -15,8 +31,12 @@ app = typer.Typer(
 
 
 def _register_groups() -> None:
-    from voipcloud.cli import infra, storage
+    from voipcloud.cli import extensions, infra, nodes, roles, session, storage
 
+    session.register(app)
+    app.add_typer(nodes.app, name="node")
+    app.add_typer(roles.app, name="role")
+    app.add_typer(extensions.app, name="extension")
     app.add_typer(infra.app, name="infra")
     app.add_typer(storage.app, name="storage")
 
@@ -31,11 +51,20 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def root(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
+    profile: Annotated[
+        str | None,
+        typer.Option(
+            envvar="VOIPCLOUD_PROFILE",
+            help="Which stored login the operator commands use (default: default).",
+        ),
+    ] = None,
 ) -> None:
     """voipcloud: a control plane for VoIP clouds."""
+    ctx.obj = {"profile": profile}
 
 
 @app.command()

@@ -1,0 +1,276 @@
+"""The operator CLI's client of the REST API, and the CLI's one error tree.
+
+Every operator command talks to the controller over HTTP through `ApiClient`, so the same
+commands work against a remote controller. Errors of httpx and error bodies of the API are
+translated here, where they enter, into `CliError`s that carry the process exit code::
+
+    CliError                exit code and a one-line message for stderr
+    ├── Refused             1  the API refused (404, 409 naming the rule, 422 naming fields)
+    ├── ServerFailed        1  the controller answered 5xx or something that is not its API
+    ├── Cancelled           1  the operator answered "no" to a confirmation
+    ├── UsageProblem        2  bad arguments the CLI finds itself (Typer's own also exit 2)
+    ├── Unreachable         3  cannot reach the controller (refused, timeout, DNS, TLS)
+    ├── NotLoggedIn         4  401 from the API, or no stored login for the profile
+    ├── OperationFailed     5  `--wait` saw the node settle in failure (ActivateFailed, Damaged)
+    └── WaitTimedOut        6  `--wait` gave up before the node settled
+
+`voipcloud.cli.main.app` catches `CliError` around every command (of every group) and prints
+``error: <message>`` on stderr, then exits with the code: no traceback, no Rich panel.
+
+How a command group uses it (e.g. `cli/infra.py`)::
+
+    import typer
+
+    from voipcloud.cli.client import UsageProblem, client_from_context
+    from voipcloud.cli.output import (
+        OutputFormat, OutputOption, print_json, print_record, print_table, wants_json,
+    )
+
+    app = typer.Typer(no_args_is_help=True, help="...")
+
+    @app.command("show")
+    def show(ctx: typer.Context, output: OutputOption = OutputFormat.TABLE) -> None:
+        # the docstring becomes the command's help
+        client = client_from_context(ctx)      # the stored login of the chosen profile
+        data = client.get("/infrastructure/properties")   # parsed JSON; path under /api/v1
+        if wants_json(output):
+            print_json(data)                   # indented JSON on stdout, for scripts
+        else:
+            print_record("Infrastructure Properties", data)   # a two-column Rich table
+
+    print_table(["Name", "Value"], rows, title="...")   # rows: lists of str/None/Rich Text
+    client.put("/infrastructure/properties", json={...})   # also post/patch/delete
+    raise UsageProblem("--bucket is needed with --backend s3")   # exit 2, one line
+
+Any 4xx/5xx answer raises before the call returns, so a command only handles success. Keep
+command modules cheap to import: `voipcloud --help` must not import FastAPI or SQLAlchemy
+(import heavy things inside the command function). httpx is imported lazily here too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+if TYPE_CHECKING:
+    import httpx
+
+    from voipcloud.cli.profiles import Profile
+
+API_PREFIX = "/api/v1"
+DEFAULT_TIMEOUT = 15.0
+TIMEOUT_ENV = "VOIPCLOUD_HTTP_TIMEOUT"
+
+
+class CliError(Exception):
+    """A failure to report on one line; `exit_code` is the process's exit status."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = " ".join(message.split())  # one line, whatever the API sent
+
+
+class Refused(CliError):
+    """The controller refused the operation; nothing changed."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, status_code: int, body: Any = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.body = body
+
+
+class ServerFailed(CliError):
+    exit_code = 1
+
+
+class Cancelled(CliError):
+    exit_code = 1
+
+
+class UsageProblem(CliError):
+    exit_code = 2
+
+
+class Unreachable(CliError):
+    exit_code = 3
+
+
+class NotLoggedIn(CliError):
+    exit_code = 4
+
+
+class OperationFailed(CliError):
+    exit_code = 5
+
+
+class WaitTimedOut(CliError):
+    exit_code = 6
+
+
+def _field_errors(detail: Any) -> str:
+    """FastAPI/voipcloud 422 bodies: a list of {loc, msg}; name each field at fault."""
+    if not isinstance(detail, list):
+        return str(detail)
+    parts = []
+    for entry in detail:
+        if not isinstance(entry, dict):
+            parts.append(str(entry))
+            continue
+        loc = [str(p) for p in entry.get("loc", []) if p not in ("body", "query", "path")]
+        field = ".".join(loc)
+        msg = str(entry.get("msg", "invalid"))
+        parts.append(f"{field}: {msg}" if field else msg)
+    return "; ".join(parts)
+
+
+def refusal_from(status_code: int, body: Any, fallback: str) -> CliError:
+    """The CliError for an API error answer (status >= 400)."""
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if status_code == 401:
+        return NotLoggedIn(
+            "not authenticated: the stored login is missing, expired or revoked; "
+            "run `voipcloud login` again"
+        )
+    if status_code >= 500 or detail is None:
+        return ServerFailed(f"the controller answered {status_code}: {detail or fallback}")
+    if status_code == 422:
+        message = f"invalid input: {_field_errors(detail)}"
+    elif status_code == 409 and isinstance(body, dict) and body.get("rule"):
+        message = f"refused ({body['rule']}): {detail}"
+    elif status_code == 404:
+        message = f"not found: {detail}"
+    else:
+        message = f"refused: {detail}"
+    return Refused(message, status_code=status_code, body=body)
+
+
+class ApiClient:
+    """JSON over HTTP to one controller; `path`s are relative to /api/v1."""
+
+    def __init__(
+        self,
+        controller_url: str,
+        *,
+        token: str | None = None,
+        timeout: float | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        import httpx
+
+        self.controller_url = controller_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if timeout is None:
+            timeout = float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT)
+        self._http = httpx.Client(
+            base_url=self.controller_url + API_PREFIX,
+            headers=headers,
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """The parsed JSON answer (None for 204); a CliError for anything else."""
+        import httpx
+
+        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            answer = self._http.request(method, path, json=json, params=clean or None)
+        except httpx.TimeoutException as exc:
+            raise Unreachable(
+                f"the controller at {self.controller_url} did not answer in time "
+                f"({type(exc).__name__})"
+            ) from exc
+        except httpx.TransportError as exc:
+            reason = str(exc) or type(exc).__name__
+            raise Unreachable(
+                f"cannot reach the controller at {self.controller_url}: {reason}"
+            ) from exc
+        except httpx.InvalidURL as exc:
+            raise UsageProblem(f"invalid controller URL {self.controller_url!r}: {exc}") from exc
+        body: Any = None
+        if answer.content:
+            try:
+                body = answer.json()
+            except ValueError:
+                body = None
+        if answer.status_code >= 400:
+            raise refusal_from(answer.status_code, body, answer.reason_phrase)
+        if answer.status_code == 204 or not answer.content:
+            return None
+        if body is None:
+            raise ServerFailed(
+                f"{self.controller_url} answered {answer.status_code} with something that is "
+                "not JSON: is it a voipcloud controller?"
+            )
+        return body
+
+    def get(self, path: str, *, params: Mapping[str, Any] | None = None) -> Any:
+        return self.request("GET", path, params=params)
+
+    def post(self, path: str, *, json: Any = None) -> Any:
+        return self.request("POST", path, json=json)
+
+    def put(self, path: str, *, json: Any = None) -> Any:
+        return self.request("PUT", path, json=json)
+
+    def patch(self, path: str, *, json: Any = None) -> Any:
+        return self.request("PATCH", path, json=json)
+
+    def delete(self, path: str) -> Any:
+        return self.request("DELETE", path)
+
+
+def selected_profile(ctx: typer.Context | None) -> str:
+    """The profile chosen with the root `--profile` option or VOIPCLOUD_PROFILE."""
+    from voipcloud.cli.profiles import DEFAULT_PROFILE, PROFILE_ENV
+
+    root = ctx.find_root() if ctx is not None else None
+    chosen = root.obj.get("profile") if root is not None and isinstance(root.obj, dict) else None
+    return chosen or os.environ.get(PROFILE_ENV) or DEFAULT_PROFILE
+
+
+def stored_login(ctx: typer.Context | None, profile: str | None = None) -> Profile:
+    """The stored login of the profile, or NotLoggedIn (exit 4)."""
+    from voipcloud.cli.profiles import ProfileStore
+
+    name = profile or selected_profile(ctx)
+    found = ProfileStore.default().get(name)
+    if found is None or not found.token:
+        hint = "" if name == "default" else f" --profile {name}"
+        raise NotLoggedIn(
+            f"no stored login for profile {name!r}: run `voipcloud login{hint} --controller URL`"
+        )
+    return found
+
+
+def client_from_context(ctx: typer.Context | None) -> ApiClient:
+    """An authenticated client for the profile chosen on the command line."""
+    login = stored_login(ctx)
+    client = ApiClient(login.controller, token=login.token)
+    if ctx is not None:
+        ctx.call_on_close(client.close)
+    return client

@@ -1,0 +1,169 @@
+"""`voipcloud login`, `logout` and `profiles`: the stored logins of the operator commands."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Annotated
+from urllib.parse import urlsplit
+
+import typer
+
+from voipcloud.cli.client import ApiClient, CliError, UsageProblem, selected_profile
+from voipcloud.cli.output import (
+    OutputFormat,
+    OutputOption,
+    note,
+    print_json,
+    print_table,
+    wants_json,
+)
+from voipcloud.cli.profiles import Profile, ProfileStore
+
+PASSWORD_ENV = "VOIPCLOUD_PASSWORD"  # noqa: S105 - the variable's name, not a password
+
+ProfileOption = Annotated[
+    str | None,
+    typer.Option(
+        "--profile", help="The profile (stored login) to use; overrides the global --profile."
+    ),
+]
+
+
+def controller_url(raw: str) -> str:
+    """The controller's base URL, checked: http(s)://host[:port][/prefix]."""
+    url = raw.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageProblem(
+            f"--controller must be a URL like http://ic.example.com:8080, not {raw!r}"
+        )
+    if parts.query or parts.fragment:
+        raise UsageProblem("--controller must not carry a query or fragment")
+    return url
+
+
+def _read_password(password_stdin: bool, username: str, url: str) -> str:
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif os.environ.get(PASSWORD_ENV):
+        password = os.environ[PASSWORD_ENV]
+    elif sys.stdin.isatty():
+        password = typer.prompt(f"Password for {username} at {url}", hide_input=True)
+    else:
+        raise UsageProblem(
+            f"no terminal to ask the password: use --password-stdin or set {PASSWORD_ENV}"
+        )
+    if not password:
+        raise UsageProblem("the password is empty")
+    return password
+
+
+def login(
+    ctx: typer.Context,
+    controller: Annotated[
+        str | None,
+        typer.Option(
+            envvar="VOIPCLOUD_CONTROLLER",
+            help="The controller's URL, e.g. http://ic:8080 (default: the profile's).",
+        ),
+    ] = None,
+    username: Annotated[str, typer.Option(help="The administrator's username.")] = "admin",
+    password_stdin: Annotated[
+        bool,
+        typer.Option("--password-stdin", help="Read the password from the first line of stdin."),
+    ] = False,
+    profile: ProfileOption = None,
+) -> None:
+    """Log in to a controller and store the token (0600) under a profile name.
+
+    The password is asked for on the terminal; scripts use --password-stdin or the
+    VOIPCLOUD_PASSWORD environment variable.
+    """
+    name = profile or selected_profile(ctx)
+    store = ProfileStore.default()
+    if controller is None:
+        known = store.get(name)
+        if known is None:
+            raise UsageProblem(f"profile {name!r} has no controller yet: give --controller URL")
+        controller = known.controller
+    url = controller_url(controller)
+    password = _read_password(password_stdin, username, url)
+    with ApiClient(url) as client:
+        try:
+            answer = client.post("/auth/token", json={"username": username, "password": password})
+        except CliError as exc:
+            if exc.exit_code == 4:
+                exc.message = f"login refused: wrong username or password for {username} at {url}"
+            raise
+    token = answer.get("access_token") if isinstance(answer, dict) else None
+    if not isinstance(token, str) or not token:
+        raise CliError(f"{url} did not answer with a token: is it a voipcloud controller?")
+    expires_in = answer.get("expires_in")
+    expires_at = time.time() + expires_in if isinstance(expires_in, int | float) else None
+    store.save(
+        Profile(name=name, controller=url, username=username, token=token, expires_at=expires_at)
+    )
+    lifetime = f"; the token expires in {_duration(expires_in)}" if expires_at else ""
+    note(f"Logged in to {url} as {username} (profile {name}){lifetime}.")
+
+
+def logout(ctx: typer.Context, profile: ProfileOption = None) -> None:
+    """Revoke the profile's token on the controller and forget the stored login."""
+    name = profile or selected_profile(ctx)
+    store = ProfileStore.default()
+    known = store.get(name)
+    if known is None:
+        note(f"Profile {name} has no stored login; nothing to do.")
+        return
+    try:
+        with ApiClient(known.controller, token=known.token) as client:
+            client.delete("/auth/token")
+    except CliError as exc:
+        if exc.exit_code not in (3, 4):  # unreachable or already expired: forget it anyway
+            raise
+        note(f"The token could not be revoked on the controller ({exc.message}).")
+    store.remove(name)
+    note(f"Logged out of {known.controller} (profile {name}).")
+
+
+def profiles(ctx: typer.Context, output: OutputOption = OutputFormat.TABLE) -> None:
+    """List the stored logins (never their tokens)."""
+    found = [p.public() for p in ProfileStore.default().all()]
+    if wants_json(output):
+        print_json(found)
+        return
+    current = selected_profile(ctx)
+    print_table(
+        ["Profile", "Controller", "Username", "Expires"],
+        (
+            [
+                f"{p['name']} *" if p["name"] == current else p["name"],
+                p["controller"],
+                p["username"],
+                _expiry(p["expires_at"]),
+            ]
+            for p in found
+        ),
+        caption="* the profile used when none is chosen" if found else "no stored logins",
+    )
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.0f} h"
+    return f"{max(seconds, 0) / 60:.0f} min"
+
+
+def _expiry(expires_at: float | None) -> str:
+    if expires_at is None:
+        return "-"
+    left = expires_at - time.time()
+    return "expired" if left <= 0 else f"in {_duration(left)}"
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(login)
+    app.command()(logout)
+    app.command()(profiles)
