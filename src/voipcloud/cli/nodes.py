@@ -1,7 +1,418 @@
-"""`voipcloud node ...`."""
+"""`voipcloud node ...`: list, Quick info, add, edit, delete, lifecycle actions, history."""
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
 import typer
 
-app = typer.Typer(no_args_is_help=True, help="nodes.")
+from voipcloud.cli.client import ApiClient, Refused, client_from_context
+from voipcloud.cli.follow import check_outcome, follow, label
+from voipcloud.cli.output import (
+    OutputFormat,
+    OutputOption,
+    console,
+    note,
+    print_json,
+    print_record,
+    print_table,
+    status_text,
+    wants_json,
+    when,
+)
+from voipcloud.cli.prompts import confirm
+from voipcloud.domain.statuses import NodeStatus
+
+app = typer.Typer(no_args_is_help=True, help="Nodes: list, inspect, add, edit, lifecycle.")
+
+NodeArgument = Annotated[str, typer.Argument(help="The NodeID, or the node's exact hostname.")]
+ReasonOption = Annotated[str | None, typer.Option(help="Why: recorded in the node's history.")]
+WaitOption = Annotated[
+    bool,
+    typer.Option("--wait", help="Follow the node until it settles; non-zero exit on failure."),
+]
+TimeoutOption = Annotated[
+    float, typer.Option("--timeout", min=1, help="Seconds --wait waits at most.")
+]
+
+
+def node_id_of(client: ApiClient, ref: str) -> int:
+    """A NodeID given as digits, or the one live (or Deleted) node with that hostname."""
+    if ref.strip().isdigit():
+        return int(ref)
+    for status in (None, "Deleted"):
+        page = client.get("/nodes", params={"q": ref, "status": status, "limit": 500})
+        exact = [n for n in page["items"] if n["hostname"].lower() == ref.strip().lower()]
+        if exact:
+            return int(exact[0]["node_id"])
+    raise Refused(f"not found: no node has the hostname {ref!r}", status_code=404)
+
+
+def agent_text(node: dict[str, Any]) -> str:
+    seen = when(node.get("last_seen"))
+    return f"{node['connectivity']} (last seen {seen})" if seen else node["connectivity"]
+
+
+@app.command("list")
+def list_nodes(
+    ctx: typer.Context,
+    status: Annotated[
+        NodeStatus | None,
+        typer.Option(case_sensitive=False, help="Only this status (Deleted shows deleted ones)."),
+    ] = None,
+    role: Annotated[str | None, typer.Option(help="Only nodes carrying this role code.")] = None,
+    search: Annotated[
+        str | None, typer.Option("--search", "-q", help="Hostname, NodeID or IP (substring).")
+    ] = None,
+    sort: Annotated[
+        str | None,
+        typer.Option(
+            help="id, hostname, status, private_ip, created_at, updated_at, last_seen; "
+            "- in front for descending."
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="At most this many.")] = 50,
+    offset: Annotated[int, typer.Option(min=0, help="Skip this many first.")] = 0,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """List nodes, with filters, search and sort (Deleted ones only with --status Deleted)."""
+    params = {
+        "status": status.value if status else None,
+        "role": role,
+        "q": search,
+        "sort": sort,
+        "limit": limit,
+        "offset": offset,
+    }
+    page = client_from_context(ctx).get("/nodes", params=params)
+    if wants_json(output):
+        print_json(page)
+        return
+    items = page["items"]
+    shown = f"{offset + 1}-{offset + len(items)}" if items else "none"
+    print_table(
+        ["ID", "Hostname", "Private IP", "Public IP", "Roles", "Status", "Agent"],
+        (
+            [
+                n["node_id"],
+                n["hostname"] + (" (IC)" if n.get("is_controller") else ""),
+                n["private_ip"],
+                n["public_ip"],
+                n["roles"],
+                status_text(n["status"], n.get("status_reason")),
+                agent_text(n),
+            ]
+            for n in items
+        ),
+        caption=f"{shown} of {page['total']} nodes",
+    )
+
+
+def _print_quick_info(node: dict[str, Any], events: list[dict[str, Any]]) -> None:
+    pending = node.get("pending_operation")
+    print_record(
+        f"Node {node['node_id']}: {node['hostname']}",
+        {
+            "NodeID": node["node_id"],
+            "Hostname": node["hostname"],
+            "Status": status_text(node["status"], node.get("status_reason")),
+            "Pending": f"{pending['kind']} since {when(pending.get('started_at'))}"
+            if pending
+            else None,
+            "Agent": agent_text(node),
+            "Private IP": node["private_ip"],
+            "Public IP": node["public_ip"],
+            "Container": node["container_id"],
+            "Role(s) Assigned": node["roles"],
+            "Session Key": node.get("session_key"),
+            "Created": when(node["created_at"]),
+            "Updated": when(node["updated_at"]),
+            "VoipNow Version": node["version"],
+            "OS": node["os"],
+            "Kernel": node["kernel"],
+            "Controller node": node.get("is_controller", False),
+        },
+    )
+    for assignment in node.get("assignments", []):
+        print_table(
+            ["Parameter", "Value", "Source"],
+            (
+                [name, p["value"], p["source"]]
+                for name, p in sorted(assignment["parameters"].items())
+            ),
+            title=f"Role {assignment['role']}: {assignment['name']}",
+        )
+    components = node.get("components") or []
+    if components:
+        print_table(
+            ["Component", "Version"],
+            ([c["name"], c["version"]] for c in components),
+            title=f"Components ({len(components)})",
+        )
+    else:
+        console().print("Components: none reported yet (no agent has joined).")
+    print_events(events, title="Recent events")
+
+
+def print_events(events: list[dict[str, Any]], *, title: str) -> None:
+    print_table(
+        ["When", "Who", "Operation", "Status", "Reason"],
+        (
+            [
+                when(e["at"]),
+                e["actor"],
+                e["operation"],
+                f"{e['status_before'] or '-'} -> {e['status_after'] or '-'}"
+                if e["status_before"] != e["status_after"]
+                else e["status_after"],
+                e["reason"],
+            ]
+            for e in events
+        ),
+        title=title,
+    )
+
+
+@app.command("info")
+def info(
+    ctx: typer.Context,
+    node: NodeArgument,
+    events: Annotated[int, typer.Option(min=0, max=500, help="How many recent events.")] = 10,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """The node's Quick info: identity, status, roles, session key, components, history."""
+    client = client_from_context(ctx)
+    node_id = node_id_of(client, node)
+    detail = client.get(f"/nodes/{node_id}")
+    if wants_json(output):
+        print_json(detail)
+        return
+    recent = (
+        client.get(f"/nodes/{node_id}/events", params={"limit": events})["items"] if events else []
+    )
+    _print_quick_info(detail, recent)
+
+
+def report(node: dict[str, Any], output: OutputFormat, message: str) -> None:
+    if wants_json(output):
+        print_json(node)
+    else:
+        note(message)
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    hostname: Annotated[str, typer.Argument(help="Unique among nodes that are not Deleted.")],
+    private_ip: Annotated[str, typer.Option("--private-ip", help="Required, e.g. 10.0.0.11.")],
+    public_ip: Annotated[
+        str | None, typer.Option("--public-ip", help="Needed by web, sip and pbx.")
+    ] = None,
+    container_id: Annotated[str | None, typer.Option("--container-id")] = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Add a node; it starts Offline. Assign it roles next (`voipcloud role assign`)."""
+    body = {
+        "hostname": hostname,
+        "private_ip": private_ip,
+        "public_ip": public_ip,
+        "container_id": container_id,
+    }
+    created = client_from_context(ctx).post("/nodes", json=body)
+    report(created, output, f"Added {label(created)}, status {created['status']}.")
+    if not wants_json(output):
+        typer.echo(created["node_id"])
+
+
+@app.command("edit")
+def edit(
+    ctx: typer.Context,
+    node: NodeArgument,
+    hostname: Annotated[str | None, typer.Option(help="New hostname.")] = None,
+    private_ip: Annotated[str | None, typer.Option("--private-ip")] = None,
+    public_ip: Annotated[
+        str | None, typer.Option("--public-ip", help='"" removes the public IP.')
+    ] = None,
+    container_id: Annotated[
+        str | None, typer.Option("--container-id", help='"" removes it.')
+    ] = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Edit the hostname, IPs or container id (any status but Deleted)."""
+    from voipcloud.cli.client import UsageProblem
+
+    changes: dict[str, Any] = {}
+    if hostname is not None:
+        changes["hostname"] = hostname
+    if private_ip is not None:
+        changes["private_ip"] = private_ip
+    if public_ip is not None:
+        changes["public_ip"] = public_ip or None
+    if container_id is not None:
+        changes["container_id"] = container_id or None
+    if not changes:
+        raise UsageProblem(
+            "nothing to change: give --hostname, --private-ip, --public-ip or --container-id"
+        )
+    client = client_from_context(ctx)
+    edited = client.patch(f"/nodes/{node_id_of(client, node)}", json=changes)
+    report(edited, output, f"Edited {label(edited)}: {', '.join(changes)}.")
+
+
+@app.command("delete")
+def delete(
+    ctx: typer.Context,
+    node: NodeArgument,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Delete Node: roles released, session key revoked, agent told to stop (not when
+    Online or Damaged). The record stays for history."""
+    client = client_from_context(ctx)
+    node_id = node_id_of(client, node)
+    if not yes:
+        current = client.get(f"/nodes/{node_id}")
+        confirm(f"Delete {label(current)} ({current['status']})?")
+    deleted = client.delete(f"/nodes/{node_id}")
+    report(deleted, output, f"Deleted {label(deleted)}.")
+
+
+def _act(
+    ctx: typer.Context,
+    node: str,
+    action: str,
+    *,
+    reason: str | None,
+    output: OutputFormat,
+    wait: bool = False,
+    timeout: float = 300.0,
+) -> None:
+    client = client_from_context(ctx)
+    node_id = node_id_of(client, node)
+    body = {"reason": reason} if reason else None
+    answer = client.post(f"/nodes/{node_id}/actions/{action}", json=body)
+    if not wait:
+        pending = answer.get("pending_operation")
+        doing = f", {pending['kind']} pending" if pending else ""
+        report(answer, output, f"{action}: {label(answer)} is {answer['status']}{doing}.")
+        return
+    settled = follow(client, answer, action=action, timeout=timeout)
+    if wants_json(output):
+        print_json(settled)
+    try:
+        check_outcome(settled, action=action)
+    finally:
+        if not wants_json(output):
+            console().print(
+                f"{label(settled).capitalize()} is ",
+                status_text(settled["status"], settled.get("status_reason")),
+                sep="",
+            )
+
+
+@app.command("standby")
+def standby(
+    ctx: typer.Context,
+    node: NodeArgument,
+    reason: ReasonOption = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Set StandBy (from Offline, ActivateFailed or Deactivated)."""
+    _act(ctx, node, "standby", reason=reason, output=output)
+
+
+@app.command("activate")
+def activate(
+    ctx: typer.Context,
+    node: NodeArgument,
+    reason: ReasonOption = None,
+    wait: WaitOption = False,
+    timeout: TimeoutOption = 300.0,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Activate: the node's agent applies its roles, then it is Online or ActivateFailed."""
+    _act(ctx, node, "activate", reason=reason, output=output, wait=wait, timeout=timeout)
+
+
+@app.command("deactivate")
+def deactivate(
+    ctx: typer.Context,
+    node: NodeArgument,
+    reason: ReasonOption = None,
+    wait: WaitOption = False,
+    timeout: TimeoutOption = 300.0,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Deactivate: Online nodes go DeactivatePending until the agent signs completion."""
+    _act(ctx, node, "deactivate", reason=reason, output=output, wait=wait, timeout=timeout)
+
+
+@app.command("mark-damaged")
+def mark_damaged(
+    ctx: typer.Context,
+    node: NodeArgument,
+    reason: ReasonOption = None,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Mark an Online node Damaged, with a reason."""
+    _act(ctx, node, "mark-damaged", reason=reason, output=output)
+
+
+@app.command("fix")
+def fix(
+    ctx: typer.Context,
+    node: NodeArgument,
+    reason: ReasonOption = None,
+    wait: WaitOption = False,
+    timeout: TimeoutOption = 300.0,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Fix a Damaged node: the agent re-applies its configuration; Online on success."""
+    _act(ctx, node, "fix", reason=reason, output=output, wait=wait, timeout=timeout)
+
+
+@app.command("events")
+def events(
+    ctx: typer.Context,
+    node: NodeArgument,
+    limit: Annotated[int, typer.Option(min=1, max=500, help="At most this many.")] = 50,
+    offset: Annotated[int, typer.Option(min=0, help="Skip this many first.")] = 0,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """The node's history, newest first."""
+    client = client_from_context(ctx)
+    node_id = node_id_of(client, node)
+    page = client.get(f"/nodes/{node_id}/events", params={"limit": limit, "offset": offset})
+    if wants_json(output):
+        print_json(page)
+        return
+    print_events(page["items"], title=f"Node {node_id}: {page['total']} events")
+
+
+@app.command("session-key")
+def session_key(
+    ctx: typer.Context,
+    node: NodeArgument,
+    regenerate: Annotated[
+        bool, typer.Option("--regenerate", help="A new key; the old one stops working.")
+    ] = False,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Show the node's session key (what its agent joins with), or regenerate it."""
+    client = client_from_context(ctx)
+    node_id = node_id_of(client, node)
+    if regenerate:
+        detail = client.post(f"/nodes/{node_id}/actions/regenerate-session-key")
+    else:
+        detail = client.get(f"/nodes/{node_id}")
+    key = detail.get("session_key")
+    if wants_json(output):
+        print_json({"node_id": detail["node_id"], "session_key": key})
+        return
+    if not key:
+        note(f"{label(detail).capitalize()} has no session key yet: assign it a role first.")
+        return
+    typer.echo(key)
+    if regenerate:
+        note("The previous key no longer works. Restart the node's agent with:")
+        note(f"  voipcloud agent --controller {client.controller_url} --session-key {key}")
