@@ -32,6 +32,7 @@ from voipcloud.services.context import Context
 from voipcloud.services.controller import Controller
 from voipcloud.services.secrets_box import SecretBox
 from voipcloud.store.database import Database
+from voipcloud.web import setup as web
 
 log = logging.getLogger("voipcloud")
 PRESENCE_FLUSH_SECONDS = 2.0
@@ -124,4 +125,5 @@ def create_app(settings: Settings | None = None, controller: Controller | None =
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)
+    web.install(app)  # the web management interface: pages, static files
     return app

@@ -1,0 +1,130 @@
+"""What every web page needs: the controller, the signed-in administrator and CSRF checks.
+
+A page module uses them like this::
+
+    from voipcloud.web.deps import ControllerDep, CsrfChecked, WebAdmin, web_router
+    from voipcloud.web.templating import render
+
+    router = web_router()
+
+    @router.get("/things")
+    def things(request: Request, admin: WebAdmin, controller: ControllerDep) -> Response:
+        return render(request, "things/index.html", things=controller.things.list())
+
+    @router.post("/things")
+    def add_thing(request: Request, admin: CsrfChecked, ...) -> Response: ...
+
+`WebAdmin` redirects to the login page when nobody is signed in; `CsrfChecked` does the same
+and also refuses (403) a request whose form field `csrf_token` (or `X-CSRF-Token` header, which
+htmx sends on its own) does not match the session. Both give the actor string for services.
+Routers made by `web_router()` turn domain errors into HTML pages instead of JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.routing import APIRoute
+
+from voipcloud.domain.errors import NotAuthenticated, NotFound, RuleViolation
+from voipcloud.services.context import admin_actor
+from voipcloud.services.controller import Controller
+from voipcloud.web import sessions
+
+
+class LoginRequired(Exception):
+    """Nobody is signed in: the answer is a redirect to the login page."""
+
+    def __init__(self, next_url: str) -> None:
+        super().__init__(next_url)
+        self.next_url = next_url
+
+
+class CsrfRefused(Exception):
+    """A form without the session's CSRF token: refused with 403."""
+
+
+def get_controller(request: Request) -> Controller:
+    controller: Controller = request.app.state.controller
+    return controller
+
+
+ControllerDep = Annotated[Controller, Depends(get_controller)]
+
+
+def _next_url(request: Request) -> str:
+    if request.method != "GET" or request.headers.get("HX-Request"):
+        return "/"
+    query = f"?{request.url.query}" if request.url.query else ""
+    return request.url.path + query
+
+
+def require_admin(request: Request, controller: ControllerDep) -> str:
+    """The actor string of the signed-in administrator; LoginRequired otherwise."""
+    token = sessions.unseal(controller, request.cookies.get(sessions.SESSION_COOKIE))
+    if token is None:
+        raise LoginRequired(_next_url(request))
+    try:
+        username = controller.auth.authenticate(token)
+    except NotAuthenticated:
+        raise LoginRequired(_next_url(request)) from None
+    request.state.admin = username
+    request.state.session_token = token
+    return admin_actor(username)
+
+
+WebAdmin = Annotated[str, Depends(require_admin)]
+
+
+def csrf_token(request: Request) -> str:
+    """The CSRF token of the signed-in session (for forms: use `csrf_field()` in templates)."""
+    token: str | None = getattr(request.state, "session_token", None)
+    if token is None:
+        return ""
+    return sessions.csrf_for(get_controller(request), token)
+
+
+async def verify_csrf(request: Request, actor: WebAdmin) -> str:
+    """The signed-in administrator, once the request proved it came from our own form."""
+    sent = request.headers.get(sessions.CSRF_HEADER)
+    if not sent:
+        form = await request.form()
+        value = form.get(sessions.CSRF_FIELD)
+        sent = value if isinstance(value, str) else None
+    if not sessions.same(sent, csrf_token(request)):
+        raise CsrfRefused()
+    return actor
+
+
+CsrfChecked = Annotated[str, Depends(verify_csrf)]
+
+
+def login_url(next_url: str) -> str:
+    return "/login" if next_url in ("", "/") else f"/login?next={quote(next_url, safe='')}"
+
+
+class WebRoute(APIRoute):
+    """Answers domain errors raised by a web route as HTML pages, not as the API's JSON."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        original = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            from voipcloud.web.templating import render
+
+            try:
+                return await original(request)
+            except NotFound as exc:
+                return render(request, "errors/problem.html", status_code=404, message=exc.message)
+            except RuleViolation as exc:
+                return render(request, "errors/problem.html", status_code=409, message=exc.message)
+
+        return handler
+
+
+def web_router(**kwargs: Any) -> APIRouter:
+    """An APIRouter for pages: HTML errors, and kept out of the OpenAPI schema."""
+    return APIRouter(route_class=WebRoute, include_in_schema=False, **kwargs)

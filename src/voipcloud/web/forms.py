@@ -1,0 +1,23 @@
+"""Form helpers: a service's InvalidInput becomes a message next to each field.
+
+A page catches `InvalidInput` around its service call and renders the form again with
+`errors=field_errors(exc)`; the `field()` macro of `_forms.html` shows `errors[name]`
+beside the input (and marks it `aria-invalid`).
+"""
+
+from __future__ import annotations
+
+from voipcloud.domain.errors import InvalidInput
+
+GENERAL = "__all__"  # errors that name no field of the form
+
+
+def field_errors(exc: InvalidInput, *, fields: set[str] | None = None) -> dict[str, str]:
+    """`{field name: message}`; the field is the last part of each error's location."""
+    errors: dict[str, str] = {}
+    for error in exc.errors:
+        name = str(error.loc[-1]) if error.loc else GENERAL
+        if fields is not None and name not in fields:
+            name = GENERAL
+        errors[name] = f"{errors[name]} {error.message}" if name in errors else error.message
+    return errors

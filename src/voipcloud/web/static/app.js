@@ -1,0 +1,68 @@
+// voipcloud web interface: small behaviours on top of htmx (no build step).
+(function () {
+  "use strict";
+  const layer = () => document.getElementById("layer");
+
+  // A page fragment loaded into the layer opens it as a modal dialog.
+  document.addEventListener("htmx:afterSwap", (event) => {
+    if (event.detail.target && event.detail.target.id === "layer-body") {
+      const dialog = layer();
+      if (!dialog.open) dialog.showModal();
+      const first = dialog.querySelector("[autofocus], input:not([type=hidden]), button:not(.layer-close), a[href]");
+      if (first) first.focus();
+    }
+  });
+
+  document.addEventListener("click", (event) => {
+    const target = event.target instanceof Element ? event.target : null;
+    if (!target) return;
+    if (target.closest("[data-close-layer]")) {
+      layer().close();
+      return;
+    }
+    const copy = target.closest("[data-copy]");
+    if (copy) {
+      const source = document.getElementById(copy.getAttribute("data-copy"));
+      const text = source ? source.textContent.trim() : "";
+      const done = () => { copy.textContent = "Copied"; setTimeout(() => { copy.textContent = "Copy"; }, 2000); };
+      if (navigator.clipboard && window.isSecureContext) {
+        navigator.clipboard.writeText(text).then(done, () => selectText(source));
+      } else {
+        selectText(source);
+      }
+    }
+  });
+
+  function selectText(element) {
+    if (!element) return;
+    const range = document.createRange();
+    range.selectNodeContents(element);
+    const selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+  }
+
+  // Live regions (elements with data-live poll the server): show a note while they fail.
+  const status = () => document.getElementById("live-status");
+  document.addEventListener("htmx:sendError", (event) => {
+    if (event.detail.elt.closest("[data-live]")) status().hidden = false;
+  });
+  document.addEventListener("htmx:responseError", (event) => {
+    if (event.detail.elt.closest("[data-live]")) status().hidden = false;
+  });
+  document.addEventListener("htmx:afterRequest", (event) => {
+    if (event.detail.successful && event.detail.elt.closest("[data-live]")) status().hidden = true;
+  });
+
+  // Filter a long table as the user types: <input data-filter-table="table-id">.
+  document.addEventListener("input", (event) => {
+    const input = event.target;
+    if (!(input instanceof HTMLInputElement) || !input.dataset.filterTable) return;
+    const table = document.getElementById(input.dataset.filterTable);
+    if (!table) return;
+    const needle = input.value.trim().toLowerCase();
+    for (const row of table.tBodies[0].rows) {
+      row.hidden = needle !== "" && !row.textContent.toLowerCase().includes(needle);
+    }
+  });
+})();

@@ -1,0 +1,75 @@
+"""Jinja2 templates and `render()`, which every page uses.
+
+`render(request, "folder/page.html", **context)` gives the template, besides `context`:
+`request`, `admin` (the signed-in username or None), `csrf_token`, `csrf_field()` (a hidden
+input for forms), `flashes` (one-shot messages) and `status_info` (badge colours).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.templating import Jinja2Templates
+from markupsafe import Markup, escape
+from starlette.responses import Response
+
+from voipcloud import __version__
+from voipcloud.domain.statuses import STATUS_INFO, NodeStatus
+from voipcloud.web import flash
+from voipcloud.web.deps import csrf_token
+from voipcloud.web.sessions import CSRF_FIELD
+
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+STATIC_DIR = Path(__file__).parent / "static"
+
+templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
+
+
+def _when(value: datetime | None) -> str:
+    if value is None:
+        return "—"
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+templates.env.filters["when"] = _when
+templates.env.globals["STATUS_INFO"] = STATUS_INFO
+templates.env.globals["NodeStatus"] = NodeStatus
+templates.env.globals["version"] = __version__
+
+
+def is_htmx(request: Request) -> bool:
+    return request.headers.get("HX-Request") == "true"
+
+
+def render(
+    request: Request,
+    template: str,
+    *,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+    **context: Any,
+) -> Response:
+    token = csrf_token(request)
+    field = Markup('<input type="hidden" name="{}" value="{}">').format(CSRF_FIELD, escape(token))
+    messages = flash.take(request)
+    response = templates.TemplateResponse(
+        request,
+        template,
+        {
+            "admin": getattr(request.state, "admin", None),
+            "csrf_token": token,
+            "csrf_field": lambda: field,
+            "flashes": messages,
+            "htmx": is_htmx(request),
+            "status_code": status_code,
+            **context,
+        },
+        status_code=status_code,
+        headers=headers,
+    )
+    if messages and not is_htmx(request):
+        response.delete_cookie(flash.FLASH_COOKIE, path="/")
+    return response
