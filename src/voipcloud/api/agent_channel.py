@@ -97,7 +97,13 @@ class AgentHub:
         agents = self._controller.agents
         clock = self._controller.ctx.clock
         while True:
-            text = await websocket.receive_text()
+            frame = await websocket.receive()
+            if frame["type"] == "websocket.disconnect":
+                raise WebSocketDisconnect(frame.get("code", 1000))
+            text = frame.get("text")
+            if text is None:  # a binary frame: the protocol is JSON text only
+                await websocket.close(protocol.CLOSE_POLICY, "binary frames are not accepted")
+                raise _Closed
             try:
                 message = _messages.validate_json(text)
             except ValidationError as exc:
