@@ -70,7 +70,7 @@ class RoleService:
     def _assigned(
         self, conn: Connection, node: Node, *, reveal_secrets: bool
     ) -> list[AssignedRole]:
-        properties = infrastructure.properties(conn)
+        properties = self.reveal(infrastructure.properties(conn))
         result = []
         for assignment in role_rows.for_node(conn, node.id):
             role = ROLES[assignment.role]
@@ -160,7 +160,7 @@ class RoleService:
             lifecycle.check_not_busy(
                 Operation.EDIT_ROLE, node.pending_operation, hostname=node.hostname
             )
-            properties = infrastructure.properties(conn)
+            properties = self.reveal(infrastructure.properties(conn))
             before = self._decrypt(assignment.parameters)
             after = dict(before)
             for name, value in clean.items():
@@ -271,12 +271,29 @@ class RoleService:
                 config_generation=node.config_generation + 1,
             )
 
+    # secrets at rest (role parameters and the Infrastructure Properties share the format)
+    def reveal(self, stored: dict[str, Any]) -> dict[str, Any]:
+        """Stored values with the encrypted ones decrypted."""
+        return self._decrypt(stored)
+
+    def conceal(self, values: dict[str, Any], *, secret: frozenset[str]) -> dict[str, Any]:
+        """Values ready to store: the ones named in `secret` encrypted."""
+        return {
+            name: {_ENCRYPTED: self._ctx.box.encrypt(str(value)).decode()}
+            if name in secret and value is not None
+            else value
+            for name, value in values.items()
+        }
+
     # helpers
     def _check_effective(
         self, conn: Connection, node: Node, spec: Role, explicit: dict[str, Any]
     ) -> None:
         effective = effective_parameters(
-            spec, explicit, properties=infrastructure.properties(conn), public_ip=node.public_ip
+            spec,
+            explicit,
+            properties=self.reveal(infrastructure.properties(conn)),
+            public_ip=node.public_ip,
         )
         errors = check_consistency(spec, effective)
         if errors:

@@ -41,3 +41,9 @@ def set_properties(conn: Connection, *, properties: dict[str, Any], now: datetim
         .where(infrastructure.c.id == _ID)
         .values(properties=properties, updated_at=now, row_version=infrastructure.c.row_version + 1)
     )
+
+
+def updated_at(conn: Connection) -> datetime | None:
+    value = conn.execute(select(infrastructure.c.updated_at).where(infrastructure.c.id == _ID))
+    result: datetime | None = value.scalar()
+    return result
