@@ -29,7 +29,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.routing import APIRoute
 
-from voipcloud.domain.errors import NotAuthenticated, NotFound, RuleViolation
+from voipcloud.domain.errors import InvalidInput, NotAuthenticated, NotFound, RuleViolation
 from voipcloud.services.context import admin_actor
 from voipcloud.services.controller import Controller
 from voipcloud.web import sessions
@@ -121,6 +121,8 @@ class WebRoute(APIRoute):
                 return render(request, "errors/problem.html", status_code=404, message=exc.message)
             except RuleViolation as exc:
                 return render(request, "errors/problem.html", status_code=409, message=exc.message)
+            except InvalidInput as exc:
+                return render(request, "errors/problem.html", status_code=422, message=str(exc))
 
         return handler
 

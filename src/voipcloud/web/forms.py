@@ -7,6 +7,10 @@ beside the input (and marks it `aria-invalid`).
 
 from __future__ import annotations
 
+from typing import Annotated
+
+from fastapi import Depends, Request
+
 from voipcloud.domain.errors import InvalidInput
 
 GENERAL = "__all__"  # errors that name no field of the form
@@ -21,3 +25,19 @@ def field_errors(exc: InvalidInput, *, fields: set[str] | None = None) -> dict[s
             name = GENERAL
         errors[name] = f"{errors[name]} {error.message}" if name in errors else error.message
     return errors
+
+
+def local_url(url: str | None, default: str = "/") -> str:
+    """`url` if it is a path on this site (never another host), else `default`."""
+    if not url or not url.startswith("/") or url.startswith("//") or "\\" in url:
+        return default
+    return url
+
+
+async def form_data(request: Request) -> dict[str, str]:
+    """Every text field of the posted form (for forms whose fields come from a schema)."""
+    form = await request.form()
+    return {key: value for key, value in form.items() if isinstance(value, str)}
+
+
+FormData = Annotated[dict[str, str], Depends(form_data)]

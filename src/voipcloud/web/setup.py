@@ -7,10 +7,19 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from voipcloud.web.deps import CsrfRefused, LoginRequired, login_url
-from voipcloud.web.routes import auth, cloud, events, infrastructure, nodes, storage, wizard
+from voipcloud.web.routes import (
+    auth,
+    cloud,
+    events,
+    infrastructure,
+    nodes,
+    roles,
+    storage,
+    wizard,
+)
 from voipcloud.web.templating import STATIC_DIR, is_htmx, render
 
-PAGE_ROUTERS = (auth, cloud, nodes, events, infrastructure, wizard, storage)
+PAGE_ROUTERS = (auth, cloud, nodes, roles, events, infrastructure, wizard, storage)
 
 
 def install(app: FastAPI) -> None:

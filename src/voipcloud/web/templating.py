@@ -21,6 +21,7 @@ from voipcloud.domain.statuses import STATUS_INFO, NodeStatus
 from voipcloud.web import flash
 from voipcloud.web.deps import csrf_token
 from voipcloud.web.sessions import CSRF_FIELD
+from voipcloud.web.views import ACTION_LABELS
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
@@ -38,6 +39,7 @@ templates.env.filters["when"] = _when
 templates.env.globals["STATUS_INFO"] = STATUS_INFO
 templates.env.globals["NodeStatus"] = NodeStatus
 templates.env.globals["version"] = __version__
+templates.env.globals["ACTION_LABELS"] = ACTION_LABELS
 
 
 def is_htmx(request: Request) -> bool:

@@ -2,15 +2,61 @@
 
 from __future__ import annotations
 
-from fastapi import Request, Response
+from typing import Annotated
 
-from voipcloud.web.deps import WebAdmin, web_router
+from fastapi import Query, Request, Response
+
+from voipcloud.web import views
+from voipcloud.web.deps import ControllerDep, WebAdmin, web_router
 from voipcloud.web.templating import render
 
 router = web_router()
+Text = Annotated[str | None, Query(max_length=253)]
+
+
+def _request(
+    q: Text, status: Text, role: Text, sort: Text, page: Text, per_page: Text
+) -> views.ListingRequest:
+    return views.parse_listing(
+        q=q, status=status, role=role, sort=sort, page=page, per_page=per_page
+    )
 
 
 @router.get("/")
-def cloud_management(request: Request, _admin: WebAdmin) -> Response:
+def cloud_management(
+    request: Request,
+    _admin: WebAdmin,
+    controller: ControllerDep,
+    q: Text = None,
+    status: Text = None,
+    role: Text = None,
+    sort: Text = None,
+    page: Text = None,
+    per_page: Text = None,
+) -> Response:
     """The Cloud Management page."""
-    return render(request, "cloud/index.html", nav="cloud")
+    wanted = _request(q, status, role, sort, page, per_page)
+    return render(
+        request, "cloud/index.html", nav="cloud", listing=views.listing(controller, wanted)
+    )
+
+
+@router.get("/nodes/listing")
+def listing_fragment(
+    request: Request,
+    _admin: WebAdmin,
+    controller: ControllerDep,
+    q: Text = None,
+    status: Text = None,
+    role: Text = None,
+    sort: Text = None,
+    page: Text = None,
+    per_page: Text = None,
+    fp: Text = None,
+) -> Response:
+    """The Node Listing alone, for live updates: 204 while nothing it shows has changed."""
+    wanted = _request(q, status, role, sort, page, per_page)
+    listing = views.listing(controller, wanted)
+    if fp and fp == listing.fingerprint:
+        return Response(status_code=204)
+    return render(request, "cloud/_listing.html", listing=listing)

@@ -2,6 +2,25 @@
 
 from __future__ import annotations
 
-from voipcloud.web.deps import web_router
+from typing import Annotated
+
+from fastapi import Query, Request, Response
+
+from voipcloud.web import history
+from voipcloud.web.deps import ControllerDep, WebAdmin, web_router
+from voipcloud.web.templating import render
 
 router = web_router()
+
+
+@router.get("/events")
+def events_page(
+    request: Request,
+    _admin: WebAdmin,
+    controller: ControllerDep,
+    node: Annotated[str | None, Query(max_length=253)] = None,
+    page: Annotated[str | None, Query(max_length=8)] = None,
+) -> Response:
+    """Every event, newest first; `node` narrows it to one node (NodeID or hostname)."""
+    view = history.events_page(controller, node_query=node or "", page=page)
+    return render(request, "events/index.html", nav="events", **view.context())

@@ -1,7 +1,220 @@
-"""Node pages: add, edit, View Info, roles, lifecycle actions, confirmations."""
+"""Node pages: Add Node, Edit, View Info, lifecycle actions and Delete Node."""
 
 from __future__ import annotations
 
-from voipcloud.web.deps import web_router
+from typing import Annotated
+
+from fastapi import Form, Query, Request, Response
+
+from voipcloud.domain.errors import InvalidInput, RuleViolation
+from voipcloud.services.nodes import ACTIONS
+from voipcloud.web import flash, views
+from voipcloud.web.deps import ControllerDep, CsrfChecked, WebAdmin, web_router
+from voipcloud.web.forms import GENERAL, field_errors, local_url
+from voipcloud.web.templating import render
 
 router = web_router()
+NODE_FIELDS = {"hostname", "private_ip", "public_ip", "container_id"}
+Next = Annotated[str | None, Query(max_length=2048)]
+NextField = Annotated[str, Form(max_length=2048)]
+Text = Annotated[str, Form(max_length=1024)]
+
+
+def _node_form_errors(exc: InvalidInput | RuleViolation) -> dict[str, str]:
+    if isinstance(exc, InvalidInput):
+        return field_errors(exc, fields=NODE_FIELDS)
+    if exc.rule in ("hostname-unique",):
+        return {"hostname": exc.message}
+    if exc.rule == "public-ip-required":
+        return {"public_ip": exc.message}
+    return {GENERAL: exc.message}
+
+
+@router.get("/nodes/new")
+def add_node_form(request: Request, _admin: WebAdmin) -> Response:
+    """The Add Node form."""
+    return render(request, "nodes/form.html", nav="cloud", node=None, values={}, errors={})
+
+
+@router.post("/nodes")
+def add_node(
+    request: Request,
+    admin: CsrfChecked,
+    controller: ControllerDep,
+    hostname: Text = "",
+    private_ip: Text = "",
+    public_ip: Text = "",
+    container_id: Text = "",
+) -> Response:
+    """Add a node; it starts Offline. Errors are shown next to their field."""
+    values = {
+        "hostname": hostname,
+        "private_ip": private_ip,
+        "public_ip": public_ip,
+        "container_id": container_id,
+    }
+    try:
+        node = controller.nodes.add(
+            actor=admin,
+            hostname=hostname,
+            private_ip=private_ip,
+            public_ip=public_ip or None,
+            container_id=container_id or None,
+        )
+    except (InvalidInput, RuleViolation) as exc:
+        return render(
+            request,
+            "nodes/form.html",
+            status_code=422 if isinstance(exc, InvalidInput) else 409,
+            nav="cloud",
+            node=None,
+            values=values,
+            errors=_node_form_errors(exc),
+        )
+    return flash.redirect(
+        request,
+        f"/nodes/{node.id}/roles/new",
+        "success",
+        f"Node {node.hostname} added (NodeID {node.id}, Offline). Now assign its roles.",
+    )
+
+
+@router.get("/nodes/{node_id}/edit")
+def edit_node_form(
+    request: Request, node_id: int, _admin: WebAdmin, controller: ControllerDep, next: Next = None
+) -> Response:
+    """The Edit node form (hostname and IPs)."""
+    node = controller.nodes.get(node_id).node
+    values = {
+        "hostname": node.hostname,
+        "private_ip": node.private_ip,
+        "public_ip": node.public_ip or "",
+        "container_id": node.container_id or "",
+    }
+    return render(
+        request,
+        "nodes/form.html",
+        nav="cloud",
+        node=node,
+        values=values,
+        errors={},
+        back=local_url(next),
+    )
+
+
+@router.post("/nodes/{node_id}/edit")
+def edit_node(
+    request: Request,
+    node_id: int,
+    admin: CsrfChecked,
+    controller: ControllerDep,
+    hostname: Text = "",
+    private_ip: Text = "",
+    public_ip: Text = "",
+    next: NextField = "/",
+) -> Response:
+    """Save the node's hostname and IPs."""
+    values = {"hostname": hostname, "private_ip": private_ip, "public_ip": public_ip}
+    try:
+        node = controller.nodes.edit(
+            node_id, actor=admin, changes={**values, "public_ip": public_ip or None}
+        )
+    except (InvalidInput, RuleViolation) as exc:
+        return render(
+            request,
+            "nodes/form.html",
+            status_code=422 if isinstance(exc, InvalidInput) else 409,
+            nav="cloud",
+            node=controller.nodes.get(node_id).node,
+            values=values,
+            errors=_node_form_errors(exc),
+            back=local_url(next),
+        )
+    return flash.redirect(request, local_url(next), "success", f"Node {node.hostname} saved.")
+
+
+@router.get("/nodes/{node_id}/info")
+def node_info(
+    request: Request, node_id: int, _admin: WebAdmin, controller: ControllerDep
+) -> Response:
+    """Node Quick Information (a layer over the listing)."""
+    info = views.node_info(controller, node_id)
+    return render(request, "nodes/info.html", nav="cloud", info=info)
+
+
+@router.post("/nodes/{node_id}/actions/{action}")
+def node_action(
+    request: Request,
+    node_id: int,
+    action: str,
+    admin: CsrfChecked,
+    controller: ControllerDep,
+    reason: Annotated[str, Form(max_length=1000)] = "",
+    next: NextField = "/",
+) -> Response:
+    """Set StandBy, Activate, Deactivate, Mark Damaged, Fix Node, regenerate the session key."""
+    back = local_url(next)
+    if action not in ACTIONS:
+        return flash.redirect(request, back, "error", f"There is no action {action!r}.")
+    try:
+        node = controller.nodes.action(node_id, action, actor=admin, reason=reason or None)
+    except (RuleViolation, InvalidInput) as exc:
+        return flash.redirect(request, back, "error", str(exc))
+    return flash.redirect(request, back, "success", views.action_done(action, node))
+
+
+@router.get("/nodes/{node_id}/actions/mark-damaged")
+def confirm_mark_damaged(
+    request: Request, node_id: int, _admin: WebAdmin, controller: ControllerDep, next: Next = None
+) -> Response:
+    """Ask for the reason before marking the node Damaged."""
+    node = controller.nodes.get(node_id).node
+    return render(
+        request,
+        "nodes/confirm.html",
+        nav="cloud",
+        title=f"Mark Damaged: {node.hostname}",
+        question=f"Mark node {node.hostname} as Damaged? It stays Damaged until Fix Node.",
+        action=f"/nodes/{node.id}/actions/mark-damaged",
+        button="Mark Damaged",
+        reason_field=True,
+        back=local_url(next),
+    )
+
+
+@router.get("/nodes/{node_id}/delete")
+def confirm_delete(
+    request: Request, node_id: int, _admin: WebAdmin, controller: ControllerDep, next: Next = None
+) -> Response:
+    """Ask before Delete Node."""
+    node = controller.nodes.get(node_id).node
+    return render(
+        request,
+        "nodes/confirm.html",
+        nav="cloud",
+        title=f"Delete Node: {node.hostname}",
+        question=f"Delete node {node.hostname} (NodeID {node.id})? Its roles are released, "
+        "its session key stops working and its agent is told to stop. The record stays in "
+        "the history (status Deleted) and the hostname becomes free.",
+        action=f"/nodes/{node.id}/delete",
+        button="Delete Node",
+        danger=True,
+        back=local_url(next),
+    )
+
+
+@router.post("/nodes/{node_id}/delete")
+def delete_node(
+    request: Request,
+    node_id: int,
+    admin: CsrfChecked,
+    controller: ControllerDep,
+    next: NextField = "/",
+) -> Response:
+    """Delete Node: the node becomes Deleted."""
+    back = local_url(next)
+    try:
+        node = controller.nodes.delete(node_id, actor=admin)
+    except RuleViolation as exc:
+        return flash.redirect(request, back, "error", exc.message)
+    return flash.redirect(request, back, "success", f"Node {node.hostname} deleted.")

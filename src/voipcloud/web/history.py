@@ -1,0 +1,90 @@
+"""The Events page's view model: one page of the audit history, optionally of one node."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from voipcloud.domain.errors import InvalidInput, NotFound
+from voipcloud.domain.filters import NodeFilter
+from voipcloud.domain.model import Event, Node
+from voipcloud.services.controller import Controller
+
+EVENTS_PER_PAGE = 50
+
+
+@dataclass(slots=True)
+class EventsPage:
+    node_query: str
+    node: Node | None
+    events: list[Event]
+    total: int
+    page: int
+    hostnames: dict[int, str] = field(default_factory=dict)
+    error: str | None = None
+
+    def context(self) -> dict[str, Any]:
+        pages = max(1, -(-self.total // EVENTS_PER_PAGE))
+        first = (self.page - 1) * EVENTS_PER_PAGE + 1 if self.events else 0
+        return {
+            "node_query": self.node_query,
+            "node": self.node,
+            "events": self.events,
+            "total": self.total,
+            "page": self.page,
+            "pages": pages,
+            "first": first,
+            "last": first + len(self.events) - 1 if self.events else 0,
+            "hostnames": self.hostnames,
+            "error": self.error,
+            "query": self._query,
+        }
+
+    def _query(self, page: int) -> str:
+        params = {"node": self.node_query, "page": str(page)}
+        return urlencode({k: v for k, v in params.items() if v})
+
+
+def _find_node(controller: Controller, text: str) -> Node | None:
+    """A node by NodeID, else by exact hostname (Deleted ones too: history is about them)."""
+    if text.isdigit() and len(text) < 10:
+        try:
+            return controller.nodes.get(int(text)).node
+        except NotFound:
+            return None
+    for status in (None, "Deleted"):
+        try:
+            flt = NodeFilter.parse(q=text, status=status, limit=50)
+        except InvalidInput:
+            return None
+        for node in controller.nodes.list(flt).items:
+            if node.hostname == text.lower():
+                return node
+    return None
+
+
+def events_page(controller: Controller, *, node_query: str, page: str | None) -> EventsPage:
+    number = int(page) if page and page.isdigit() and len(page) < 7 else 1
+    number = max(1, number)
+    node_query = node_query.strip()
+    node = None
+    if node_query:
+        node = _find_node(controller, node_query)
+        if node is None:
+            return EventsPage(
+                node_query, None, [], 0, number, error=f"There is no node {node_query!r}."
+            )
+    found = controller.nodes.events(
+        node.id if node else None,
+        limit=EVENTS_PER_PAGE,
+        offset=(number - 1) * EVENTS_PER_PAGE,
+    )
+    hostnames: dict[int, str] = {}
+    for event in found.items:
+        if event.node_id is not None and event.node_id not in hostnames:
+            try:
+                hostnames[event.node_id] = controller.nodes.get(event.node_id).node.hostname
+            except NotFound:
+                hostnames[event.node_id] = f"#{event.node_id}"
+    return EventsPage(node_query, node, found.items, found.total, number, hostnames)

@@ -1,0 +1,308 @@
+"""Role pages: Assign Role, the session key confirmation, role parameters, Delete Assignment
+and Administrative Remove."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Form, Query, Request, Response
+
+from voipcloud.domain.errors import InvalidInput, NotFound, RuleViolation
+from voipcloud.domain.roles import ROLES, SECRET_MASK, Role
+from voipcloud.web import flash, views
+from voipcloud.web.deps import ControllerDep, CsrfChecked, WebAdmin, web_router
+from voipcloud.web.forms import GENERAL, FormData, field_errors, local_url
+from voipcloud.web.templating import render
+
+router = web_router()
+Next = Annotated[str | None, Query(max_length=2048)]
+NextField = Annotated[str, Form(max_length=2048)]
+PREFIX = "p_"  # form fields of role parameters: p_<parameter name>
+
+
+def _role(code: str) -> Role:
+    role = ROLES.get(code)
+    if role is None:
+        raise NotFound(f"There is no role {code!r}; known roles: {', '.join(ROLES)}.")
+    return role
+
+
+def _parameters(role: Role, form: dict[str, str], *, keep_blank: bool) -> dict[str, Any]:
+    """The role's parameters from the form; a blank field means "the default"."""
+    values: dict[str, Any] = {}
+    for param in role.parameters:
+        text = form.get(PREFIX + param.name, "").strip()
+        if text:
+            values[param.name] = text
+        elif keep_blank and not param.secret:
+            values[param.name] = None  # back to the default
+    return values
+
+
+def _errors(role: Role | None, exc: InvalidInput | RuleViolation) -> dict[str, str]:
+    if isinstance(exc, RuleViolation):
+        return {GENERAL: exc.message}
+    names = {p.name for p in role.parameters} if role else set()
+    errors = {}
+    for name, message in field_errors(exc).items():
+        errors[PREFIX + name if name in names else name] = message
+    return errors
+
+
+@router.get("/nodes/{node_id}/roles/new")
+def assign_form(
+    request: Request,
+    node_id: int,
+    _admin: WebAdmin,
+    controller: ControllerDep,
+    role: Annotated[str | None, Query(max_length=16)] = None,
+    next: Next = None,
+) -> Response:
+    """The Assign Role form; its parameters come from the role catalogue."""
+    node = controller.nodes.get(node_id).node
+    chosen = ROLES.get(role or "")
+    return render(
+        request,
+        "roles/assign.html",
+        nav="cloud",
+        node=node,
+        roles=views.assignable_roles(node),
+        role=chosen,
+        values={},
+        errors={},
+        back=local_url(next),
+    )
+
+
+@router.post("/nodes/{node_id}/roles")
+def assign_role(
+    request: Request,
+    node_id: int,
+    admin: CsrfChecked,
+    controller: ControllerDep,
+    form: FormData,
+) -> Response:
+    """Assign the role with its parameters; then show the node's session key."""
+    code = form.get("role", "")[:16]
+    spec = ROLES.get(code)
+    try:
+        if spec is None:
+            raise InvalidInput.one(("body", "role"), "choose a role")
+        controller.roles.assign(
+            node_id, actor=admin, role=code, parameters=_parameters(spec, form, keep_blank=False)
+        )
+    except (InvalidInput, RuleViolation) as exc:
+        node = controller.nodes.get(node_id).node
+        return render(
+            request,
+            "roles/assign.html",
+            status_code=422 if isinstance(exc, InvalidInput) else 409,
+            nav="cloud",
+            node=node,
+            roles=views.assignable_roles(node),
+            role=spec,
+            values=form,
+            errors=_errors(spec, exc),
+            back=local_url(form.get("next")),
+        )
+    return flash.redirect(request, f"/nodes/{node_id}/session-key?role={code}")
+
+
+@router.get("/nodes/{node_id}/session-key")
+def session_key(
+    request: Request,
+    node_id: int,
+    _admin: WebAdmin,
+    controller: ControllerDep,
+    role: Annotated[str | None, Query(max_length=16)] = None,
+) -> Response:
+    """The session key confirmation: write it down, run the agent with it."""
+    details = controller.nodes.get(node_id)
+    controller_url = str(request.base_url).rstrip("/")
+    return render(
+        request,
+        "roles/session_key.html",
+        nav="cloud",
+        node=details.node,
+        role=ROLES.get(role or ""),
+        session_key=details.session_key,
+        command=views.agent_command(controller_url, details.session_key or "<session key>"),
+    )
+
+
+@router.get("/nodes/{node_id}/roles/{code}/edit")
+def edit_parameters_form(
+    request: Request,
+    node_id: int,
+    code: str,
+    _admin: WebAdmin,
+    controller: ControllerDep,
+    next: Next = None,
+) -> Response:
+    """The role's parameters, editable."""
+    spec = _role(code)
+    node = controller.nodes.get(node_id).node
+    assigned = {a.role.code: a for a in controller.roles.assigned(node_id)}
+    if code not in assigned:
+        raise NotFound(f"Node {node.hostname} has no {spec.name} role.")
+    explicit = {
+        PREFIX + name: ("" if spec.is_secret(name) else value.value)
+        for name, value in assigned[code].effective.items()
+        if value.source == "explicit"
+    }
+    return render(
+        request,
+        "roles/edit.html",
+        nav="cloud",
+        node=node,
+        role=spec,
+        assigned=assigned[code],
+        values=explicit,
+        errors={},
+        back=local_url(next),
+    )
+
+
+@router.post("/nodes/{node_id}/roles/{code}/edit")
+def edit_parameters(
+    request: Request,
+    node_id: int,
+    code: str,
+    admin: CsrfChecked,
+    controller: ControllerDep,
+    form: FormData,
+) -> Response:
+    """Save the role's parameters (an Online node: Customer Connectivity only keeps it Online)."""
+    spec = _role(code)
+    back = local_url(form.get("next"))
+    values = _parameters(spec, form, keep_blank=True)
+    for param in spec.parameters:  # a blank secret keeps the stored one
+        if param.secret and param.name not in values:
+            values[param.name] = SECRET_MASK
+    try:
+        node = controller.roles.edit(node_id, actor=admin, role=code, parameters=values)
+    except (InvalidInput, RuleViolation) as exc:
+        assigned = {a.role.code: a for a in controller.roles.assigned(node_id)}
+        return render(
+            request,
+            "roles/edit.html",
+            status_code=422 if isinstance(exc, InvalidInput) else 409,
+            nav="cloud",
+            node=controller.nodes.get(node_id).node,
+            role=spec,
+            assigned=assigned.get(code),
+            values=form,
+            errors=_errors(spec, exc),
+            back=back,
+        )
+    return flash.redirect(
+        request,
+        back,
+        "success",
+        f"{spec.name} parameters of {node.hostname} saved; node is {node.status.value}.",
+    )
+
+
+@router.get("/nodes/{node_id}/roles/{code}/delete")
+def confirm_delete_assignment(
+    request: Request,
+    node_id: int,
+    code: str,
+    _admin: WebAdmin,
+    controller: ControllerDep,
+    next: Next = None,
+) -> Response:
+    """Ask before Delete Assignment."""
+    spec = _role(code)
+    node = controller.nodes.get(node_id).node
+    return render(
+        request,
+        "nodes/confirm.html",
+        nav="cloud",
+        title=f"Delete Assignment: {spec.name} on {node.hostname}",
+        question=f"Delete the assignment of the {spec.name} role ({spec.code}) on node "
+        f"{node.hostname}? Its parameters are forgotten.",
+        action=f"/nodes/{node.id}/roles/{spec.code}/delete",
+        button="Delete Assignment",
+        danger=True,
+        back=local_url(next),
+    )
+
+
+@router.post("/nodes/{node_id}/roles/{code}/delete")
+def delete_assignment(
+    request: Request,
+    node_id: int,
+    code: str,
+    admin: CsrfChecked,
+    controller: ControllerDep,
+    next: NextField = "/",
+) -> Response:
+    """Delete Assignment: the role is unassigned."""
+    back = local_url(next)
+    try:
+        node = controller.roles.unassign(node_id, actor=admin, role=code)
+    except RuleViolation as exc:
+        return flash.redirect(request, back, "error", exc.message)
+    return flash.redirect(
+        request, back, "success", f"Role {code} unassigned from node {node.hostname}."
+    )
+
+
+@router.get("/nodes/{node_id}/roles/{code}/remove")
+def confirm_remove(
+    request: Request,
+    node_id: int,
+    code: str,
+    admin: WebAdmin,
+    controller: ControllerDep,
+    next: Next = None,
+) -> Response:
+    """Administrative Remove: show the warning (the service's own text) and ask."""
+    spec = _role(code)
+    node = controller.nodes.get(node_id).node
+    try:  # without confirmation the service checks every rule and answers with the warning
+        controller.roles.admin_remove(node_id, actor=admin, role=code, confirm=False)
+        warning = ""
+    except InvalidInput as exc:
+        warning = exc.errors[0].message
+    return render(
+        request,
+        "nodes/confirm.html",
+        nav="cloud",
+        title=f"Remove {spec.name} from {node.hostname}",
+        question=f"Remove the {spec.name} role from the Infrastructure Controller node?",
+        warning=warning,
+        action=f"/nodes/{node.id}/roles/{spec.code}/remove",
+        button=f"Remove {spec.name}",
+        danger=True,
+        confirm_field=True,
+        back=local_url(next),
+    )
+
+
+@router.post("/nodes/{node_id}/roles/{code}/remove")
+def remove_role(
+    request: Request,
+    node_id: int,
+    code: str,
+    admin: CsrfChecked,
+    controller: ControllerDep,
+    confirm: Annotated[str, Form(max_length=8)] = "",
+    next: NextField = "/",
+) -> Response:
+    """Administrative Remove, once confirmed."""
+    back = local_url(next)
+    try:
+        node = controller.roles.admin_remove(
+            node_id, actor=admin, role=code, confirm=confirm == "yes"
+        )
+    except (RuleViolation, InvalidInput) as exc:
+        message = exc.message if isinstance(exc, RuleViolation) else exc.errors[0].message
+        return flash.redirect(request, back, "error", message)
+    return flash.redirect(
+        request,
+        back,
+        "success",
+        f"Role {code} removed from the Infrastructure Controller node {node.hostname}.",
+    )
