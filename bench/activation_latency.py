@@ -29,7 +29,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.support
-from tests.support.processes import AgentProcess, Controller  # noqa: E402
+from tests.support.processes import AgentProcess, Controller
 
 API = "/api/v1"
 
