@@ -64,10 +64,10 @@ def event_gap_ms(client: httpx.Client, node_id: int, start_op: str, end_op: str)
     items: list[dict[str, Any]] = client.get(
         f"{API}/nodes/{node_id}/events", params={"limit": 10}
     ).json()["items"]
-    at = {}
+    at: dict[str, datetime] = {}
     for item in items:  # newest first
         at.setdefault(item["operation"], datetime.fromisoformat(item["at"]))
-    return (at[end_op] - at[start_op]).total_seconds() * 1000
+    return float((at[end_op] - at[start_op]).total_seconds() * 1000)
 
 
 def wait_connected(client: httpx.Client, node_id: int) -> None:
