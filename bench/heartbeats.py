@@ -1,0 +1,402 @@
+"""How many heartbeats a second one controller absorbs, what it costs, and push latency meanwhile.
+
+Starts a real `voipcloud serve` (temporary data dir, SQLite, heartbeat interval 10 s), creates
+N nodes with the `wk` role through the REST API, joins each through the agent endpoint with its
+own session key, and opens one agent WebSocket per node from this single asyncio process,
+speaking the real protocol (hello, beat, outcome; answering every pushed operation with a
+success outcome, as an agent with nothing to do would). Then, for each target beat rate, it
+sends beats round-robin over all channels for a fixed time and measures:
+
+- sent/s: beats this process managed to put on the wire;
+- absorbed/s: beats the controller processed, from its own clock: beats sent divided by the
+  time from the start of the phase until the controller's last-seen time of the last beats
+  (read back through GET /nodes/{id}, which reports the in-memory presence), so a controller
+  that queues beats instead of handling them shows up as a lower figure and a drain lag;
+- controller CPU (% of one core, from /proc/PID/stat) and this process's CPU;
+- push latency: during the phase, an administrator's POST .../actions/activate for an idle
+  node, timed until that node's simulated agent receives the desired state carrying the
+  operation (and until the controller acknowledges the agent's success outcome).
+
+Prints figures; never passes or fails. Loopback only; every loop bounded. Usage:
+
+    .venv/bin/python bench/heartbeats.py [--agents 2000] [--rates 1000,2500,5000,0]
+        [--seconds 8] [--probes 5] [--profile FILE]
+
+A rate of 0 means as fast as this process can send. --profile runs the controller under
+cProfile (its event-loop thread) and prints where its time went.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import functools
+import json
+import os
+import pstats
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.support
+from tests.support.processes import voipcloud_executable
+from tests.support.server import free_port
+
+from voipcloud import protocol
+
+API = "/api/v1"
+PASSWORD = "bench-admin-password"
+BEAT = json.dumps({"type": "beat"})
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# the controller process
+@dataclass
+class Serve:
+    data_dir: Path
+    profile: Path | None = None
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = {
+            **os.environ,
+            "VOIPCLOUD_DATA_DIR": str(self.data_dir),
+            "VOIPCLOUD_ADMIN_PASSWORD": PASSWORD,
+            "VOIPCLOUD_HEARTBEAT_INTERVAL": "10",
+            "VOIPCLOUD_MISSED_BEATS": "3",
+            "VOIPCLOUD_ACTIVATION_TIMEOUT": "120",
+        }
+        command = [voipcloud_executable(), "serve", "--port", str(self.port), "--no-ic-agent"]
+        if self.profile is not None:
+            command = [sys.executable, "-m", "cProfile", "-o", str(self.profile), *command]
+        log = (self.data_dir / "serve.log").open("ab")
+        self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError("voipcloud serve exited; see serve.log")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("voipcloud serve did not become healthy within 60 s")
+
+    def cpu_seconds(self) -> float:
+        assert self.process is not None
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+    def rss_mib(self) -> float:
+        assert self.process is not None
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+# one simulated agent
+@dataclass
+class SimAgent:
+    node_id: int
+    token: str
+    ws: ClientConnection | None = None
+    last_beat_wall: float = 0.0
+    handled: set[str] = field(default_factory=set)
+    operation_seen: dict[str, float] = field(default_factory=dict)  # op id -> monotonic
+    acked: dict[str, float] = field(default_factory=dict)  # op id -> monotonic
+
+    async def read(self) -> None:
+        assert self.ws is not None
+        try:
+            async for raw in self.ws:
+                message = json.loads(raw)
+                if message["type"] == "ack":
+                    self.acked[message["operation_id"]] = time.monotonic()
+                    continue
+                operation = message.get("operation")
+                if message["type"] == "desired" and operation:
+                    op_id = operation["id"]
+                    if op_id in self.handled:
+                        continue
+                    self.handled.add(op_id)
+                    self.operation_seen[op_id] = time.monotonic()
+                    outcome = protocol.OutcomeReport(operation_id=op_id, success=True)
+                    await self.ws.send(outcome.model_dump_json())
+        except ConnectionClosed:
+            return
+
+
+async def bounded(limit: int, jobs: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
+    semaphore = asyncio.Semaphore(limit)
+
+    async def run(job: Callable[[], Awaitable[Any]]) -> Any:
+        async with semaphore:
+            return await job()
+
+    return await asyncio.gather(*(run(job) for job in jobs))
+
+
+async def create_agents(url: str, admin: httpx.AsyncClient, count: int) -> list[SimAgent]:
+    async def one(i: int) -> SimAgent:
+        ip = f"10.{100 + i // 65536}.{(i // 256) % 256}.{i % 256}"
+        created = await admin.post(
+            f"{API}/nodes", json={"hostname": f"sim-{i:05d}", "private_ip": ip}
+        )
+        created.raise_for_status()
+        node_id = created.json()["node_id"]
+        assigned = await admin.post(f"{API}/nodes/{node_id}/roles", json={"role": "wk"})
+        assigned.raise_for_status()
+        joined = await admin.post(
+            f"{API}/agent/join",
+            json={
+                "session_key": assigned.json()["session_key"],
+                "inventory": {"os": "Debian GNU/Linux 12", "kernel": "Linux 6.1", "version": "b"},
+            },
+        )
+        joined.raise_for_status()
+        return SimAgent(node_id=node_id, token=joined.json()["agent_token"])
+
+    return await bounded(16, [functools.partial(one, i) for i in range(count)])
+
+
+async def open_channel(url: str, agent: SimAgent) -> None:
+    ws_url = url.replace("http://", "ws://") + f"{API}/agent/channel"
+    agent.ws = await connect(
+        ws_url,
+        additional_headers={"Authorization": f"Bearer {agent.token}"},
+        max_size=protocol.MAX_MESSAGE_BYTES,
+        open_timeout=60,
+    )
+    hello = protocol.Hello(inventory=protocol.Inventory(os="Debian GNU/Linux 12"))
+    await agent.ws.send(hello.model_dump_json())
+    first = json.loads(await asyncio.wait_for(agent.ws.recv(), timeout=60))
+    assert first["type"] == "desired", first
+
+
+def server_last_seen(admin: httpx.Client, node_id: int) -> float:
+    seen = admin.get(f"{API}/nodes/{node_id}").json()["last_seen"]
+    return datetime.fromisoformat(seen).timestamp() if seen else 0.0
+
+
+@dataclass
+class PhaseResult:
+    target: int
+    sent: int
+    seconds: float
+    absorbed_per_s: float
+    drain_lag: float
+    server_cpu: float
+    client_cpu: float
+    push_ms: list[float]
+    online_ms: list[float]
+
+
+async def send_beats(agents: list[SimAgent], rate: int, seconds: float) -> int:
+    """Round-robin beats at `rate`/s (0: flat out) for `seconds`; the number sent."""
+    sent = 0
+    start = time.monotonic()
+    end = start + seconds
+    index = 0
+    count = len(agents)
+    while True:
+        now = time.monotonic()
+        if now >= end:
+            return sent
+        due = (int((now - start) * rate) - sent) if rate else 500
+        for _ in range(max(0, min(due, 20_000))):
+            agent = agents[index]
+            index = (index + 1) % count
+            assert agent.ws is not None
+            await agent.ws.send(BEAT)
+            agent.last_beat_wall = time.time()
+            sent += 1
+        await asyncio.sleep(0.002 if rate else 0)
+
+
+async def probe_pushes(
+    admin: httpx.AsyncClient, idle: list[SimAgent], probes: int, seconds: float
+) -> tuple[list[float], list[float]]:
+    push_ms: list[float] = []
+    online_ms: list[float] = []
+    gap = seconds / (probes + 1)
+    for _ in range(probes):
+        await asyncio.sleep(gap)
+        if not idle:
+            break
+        agent = idle.pop()
+        started = time.monotonic()
+        answer = await admin.post(f"{API}/nodes/{agent.node_id}/actions/activate")
+        answer.raise_for_status()
+        op_id = answer.json()["pending_operation"]["operation_id"]
+        for _ in range(int(10 / 0.001)):  # up to 10 s
+            if op_id in agent.acked:
+                break
+            await asyncio.sleep(0.001)
+        if op_id in agent.operation_seen:
+            push_ms.append((agent.operation_seen[op_id] - started) * 1000)
+        if op_id in agent.acked:
+            online_ms.append((agent.acked[op_id] - started) * 1000)
+    return push_ms, online_ms
+
+
+def wait_drained(admin: httpx.Client, sample: list[SimAgent]) -> float:
+    """Read the controller's last-seen of the last beaten nodes until it stops moving."""
+    previous: list[float] = []
+    for _ in range(120):  # up to about a minute
+        current = [server_last_seen(admin, a.node_id) for a in sample]
+        if current == previous:
+            return max(current)
+        previous = current
+        time.sleep(0.5)
+    return max(previous)
+
+
+async def run_phase(
+    serve: Serve,
+    admin: httpx.AsyncClient,
+    sync_admin: httpx.Client,
+    agents: list[SimAgent],
+    idle: list[SimAgent],
+    rate: int,
+    seconds: float,
+    probes: int,
+) -> PhaseResult:
+    cpu0, client0 = serve.cpu_seconds(), sum(os.times()[:2])
+    wall0 = time.time()
+    sent, (push_ms, online_ms) = await asyncio.gather(
+        send_beats(agents, rate, seconds), probe_pushes(admin, idle, probes, seconds)
+    )
+    # CPU over the sending window only: reading last-seen back costs the controller too
+    cpu1, client1, wall1 = serve.cpu_seconds(), sum(os.times()[:2]), time.time()
+    last_sent_wall = max(a.last_beat_wall for a in agents)
+    sample = sorted(agents, key=lambda a: a.last_beat_wall)[-50:]
+    last_processed = await asyncio.to_thread(wait_drained, sync_admin, sample)
+    busy = max(last_processed, last_sent_wall) - wall0
+    return PhaseResult(
+        target=rate,
+        sent=sent,
+        seconds=seconds,
+        absorbed_per_s=sent / busy if busy > 0 else 0.0,
+        drain_lag=max(0.0, last_processed - last_sent_wall),
+        server_cpu=(cpu1 - cpu0) / (wall1 - wall0) * 100,
+        client_cpu=(client1 - client0) / (wall1 - wall0) * 100,
+        push_ms=push_ms,
+        online_ms=online_ms,
+    )
+
+
+def fmt(values: list[float]) -> str:
+    if not values:
+        return "      -"
+    ordered = sorted(values)
+    return f"{statistics.median(ordered):6.1f}/{ordered[-1]:6.1f}"
+
+
+async def bench(args: argparse.Namespace, serve: Serve) -> None:
+    async with httpx.AsyncClient(base_url=serve.url, timeout=120) as admin:
+        token = await admin.post(
+            f"{API}/auth/token", json={"username": "admin", "password": PASSWORD}
+        )
+        token.raise_for_status()
+        admin.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+        t0 = time.monotonic()
+        agents = await create_agents(serve.url, admin, args.agents)
+        t1 = time.monotonic()
+        await bounded(64, [functools.partial(open_channel, serve.url, a) for a in agents])
+        t2 = time.monotonic()
+        readers = [asyncio.create_task(a.read()) for a in agents]
+        print(
+            f"setup: {args.agents} nodes created, assigned and joined in {t1 - t0:.1f} s "
+            f"({args.agents / (t1 - t0):.0f} nodes/s, 3 requests each); "
+            f"{args.agents} channels opened (hello + desired) in {t2 - t1:.1f} s; "
+            f"controller RSS {serve.rss_mib():.0f} MiB"
+        )
+        idle = list(agents)
+        results = []
+        with httpx.Client(base_url=serve.url, timeout=60, headers=admin.headers) as sync_admin:
+            for rate in args.rates:
+                results.append(
+                    await run_phase(
+                        serve, admin, sync_admin, agents, idle, rate, args.seconds, args.probes
+                    )
+                )
+                r = results[-1]
+                print(
+                    f"  phase {rate or 'max':>6}: sent {r.sent / r.seconds:8.0f}/s  absorbed "
+                    f"{r.absorbed_per_s:8.0f}/s  drain lag {r.drain_lag:5.2f} s  controller "
+                    f"CPU {r.server_cpu:5.1f}%  bench CPU {r.client_cpu:5.1f}%  push ms "
+                    f"(median/max) {fmt(r.push_ms)}  op→acked ms {fmt(r.online_ms)}",
+                    flush=True,
+                )
+        print(f"controller RSS after the phases: {serve.rss_mib():.0f} MiB")
+        for agent in agents:
+            if agent.ws is not None:
+                await agent.ws.close()
+        for task in readers:
+            task.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", type=int, default=2000)
+    parser.add_argument(
+        "--rates",
+        type=lambda text: [int(x) for x in text.split(",")],
+        default=[1000, 2500, 5000, 0],
+        help="target beats/s per phase, comma separated; 0 = flat out",
+    )
+    parser.add_argument("--seconds", type=float, default=8.0, help="length of each phase")
+    parser.add_argument("--probes", type=int, default=5, help="pushed operations per phase")
+    parser.add_argument("--profile", type=Path, help="write the controller's cProfile here")
+    args = parser.parse_args()
+    if args.agents * 2 + 100 > os.sysconf("SC_OPEN_MAX"):
+        raise SystemExit(f"ulimit -n is too low for {args.agents} agents (2 sockets each)")
+
+    with tempfile.TemporaryDirectory(prefix="voipcloud-bench-") as tmp:
+        serve = Serve(data_dir=Path(tmp) / "controller", profile=args.profile)
+        serve.start()
+        try:
+            print(
+                f"voipcloud heartbeats: {args.agents} agent channels, one controller process, "
+                f"SQLite, loopback, {os.cpu_count()} CPUs; phases of {args.seconds:.0f} s"
+            )
+            asyncio.run(bench(args, serve))
+        finally:
+            serve.stop()
+    if args.profile is not None and args.profile.exists():
+        print(f"\nwhere the controller's event-loop thread spent its time ({args.profile}):")
+        stats = pstats.Stats(str(args.profile))
+        stats.sort_stats("tottime").print_stats(25)
+
+
+if __name__ == "__main__":
+    main()
