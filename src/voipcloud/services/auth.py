@@ -54,7 +54,8 @@ class LoginLimiter:
         if wait > 0:
             raise LoginThrottled(wait)
 
-    def failed(self, username: str) -> None:
+    def failed(self, username: str) -> float:
+        """Count a wrong password; returns the seconds the next attempt must wait."""
         with self._lock:
             count = self._failures.get(username, (0, 0.0))[0] + 1
             extra = count - FREE_LOGIN_FAILURES
@@ -62,6 +63,7 @@ class LoginLimiter:
             self._failures[username] = (count, self._monotonic() + delay)
             if len(self._failures) > 10_000:  # unknown usernames must not grow it forever
                 self._failures.pop(next(iter(self._failures)))
+        return delay
 
     def succeeded(self, username: str) -> None:
         with self._lock:
@@ -100,13 +102,18 @@ class AuthService:
         try:
             _hasher.verify(found[1] if found else _DUMMY_HASH, password)
         except (VerificationError, InvalidHashError):
-            self.limiter.failed(username)
-            raise NotAuthenticated("Wrong username or password.") from None
+            raise self._wrong_password(username) from None
         if found is None:
-            self.limiter.failed(username)
-            raise NotAuthenticated("Wrong username or password.")
+            raise self._wrong_password(username)
         self.limiter.succeeded(username)
         return found[0]
+
+    def _wrong_password(self, username: str) -> NotAuthenticated:
+        delay = self.limiter.failed(username)
+        message = "Wrong username or password."
+        if delay:
+            message += f" Too many failed attempts: wait {int(delay + 0.999)} s before the next."
+        return NotAuthenticated(message)
 
     def issue_token(self, username: str, password: str) -> tuple[str, int]:
         administrator_id = self.check_password(username, password)

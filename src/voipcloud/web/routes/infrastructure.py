@@ -1,16 +1,146 @@
-"""Infrastructure Properties page (arrives with issue 6)."""
+"""Infrastructure Properties page: the form, a preview of the nodes a change affects, save."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from fastapi import Request, Response
 
-from voipcloud.web.deps import WebAdmin, web_router
-from voipcloud.web.templating import render
+from voipcloud.domain.errors import InvalidInput
+from voipcloud.domain.properties import PROPERTIES, PropertyKind, PropertySpec
+from voipcloud.services.controller import Controller
+from voipcloud.services.infrastructure import PropertiesChange
+from voipcloud.web import flash
+from voipcloud.web.deps import ControllerDep, CsrfChecked, WebAdmin, web_router
+from voipcloud.web.forms import FormData, field_errors
+from voipcloud.web.templating import is_htmx, render
 
 router = web_router()
+PAGE = "/infrastructure/properties"
+_NAMES = {spec.name for spec in PROPERTIES}
+_LISTS = (PropertyKind.IP_LIST, PropertyKind.HOST_LIST)
 
 
-@router.get("/infrastructure/properties")
-def infrastructure_page(request: Request, _admin: WebAdmin) -> Response:
+@dataclass(frozen=True, slots=True)
+class FieldView:
+    spec: PropertySpec
+    used_by: str  # "sip.sip_domain, jabber.xmpp_domain" or ""
+
+
+LABELS = {spec.name: spec.label for spec in PROPERTIES}
+FIELDS = [
+    FieldView(spec, ", ".join(f"{role.code}.{param}" for role, param in spec.used_by()))
+    for spec in PROPERTIES
+]
+
+
+def _shown(props: dict[str, Any]) -> dict[str, str]:
+    """Form values: lists as comma-separated text, secrets never (write-only)."""
+    values: dict[str, str] = {}
+    for spec in PROPERTIES:
+        value = props.get(spec.name)
+        if spec.secret:
+            values[spec.name] = ""
+        elif spec.kind in _LISTS:
+            values[spec.name] = ", ".join(value or [])
+        else:
+            values[spec.name] = "" if value is None else str(value)
+    return values
+
+
+def _changes(form: dict[str, str]) -> dict[str, Any]:
+    """The posted form as property changes; an empty password keeps the current one."""
+    return {name: value for name, value in form.items() if name in _NAMES}
+
+
+def _page(
+    request: Request,
+    controller: Controller,
+    *,
+    values: dict[str, str] | None = None,
+    errors: dict[str, str] | None = None,
+    preview: PropertiesChange | None = None,
+    status_code: int = 200,
+) -> Response:
+    return render(
+        request,
+        "infrastructure/index.html",
+        nav="infrastructure",
+        status_code=status_code,
+        fields=FIELDS,
+        values=values if values is not None else _shown(controller.infrastructure.properties()),
+        errors=errors or {},
+        preview=preview,
+        labels=LABELS,
+        updated_at=controller.infrastructure.updated_at(),
+    )
+
+
+@router.get(PAGE)
+def infrastructure_page(request: Request, _admin: WebAdmin, controller: ControllerDep) -> Response:
     """Infrastructure Properties."""
-    return render(request, "infrastructure/index.html", nav="infrastructure")
+    return _page(request, controller)
+
+
+@router.post(f"{PAGE}/preview")
+def preview_properties(
+    request: Request, admin: CsrfChecked, controller: ControllerDep, form: FormData
+) -> Response:
+    """Which nodes saving these values would mark Damaged; saves nothing."""
+    errors: dict[str, str] = {}
+    result = None
+    try:
+        result = controller.infrastructure.update(actor=admin, changes=_changes(form), dry_run=True)
+    except InvalidInput as exc:
+        errors = field_errors(exc, fields=_NAMES)
+    if is_htmx(request):
+        return render(
+            request, "infrastructure/_preview.html", preview=result, errors=errors, labels=LABELS
+        )
+    values = {**_shown({}), **{k: v for k, v in form.items() if k in _NAMES}}
+    for spec in PROPERTIES:
+        if spec.secret:
+            values[spec.name] = ""
+    return _page(
+        request,
+        controller,
+        values=values,
+        errors=errors,
+        preview=result,
+        status_code=422 if errors else 200,
+    )
+
+
+@router.post(PAGE)
+def save_properties(
+    request: Request, admin: CsrfChecked, controller: ControllerDep, form: FormData
+) -> Response:
+    """Save the properties; Online nodes whose configuration moves are marked Damaged."""
+    try:
+        result = controller.infrastructure.update(actor=admin, changes=_changes(form))
+    except InvalidInput as exc:
+        values = {k: v for k, v in form.items() if k in _NAMES}
+        return _page(
+            request,
+            controller,
+            values={**values, **{s.name: "" for s in PROPERTIES if s.secret}},
+            errors=field_errors(exc, fields=_NAMES),
+            status_code=422,
+        )
+    return flash.redirect(request, PAGE, "success", _saved_message(result))
+
+
+def _saved_message(result: PropertiesChange) -> str:
+    if not result.changed:
+        return "Nothing changed: the values are the ones already saved."
+    text = "Saved: " + ", ".join(LABELS[name] for name in result.changed) + ". "
+    if result.affected:
+        marked = "; ".join(f"{i.hostname} ({i.reason})" for i in result.affected)
+        text += (
+            f"Nodes marked Damaged: {marked}. Use Fix Node on each to re-apply its "
+            "configuration."
+        )
+    else:
+        text += "No Online node was affected."
+    return text

@@ -1,0 +1,179 @@
+"""Browser tests: real headless Chromium (Debian's) driven by Playwright's sync API, against
+the whole app (API + web) on a real HTTP server over 127.0.0.1, with real agent processes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+
+from tests.support.processes import AgentProcess, wait_for
+from tests.support.server import serve_in_thread
+from voipcloud.api.app import create_app
+from voipcloud.config import Settings
+from voipcloud.domain.model import Node
+from voipcloud.services.context import admin_actor
+from voipcloud.services.controller import Controller
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ADMIN_PASSWORD = "browser-admin-password"
+ADMIN = admin_actor("admin")
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "tests-artifacts" / "screenshots"
+DESKTOP = {"width": 1280, "height": 800}
+
+
+@pytest.fixture(scope="package")
+def playwright() -> Iterator[Playwright]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (scripts/test does)")
+    with sync_playwright() as started:
+        yield started
+
+
+@pytest.fixture(scope="package")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield launched
+    launched.close()
+
+
+@dataclass
+class Site:
+    """The running controller: its URL, its services (to set up a scene) and its agents."""
+
+    url: str
+    controller: Controller
+    tmp_path: Path
+    agents: list[AgentProcess]
+
+    def add_node(
+        self, hostname: str, *, roles: tuple[str, ...] = (), public_ip: str | None = None
+    ) -> Node:
+        number = len(self.controller.nodes.list(_all()).items) + 10
+        node = self.controller.nodes.add(
+            actor=ADMIN, hostname=hostname, private_ip=f"10.0.0.{number}", public_ip=public_ip
+        )
+        for role in roles:
+            self.controller.roles.assign(node.id, actor=ADMIN, role=role, parameters={})
+        return self.node(node.id)
+
+    def node(self, node_id: int) -> Node:
+        return self.controller.nodes.get(node_id).node
+
+    def session_key(self, node_id: int) -> str:
+        key = self.controller.nodes.get(node_id).session_key
+        assert key
+        return key
+
+    def start_agent(self, node_id: int, *, config: str = "") -> AgentProcess:
+        agent = AgentProcess(
+            controller_url=self.url,
+            session_key=self.session_key(node_id),
+            state_dir=self.tmp_path / f"agent-{node_id}-{len(self.agents)}",
+            config=config,
+        ).start()
+        self.agents.append(agent)
+        return agent
+
+    def wait_status(self, node_id: int, status: str, timeout: float = 20) -> Node:
+        return wait_for(
+            lambda: (
+                (n := self.node(node_id)).status.value == status and not n.pending_operation and n
+            ),
+            timeout=timeout,
+            what=f"node {node_id} to settle in {status}",
+        )
+
+
+def _all() -> Any:
+    from voipcloud.domain.filters import NodeFilter
+
+    return NodeFilter(limit=500)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    settings = Settings.model_validate(
+        {
+            "data_dir": tmp_path / "data",
+            "admin_password": ADMIN_PASSWORD,
+            "heartbeat_interval": 0.5,
+            "missed_beats": 3,
+            "activation_timeout": 20,
+        }
+    )
+    app = create_app(settings)
+    agents: list[AgentProcess] = []
+    with serve_in_thread(app) as url:
+        try:
+            yield Site(url=url, controller=app.state.controller, tmp_path=tmp_path, agents=agents)
+        finally:
+            for agent in agents:
+                agent.stop()
+
+
+@pytest.fixture
+def page(browser: Browser, site: Site) -> Iterator[Page]:
+    context = browser.new_context(viewport=DESKTOP, base_url=site.url)
+    context.set_default_timeout(15_000)
+    opened = context.new_page()
+    yield opened
+    context.close()
+
+
+def sign_in(page: Page, password: str = ADMIN_PASSWORD) -> None:
+    page.goto("/login")
+    page.get_by_label("Username").fill("admin")
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_load_state()
+
+
+@pytest.fixture
+def admin_page(page: Page) -> Page:
+    sign_in(page)
+    assert page.get_by_role("heading", name="Cloud Management").is_visible()
+    return page
+
+
+def screenshot(page: Page, name: str, *, full_page: bool = True) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=full_page)
+    return path
+
+
+def row_actions(page: Page, node_id: int) -> set[str]:
+    row = page.locator(f"#node-{node_id}")
+    return {
+        a
+        for a in row.locator("[data-action]").evaluate_all("els => els.map(e => e.dataset.action)")
+    }
+
+
+def role_actions(page: Page, node_id: int) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for item in page.locator(f"#node-{node_id} li[data-role]").all():
+        code = item.get_attribute("data-role") or ""
+        found[code] = set(
+            item.locator("[data-role-action]").evaluate_all(
+                "els => els.map(e => e.dataset.roleAction)"
+            )
+        )
+    return found
+
+
+StartAgent = Callable[..., AgentProcess]
