@@ -110,6 +110,10 @@ class WizardService:
             unavailable_reason=reason,
         )
 
+    def controller_node(self) -> Node:
+        with self._ctx.db.read() as conn:
+            return _controller(conn)
+
     def plan(self, answers: dict[str, Any]) -> WizardPlan:
         """What `run` would do with these answers (409 when the wizard is not available)."""
         wanted = validate_input(answers)

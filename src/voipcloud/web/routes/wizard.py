@@ -50,7 +50,9 @@ def _start(
     if values is None:
         props = found.properties
         values = {
-            "system_domain": "" if props["system_domain"] == "voipcloud.local" else props["system_domain"],
+            "system_domain": ""
+            if props["system_domain"] == "voipcloud.local"
+            else props["system_domain"],
             "public_ip": found.suggested_public_ip or "",
             "private_ip": found.controller.private_ip,
             "management_hostname": "",
