@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,7 +31,9 @@ from tests.support.server import free_port
 REGION = "us-east-1"
 ANY_KEY = "AKIAANYTHINGGOES0000"
 ANY_SECRET = "any-secret-moto-accepts-without-auth"
-_SETUP_REQUESTS = 4  # create_user, create_access_key, put_user_policy, create_bucket
+# create_user, create_access_key, put_user_policy, create_bucket, and an outsider: create_user,
+# create_access_key (no policy: every S3 call of that key is denied)
+_SETUP_REQUESTS = 6
 
 
 @dataclass
@@ -40,6 +43,7 @@ class MotoServer:
     access_key_id: str = ANY_KEY
     secret_access_key: str = ANY_SECRET
     bucket: str | None = None
+    outsider_key: tuple[str, str] | None = None  # an access key with no permission at all
 
     def client(self, **overrides: Any) -> Any:
         return boto3.client(
@@ -131,3 +135,38 @@ def _create_authenticated_user(server: MotoServer) -> None:
     server.access_key_id = key["AccessKeyId"]
     server.secret_access_key = key["SecretAccessKey"]
     server.bucket = server.create_bucket("voipcloud-auth")
+    iam.create_user(UserName="outsider")
+    outsider = iam.create_access_key(UserName="outsider")["AccessKey"]
+    server.outsider_key = (outsider["AccessKeyId"], outsider["SecretAccessKey"])
+
+
+@contextmanager
+def silent_endpoint() -> Iterator[str]:
+    """An HTTP endpoint that accepts connections and never answers: S3 timing out."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            accepted.append(conn)
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for conn in accepted:
+            conn.close()
+        listener.close()

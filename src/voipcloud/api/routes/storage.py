@@ -1,9 +1,174 @@
-"""REST routes: storage."""
+"""REST routes: Storage Configuration, stored resources and their migration."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import tempfile
+from collections.abc import Iterator
+from typing import Annotated
 
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+
+from voipcloud.api.deps import CurrentAdmin, get_controller
 from voipcloud.api.errors import REFUSALS
+from voipcloud.api.storage_schemas import (
+    MigrationPublic,
+    ResourcePublic,
+    ResourcesPublic,
+    StoragePublic,
+    StorageTest,
+    StorageTestPublic,
+    StorageUpdate,
+    migration_public,
+    probe_public,
+    resource_public,
+    storage_public,
+)
+from voipcloud.domain.errors import NotFound
+from voipcloud.domain.storage import ResourceKind
+from voipcloud.services.storage import StorageService
 
-router = APIRouter(tags=["storage"], responses=REFUSALS)
+router = APIRouter(prefix="/storage", tags=["storage"], responses=REFUSALS)
+SPOOL_IN_MEMORY = 1024 * 1024  # request bodies above this spool to a temporary file
+
+
+def get_storage(request: Request) -> StorageService:
+    storage = get_controller(request).storage
+    storage.bind_data_dir(request.app.state.settings.data_dir)
+    return storage
+
+
+StorageDep = Annotated[StorageService, Depends(get_storage)]
+KindPath = Annotated[ResourceKind, Path(description="faxes, recordings or voicemail")]
+KeyPath = Annotated[str, Path(max_length=512, examples=["1001/2026-11-24T10-00-00.wav"])]
+
+
+@router.get("", response_model=StoragePublic)
+def get_configuration(_admin: CurrentAdmin, storage: StorageDep) -> StoragePublic:
+    """Storage Configuration of every resource kind; secrets are never returned."""
+    return storage_public(storage.overview())
+
+
+@router.put("", response_model=StoragePublic)
+def set_configuration(
+    body: StorageUpdate, admin: CurrentAdmin, storage: StorageDep
+) -> StoragePublic:
+    """Change the configuration of one or more kinds; secrets left empty keep their value."""
+    return storage_public(storage.configure(actor=admin, changes=body.changes()))
+
+
+@router.post("/test", response_model=StorageTestPublic)
+def probe_configuration(
+    _admin: CurrentAdmin, storage: StorageDep, body: StorageTest | None = None
+) -> StorageTestPublic:
+    """Write, read back (sha256 compared) and delete a probe object, per kind."""
+    body = body or StorageTest()
+    changes = body.config.changes() if body.config else None
+    return probe_public(storage.test(kinds=body.kinds, changes=changes))
+
+
+@router.get("/{kind}/resources", response_model=ResourcesPublic)
+def list_resources(
+    kind: KindPath,
+    _admin: CurrentAdmin,
+    storage: StorageDep,
+    prefix: Annotated[str, Query(max_length=512)] = "",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ResourcesPublic:
+    """Stored resources of a kind, by key; `prefix=1001/` lists one extension's voicemail."""
+    page = storage.list(kind=kind, prefix=prefix, limit=limit, offset=offset)
+    return ResourcesPublic(items=[resource_public(r) for r in page.items], total=page.total)
+
+
+@router.put("/{kind}/resources/{key:path}", response_model=ResourcePublic)
+async def put_resource(
+    kind: KindPath,
+    key: KeyPath,
+    request: Request,
+    _admin: CurrentAdmin,
+    storage: StorageDep,
+    content_type: Annotated[str | None, Header(max_length=255)] = None,
+    x_checksum_sha256: Annotated[
+        str | None, Header(max_length=64, description="optional: refused if it differs")
+    ] = None,
+) -> ResourcePublic:
+    """Store the request body as a resource (streamed through a temporary file)."""
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
+        async for chunk in request.stream():
+            spool.write(chunk)
+        spool.seek(0)
+        stored = await run_in_threadpool(
+            lambda: storage.put(
+                kind=kind,
+                key=key,
+                content=spool,  # type: ignore[arg-type]
+                content_type=content_type,
+                expected_sha256=x_checksum_sha256,
+            )
+        )
+    return resource_public(stored)
+
+
+@router.get(
+    "/{kind}/resources/{key:path}",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def get_resource(
+    kind: KindPath, key: KeyPath, _admin: CurrentAdmin, storage: StorageDep
+) -> StreamingResponse:
+    """The resource's bytes, streamed from the backend that holds it."""
+    resource, chunks = storage.open(kind=kind, key=key)
+    return StreamingResponse(
+        _closing(chunks),
+        media_type=resource.content_type,
+        headers={
+            "Content-Length": str(resource.size),
+            "ETag": f'"{resource.sha256}"',
+            "X-Checksum-Sha256": resource.sha256,
+        },
+    )
+
+
+def _closing(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    try:
+        yield from chunks
+    finally:
+        close = getattr(chunks, "close", None)
+        if close:
+            close()
+
+
+@router.delete("/{kind}/resources/{key:path}", status_code=204)
+def delete_resource(
+    kind: KindPath, key: KeyPath, _admin: CurrentAdmin, storage: StorageDep
+) -> Response:
+    """Delete a resource from its backend, then from the table."""
+    storage.delete(kind=kind, key=key)
+    return Response(status_code=204)
+
+
+@router.post("/{kind}/migration", response_model=MigrationPublic, status_code=202)
+def start_migration(kind: KindPath, admin: CurrentAdmin, storage: StorageDep) -> MigrationPublic:
+    """Start or resume moving the kind's resources to its active backend."""
+    return migration_public(storage.start_migration(actor=admin, kind=kind))
+
+
+@router.get("/{kind}/migration", response_model=MigrationPublic)
+def get_migration(kind: KindPath, _admin: CurrentAdmin, storage: StorageDep) -> MigrationPublic:
+    """The progress of the kind's latest migration."""
+    progress = storage.migration(kind)
+    if progress is None:
+        raise NotFound(f"No migration of {kind.value} has been started.")
+    return migration_public(progress)
+
+
+@router.post("/{kind}/migration/pause", response_model=MigrationPublic)
+def pause_migration(kind: KindPath, _admin: CurrentAdmin, storage: StorageDep) -> MigrationPublic:
+    """Stop the running migration after its current object; start it again to resume."""
+    progress = storage.pause_migration(kind)
+    if progress is None:
+        raise NotFound(f"No migration of {kind.value} has been started.")
+    return migration_public(progress)

@@ -1,0 +1,350 @@
+"""Where resource bytes live: a local directory or an S3 bucket, behind one small interface.
+
+Objects stream in and out in chunks; nothing is read whole into memory. Above the multipart
+threshold an S3 upload goes part by part, so memory stays near one part whatever the size.
+Errors of botocore and the file system are translated here, where they enter, into
+`BackendFailure` (with a reason and a message that says what to check) or `NotFound`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
+
+from voipcloud.domain.errors import NotFound
+from voipcloud.domain.storage import (
+    BackendFailure,
+    BackendType,
+    FailureReason,
+    ResourceKind,
+    S3Settings,
+)
+
+CHUNK = 1024 * 1024
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class S3Tuning:
+    multipart_threshold: int = 8 * MiB  # objects above this go up in parts
+    part_size: int = 8 * MiB  # S3 wants parts of at least 5 MiB (but the last)
+    connect_timeout: float = 5.0
+    read_timeout: float = 20.0
+    max_attempts: int = 2
+
+    @classmethod
+    def from_env(cls) -> S3Tuning:
+        """`VOIPCLOUD_STORAGE_MULTIPART_MIB`, `VOIPCLOUD_STORAGE_TIMEOUT` (seconds)."""
+        tuning = cls()
+        if mib := os.environ.get("VOIPCLOUD_STORAGE_MULTIPART_MIB"):
+            size = max(5, int(mib)) * MiB
+            tuning = cls(multipart_threshold=size, part_size=size)
+        if seconds := os.environ.get("VOIPCLOUD_STORAGE_TIMEOUT"):
+            value = float(seconds)
+            tuning = cls(
+                multipart_threshold=tuning.multipart_threshold,
+                part_size=tuning.part_size,
+                connect_timeout=value,
+                read_timeout=value,
+            )
+        return tuning
+
+
+class Readable(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+class Backend(Protocol):
+    type: BackendType
+
+    def put(self, key: str, source: Readable, *, size: int, content_type: str) -> None: ...
+
+    def open(self, key: str) -> Iterator[bytes]:
+        """Open eagerly (errors surface here), then yield the bytes in chunks."""
+        ...
+
+    def delete(self, key: str) -> None: ...
+
+
+def digest(chunks: Iterator[bytes]) -> tuple[str, int]:
+    """sha256 and size of a stream, read chunk by chunk."""
+    hasher = hashlib.sha256()
+    size = 0
+    for chunk in chunks:
+        hasher.update(chunk)
+        size += len(chunk)
+    return hasher.hexdigest(), size
+
+
+class ChunkReader:
+    """A file-like reader over a chunk iterator that hashes what passes through it."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buffer = bytearray()
+        self.hasher = hashlib.sha256()
+        self.size = 0
+
+    def read(self, n: int = -1) -> bytes:
+        while n < 0 or len(self._buffer) < n:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            self._buffer += chunk
+        if n < 0 or n >= len(self._buffer):
+            out = bytes(self._buffer)
+            self._buffer.clear()
+        else:
+            out = bytes(self._buffer[:n])
+            del self._buffer[:n]
+        self.hasher.update(out)
+        self.size += len(out)
+        return out
+
+
+# --- local directory ----------------------------------------------------------------------
+
+
+class LocalBackend:
+    type = BackendType.LOCAL
+
+    def __init__(self, root: Path, *, kind: ResourceKind) -> None:
+        self.root = root
+        self.kind = kind
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def put(self, key: str, source: Readable, *, size: int, content_type: str) -> None:
+        path = self._path(key)
+        part = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with part.open("wb") as out:
+                while chunk := source.read(CHUNK):
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(part, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                part.unlink()
+            raise self._failure(exc, "write to") from None
+
+    def open(self, key: str) -> Iterator[bytes]:
+        try:
+            handle = self._path(key).open("rb")
+        except FileNotFoundError:
+            raise NotFound(
+                f"The {self.kind.value} resource {key} is missing from {self.root}."
+            ) from None
+        except OSError as exc:
+            raise self._failure(exc, "read from") from None
+        return self._chunks(handle)
+
+    @staticmethod
+    def _chunks(handle: BinaryIO) -> Iterator[bytes]:
+        with handle:
+            while chunk := handle.read(CHUNK):
+                yield chunk
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise self._failure(exc, "delete from") from None
+        # drop directories left empty, up to the root
+        parent = path.parent
+        while parent != self.root and self.root in parent.parents:
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
+
+    def _failure(self, exc: OSError, doing: str) -> BackendFailure:
+        reason = (
+            FailureReason.ACCESS_DENIED
+            if isinstance(exc, PermissionError)
+            else FailureReason.IO_ERROR
+        )
+        return BackendFailure(
+            reason,
+            f"Could not {doing} the local storage directory {self.root} of {self.kind.value}: "
+            f"{exc.strerror or exc}. Check that the directory exists and voipcloud may write it.",
+        )
+
+
+# --- S3 -----------------------------------------------------------------------------------
+
+_CREDENTIAL_CODES = {
+    "InvalidAccessKeyId": "the access key ID is unknown to the store",
+    "SignatureDoesNotMatch": "the secret key does not match the access key",
+    "InvalidToken": "the credentials are invalid",
+    "InvalidClientTokenId": "the access key ID is unknown to the store",
+    "ExpiredToken": "the credentials have expired",
+    "AuthFailure": "the credentials were refused",
+}
+
+
+class S3Backend:
+    type = BackendType.S3
+
+    def __init__(self, settings: S3Settings, *, kind: ResourceKind, tuning: S3Tuning) -> None:
+        self.settings = settings
+        self.kind = kind
+        self.tuning = tuning
+        self._client: Any = boto3.session.Session().client(
+            "s3",
+            region_name=settings.region,
+            endpoint_url=settings.endpoint_url,
+            aws_access_key_id=settings.access_key_id,
+            aws_secret_access_key=settings.secret_access_key,
+            config=Config(
+                connect_timeout=tuning.connect_timeout,
+                read_timeout=tuning.read_timeout,
+                retries={"max_attempts": tuning.max_attempts, "mode": "standard"},
+                s3={"addressing_style": "path"},
+            ),
+        )
+
+    def object_key(self, key: str) -> str:
+        prefix = self.settings.prefix.strip("/")
+        return f"{prefix}/{key}" if prefix else key
+
+    def _extra(self, content_type: str) -> dict[str, str]:
+        extra = {"ContentType": content_type}
+        if self.settings.server_side_encryption:
+            extra["ServerSideEncryption"] = "AES256"
+        return extra
+
+    def put(self, key: str, source: Readable, *, size: int, content_type: str) -> None:
+        bucket, name = self.settings.bucket, self.object_key(key)
+        try:
+            if size <= self.tuning.multipart_threshold:
+                body = source.read(size)
+                self._client.put_object(
+                    Bucket=bucket, Key=name, Body=body, **self._extra(content_type)
+                )
+                return
+            self._multipart(bucket, name, source, content_type)
+        except (BotoCoreError, ClientError) as exc:
+            raise self.translate(exc, "write") from None
+
+    def _multipart(self, bucket: str, name: str, source: Readable, content_type: str) -> None:
+        upload = self._client.create_multipart_upload(
+            Bucket=bucket, Key=name, **self._extra(content_type)
+        )
+        upload_id = upload["UploadId"]
+        try:
+            parts = []
+            number = 1
+            while chunk := source.read(self.tuning.part_size):
+                answer = self._client.upload_part(
+                    Bucket=bucket, Key=name, UploadId=upload_id, PartNumber=number, Body=chunk
+                )
+                parts.append({"ETag": answer["ETag"], "PartNumber": number})
+                number += 1
+                del chunk
+            self._client.complete_multipart_upload(
+                Bucket=bucket, Key=name, UploadId=upload_id, MultipartUpload={"Parts": parts}
+            )
+        except BaseException:
+            with contextlib.suppress(BotoCoreError, ClientError):
+                self._client.abort_multipart_upload(Bucket=bucket, Key=name, UploadId=upload_id)
+            raise
+
+    def open(self, key: str) -> Iterator[bytes]:
+        try:
+            answer = self._client.get_object(Bucket=self.settings.bucket, Key=self.object_key(key))
+        except (BotoCoreError, ClientError) as exc:
+            if _code(exc) in {"NoSuchKey", "404"}:
+                raise NotFound(
+                    f"The {self.kind.value} resource {key} is missing from bucket "
+                    f"{self.settings.bucket}."
+                ) from None
+            raise self.translate(exc, "read") from None
+        return self._chunks(answer["Body"])
+
+    def _chunks(self, body: Any) -> Iterator[bytes]:
+        try:
+            yield from body.iter_chunks(CHUNK)
+        except (BotoCoreError, ClientError) as exc:
+            raise self.translate(exc, "read") from None
+        finally:
+            body.close()
+
+    def delete(self, key: str) -> None:
+        try:
+            self._client.delete_object(Bucket=self.settings.bucket, Key=self.object_key(key))
+        except (BotoCoreError, ClientError) as exc:
+            raise self.translate(exc, "delete") from None
+
+    def translate(self, exc: Exception, doing: str) -> BackendFailure:
+        """One botocore error → the reason and a message that says what to check."""
+        where = f"S3 storage of {self.kind.value} (bucket {self.settings.bucket}"
+        where += f" at {self.settings.endpoint_url})" if self.settings.endpoint_url else ")"
+        code = _code(exc)
+        if isinstance(exc, ConnectTimeoutError | ReadTimeoutError):
+            return BackendFailure(
+                FailureReason.TIMEOUT,
+                f"The {where} did not answer in time while trying to {doing}. "
+                "Check the endpoint URL and the network, then try again.",
+            )
+        if isinstance(exc, EndpointConnectionError):
+            return BackendFailure(
+                FailureReason.UNREACHABLE,
+                f"Could not connect to the {where}. Check the endpoint URL and region, and that "
+                "the store is running and reachable from the controller.",
+            )
+        if code in _CREDENTIAL_CODES:
+            return BackendFailure(
+                FailureReason.BAD_CREDENTIALS,
+                f"The {where} refused the credentials: {_CREDENTIAL_CODES[code]} ({code}). "
+                "Check the access key ID and secret key in Storage Configuration.",
+            )
+        if code == "NoSuchBucket":
+            return BackendFailure(
+                FailureReason.NO_SUCH_BUCKET,
+                f"The bucket {self.settings.bucket} does not exist for the {where}. "
+                "Create it, or correct the bucket name and region.",
+            )
+        if code in {"AccessDenied", "AllAccessDisabled", "403"}:
+            return BackendFailure(
+                FailureReason.ACCESS_DENIED,
+                f"The {where} denied access while trying to {doing}. Allow this access key "
+                "s3:PutObject, s3:GetObject and s3:DeleteObject on the bucket and prefix.",
+            )
+        if isinstance(exc, ClientError):
+            message = exc.response.get("Error", {}).get("Message") or "no details"
+            return BackendFailure(
+                FailureReason.IO_ERROR,
+                f"The {where} refused to {doing}: {code}: {message}.",
+            )
+        return BackendFailure(
+            FailureReason.UNREACHABLE,
+            f"Could not {doing} the {where}: {type(exc).__name__}: {str(exc)[:200]}.",
+        )
+
+
+def _code(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""

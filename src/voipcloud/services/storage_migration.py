@@ -1,0 +1,287 @@
+"""Moving a resource kind's stored resources to its active backend, resumably.
+
+Per object, in key order:
+1. copy: stream it from the backend that holds it into the active one, hashing on the way;
+2. verify: read the new copy back and compare its sha256 with the recorded one;
+3. switch: point the row at the new copy and mark the old one stale (compare-and-set on the
+   old backend and the checksum, so a resource rewritten meanwhile is left alone);
+4. clean: delete the stale copy, then clear the mark.
+Nothing is deleted from the old place before step 3, and every step is recorded in the table,
+so a migration interrupted anywhere (pause, crash, kill) resumes where it stopped: rows still
+on the old backend are copied again, rows with a stale mark are cleaned.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from voipcloud.domain.errors import NotFound, RuleViolation
+from voipcloud.domain.storage import (
+    BackendFailure,
+    BackendType,
+    FailureReason,
+    KindConfig,
+    ResourceKind,
+)
+from voipcloud.services.context import Context
+from voipcloud.services.storage_backends import ChunkReader, digest
+from voipcloud.store import events
+from voipcloud.store import storage as rows
+from voipcloud.store.storage import ResourceRow
+
+if TYPE_CHECKING:
+    from voipcloud.services.storage import StorageService
+
+log = logging.getLogger("voipcloud.storage")
+BATCH = 50
+MAX_CONSECUTIVE_FAILURES = 5
+
+
+class MigrationStatus(StrEnum):
+    RUNNING = "running"
+    PAUSED = "paused"  # stopped on request; start again to resume
+    INTERRUPTED = "interrupted"  # the controller stopped while it ran; start again to resume
+    COMPLETED = "completed"
+    FAILED = "failed"  # some objects could not be moved; the error says why; resumable
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationProgress:
+    kind: ResourceKind
+    status: MigrationStatus
+    source: BackendType
+    target: BackendType
+    total: int
+    done: int
+    failed: int
+    bytes_total: int
+    bytes_done: int
+    last_error: str | None
+    started_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+    @property
+    def percent(self) -> float:
+        return 100.0 if self.total == 0 else round(100.0 * self.done / self.total, 1)
+
+
+class StorageMigrations:
+    def __init__(self, ctx: Context, storage: StorageService) -> None:
+        self.ctx = ctx
+        self.storage = storage
+        self._lock = threading.Lock()
+        self._workers: dict[ResourceKind, tuple[threading.Thread, threading.Event]] = {}
+
+    def running(self, kind: ResourceKind) -> bool:
+        worker = self._workers.get(kind)
+        return worker is not None and worker[0].is_alive()
+
+    def progress(self, kind: ResourceKind) -> MigrationProgress | None:
+        with self.ctx.db.read() as conn:
+            row = rows.migration(conn, kind.value)
+        if row is None:
+            return None
+        status = MigrationStatus(row["status"])
+        if status is MigrationStatus.RUNNING and not self.running(kind):
+            status = MigrationStatus.INTERRUPTED
+        return MigrationProgress(
+            kind=kind,
+            status=status,
+            source=BackendType(row["source"]),
+            target=BackendType(row["target"]),
+            total=row["total"],
+            done=row["done"],
+            failed=row["failed"],
+            bytes_total=row["bytes_total"],
+            bytes_done=row["bytes_done"],
+            last_error=row["last_error"],
+            started_at=row["started_at"],
+            updated_at=row["updated_at"],
+            finished_at=row["finished_at"],
+        )
+
+    def start(self, *, actor: str, kind: ResourceKind, wait: bool = False) -> MigrationProgress:
+        """Start, or resume, moving the kind's resources to its active backend."""
+        config = self.storage.config(kind)
+        target = config.backend
+        source = BackendType.S3 if target is BackendType.LOCAL else BackendType.LOCAL
+        with self._lock:
+            if self.running(kind):
+                raise RuleViolation(
+                    "storage-migration-running",
+                    f"A migration of {kind.value} is already running; follow its progress, "
+                    "or pause it before starting again.",
+                )
+            self.storage.backend(config)  # refuses an unconfigured target
+            probe = self.storage.test(kinds=[kind])[0]
+            if not probe.ok and probe.reason is not None:
+                raise BackendFailure(probe.reason, f"Cannot migrate: {probe.message}")
+            now = self.ctx.clock()
+            with self.ctx.db.write() as conn:
+                total, done, bytes_total, bytes_done = rows.progress_counts(
+                    conn, kind.value, target.value
+                )
+                rows.save_migration(
+                    conn,
+                    kind.value,
+                    source=source.value,
+                    target=target.value,
+                    status=MigrationStatus.RUNNING.value,
+                    total=total,
+                    done=done,
+                    failed=0,
+                    bytes_total=bytes_total,
+                    bytes_done=bytes_done,
+                    last_error=None,
+                    started_at=now,
+                    updated_at=now,
+                    finished_at=None,
+                )
+                events.append(
+                    conn,
+                    at=now,
+                    actor=actor,
+                    node_id=None,
+                    operation="migrate-storage",
+                    reason=f"storage of {kind.value}: moving {total - done} of {total} "
+                    f"resources to {target.label}",
+                )
+            stop = threading.Event()
+            thread = threading.Thread(
+                target=self._run,
+                args=(config, stop),
+                name=f"storage-migration-{kind.value}",
+                daemon=True,
+            )
+            self._workers[kind] = (thread, stop)
+            thread.start()
+        if wait:
+            thread.join()
+        progress = self.progress(kind)
+        assert progress is not None
+        return progress
+
+    def pause(self, kind: ResourceKind) -> MigrationProgress | None:
+        """Ask a running migration to stop after the object it is moving; waits for it."""
+        worker = self._workers.get(kind)
+        if worker is not None:
+            worker[1].set()
+            worker[0].join(timeout=120)
+        return self.progress(kind)
+
+    # --- the worker ----------------------------------------------------------------------
+
+    def _run(self, config: KindConfig, stop: threading.Event) -> None:
+        kind, target = config.kind, config.backend
+        failed = 0
+        consecutive = 0
+        last_error: str | None = None
+        after = ""
+        status = MigrationStatus.COMPLETED
+        try:
+            while not stop.is_set():
+                with self.ctx.db.read() as conn:
+                    batch = rows.pending_after(
+                        conn, kind.value, target.value, after=after, limit=BATCH
+                    )
+                if not batch:
+                    break
+                for resource in batch:
+                    if stop.is_set():
+                        status = MigrationStatus.PAUSED
+                        break
+                    after = resource.key
+                    try:
+                        self._move(config, resource)
+                        consecutive = 0
+                    except (BackendFailure, NotFound) as exc:
+                        failed += 1
+                        consecutive += 1
+                        last_error = f"{resource.key}: {exc.message}"
+                        log.warning("migration of %s: %s", kind.value, last_error)
+                    self._record(kind, target, MigrationStatus.RUNNING, failed, last_error)
+                    if consecutive >= MAX_CONSECUTIVE_FAILURES:
+                        stop.set()
+                        status = MigrationStatus.FAILED
+                        break
+            if stop.is_set() and status is MigrationStatus.COMPLETED:
+                status = MigrationStatus.PAUSED
+        except Exception as exc:  # the thread must always leave a final status behind
+            log.exception("migration of %s stopped", kind.value)
+            status, last_error = MigrationStatus.FAILED, f"{type(exc).__name__}: {exc}"
+        if status is MigrationStatus.COMPLETED and failed:
+            status = MigrationStatus.FAILED
+        self._record(kind, target, status, failed, last_error, final=True)
+
+    def _move(self, config: KindConfig, resource: ResourceRow) -> None:
+        target = config.backend
+        if resource.backend != target.value:
+            source = BackendType(resource.backend)
+            reader = ChunkReader(self.storage.backend(config, source).open(resource.key))
+            destination = self.storage.backend(config, target)
+            destination.put(
+                resource.key, reader, size=resource.size, content_type=resource.content_type
+            )
+            if reader.hasher.hexdigest() != resource.sha256:
+                raise _mismatch(resource, f"its copy in {source.label}")
+            copied, _ = digest(destination.open(resource.key))
+            if copied != resource.sha256:
+                raise _mismatch(resource, f"the new copy in {target.label}")
+            with self.ctx.db.write() as conn:
+                moved = rows.mark_moved(
+                    conn,
+                    kind=resource.kind,
+                    key=resource.key,
+                    source=source.value,
+                    target=target.value,
+                    sha256=resource.sha256,
+                    now=self.ctx.clock(),
+                )
+                current = rows.resource(conn, resource.kind, resource.key)
+            if not moved or current is None:
+                return  # rewritten or deleted meanwhile: the writer's version stands
+            resource = current
+        self.storage.drop_stale(config, resource)
+
+    def _record(
+        self,
+        kind: ResourceKind,
+        target: BackendType,
+        status: MigrationStatus,
+        failed: int,
+        last_error: str | None,
+        *,
+        final: bool = False,
+    ) -> None:
+        now = self.ctx.clock()
+        with self.ctx.db.write() as conn:
+            total, done, bytes_total, bytes_done = rows.progress_counts(
+                conn, kind.value, target.value
+            )
+            rows.save_migration(
+                conn,
+                kind.value,
+                status=status.value,
+                total=total,
+                done=done,
+                failed=failed,
+                bytes_total=bytes_total,
+                bytes_done=bytes_done,
+                last_error=last_error,
+                updated_at=now,
+                finished_at=now if final else None,
+            )
+
+
+def _mismatch(resource: ResourceRow, what: str) -> BackendFailure:
+    return BackendFailure(
+        FailureReason.CHECKSUM_MISMATCH,
+        f"The sha256 of {what} of {resource.kind} resource {resource.key} differs from the "
+        f"recorded {resource.sha256}; it was not moved and the original is kept.",
+    )
