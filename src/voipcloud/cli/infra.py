@@ -2,8 +2,202 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Annotated, Any
+
 import typer
+
+from voipcloud.cli.client import ApiClient, UsageProblem, client_from_context
+from voipcloud.cli.follow import check_outcome, follow, label
+from voipcloud.cli.output import (
+    OutputFormat,
+    OutputOption,
+    console,
+    note,
+    print_json,
+    print_record,
+    print_table,
+    status_text,
+    wants_json,
+    when,
+)
+from voipcloud.cli.prompts import confirm
 
 app = typer.Typer(
     no_args_is_help=True, help="Infrastructure Properties and the Configuration Wizard."
 )
+PROPERTIES = "/infrastructure/properties"
+WIZARD = "/infrastructure/wizard"
+FROM_STDIN = "-"
+
+
+@app.command("show")
+def show(ctx: typer.Context, output: OutputOption = OutputFormat.TABLE) -> None:
+    """Show the Infrastructure Properties (passwords are write-only: shown masked)."""
+    data = client_from_context(ctx).get(PROPERTIES)
+    if wants_json(output):
+        print_json(data)
+        return
+    shown = {k: v for k, v in data.items() if k != "updated_at"}
+    shown["updated_at"] = when(data.get("updated_at"))
+    print_record("Infrastructure Properties", shown)
+
+
+def parse_assignments(pairs: list[str]) -> dict[str, Any]:
+    """`key=value` pairs; `key=-` reads the value from stdin (for passwords)."""
+    changes: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageProblem(f"{pair!r} is not key=value (e.g. system_domain=voip.example.com)")
+        if key in changes:
+            raise UsageProblem(f"{key} is given twice")
+        if value == FROM_STDIN:
+            value = sys.stdin.readline().rstrip("\n")
+        changes[key] = value
+    return changes
+
+
+def _impacts(title: str, impacts: list[dict[str, Any]]) -> None:
+    rows = [
+        [
+            str(i["node_id"]),
+            i["hostname"],
+            f"{i['status_before']} → {i['status_after']}",
+            i["reason"],
+            ", ".join(f"{c['role']}.{c['parameter']}" for c in i["changes"]),
+        ]
+        for i in impacts
+    ]
+    print_table(["NodeID", "Hostname", "Status", "Reason", "Parameters"], rows, title=title)
+
+
+@app.command("set")
+def set_properties(
+    ctx: typer.Context,
+    assignments: Annotated[
+        list[str],
+        typer.Argument(
+            help="key=value ... (lists comma separated; key=- reads the value from stdin)",
+            show_default=False,
+        ),
+    ],
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Only say which nodes would be marked Damaged.")
+    ] = False,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Change properties; Online nodes whose configuration moves are marked Damaged."""
+    changes = parse_assignments(assignments)
+    client = client_from_context(ctx)
+    answer = client.request(
+        "PUT", PROPERTIES, json=changes, params={"dry_run": "true" if dry_run else None}
+    )
+    if wants_json(output):
+        print_json(answer)
+        return
+    if not answer["changed"]:
+        console().print("Nothing changes: these are the values already saved.")
+        return
+    verb = "Would change" if dry_run else "Changed"
+    console().print(f"{verb}: {', '.join(answer['changed'])}.")
+    if answer["affected"]:
+        title = "Online nodes that would be marked Damaged" if dry_run else "Marked Damaged"
+        _impacts(title, answer["affected"])
+        if not dry_run:
+            note("Use `voipcloud node fix NODE --wait` on each to re-apply its configuration.")
+    else:
+        console().print("No Online node is affected.")
+    if answer["others"]:
+        _impacts("Not Online (they take the new values at their next activation)", answer["others"])
+
+
+def _plan_table(plan: dict[str, Any]) -> None:
+    rows = []
+    for role in plan["roles"]:
+        params = "; ".join(
+            f"{p['name']}={p['value']}"
+            + (" (property)" if p["source"].startswith("property:") else "")
+            for p in role["parameters"]
+        )
+        rows.append(
+            [role["code"], role["name"], "yes" if role["already_assigned"] else "new", params]
+        )
+    print_table(
+        ["Role", "Name", "Assigned", "Key parameters"],
+        rows,
+        title=f"Plan for {plan['hostname']} (public IP {plan['public_ip']}, private IP "
+        f"{plan['private_ip']})",
+    )
+    for code, why in plan["skipped"].items():
+        note(f"Role {code} left out: {why}.")
+
+
+@app.command("wizard")
+def wizard(
+    ctx: typer.Context,
+    domain: Annotated[str, typer.Option("--domain", help="The system (SIP) domain.")],
+    public_ip: Annotated[str, typer.Option("--public-ip", help="This machine's public IP.")],
+    private_ip: Annotated[
+        str | None, typer.Option("--private-ip", help="Default: the detected one.")
+    ] = None,
+    management_hostname: Annotated[
+        str | None,
+        typer.Option("--management-hostname", help="Default: the system domain."),
+    ] = None,
+    timezone: Annotated[str | None, typer.Option("--timezone", help="IANA time zone.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Follow the activation to Online; non-zero on failure.")
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=1, help="Seconds --wait waits.")
+    ] = 300.0,
+    output: OutputOption = OutputFormat.TABLE,
+) -> None:
+    """Configuration Wizard: set the properties, assign the standard single-node roles to the
+    Infrastructure Controller node and activate it (only while it is the only live node)."""
+    client = client_from_context(ctx)
+    answers = {
+        "system_domain": domain,
+        "public_ip": public_ip,
+        "private_ip": private_ip,
+        "management_hostname": management_hostname,
+        "timezone": timezone,
+    }
+    answers = {k: v for k, v in answers.items() if v is not None}
+    plan = client.post(f"{WIZARD}/plan", json=answers)
+    if not wants_json(output):
+        _plan_table(plan)
+    if not yes:
+        confirm(f"Configure and activate {plan['hostname']} as planned?")
+    run = client.post(WIZARD, json=answers)
+    node = client.get(f"/nodes/{run['node_id']}")
+    if not wait:
+        if wants_json(output):
+            print_json(run)
+        else:
+            console().print(
+                f"The wizard ran: {label(node)} is {node['status']}, activation pending. "
+                f"Follow it with `voipcloud node info {node['node_id']}`."
+            )
+        return
+    _follow(client, node, output=output, timeout=timeout)
+
+
+def _follow(
+    client: ApiClient, node: dict[str, Any], *, output: OutputFormat, timeout: float
+) -> None:
+    settled = follow(client, node, action="activate", timeout=timeout)
+    if wants_json(output):
+        print_json(settled)
+    try:
+        check_outcome(settled, action="activate")
+    finally:
+        if not wants_json(output):
+            console().print(
+                f"{label(settled).capitalize()} is ",
+                status_text(settled["status"], settled.get("status_reason")),
+                sep="",
+            )
