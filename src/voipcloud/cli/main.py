@@ -16,11 +16,38 @@ class VoipcloudApp(typer.Typer):
     exit code (see `voipcloud.cli.client`), never a traceback."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        clicks = _click_exceptions()
+        # not standalone: Click's usage errors come back here, to be reported in one line too
+        kwargs.setdefault("standalone_mode", False)
         try:
-            return super().__call__(*args, **kwargs)
+            result = super().__call__(*args, **kwargs)
         except CliError as exc:
             typer.echo(f"error: {exc.message}", err=True)
             sys.exit(exc.exit_code)
+        except clicks.NoArgsIsHelpError as exc:
+            help_text = exc.format_message()  # Typer's Rich help is printed already
+            if help_text.strip():
+                typer.echo(help_text, err=True)
+            sys.exit(exc.exit_code)
+        except clicks.ClickException as exc:
+            context = getattr(exc, "ctx", None)
+            hint = f" (see `{context.command_path} --help`)" if context is not None else ""
+            message = " ".join(exc.format_message().split())
+            typer.echo(f"error: {message}{hint}", err=True)
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            typer.echo("error: aborted; nothing changed", err=True)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def _click_exceptions() -> Any:
+    """Click's exception classes: Typer (pinned) vendors its own copy of Click."""
+    try:
+        from typer._click import exceptions
+    except ImportError:  # a Typer that uses Click itself
+        from click import exceptions  # type: ignore[no-redef]
+    return exceptions
 
 
 app = VoipcloudApp(
