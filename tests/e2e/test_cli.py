@@ -175,6 +175,11 @@ def test_exit_code_4_without_a_login_or_with_a_revoked_token(shared: Controller,
     assert api.delete("/api/v1/auth/token").status_code == 204  # revoked behind the CLI's back
     assert "not authenticated" in one_line_error(cli.fails(4, "extension", "list"))
 
+    stored = json.loads((cli.config_dir / "profiles.json").read_text())
+    stored["profiles"]["default"]["expires_at"] = 1.0
+    (cli.config_dir / "profiles.json").write_text(json.dumps(stored))
+    assert "has expired" in one_line_error(cli.fails(4, "node", "list"))
+
 
 def test_exit_code_3_when_no_controller_listens(cli: Cli) -> None:
     closed = f"http://127.0.0.1:{free_port()}"

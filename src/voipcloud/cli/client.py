@@ -255,14 +255,21 @@ def selected_profile(ctx: typer.Context | None) -> str:
 
 def stored_login(ctx: typer.Context | None, profile: str | None = None) -> Profile:
     """The stored login of the profile, or NotLoggedIn (exit 4)."""
+    import time
+
     from voipcloud.cli.profiles import ProfileStore
 
     name = profile or selected_profile(ctx)
     found = ProfileStore.default().get(name)
+    hint = "" if name == "default" else f" --profile {name}"
     if found is None or not found.token:
-        hint = "" if name == "default" else f" --profile {name}"
         raise NotLoggedIn(
             f"no stored login for profile {name!r}: run `voipcloud login{hint} --controller URL`"
+        )
+    if found.expires_at is not None and found.expires_at <= time.time():
+        raise NotLoggedIn(
+            f"the login of profile {name!r} to {found.controller} has expired: "
+            f"run `voipcloud login{hint}`"
         )
     return found
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from voipcloud.cli.client import ApiClient, OperationFailed, WaitTimedOut
+from voipcloud.cli.client import ApiClient, OperationFailed, Unreachable, WaitTimedOut
 from voipcloud.cli.output import error_console
 
 POLL_INTERVAL = 0.25  # seconds between two GET /nodes/{id}
@@ -51,7 +51,11 @@ def follow(
                     f"follow it with `voipcloud node info {node_id}`"
                 )
             time.sleep(POLL_INTERVAL)
-            node = client.get(f"/nodes/{node_id}")
+            try:
+                node = client.get(f"/nodes/{node_id}")
+            except Unreachable as exc:  # a controller restart: keep following until the deadline
+                spinner.update(f"Waiting for {label(node)}: {exc.message}; retrying")
+                continue
             spinner.update(f"Waiting for {label(node)}: {progress(node)}")
     return node
 
