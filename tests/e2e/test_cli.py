@@ -82,6 +82,12 @@ def test_full_node_lifecycle_with_wait_and_a_real_agent(
     assert [n["node_id"] for n in listed["items"]] == [int(node_id)]
     assert listed["total"] == 1
 
+    damaged = admin.json("node", "mark-damaged", node_id, "--reason", "disk swapped")
+    assert (damaged["status"], damaged["status_reason"]) == ("Damaged", "disk swapped")
+    fixed = admin.run("node", "fix", node_id, "--wait", "--timeout", "60")
+    assert fixed.returncode == 0, fixed.stderr
+    assert "is Online" in fixed.stdout
+
     deactivated = admin.json("node", "deactivate", node_id, "--wait", "--timeout", "60")
     assert deactivated["status"] == "Deactivated"
     assert deactivated["pending_operation"] is None
