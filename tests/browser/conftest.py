@@ -157,11 +157,9 @@ def screenshot(page: Page, name: str, *, full_page: bool = True) -> Path:
 
 
 def row_actions(page: Page, node_id: int) -> set[str]:
+    """The data-action of every action button or link in the node's row."""
     row = page.locator(f"#node-{node_id}")
-    return {
-        a
-        for a in row.locator("[data-action]").evaluate_all("els => els.map(e => e.dataset.action)")
-    }
+    return set(row.locator("[data-action]").evaluate_all("els => els.map(e => e.dataset.action)"))
 
 
 def role_actions(page: Page, node_id: int) -> dict[str, set[str]]:
