@@ -8,7 +8,7 @@
     if (event.detail.target && event.detail.target.id === "layer-body") {
       const dialog = layer();
       if (!dialog.open) dialog.showModal();
-      const first = dialog.querySelector("[autofocus], input:not([type=hidden]), button:not(.layer-close), a[href]");
+      const first = dialog.querySelector("[autofocus], form input:not([type=hidden]), .layer-close");
       if (first) first.focus();
     }
   });
