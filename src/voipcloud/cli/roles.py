@@ -14,7 +14,8 @@ from voipcloud.cli.client import (
     client_from_context,
 )
 from voipcloud.cli.follow import label
-from voipcloud.cli.nodes import NodeArgument, node_id_of, report
+from voipcloud.cli.node_views import report
+from voipcloud.cli.nodes import NodeArgument, node_id_of
 from voipcloud.cli.output import (
     OutputFormat,
     OutputOption,
