@@ -119,6 +119,12 @@ def test_wait_exits_non_zero_when_activation_fails(
     assert "ActivateFailed" in error
     assert "disk full" in error
 
+    # exit code 6: no agent ever joins this one, and --wait gives up before the controller does
+    silent = str(add_node(admin, "cli-silent")["node_id"])
+    admin.ok("role", "assign", silent, "wk")
+    error = one_line_error(admin.fails(6, "node", "activate", silent, "--wait", "--timeout", "1"))
+    assert "has not settled after 1 s" in error
+
 
 def test_token_file_is_private_and_profiles_are_separate(
     shared: Controller, cli: Cli, tmp_path: Path
