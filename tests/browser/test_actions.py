@@ -54,6 +54,7 @@ def test_actions_follow_the_status(admin_page: Page, site: Site) -> None:
     # the IC node is never deletable; its ic role is never unassigned nor removed
     assert row_actions(page, 1) == EXPECTED["Offline"] - {"delete"}
     assert role_actions(page, 1) == {"ic": set()}
+    screenshot(page, "cloud-management-statuses")
     # Deleted nodes are hidden from the default listing, shown behind the filter
     expect(page.locator(f"#node-{deleted.id}")).to_have_count(0)
     page.get_by_label("Status").select_option("Deleted")
