@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +34,9 @@ def moto_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
         yield server
 
 
-@pytest.fixture
-def storage_api(
-    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[LiveApi]:
-    """The app with a 64 MiB body limit (recordings are large) and short S3 timeouts."""
-    monkeypatch.setenv("VOIPCLOUD_STORAGE_TIMEOUT", "0.5")
+@contextmanager
+def live_storage_api(tmp_path: Path, database_url: str) -> Iterator[LiveApi]:
+    """The app with a 64 MiB body limit (recordings are large)."""
     settings = make_settings(tmp_path, database_url, max_body_bytes=64 * MiB)
     with serve_in_thread(create_app(settings)) as base_url:
         client = login(base_url)
@@ -46,6 +44,15 @@ def storage_api(
             yield LiveApi(base_url=base_url, client=client, settings=settings)
         finally:
             client.close()
+
+
+@pytest.fixture
+def storage_api(
+    tmp_path: Path, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[LiveApi]:
+    monkeypatch.setenv("VOIPCLOUD_STORAGE_TIMEOUT", "0.5")  # the timeout case stays short
+    with live_storage_api(tmp_path, database_url) as api:
+        yield api
 
 
 def s3_config(server: MotoServer, bucket: str, **overrides: Any) -> dict[str, Any]:
@@ -76,7 +83,7 @@ def ok(answer: Any, status: int = 200) -> Any:
 # --- configuration ------------------------------------------------------------------------
 
 
-def test_default_is_local_storage_under_the_data_dir(storage_api: LiveApi) -> None:
+def check_default_is_local_storage_under_the_data_dir(storage_api: LiveApi) -> None:
     config = ok(storage_api.client.get("/api/v1/storage"))
     data_dir = storage_api.settings.data_dir.resolve()
     for kind in KINDS:
@@ -85,7 +92,7 @@ def test_default_is_local_storage_under_the_data_dir(storage_api: LiveApi) -> No
         assert config[kind]["s3"]["secret_access_key_set"] is False
 
 
-def test_secrets_are_write_only_and_encrypted_at_rest(
+def check_secrets_are_write_only_and_encrypted_at_rest(
     storage_api: LiveApi, moto: MotoServer
 ) -> None:
     client = storage_api.client
@@ -137,7 +144,7 @@ INVALID: list[tuple[dict[str, Any], list[str]]] = [
 ]
 
 
-def test_invalid_fields_get_422_naming_the_field(storage_api: LiveApi) -> None:
+def check_invalid_fields_get_422_naming_the_field(storage_api: LiveApi) -> None:
     before = ok(storage_api.client.get("/api/v1/storage"))
     for body, loc in INVALID:
         answer = storage_api.client.put("/api/v1/storage", json=body)
@@ -163,7 +170,7 @@ def probe(api: LiveApi, kind: str, config: dict[str, Any] | None = None) -> dict
     return answer
 
 
-def test_probe_writes_reads_and_deletes_on_every_kind(
+def check_probe_writes_reads_and_deletes_on_every_kind(
     storage_api: LiveApi, moto: MotoServer
 ) -> None:
     bucket = unique_bucket(moto, "probe")
@@ -179,7 +186,7 @@ def test_probe_writes_reads_and_deletes_on_every_kind(
     assert moto.client().list_objects_v2(Bucket=bucket).get("KeyCount") == 0  # probe deleted
 
 
-def test_probe_names_each_failure_clearly(storage_api: LiveApi, moto_auth: MotoServer) -> None:
+def check_probe_names_each_failure_clearly(storage_api: LiveApi, moto_auth: MotoServer) -> None:
     assert moto_auth.bucket
     assert moto_auth.outsider_key
     good = s3_config(moto_auth, moto_auth.bucket)
@@ -232,7 +239,7 @@ def test_probe_names_each_failure_clearly(storage_api: LiveApi, moto_auth: MotoS
     assert ok(storage_api.client.get("/api/v1/storage"))["faxes"]["backend"] == "local"
 
 
-def test_wrong_secret_refuses_resource_writes_with_the_clear_error(
+def check_wrong_secret_refuses_resource_writes_with_the_clear_error(
     storage_api: LiveApi, moto_auth: MotoServer
 ) -> None:
     assert moto_auth.bucket
@@ -251,13 +258,14 @@ def test_wrong_secret_refuses_resource_writes_with_the_clear_error(
 # --- the resource store -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["local", "s3"])
-def test_store_fetch_list_delete(storage_api: LiveApi, moto: MotoServer, backend: str) -> None:
+def check_store_fetch_list_delete(
+    storage_api: LiveApi, moto: MotoServer, backend: str, kind: str
+) -> None:
     client = storage_api.client
     bucket = unique_bucket(moto, "crud")
     if backend == "s3":
-        ok(client.put("/api/v1/storage", json={"voicemail": s3_config(moto, bucket)}))
-    base = "/api/v1/storage/voicemail/resources"
+        ok(client.put("/api/v1/storage", json={kind: s3_config(moto, bucket)}))
+    base = f"/api/v1/storage/{kind}/resources"
     contents = {f"1001/msg-{i:02d}.wav": os.urandom(1000 + i) for i in range(5)}
     contents["1002/msg-00.wav"] = b"other extension"
     for key, data in contents.items():
@@ -289,7 +297,7 @@ def test_store_fetch_list_delete(storage_api: LiveApi, moto: MotoServer, backend
         head = moto.client().head_object(Bucket=bucket, Key="pbx/1001/msg-00.wav")
         assert head["ServerSideEncryption"] == "AES256"
     else:
-        root = storage_api.settings.data_dir.resolve() / "storage" / "voicemail"
+        root = storage_api.settings.data_dir.resolve() / "storage" / kind
         assert (root / "1002" / "msg-00.wav").read_bytes() == b"other extension"
 
     assert client.delete(f"{base}/1001/msg-03.wav").status_code == 204
@@ -301,9 +309,9 @@ def test_store_fetch_list_delete(storage_api: LiveApi, moto: MotoServer, backend
         assert "pbx/1001/msg-03.wav" not in keys
 
 
-def test_resource_input_is_checked(storage_api: LiveApi) -> None:
+def check_resource_input_is_checked(storage_api: LiveApi) -> None:
     client = storage_api.client
-    base = "/api/v1/storage/faxes/resources"
+    base = "/api/v1/storage/recordings/resources"
     assert client.put(f"{base}/../etc/passwd", content=b"x").status_code in {404, 422}
     for bad in (".hidden", "a%20b", "a/-dash", "x" * 513):
         answer = client.put(f"{base}/{bad}", content=b"x")
@@ -316,7 +324,7 @@ def test_resource_input_is_checked(storage_api: LiveApi) -> None:
     assert ok(client.get(base))["total"] == 0
 
 
-def test_large_object_streams_through_multipart(storage_api: LiveApi, moto: MotoServer) -> None:
+def check_large_object_streams_through_multipart(storage_api: LiveApi, moto: MotoServer) -> None:
     client = storage_api.client
     bucket = unique_bucket(moto, "large")
     ok(client.put("/api/v1/storage", json={"recordings": s3_config(moto, bucket)}))
@@ -338,7 +346,7 @@ def test_large_object_streams_through_multipart(storage_api: LiveApi, moto: Moto
     assert fetched.hexdigest() == digest
 
 
-def test_moving_a_location_that_holds_resources_is_refused(
+def check_moving_a_location_that_holds_resources_is_refused(
     storage_api: LiveApi, moto: MotoServer
 ) -> None:
     client = storage_api.client
@@ -347,3 +355,26 @@ def test_moving_a_location_that_holds_resources_is_refused(
     assert answer.status_code == 409
     assert answer.json()["rule"] == "storage-location-in-use"
     assert "Migrate them" in answer.json()["detail"]
+
+
+# --- the tests: a few scenarios per database, each on its own fresh server ------------------
+
+
+def test_configuration(storage_api: LiveApi, moto: MotoServer) -> None:
+    check_default_is_local_storage_under_the_data_dir(storage_api)
+    check_invalid_fields_get_422_naming_the_field(storage_api)
+    check_secrets_are_write_only_and_encrypted_at_rest(storage_api, moto)
+
+
+def test_probe(storage_api: LiveApi, moto: MotoServer, moto_auth: MotoServer) -> None:
+    check_probe_writes_reads_and_deletes_on_every_kind(storage_api, moto)
+    check_probe_names_each_failure_clearly(storage_api, moto_auth)
+    check_wrong_secret_refuses_resource_writes_with_the_clear_error(storage_api, moto_auth)
+
+
+def test_resources(storage_api: LiveApi, moto: MotoServer) -> None:
+    check_store_fetch_list_delete(storage_api, moto, "local", "faxes")
+    check_store_fetch_list_delete(storage_api, moto, "s3", "voicemail")
+    check_resource_input_is_checked(storage_api)
+    check_large_object_streams_through_multipart(storage_api, moto)
+    check_moving_a_location_that_holds_resources_is_refused(storage_api, moto)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -211,19 +212,7 @@ class S3Backend:
         self.settings = settings
         self.kind = kind
         self.tuning = tuning
-        self._client: Any = boto3.session.Session().client(
-            "s3",
-            region_name=settings.region,
-            endpoint_url=settings.endpoint_url,
-            aws_access_key_id=settings.access_key_id,
-            aws_secret_access_key=settings.secret_access_key,
-            config=Config(
-                connect_timeout=tuning.connect_timeout,
-                read_timeout=tuning.read_timeout,
-                retries={"max_attempts": tuning.max_attempts, "mode": "standard"},
-                s3={"addressing_style": "path"},
-            ),
-        )
+        self._client = s3_client(settings, tuning)
 
     def object_key(self, key: str) -> str:
         prefix = self.settings.prefix.strip("/")
@@ -342,6 +331,46 @@ class S3Backend:
             FailureReason.UNREACHABLE,
             f"Could not {doing} the {where}: {type(exc).__name__}: {str(exc)[:200]}.",
         )
+
+
+_clients: dict[tuple[str | None, str, str, str, S3Tuning], Any] = {}
+_clients_lock = threading.Lock()
+_session: boto3.session.Session | None = None
+MAX_CLIENTS = 32
+
+
+def s3_client(settings: S3Settings, tuning: S3Tuning) -> Any:
+    """Clients are costly to build (the service model loads) and thread-safe: share them."""
+    global _session
+    cache_key = (
+        settings.endpoint_url,
+        settings.region,
+        settings.access_key_id,
+        settings.secret_access_key,
+        tuning,
+    )
+    with _clients_lock:
+        client = _clients.get(cache_key)
+        if client is None:
+            _session = _session or boto3.session.Session()
+            client = _session.client(
+                "s3",
+                region_name=settings.region,
+                endpoint_url=settings.endpoint_url,
+                aws_access_key_id=settings.access_key_id,
+                aws_secret_access_key=settings.secret_access_key,
+                config=Config(
+                    connect_timeout=tuning.connect_timeout,
+                    read_timeout=tuning.read_timeout,
+                    retries={"max_attempts": tuning.max_attempts, "mode": "standard"},
+                    s3={"addressing_style": "path"},
+                    max_pool_connections=20,
+                ),
+            )
+            if len(_clients) >= MAX_CLIENTS:
+                _clients.pop(next(iter(_clients)))
+            _clients[cache_key] = client
+        return client
 
 
 def _code(exc: Exception) -> str:

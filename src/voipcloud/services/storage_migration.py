@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -38,7 +39,8 @@ if TYPE_CHECKING:
     from voipcloud.services.storage import StorageService
 
 log = logging.getLogger("voipcloud.storage")
-BATCH = 50
+BATCH = 64
+WORKERS = 4  # objects moved at the same time
 MAX_CONSECUTIVE_FAILURES = 5
 
 
@@ -185,31 +187,35 @@ class StorageMigrations:
         after = ""
         status = MigrationStatus.COMPLETED
         try:
-            while not stop.is_set():
-                with self.ctx.db.read() as conn:
-                    batch = rows.pending_after(
-                        conn, kind.value, target.value, after=after, limit=BATCH
-                    )
-                if not batch:
-                    break
-                for resource in batch:
-                    if stop.is_set():
-                        status = MigrationStatus.PAUSED
+            with ThreadPoolExecutor(WORKERS, thread_name_prefix=f"migrate-{kind.value}") as pool:
+                while not stop.is_set():
+                    with self.ctx.db.read() as conn:
+                        batch = rows.pending_after(
+                            conn, kind.value, target.value, after=after, limit=BATCH
+                        )
+                    if not batch:
                         break
-                    after = resource.key
-                    try:
-                        self._move(config, resource)
-                        consecutive = 0
-                    except (BackendFailure, NotFound) as exc:
-                        failed += 1
-                        consecutive += 1
-                        last_error = f"{resource.key}: {exc.message}"
-                        log.warning("migration of %s: %s", kind.value, last_error)
-                    self._record(kind, target, MigrationStatus.RUNNING, failed, last_error)
-                    if consecutive >= MAX_CONSECUTIVE_FAILURES:
-                        stop.set()
-                        status = MigrationStatus.FAILED
-                        break
+                    # a few objects at a time: S3 is latency-bound, and a pause waits for
+                    # at most one group
+                    for start in range(0, len(batch), WORKERS):
+                        if stop.is_set():
+                            break
+                        group = batch[start : start + WORKERS]
+                        after = group[-1].key
+                        for resource, error in zip(
+                            group, pool.map(lambda r: self._try_move(config, r), group), strict=True
+                        ):
+                            if error is None:
+                                consecutive = 0
+                                continue
+                            failed += 1
+                            consecutive += 1
+                            last_error = f"{resource.key}: {error}"
+                            log.warning("migration of %s: %s", kind.value, last_error)
+                        self._record(kind, target, MigrationStatus.RUNNING, failed, last_error)
+                        if consecutive >= MAX_CONSECUTIVE_FAILURES:
+                            stop.set()
+                            status = MigrationStatus.FAILED
             if stop.is_set() and status is MigrationStatus.COMPLETED:
                 status = MigrationStatus.PAUSED
         except Exception as exc:  # the thread must always leave a final status behind
@@ -218,6 +224,13 @@ class StorageMigrations:
         if status is MigrationStatus.COMPLETED and failed:
             status = MigrationStatus.FAILED
         self._record(kind, target, status, failed, last_error, final=True)
+
+    def _try_move(self, config: KindConfig, resource: ResourceRow) -> str | None:
+        try:
+            self._move(config, resource)
+        except (BackendFailure, NotFound) as exc:
+            return exc.message
+        return None
 
     def _move(self, config: KindConfig, resource: ResourceRow) -> None:
         target = config.backend
