@@ -8,10 +8,11 @@ success outcome, as an agent with nothing to do would). Then, for each target be
 sends beats round-robin over all channels for a fixed time and measures:
 
 - sent/s: beats this process managed to put on the wire;
-- absorbed/s: beats the controller processed, from its own clock: beats sent divided by the
-  time from the start of the phase until the controller's last-seen time of the last beats
-  (read back through GET /nodes/{id}, which reports the in-memory presence), so a controller
-  that queues beats instead of handling them shows up as a lower figure and a drain lag;
+- absorbed/s: beats the controller handled: beats sent divided by the time from the start of
+  the phase until the controller acknowledged sentinel outcomes sent after the last beats on
+  25 channels spread over all (it answers one only after handling every frame queued before
+  it on that channel), so a controller that queues beats instead of handling them shows up as
+  a lower figure and a drain lag;
 - controller CPU (% of one core, from /proc/PID/stat) and this process's CPU;
 - push latency: during the phase, an administrator's POST .../actions/activate for an idle
   node, timed until that node's simulated agent receives the desired state carrying the
@@ -22,7 +23,8 @@ Prints figures; never passes or fails. Loopback only; every loop bounded. Usage:
     .venv/bin/python bench/heartbeats.py [--agents 2000] [--rates 1000,2500,5000,0]
         [--seconds 8] [--probes 5] [--profile FILE]
 
-A rate of 0 means as fast as this process can send. --profile runs the controller under
+A rate of 0 means as fast as this process can send; a rate of 1 is an idle phase (what the
+open channels cost by themselves). --profile runs the controller under
 cProfile (its event-loop thread) and prints where its time went.
 """
 
@@ -41,7 +43,6 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,11 @@ API = "/api/v1"
 PASSWORD = "bench-admin-password"
 BEAT = json.dumps({"type": "beat"})
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def load() -> str:
+    """Other work on the machine skews the figures; say how busy it was."""
+    return "load average " + " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 # the controller process
@@ -128,7 +134,6 @@ class SimAgent:
     node_id: int
     token: str
     ws: ClientConnection | None = None
-    last_beat_wall: float = 0.0
     handled: set[str] = field(default_factory=set)
     operation_seen: dict[str, float] = field(default_factory=dict)  # op id -> monotonic
     acked: dict[str, float] = field(default_factory=dict)  # op id -> monotonic
@@ -201,11 +206,6 @@ async def open_channel(url: str, agent: SimAgent) -> None:
     assert first["type"] == "desired", first
 
 
-def server_last_seen(admin: httpx.Client, node_id: int) -> float:
-    seen = admin.get(f"{API}/nodes/{node_id}").json()["last_seen"]
-    return datetime.fromisoformat(seen).timestamp() if seen else 0.0
-
-
 @dataclass
 class PhaseResult:
     target: int
@@ -213,6 +213,7 @@ class PhaseResult:
     seconds: float
     absorbed_per_s: float
     drain_lag: float
+    beats_per_cpu_second: float
     server_cpu: float
     client_cpu: float
     push_ms: list[float]
@@ -236,7 +237,6 @@ async def send_beats(agents: list[SimAgent], rate: int, seconds: float) -> int:
             index = (index + 1) % count
             assert agent.ws is not None
             await agent.ws.send(BEAT)
-            agent.last_beat_wall = time.time()
             sent += 1
         await asyncio.sleep(0.002 if rate else 0)
 
@@ -253,7 +253,11 @@ async def probe_pushes(
             break
         agent = idle.pop()
         started = time.monotonic()
-        answer = await admin.post(f"{API}/nodes/{agent.node_id}/actions/activate")
+        try:
+            answer = await admin.post(f"{API}/nodes/{agent.node_id}/actions/activate")
+        except httpx.TransportError:  # an idle keep-alive connection the server had closed
+            started = time.monotonic()
+            answer = await admin.post(f"{API}/nodes/{agent.node_id}/actions/activate")
         answer.raise_for_status()
         op_id = answer.json()["pending_operation"]["operation_id"]
         for _ in range(int(10 / 0.001)):  # up to 10 s
@@ -267,47 +271,55 @@ async def probe_pushes(
     return push_ms, online_ms
 
 
-def wait_drained(admin: httpx.Client, sample: list[SimAgent]) -> float:
-    """Read the controller's last-seen of the last beaten nodes until it stops moving."""
-    previous: list[float] = []
-    for _ in range(120):  # up to about a minute
-        current = [server_last_seen(admin, a.node_id) for a in sample]
-        if current == previous:
-            return max(current)
-        previous = current
-        time.sleep(0.5)
-    return max(previous)
+async def drain(agents: list[SimAgent], phase: int, samples: int = 25) -> float:
+    """Send a sentinel outcome (an unknown operation id) on channels spread over all of them;
+    the controller acknowledges it only after handling every frame queued before it on that
+    channel. The monotonic time of the last acknowledgement."""
+    step = max(1, len(agents) // samples)
+    sample = agents[::step][:samples]
+    ids = []
+    for i, agent in enumerate(sample):
+        op_id = f"sentinel-{phase}-{i}"
+        ids.append(op_id)
+        assert agent.ws is not None
+        await agent.ws.send(
+            protocol.OutcomeReport(operation_id=op_id, success=True).model_dump_json()
+        )
+    for _ in range(int(120 / 0.005)):  # up to two minutes
+        if all(op_id in agent.acked for agent, op_id in zip(sample, ids, strict=True)):
+            break
+        await asyncio.sleep(0.005)
+    else:
+        raise RuntimeError("the controller did not acknowledge the sentinels within 120 s")
+    return max(agent.acked[op_id] for agent, op_id in zip(sample, ids, strict=True))
 
 
 async def run_phase(
     serve: Serve,
     admin: httpx.AsyncClient,
-    sync_admin: httpx.Client,
     agents: list[SimAgent],
     idle: list[SimAgent],
     rate: int,
     seconds: float,
     probes: int,
+    phase: int,
 ) -> PhaseResult:
-    cpu0, client0 = serve.cpu_seconds(), sum(os.times()[:2])
-    wall0 = time.time()
+    cpu0, client0, t0 = serve.cpu_seconds(), sum(os.times()[:2]), time.monotonic()
     sent, (push_ms, online_ms) = await asyncio.gather(
         send_beats(agents, rate, seconds), probe_pushes(admin, idle, probes, seconds)
     )
-    # CPU over the sending window only: reading last-seen back costs the controller too
-    cpu1, client1, wall1 = serve.cpu_seconds(), sum(os.times()[:2]), time.time()
-    last_sent_wall = max(a.last_beat_wall for a in agents)
-    sample = sorted(agents, key=lambda a: a.last_beat_wall)[-50:]
-    last_processed = await asyncio.to_thread(wait_drained, sync_admin, sample)
-    busy = max(last_processed, last_sent_wall) - wall0
+    cpu1, client1, t1 = serve.cpu_seconds(), sum(os.times()[:2]), time.monotonic()
+    handled = await drain(agents, phase)
+    cpu2 = serve.cpu_seconds()  # includes the sentinel outcomes
     return PhaseResult(
         target=rate,
         sent=sent,
-        seconds=seconds,
-        absorbed_per_s=sent / busy if busy > 0 else 0.0,
-        drain_lag=max(0.0, last_processed - last_sent_wall),
-        server_cpu=(cpu1 - cpu0) / (wall1 - wall0) * 100,
-        client_cpu=(client1 - client0) / (wall1 - wall0) * 100,
+        seconds=t1 - t0,
+        absorbed_per_s=sent / (handled - t0),
+        drain_lag=max(0.0, handled - t1),
+        beats_per_cpu_second=sent / (cpu2 - cpu0) if cpu2 > cpu0 else 0.0,
+        server_cpu=(cpu1 - cpu0) / (t1 - t0) * 100,
+        client_cpu=(client1 - client0) / (t1 - t0) * 100,
         push_ms=push_ms,
         online_ms=online_ms,
     )
@@ -341,22 +353,20 @@ async def bench(args: argparse.Namespace, serve: Serve) -> None:
         )
         idle = list(agents)
         results = []
-        with httpx.Client(base_url=serve.url, timeout=60, headers=admin.headers) as sync_admin:
-            for rate in args.rates:
-                results.append(
-                    await run_phase(
-                        serve, admin, sync_admin, agents, idle, rate, args.seconds, args.probes
-                    )
-                )
-                r = results[-1]
-                print(
-                    f"  phase {rate or 'max':>6}: sent {r.sent / r.seconds:8.0f}/s  absorbed "
-                    f"{r.absorbed_per_s:8.0f}/s  drain lag {r.drain_lag:5.2f} s  controller "
-                    f"CPU {r.server_cpu:5.1f}%  bench CPU {r.client_cpu:5.1f}%  push ms "
-                    f"(median/max) {fmt(r.push_ms)}  op→acked ms {fmt(r.online_ms)}",
-                    flush=True,
-                )
-        print(f"controller RSS after the phases: {serve.rss_mib():.0f} MiB")
+        for phase, rate in enumerate(args.rates):
+            results.append(
+                await run_phase(serve, admin, agents, idle, rate, args.seconds, args.probes, phase)
+            )
+            r = results[-1]
+            print(
+                f"  phase {rate or 'max':>6}: sent {r.sent / r.seconds:8.0f}/s  absorbed "
+                f"{r.absorbed_per_s:8.0f}/s  drain lag {r.drain_lag:5.2f} s  controller "
+                f"CPU {r.server_cpu:5.1f}%  beats per controller CPU-s "
+                f"{r.beats_per_cpu_second:6.0f}  bench CPU {r.client_cpu:5.1f}%  push ms "
+                f"(median/max) {fmt(r.push_ms)}  op→acked ms {fmt(r.online_ms)}",
+                flush=True,
+            )
+        print(f"controller RSS after the phases: {serve.rss_mib():.0f} MiB; {load()}")
         for agent in agents:
             if agent.ws is not None:
                 await agent.ws.close()
@@ -387,9 +397,15 @@ def main() -> None:
         try:
             print(
                 f"voipcloud heartbeats: {args.agents} agent channels, one controller process, "
-                f"SQLite, loopback, {os.cpu_count()} CPUs; phases of {args.seconds:.0f} s"
+                f"SQLite, loopback, {os.cpu_count()} CPUs; phases of {args.seconds:.0f} s; "
+                f"{load()}"
             )
             asyncio.run(bench(args, serve))
+        except BaseException:
+            log = serve.data_dir / "serve.log"
+            if log.exists():
+                print("controller log (tail):\n" + log.read_text(errors="replace")[-3000:])
+            raise
         finally:
             serve.stop()
     if args.profile is not None and args.profile.exists():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from contextlib import suppress
 
 import anyio
@@ -148,8 +149,11 @@ class AgentHub:
         agents = self._controller.agents
         last_sent = ""
         while True:
+            # jittered, so channels opened together (all agents reconnect after a controller
+            # restart) do not re-check together forever
+            recheck = RECHECK_SECONDS * random.uniform(0.5, 1.5)  # noqa: S311 - not crypto
             with suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=RECHECK_SECONDS)
+                await asyncio.wait_for(wake.wait(), timeout=recheck)
             wake.clear()  # before reading, so a commit during the read wakes us again
             try:
                 desired = await anyio.to_thread.run_sync(agents.desired, node_id, token)
