@@ -146,6 +146,9 @@ _INDEX: dict[tuple[Operation, S], S] = {(t.operation, t.source): t.target for t 
 PENDING_OPERATIONS = frozenset({Op.ACTIVATE, Op.DEACTIVATE, Op.FIX})
 # While an agent operation is pending, only these may run (the rest would race the agent).
 ALLOWED_WHILE_BUSY = frozenset({Op.EDIT_NODE, Op.DELETE, Op.ADMIN_REMOVE})
+# A pending deactivation is what DeactivatePending means, and SPEC 5 keeps every role
+# parameter editable there: the agent stops the roles; new values apply at the next activation.
+ALLOWED_WHILE_DEACTIVATING = ALLOWED_WHILE_BUSY | {Op.EDIT_ROLE}
 
 # Named groups answering "may I?" (Ironic style).
 DELETE_ALLOWED_STATUSES = frozenset(s for s in S if (Op.DELETE, s) in _INDEX)
@@ -194,7 +197,8 @@ def plan(operation: Operation, status: S, *, hostname: str) -> S:
 
 
 def check_not_busy(operation: Operation, pending: str | None, *, hostname: str) -> None:
-    if pending and operation not in ALLOWED_WHILE_BUSY:
+    allowed_now = ALLOWED_WHILE_DEACTIVATING if pending == "deactivate" else ALLOWED_WHILE_BUSY
+    if pending and operation not in allowed_now:
         raise RuleViolation(
             "operation-in-progress",
             f"{TITLES[operation]} is not available while node {hostname} has a pending "
