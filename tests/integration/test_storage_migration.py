@@ -17,7 +17,7 @@ from tests.integration.test_storage_api import live_storage_api, ok, s3_config, 
 from tests.support.moto import MotoServer, moto_server
 
 MiB = 1024 * 1024
-SMALL_OBJECTS = 240
+SMALL_OBJECTS = 200
 BASE = "/api/v1/storage/recordings"
 
 
