@@ -92,3 +92,28 @@ def test_properties_page_previews_then_saves_and_names_the_damaged_nodes(
     )
     assert site.node(node.id).status.value == "Damaged"
     expect(page.get_by_label("System domain")).to_have_value("voip.example.com")
+
+
+def test_wizard_page_shows_the_failure_reason_and_retries_to_online(
+    admin_page: Page, site: Site
+) -> None:
+    page = admin_page
+    ic = site.controller.infrastructure.wizard.controller_node()
+    broken = site.start_agent(
+        ic.id, config='[roles.pbx]\napply = "echo no media here >&2; exit 3"\n'
+    )
+
+    page.goto("/wizard")
+    page.get_by_label("System domain (SIP domain)").fill("voip.example.com")
+    page.get_by_label("Public IP address").fill("203.0.113.10")
+    page.get_by_role("button", name="Show the plan").click()
+    page.get_by_role("button", name="Confirm and activate").click()
+    expect(page.locator("#wizard-failure-reason")).to_contain_text("no media here", timeout=30_000)
+    expect(page.locator("#wizard-node-status")).to_have_text("ActivateFailed")
+    screenshot(page, "wizard-failed")
+
+    broken.stop()  # the administrator repairs the machine
+    site.start_agent(ic.id)
+    page.get_by_role("button", name="Retry activation").click()
+    expect(page.locator("#wizard-done")).to_be_visible(timeout=30_000)
+    assert site.node(ic.id).status.value == "Online"
