@@ -137,7 +137,8 @@ def _apply_s3(
             value = str(change[name]).strip()
             if name == "prefix":
                 value = value.strip("/")
-            if not pattern.match(value):
+            # an empty bucket means "not set": required only while the backend is s3
+            if not (name == "bucket" and value == "") and not pattern.match(value):
                 errors.append(FieldError((*loc, name), message))
             values[name] = value
     if "endpoint_url" in change:

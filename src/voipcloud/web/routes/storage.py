@@ -1,16 +1,182 @@
-"""Storage Configuration page (arrives with issue 7)."""
+"""Storage Configuration page: a form per resource kind, the probe, and migration progress."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import Request, Response
 
-from voipcloud.web.deps import WebAdmin, web_router
+from voipcloud.domain.errors import InvalidInput, RuleViolation
+from voipcloud.domain.storage import ResourceKind, parse_kind
+from voipcloud.services.storage import KindOverview, StorageService
+from voipcloud.web import flash
+from voipcloud.web.deps import ControllerDep, CsrfChecked, WebAdmin, web_router
+from voipcloud.web.forms import GENERAL, FormData, field_errors
 from voipcloud.web.templating import render
 
 router = web_router()
+PAGE = "/storage"
+FIELDS = (
+    "backend",
+    "path",
+    "bucket",
+    "region",
+    "endpoint_url",
+    "prefix",
+    "access_key_id",
+    "secret_access_key",
+    "server_side_encryption",
+)
+SECRETS = ("access_key_id", "secret_access_key")
 
 
-@router.get("/storage")
-def storage_page(request: Request, _admin: WebAdmin) -> Response:
+def _storage(request: Request, controller: ControllerDep) -> StorageService:
+    storage = controller.storage
+    storage.bind_data_dir(request.app.state.settings.data_dir)
+    return storage
+
+
+def _values(view: KindOverview) -> dict[str, Any]:
+    """What the form shows; the S3 keys are write-only, so never."""
+    config = view.config
+    return {
+        "backend": config.backend.value,
+        "path": config.local.path,
+        "bucket": config.s3.bucket,
+        "region": config.s3.region,
+        "endpoint_url": config.s3.endpoint_url or "",
+        "prefix": config.s3.prefix,
+        "access_key_id": "",
+        "secret_access_key": "",
+        "server_side_encryption": config.s3.server_side_encryption,
+        "access_key_hint": f"…{config.s3.access_key_id[-4:]}" if config.s3.access_key_id else "",
+        "secret_set": bool(config.s3.secret_access_key),
+    }
+
+
+def _change(form: dict[str, str]) -> dict[str, Any]:
+    """The posted form of one kind as a Storage Configuration change."""
+    s3: dict[str, Any] = {
+        "bucket": form.get("bucket", "").strip(),
+        "endpoint_url": form.get("endpoint_url", "").strip() or None,
+        "prefix": form.get("prefix", "").strip(),
+        "server_side_encryption": form.get("server_side_encryption") == "on",
+        # empty: keep the stored keys ("leave empty to keep")
+        "access_key_id": form.get("access_key_id", "").strip(),
+        "secret_access_key": form.get("secret_access_key", ""),
+    }
+    if form.get("region", "").strip():
+        s3["region"] = form["region"].strip()
+    return {
+        "backend": form.get("backend", "local"),
+        "local": {"path": form.get("path", "").strip()},
+        "s3": s3,
+    }
+
+
+def _page(
+    request: Request,
+    storage: StorageService,
+    *,
+    posted: tuple[ResourceKind, dict[str, Any], dict[str, str]] | None = None,
+    status_code: int = 200,
+) -> Response:
+    kinds = []
+    for view in storage.overview():
+        values, errors = _values(view), {}
+        if posted and posted[0] is view.config.kind:
+            values = {**values, **posted[1], **dict.fromkeys(SECRETS, "")}
+            errors = posted[2]
+        kinds.append({"view": view, "values": values, "errors": errors})
+    return render(
+        request, "storage/index.html", nav="storage", status_code=status_code, kinds=kinds
+    )
+
+
+@router.get(PAGE)
+def storage_page(request: Request, _admin: WebAdmin, controller: ControllerDep) -> Response:
     """Storage Configuration."""
-    return render(request, "storage/index.html", nav="storage")
+    return _page(request, _storage(request, controller))
+
+
+@router.post(PAGE + "/{kind}")
+def save_kind(
+    request: Request, kind: str, admin: CsrfChecked, controller: ControllerDep, form: FormData
+) -> Response:
+    """Save the configuration of one kind; empty key fields keep the stored keys."""
+    storage = _storage(request, controller)
+    resource_kind = parse_kind(kind)
+    try:
+        storage.configure(actor=admin, changes={kind: _change(form)})
+    except InvalidInput as exc:
+        errors = field_errors(exc, fields=set(FIELDS))
+        return _page(request, storage, posted=(resource_kind, form, errors), status_code=422)
+    except RuleViolation as exc:
+        posted = (resource_kind, dict(form), {GENERAL: exc.message})
+        return _page(request, storage, posted=posted, status_code=409)
+    view = next(v for v in storage.overview() if v.config.kind is resource_kind)
+    message = f"Saved the storage of {resource_kind.label.lower()}: {view.config.backend.label}."
+    if view.pending:
+        message += (
+            f" {view.pending} stored {resource_kind.value} are in the other backend: "
+            "start the migration below to move them."
+        )
+    return flash.redirect(request, PAGE, "success", message)
+
+
+@router.post(PAGE + "/{kind}/test")
+def probe_kind(
+    request: Request, kind: str, _admin: CsrfChecked, controller: ControllerDep, form: FormData
+) -> Response:
+    """Probe the settings in the form (saved keys where left empty); saves nothing."""
+    storage = _storage(request, controller)
+    resource_kind = parse_kind(kind)
+    try:
+        results = storage.test(kinds=[resource_kind], changes={kind: _change(form)})
+    except InvalidInput as exc:
+        return render(
+            request, "storage/_probe.html", results=[], errors=field_errors(exc), kind=kind
+        )
+    return render(request, "storage/_probe.html", results=results, errors={}, kind=kind)
+
+
+@router.get(PAGE + "/{kind}/migration")
+def migration_fragment(
+    request: Request, kind: str, _admin: WebAdmin, controller: ControllerDep
+) -> Response:
+    """The migration panel of one kind (polled while a migration runs)."""
+    storage = _storage(request, controller)
+    return _migration(request, storage, parse_kind(kind))
+
+
+@router.post(PAGE + "/{kind}/migration")
+def start_migration(
+    request: Request, kind: str, admin: CsrfChecked, controller: ControllerDep
+) -> Response:
+    """Start or resume the migration of one kind."""
+    storage = _storage(request, controller)
+    resource_kind = parse_kind(kind)
+    error = None
+    try:
+        storage.start_migration(actor=admin, kind=resource_kind)
+    except RuleViolation as exc:
+        error = exc.message
+    return _migration(request, storage, resource_kind, error=error)
+
+
+@router.post(PAGE + "/{kind}/migration/pause")
+def pause_migration(
+    request: Request, kind: str, _admin: CsrfChecked, controller: ControllerDep
+) -> Response:
+    """Pause the running migration of one kind."""
+    storage = _storage(request, controller)
+    resource_kind = parse_kind(kind)
+    storage.pause_migration(resource_kind)
+    return _migration(request, storage, resource_kind)
+
+
+def _migration(
+    request: Request, storage: StorageService, kind: ResourceKind, *, error: str | None = None
+) -> Response:
+    view = next(v for v in storage.overview() if v.config.kind is kind)
+    return render(request, "storage/_migration.html", view=view, error=error)
