@@ -3,6 +3,7 @@ the whole app (API + web) on a real HTTP server over 127.0.0.1, with real agent 
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +106,9 @@ def _all() -> Any:
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[Site]:
+def site(tmp_path: Path, sqlite_template: Path) -> Iterator[Site]:
+    (tmp_path / "data").mkdir()
+    shutil.copy(sqlite_template, tmp_path / "data" / "voipcloud.sqlite3")  # already migrated
     settings = Settings.model_validate(
         {
             "data_dir": tmp_path / "data",

@@ -10,15 +10,14 @@ from voipcloud.domain.errors import NotAuthenticated
 from voipcloud.services.auth import ADMIN_USERNAME
 from voipcloud.web import flash, sessions
 from voipcloud.web.deps import ControllerDep, CsrfChecked, web_router
+from voipcloud.web.forms import local_url
 from voipcloud.web.templating import render
 
 router = web_router()
 
 
 def _safe_next(next_url: str | None) -> str:
-    if not next_url or not next_url.startswith("/") or next_url.startswith("//"):
-        return "/"
-    return next_url
+    return local_url(next_url)
 
 
 def _login_page(
