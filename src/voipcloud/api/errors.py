@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 
 from voipcloud.domain.errors import (
     InvalidInput,
@@ -13,11 +20,40 @@ from voipcloud.domain.errors import (
     RuleViolation,
 )
 
+# FastAPI's answer when a body cannot be decoded at all (not UTF-8, nested too deep).
+_UNPARSABLE_BODY = "There was an error parsing the body"
+
+
+class _AsciiJSONResponse(JSONResponse):
+    """JSON with non-ASCII escaped: an answer that echoes the input (a 422 naming a field,
+    a 404 naming a path) can be sent even when the input holds a lone surrogate."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
 
 def install(app: FastAPI) -> None:
+    @app.exception_handler(RequestValidationError)
+    async def _request_invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _AsciiJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
+            detail = [
+                {
+                    "type": "json_invalid",
+                    "loc": ["body"],
+                    "msg": "the body is not decodable JSON (UTF-8, nested at most a few "
+                    "hundred levels)",
+                }
+            ]
+            return JSONResponse({"detail": detail}, status_code=422)
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(NotFound)
     async def _not_found(_request: Request, exc: NotFound) -> JSONResponse:
-        return JSONResponse({"detail": exc.message}, status_code=404)
+        return _AsciiJSONResponse({"detail": exc.message}, status_code=404)
 
     @app.exception_handler(RuleViolation)
     async def _rule(_request: Request, exc: RuleViolation) -> JSONResponse:
@@ -26,7 +62,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(InvalidInput)
     async def _invalid(_request: Request, exc: InvalidInput) -> JSONResponse:
         detail = [{"type": e.type, "loc": list(e.loc), "msg": e.message} for e in exc.errors]
-        return JSONResponse({"detail": detail}, status_code=422)
+        return _AsciiJSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(NodeGone)
     async def _gone(_request: Request, exc: NodeGone) -> JSONResponse:

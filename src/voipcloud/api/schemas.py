@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from voipcloud.domain import validation
 from voipcloud.domain.statuses import NodeStatus
+
+# Text fields: NUL (which PostgreSQL cannot store) and other control characters are refused
+# with a 422 naming the field, before anything reaches the services.
+OneLine = Annotated[str, AfterValidator(validation.check_text)]
+Text = Annotated[str, AfterValidator(lambda v: validation.check_text(v, multiline=True))]
 
 
 class Strict(BaseModel):
@@ -15,7 +21,7 @@ class Strict(BaseModel):
 
 
 class TokenRequest(Strict):
-    username: str = Field(max_length=64)
+    username: OneLine = Field(max_length=64)
     password: str = Field(max_length=1024)
 
 
@@ -26,17 +32,17 @@ class TokenPublic(BaseModel):
 
 
 class NodeCreate(Strict):
-    hostname: str = Field(max_length=253, examples=["sip-01.example.com"])
+    hostname: OneLine = Field(max_length=253, examples=["sip-01.example.com"])
     private_ip: str = Field(max_length=45, examples=["10.0.0.11"])
     public_ip: str | None = Field(default=None, max_length=45, examples=["203.0.113.11"])
-    container_id: str | None = Field(default=None, max_length=128)
+    container_id: OneLine | None = Field(default=None, max_length=128)
 
 
 class NodeUpdate(Strict):
-    hostname: str | None = Field(default=None, max_length=253)
+    hostname: OneLine | None = Field(default=None, max_length=253)
     private_ip: str | None = Field(default=None, max_length=45)
     public_ip: str | None = Field(default=None, max_length=45)
-    container_id: str | None = Field(default=None, max_length=128)
+    container_id: OneLine | None = Field(default=None, max_length=128)
 
 
 class ComponentPublic(BaseModel):
@@ -93,7 +99,7 @@ class NodesPublic(BaseModel):
 
 
 class RoleAssign(Strict):
-    role: str = Field(max_length=16, examples=["sip"])
+    role: OneLine = Field(max_length=16, examples=["sip"])
     parameters: dict[str, Any] = Field(default_factory=dict, max_length=64)
 
 
@@ -106,7 +112,7 @@ class RemoveRequest(Strict):
 
 
 class ActionRequest(Strict):
-    reason: str | None = Field(default=None, max_length=1000)
+    reason: Text | None = Field(default=None, max_length=1000)
 
 
 class ParameterPublic(BaseModel):
@@ -148,8 +154,8 @@ class EventsPublic(BaseModel):
 
 
 class ExtensionCreate(Strict):
-    number: str = Field(max_length=20, examples=["1001"])
-    label: str = Field(default="", max_length=255)
+    number: OneLine = Field(max_length=20, examples=["1001"])
+    label: OneLine = Field(default="", max_length=255)
 
 
 class ExtensionPublic(BaseModel):

@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from voipcloud.domain.errors import FieldError, InvalidInput
 from voipcloud.domain.roles import ROLES
 from voipcloud.domain.statuses import NodeStatus
+from voipcloud.domain.validation import check_text
 
 SORT_KEYS = ("id", "hostname", "status", "private_ip", "created_at", "updated_at", "last_seen")
 MAX_LIMIT = 500
 MAX_QUERY = 253
+MAX_OFFSET = 2**31 - 1  # beyond any listing; larger values would overflow the database
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +48,11 @@ class NodeFilter:
             errors.append(FieldError(("query", "role"), f"must be one of {', '.join(ROLES)}"))
         if q and len(q) > MAX_QUERY:
             errors.append(FieldError(("query", "q"), f"must be at most {MAX_QUERY} characters"))
+        elif q:
+            try:
+                check_text(q)
+            except ValueError as exc:
+                errors.append(FieldError(("query", "q"), str(exc)))
         sort = sort or "id"
         if sort.removeprefix("-") not in SORT_KEYS:
             errors.append(
@@ -55,8 +62,8 @@ class NodeFilter:
         if not 1 <= limit <= MAX_LIMIT:
             errors.append(FieldError(("query", "limit"), f"must be between 1 and {MAX_LIMIT}"))
         offset = offset or 0
-        if offset < 0:
-            errors.append(FieldError(("query", "offset"), "must not be negative"))
+        if not 0 <= offset <= MAX_OFFSET:
+            errors.append(FieldError(("query", "offset"), f"must be between 0 and {MAX_OFFSET}"))
         if errors:
             raise InvalidInput(errors)
         return cls(

@@ -14,7 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from voipcloud.domain.errors import FieldError, InvalidInput
-from voipcloud.domain.validation import normalize_domain, normalize_host_or_ip
+from voipcloud.domain.validation import check_text, normalize_domain, normalize_host_or_ip
 
 SECRET_MASK = "********"  # noqa: S105 - the mask shown instead of a secret
 
@@ -75,6 +75,7 @@ class Parameter:
             raise ValueError("must be true or false")
         if not isinstance(value, str):
             raise ValueError("must be a string")
+        check_text(value)  # NUL cannot be stored; no parameter is more than one line
         if len(value) > self.max_length:
             raise ValueError(f"must be at most {self.max_length} characters")
         if self.kind is Kind.DOMAIN:

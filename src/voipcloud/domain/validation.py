@@ -9,10 +9,52 @@ _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 MAX_HOSTNAME = 253
 
+# C0 controls, DEL, C1 controls, and lone UTF-16 surrogates (which no database can store).
+_NOT_ONE_LINE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# the same, but a multi-line text may hold tabs and line breaks
+_NOT_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_SURROGATES = re.compile("[\ud800-\udfff]")
+_LINE_BREAKS = re.compile("[\t\n\r]+")
+
+
+def check_text(value: str, *, multiline: bool = False) -> str:
+    """Administrator text (a label, an id, a reason): refuse NUL and other control characters.
+
+    PostgreSQL cannot store NUL at all; the other control characters have no place in a
+    one-line field. `multiline` texts may hold tabs and line breaks. Raises ValueError.
+    """
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    found = (_NOT_TEXT if multiline else _NOT_ONE_LINE).search(value)
+    if found:
+        char = found.group()
+        what = "NUL" if char == "\x00" else f"U+{ord(char):04X}"
+        if multiline:
+            raise ValueError(
+                f"must not contain control characters other than tabs and line breaks ({what})"
+            )
+        raise ValueError(f"must be one line of text without control characters ({what})")
+    return value
+
+
+def sanitize_text(value: str, *, multiline: bool = False) -> str:
+    """Text reported by a node's agent, made storable: control characters and lone
+    surrogates are dropped (a report must never be lost because of them)."""
+    if multiline:
+        return _SURROGATES.sub("", _UNPRINTABLE.sub("", value))
+    return _NOT_ONE_LINE.sub("", _LINE_BREAKS.sub(" ", value))
+
+
+def _require_str(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("must be a string, not null" if value is None else "must be a string")
+    return value
+
 
 def normalize_hostname(value: str) -> str:
     """RFC 1123 host name, compared case-insensitively; raises ValueError."""
-    name = value.strip().lower().rstrip(".")
+    name = _require_str(value).strip().lower().rstrip(".")
     if not name:
         raise ValueError("must not be empty")
     if len(name) > MAX_HOSTNAME:
@@ -35,8 +77,9 @@ def normalize_domain(value: str) -> str:
 
 
 def normalize_ip(value: str) -> str:
+    text = _require_str(value)
     try:
-        return str(ipaddress.ip_address(value.strip()))
+        return str(ipaddress.ip_address(text.strip()))
     except ValueError:
         raise ValueError(f"{value!r} is not a valid IPv4 or IPv6 address") from None
 

@@ -16,6 +16,7 @@ from sqlalchemy import Connection
 from voipcloud import protocol
 from voipcloud.domain.errors import NodeGone, NotAuthenticated
 from voipcloud.domain.statuses import NodeStatus
+from voipcloud.domain.validation import sanitize_text
 from voipcloud.services import transitions
 from voipcloud.services.context import Context, node_actor
 from voipcloud.services.operations import OperationService, Outcome
@@ -26,6 +27,31 @@ from voipcloud.store import events
 from voipcloud.store import nodes as node_rows
 
 REFUSAL_EVENTS_PER_MINUTE = 30
+
+
+def _line(text: str) -> str:
+    return sanitize_text(text).strip()
+
+
+def _reason(text: str | None) -> str | None:
+    return sanitize_text(text, multiline=True) if text is not None else None
+
+
+def sanitized(inventory: protocol.Inventory) -> protocol.Inventory:
+    """What an agent reports, made storable: NUL (which PostgreSQL cannot hold) and other
+    control characters are dropped, line breaks become spaces. A report is never lost to them."""
+    return inventory.model_copy(
+        update={
+            "os": _line(inventory.os),
+            "kernel": _line(inventory.kernel),
+            "container_id": _line(inventory.container_id),
+            "version": _line(inventory.version),
+            "components": [
+                c.model_copy(update={"name": _line(c.name), "version": _line(c.version)})
+                for c in inventory.components
+            ],
+        }
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +94,7 @@ class AgentService:
         self._refusals = _RefusalBudget(REFUSAL_EVENTS_PER_MINUTE)
 
     def join(self, request: protocol.JoinRequest, *, peer: str) -> Joined:
+        inventory = sanitized(request.inventory)
         digest = self._ctx.box.digest(request.session_key)
         with self._ctx.db.read() as conn:
             found = node_rows.get_by_key_digest(conn, digest)
@@ -90,7 +117,7 @@ class AgentService:
             if node is None or node.id != found.id:  # regenerated or deleted meanwhile
                 raise NotAuthenticated("The session key is not valid (wrong, revoked or deleted).")
             node_rows.set_agent_token(conn, node.id, token_digest(token))
-            self._store_inventory(conn, node.id, request.inventory)
+            self._store_inventory(conn, node.id, inventory)
             events.append(
                 conn,
                 at=now,
@@ -99,7 +126,7 @@ class AgentService:
                 operation="agent-joined",
                 status_before=node.status.value,
                 status_after=node.status.value,
-                reason=f"agent {request.inventory.version or '?'} joined from {peer}",
+                reason=f"agent {inventory.version or '?'} joined from {_line(peer)}",
             )
         self.presence.beat(node.id, now)
         return Joined(node_id=node.id, agent_token=token)
@@ -158,7 +185,7 @@ class AgentService:
 
     def record_inventory(self, node_id: int, inventory: protocol.Inventory) -> None:
         with self._ctx.db.write() as conn:
-            self._store_inventory(conn, node_id, inventory)
+            self._store_inventory(conn, node_id, sanitized(inventory))
 
     def _store_inventory(
         self, conn: Connection, node_id: int, inventory: protocol.Inventory
@@ -179,10 +206,11 @@ class AgentService:
             node_id,
             operation_id=outcome.operation_id,
             success=outcome.success,
-            reason=outcome.reason,
+            reason=_reason(outcome.reason),
         )
 
     def problem(self, node_id: int, reason: str) -> None:
+        reason = sanitize_text(reason, multiline=True)
         with self._ctx.db.write() as conn:
             node = transitions.load(conn, node_id)
             events.append(

@@ -52,6 +52,8 @@ class ExtensionService:
         return Extension(number=number, label=label.strip(), created_at=now)
 
     def remove(self, *, actor: str, number: str) -> None:
+        if not NUMBER.match(number):  # not an extension number: nothing to look up
+            raise NotFound(f"Extension {number!r} does not exist.")
         now = self._ctx.clock()
         with self._ctx.db.write() as conn:
             infrastructure.lock(conn)

@@ -15,9 +15,13 @@ from voipcloud.store import events
 from voipcloud.store import nodes as node_rows
 from voipcloud.store.database import Database
 
+# Node ids are 32-bit integers in the database; a larger one names no node (and must not
+# reach the database, which would refuse the query itself).
+MAX_NODE_ID = 2**31 - 1
+
 
 def load(conn: Connection, node_id: int) -> Node:
-    node = node_rows.get(conn, node_id)
+    node = node_rows.get(conn, node_id) if 0 < node_id <= MAX_NODE_ID else None
     if node is None:
         raise NotFound(f"Node {node_id} does not exist.")
     return node

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from voipcloud.api import convert
 from voipcloud.api.deps import ControllerDep, CurrentAdmin
 from voipcloud.api.schemas import EventsPublic
+from voipcloud.domain.filters import MAX_OFFSET
 
 router = APIRouter(tags=["events"])
 
@@ -19,7 +20,7 @@ def list_events(
     controller: ControllerDep,
     node_id: int | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> EventsPublic:
     """All events, newest first; node_id narrows to one node."""
     page = controller.nodes.events(node_id, limit=limit, offset=offset)

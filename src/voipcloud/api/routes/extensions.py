@@ -10,6 +10,7 @@ from voipcloud.api import convert
 from voipcloud.api.deps import ControllerDep, CurrentAdmin
 from voipcloud.api.errors import REFUSALS
 from voipcloud.api.schemas import ExtensionCreate, ExtensionPublic, ExtensionsPublic
+from voipcloud.domain.filters import MAX_OFFSET
 
 router = APIRouter(prefix="/extensions", tags=["extensions"], responses=REFUSALS)
 
@@ -19,7 +20,7 @@ def list_extensions(
     _admin: CurrentAdmin,
     controller: ControllerDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> ExtensionsPublic:
     """Provisioned extensions, by number."""
     page = controller.extensions.list(limit=limit, offset=offset)

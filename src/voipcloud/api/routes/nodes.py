@@ -17,7 +17,7 @@ from voipcloud.api.schemas import (
     NodesPublic,
     NodeUpdate,
 )
-from voipcloud.domain.filters import NodeFilter
+from voipcloud.domain.filters import MAX_OFFSET, NodeFilter
 from voipcloud.services.controller import Controller
 
 router = APIRouter(prefix="/nodes", tags=["nodes"], responses=REFUSALS)
@@ -40,7 +40,7 @@ def list_nodes(
     q: Annotated[str | None, Query(max_length=253)] = None,
     sort: Annotated[str | None, Query(max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> NodesPublic:
     """List nodes; Deleted ones only with status=Deleted."""
     flt = NodeFilter.parse(status=status, role=role, q=q, sort=sort, limit=limit, offset=offset)
@@ -99,7 +99,7 @@ def node_events(
     _admin: CurrentAdmin,
     controller: ControllerDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> EventsPublic:
     """The node's history, newest first."""
     page = controller.nodes.events(node_id, limit=limit, offset=offset)
