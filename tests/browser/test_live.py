@@ -48,11 +48,11 @@ def test_agent_joins_and_the_row_turns_online_without_reload(admin_page: Page, s
     components = layer.locator("#components tbody tr")
     assert components.count() == len(reported.components) > 0
     expect(layer.locator("#info-session-key")).to_have_text(site.session_key(node.id))
+    screenshot(page, "view-info", full_page=False)
     layer.get_by_label("Filter components").fill("fastapi")
     expect(layer.locator("#components tbody tr:visible").first).to_contain_text("fastapi")
     assert layer.locator("#components tbody tr:visible").count() < len(reported.components)
     layer.get_by_label("Filter components").fill("")
-    screenshot(page, "view-info", full_page=False)
     page.keyboard.press("Escape")
     expect(layer).to_be_hidden()
 
