@@ -36,6 +36,7 @@ import functools
 import json
 import os
 import pstats
+import signal
 import statistics
 import subprocess
 import sys
@@ -120,7 +121,9 @@ class Serve:
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
-            self.process.terminate()
+            # uvicorn re-raises the signal after its graceful shutdown; SIGTERM's default
+            # action would kill the process before cProfile writes, SIGINT's exception lets it
+            self.process.send_signal(signal.SIGINT if self.profile else signal.SIGTERM)
             try:
                 self.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
