@@ -2,8 +2,8 @@
 
 Each property is declared once in `PROPERTIES` (name, label, kind, what it is for). A role
 parameter whose `default_from` is `property:<name>` follows the property while the node does
-not override it; `role_changes()` says which effective parameters a change of properties moves,
-which is what marks Online nodes Damaged.
+not override it; `property_changes.role_changes()` says which effective parameters a change
+of properties moves, which is what marks Online nodes Damaged.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from functools import cache
 from typing import Any
 
 from voipcloud.domain.errors import FieldError, InvalidInput
-from voipcloud.domain.roles import ROLES, SECRET_MASK, Kind, Role, effective_parameters
+from voipcloud.domain.roles import ROLES, SECRET_MASK, Kind, Role
 from voipcloud.domain.validation import normalize_domain, normalize_host_or_ip, normalize_ip
 
 MAX_SERVERS = 8
@@ -383,49 +383,3 @@ def masked(props: Mapping[str, Any]) -> dict[str, Any]:
         else props.get(spec.name)
         for spec in PROPERTIES
     }
-
-
-@dataclass(frozen=True, slots=True)
-class ParameterChange:
-    role: str
-    parameter: str
-    property: str
-    old: Any
-    new: Any  # secrets masked
-
-
-def role_changes(
-    role: Role,
-    explicit: Mapping[str, Any],
-    *,
-    before: Mapping[str, Any],
-    after: Mapping[str, Any],
-    public_ip: str | None,
-) -> list[ParameterChange]:
-    """The role's effective parameters that move when the properties go from before to after.
-
-    A parameter with an explicit value never moves: the node overrides the property."""
-    old = effective_parameters(role, explicit, properties=before, public_ip=public_ip)
-    new = effective_parameters(role, explicit, properties=after, public_ip=public_ip)
-    changes = []
-    for name, value in new.items():
-        if value.value == old[name].value or not value.source.startswith("property:"):
-            continue
-        secret = role.is_secret(name)
-        changes.append(
-            ParameterChange(
-                role=role.code,
-                parameter=name,
-                property=value.source.removeprefix("property:"),
-                old=SECRET_MASK if secret else old[name].value,
-                new=SECRET_MASK if secret else value.value,
-            )
-        )
-    return changes
-
-
-def change_reason(changes: list[ParameterChange]) -> str:
-    """'infrastructure change: system domain changed' (topics in catalogue order)."""
-    names = {c.property for c in changes}
-    topics = list(dict.fromkeys(s.topic for s in PROPERTIES if s.name in names))
-    return f"infrastructure change: {', '.join(topics)} changed"

@@ -19,13 +19,11 @@ from voipcloud.domain.model import Node
 from voipcloud.domain.properties import (
     SECRET_PROPERTIES,
     SPECS,
-    ParameterChange,
-    change_reason,
     changed_names,
     masked,
-    role_changes,
     validate_changes,
 )
+from voipcloud.domain.property_changes import ParameterChange, change_reason, role_changes
 from voipcloud.domain.roles import ROLES
 from voipcloud.domain.statuses import NodeStatus
 from voipcloud.services import transitions
