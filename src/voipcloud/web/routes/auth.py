@@ -21,7 +21,12 @@ def _safe_next(next_url: str | None) -> str:
 
 
 def _login_page(
-    request: Request, *, next_url: str, error: str | None = None, status_code: int = 200
+    request: Request,
+    *,
+    next_url: str,
+    error: str | None = None,
+    status_code: int = 200,
+    username: str = ADMIN_USERNAME,
 ) -> Response:
     token = request.cookies.get(sessions.LOGIN_CSRF_COOKIE) or sessions.new_login_csrf()
     response = render(
@@ -31,7 +36,7 @@ def _login_page(
         login_csrf=token,
         next_url=next_url,
         error=error,
-        username=ADMIN_USERNAME,
+        username=username,
     )
     response.set_cookie(
         sessions.LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", path="/login"
@@ -74,7 +79,9 @@ def login(
     try:
         token, ttl = controller.auth.issue_token(username.strip(), password)
     except NotAuthenticated as exc:  # also LoginThrottled, with its own message
-        return _login_page(request, next_url=next_url, status_code=401, error=str(exc))
+        return _login_page(
+            request, next_url=next_url, status_code=401, error=str(exc), username=username[:64]
+        )
     response = flash.redirect(request, next_url)
     response.set_cookie(
         sessions.SESSION_COOKIE,
