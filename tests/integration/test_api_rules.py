@@ -674,3 +674,36 @@ def test_regenerate_session_key_changes_the_key(live: ControlledApi) -> None:
     assert operations(c, node_id)[-1] == "regenerate-session-key"
     again = action(c, node_id, "regenerate-session-key")
     assert again["session_key"] not in (key, regenerated["session_key"])
+    # the old keys no longer let an agent join (the refusal is logged); the current one does
+    with live.anonymous() as agent:
+        for old in (key, regenerated["session_key"]):
+            answer = expect(agent.post(f"{API}/agent/join", json={"session_key": old}), 401)
+            assert "not valid" in answer["detail"]
+        joined = expect(
+            agent.post(f"{API}/agent/join", json={"session_key": again["session_key"]}), 200
+        )
+        assert joined["node_id"] == node_id
+
+
+def test_regenerate_session_key_refused_while_deactivate_pending(live: ControlledApi) -> None:
+    """A decision where SPEC.md is silent: the agent of a DeactivatePending node must still
+    sign the deactivation complete, so its key is not replaced under it."""
+    c = live.client
+    host = unique("keyed-pending")
+    node_id = add_node(c, host)["node_id"]
+    key = assign(c, node_id, "jabber")["session_key"]
+    bring_online(live, node_id)
+    action(c, node_id, "deactivate")
+    refused(
+        c,
+        node_id,
+        "POST",
+        f"{API}/nodes/{node_id}/actions/regenerate-session-key",
+        status=409,
+        rule="operation-in-progress",
+        mentions=(host, "deactivate"),
+    )
+    assert get_node(c, node_id)["session_key"] == key
+    report(live, node_id, success=True)
+    assert get_node(c, node_id)["status"] == "Deactivated"
+    assert action(c, node_id, "regenerate-session-key")["session_key"] != key
