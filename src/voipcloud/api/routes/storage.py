@@ -82,7 +82,16 @@ def list_resources(
     return ResourcesPublic(items=[resource_public(r) for r in page.items], total=page.total)
 
 
-@router.put("/{kind}/resources/{key:path}", response_model=ResourcePublic)
+@router.put(
+    "/{kind}/resources/{key:path}",
+    response_model=ResourcePublic,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
 async def put_resource(
     kind: KindPath,
     key: KeyPath,
@@ -96,8 +105,13 @@ async def put_resource(
 ) -> ResourcePublic:
     """Store the request body as a resource (streamed through a temporary file)."""
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
+        pending = bytearray()
         async for chunk in request.stream():
-            spool.write(chunk)
+            pending += chunk
+            if len(pending) >= SPOOL_IN_MEMORY:  # write to disk off the event loop
+                await run_in_threadpool(spool.write, bytes(pending))
+                pending.clear()
+        spool.write(pending)
         spool.seek(0)
         stored = await run_in_threadpool(
             lambda: storage.put(
