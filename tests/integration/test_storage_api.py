@@ -357,6 +357,34 @@ def check_moving_a_location_that_holds_resources_is_refused(
     assert "Migrate them" in answer.json()["detail"]
 
 
+def check_a_node_stores_and_fetches_with_its_agent_credential(storage_api: LiveApi) -> None:
+    client = storage_api.client
+    node = ok(
+        client.post("/api/v1/nodes", json={"hostname": "pbx-9", "private_ip": "10.0.0.9"}), 201
+    )
+    assigned = ok(
+        client.post(
+            f"/api/v1/nodes/{node['node_id']}/roles", json={"role": "jabber", "parameters": {}}
+        ),
+        201,
+    )
+    with storage_api.anonymous() as anonymous:
+        joined = ok(
+            anonymous.post("/api/v1/agent/join", json={"session_key": assigned["session_key"]})
+        )
+        anonymous.headers["Authorization"] = f"Bearer {joined['agent_token']}"
+        base = "/api/v1/storage/voicemail/resources"
+        stored = ok(anonymous.put(f"{base}/1001/from-node.wav", content=b"RIFF node"))
+        assert stored["size"] == len(b"RIFF node")
+        assert anonymous.get(f"{base}/1001/from-node.wav").content == b"RIFF node"
+        # the configuration stays the administrator's
+        assert anonymous.get("/api/v1/storage").status_code == 401
+        assert anonymous.put("/api/v1/storage", json={}).status_code == 401
+        assert anonymous.post("/api/v1/storage/voicemail/migration").status_code == 401
+        anonymous.headers["Authorization"] = "Bearer not-a-credential"
+        assert anonymous.get(f"{base}/1001/from-node.wav").status_code == 401
+
+
 # --- the tests: a few scenarios per database, each on its own fresh server ------------------
 
 
@@ -378,3 +406,4 @@ def test_resources(storage_api: LiveApi, moto: MotoServer) -> None:
     check_resource_input_is_checked(storage_api)
     check_large_object_streams_through_multipart(storage_api, moto)
     check_moving_a_location_that_holds_resources_is_refused(storage_api, moto)
+    check_a_node_stores_and_fetches_with_its_agent_credential(storage_api)

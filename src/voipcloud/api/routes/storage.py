@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from voipcloud.api.deps import CurrentAdmin, get_controller
@@ -25,12 +26,32 @@ from voipcloud.api.storage_schemas import (
     resource_public,
     storage_public,
 )
-from voipcloud.domain.errors import NotFound
+from voipcloud.domain.errors import NotAuthenticated, NotFound
 from voipcloud.domain.storage import ResourceKind
+from voipcloud.services.context import admin_actor, node_actor
 from voipcloud.services.storage import StorageService
 
 router = APIRouter(prefix="/storage", tags=["storage"], responses=REFUSALS)
 SPOOL_IN_MEMORY = 1024 * 1024  # request bodies above this spool to a temporary file
+_bearer = HTTPBearer(auto_error=False)
+
+
+def resource_user(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> str:
+    """An administrator, or a node: its roles store and fetch resources with the agent
+    credential its agent got when it joined."""
+    controller = get_controller(request)
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise NotAuthenticated("Authentication required: send Authorization: Bearer <token>.")
+    try:
+        return admin_actor(controller.auth.authenticate(credentials.credentials))
+    except NotAuthenticated:
+        return node_actor(controller.agents.authenticate(credentials.credentials))
+
+
+ResourceUser = Annotated[str, Depends(resource_user)]
 
 
 def get_storage(request: Request) -> StorageService:
@@ -71,7 +92,7 @@ def probe_configuration(
 @router.get("/{kind}/resources", response_model=ResourcesPublic)
 def list_resources(
     kind: KindPath,
-    _admin: CurrentAdmin,
+    _user: ResourceUser,
     storage: StorageDep,
     prefix: Annotated[str, Query(max_length=512)] = "",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -96,7 +117,7 @@ async def put_resource(
     kind: KindPath,
     key: KeyPath,
     request: Request,
-    _admin: CurrentAdmin,
+    _user: ResourceUser,
     storage: StorageDep,
     content_type: Annotated[str | None, Header(max_length=255)] = None,
     x_checksum_sha256: Annotated[
@@ -131,7 +152,7 @@ async def put_resource(
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
 def get_resource(
-    kind: KindPath, key: KeyPath, _admin: CurrentAdmin, storage: StorageDep
+    kind: KindPath, key: KeyPath, _user: ResourceUser, storage: StorageDep
 ) -> StreamingResponse:
     """The resource's bytes, streamed from the backend that holds it."""
     resource, chunks = storage.open(kind=kind, key=key)
@@ -157,7 +178,7 @@ def _closing(chunks: Iterator[bytes]) -> Iterator[bytes]:
 
 @router.delete("/{kind}/resources/{key:path}", status_code=204)
 def delete_resource(
-    kind: KindPath, key: KeyPath, _admin: CurrentAdmin, storage: StorageDep
+    kind: KindPath, key: KeyPath, _user: ResourceUser, storage: StorageDep
 ) -> Response:
     """Delete a resource from its backend, then from the table."""
     storage.delete(kind=kind, key=key)
