@@ -195,13 +195,14 @@ async def create_agents(url: str, admin: httpx.AsyncClient, count: int) -> list[
     return await bounded(16, [functools.partial(one, i) for i in range(count)])
 
 
-async def open_channel(url: str, agent: SimAgent) -> None:
+async def open_channel(url: str, agent: SimAgent, compression: str | None) -> None:
     ws_url = url.replace("http://", "ws://") + f"{API}/agent/channel"
     agent.ws = await connect(
         ws_url,
         additional_headers={"Authorization": f"Bearer {agent.token}"},
         max_size=protocol.MAX_MESSAGE_BYTES,
         open_timeout=60,
+        compression=compression,
     )
     hello = protocol.Hello(inventory=protocol.Inventory(os="Debian GNU/Linux 12"))
     await agent.ws.send(hello.model_dump_json())
@@ -345,7 +346,9 @@ async def bench(args: argparse.Namespace, serve: Serve) -> None:
         t0 = time.monotonic()
         agents = await create_agents(serve.url, admin, args.agents)
         t1 = time.monotonic()
-        await bounded(64, [functools.partial(open_channel, serve.url, a) for a in agents])
+        await bounded(
+            64, [functools.partial(open_channel, serve.url, a, args.compression) for a in agents]
+        )
         t2 = time.monotonic()
         readers = [asyncio.create_task(a.read()) for a in agents]
         print(
@@ -390,6 +393,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each phase")
     parser.add_argument("--probes", type=int, default=5, help="pushed operations per phase")
     parser.add_argument("--profile", type=Path, help="write the controller's cProfile here")
+    parser.add_argument(
+        "--compression",
+        choices=["deflate"],
+        help="offer per-message deflate (the agent does not, since this benchmark showed its cost)",
+    )
     args = parser.parse_args()
     if args.agents * 2 + 100 > os.sysconf("SC_OPEN_MAX"):
         raise SystemExit(f"ulimit -n is too low for {args.agents} agents (2 sockets each)")

@@ -157,6 +157,9 @@ class Agent:
                 additional_headers=headers,
                 max_size=protocol.MAX_MESSAGE_BYTES,
                 open_timeout=10,
+                # no per-message deflate: frames are tiny, and each compressed channel costs
+                # the controller a zlib context (hundreds of KiB) and an inflate per beat
+                compression=None,
             ) as ws:
                 self._ws = ws
                 await self._send(
