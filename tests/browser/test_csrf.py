@@ -36,6 +36,12 @@ def test_forged_token_and_cross_site_post_are_refused(admin_page: Page, site: Si
     assert site.node(node.id).status.value == "Offline"
 
 
+def test_pages_cannot_be_framed_nor_cached(admin_page: Page, site: Site) -> None:
+    answer = admin_page.request.get(f"{site.url}/")
+    assert answer.headers["x-frame-options"] == "DENY"
+    assert answer.headers["cache-control"] == "no-store"
+
+
 def test_login_form_needs_its_token_too(page: Page, site: Site) -> None:
     page.goto("/login")
     page.locator("input[name=csrf_token]").evaluate("input => input.value = 'forged'")

@@ -42,6 +42,16 @@ templates.env.globals["version"] = __version__
 templates.env.globals["ACTION_LABELS"] = ACTION_LABELS
 
 
+# Pages show session keys and carry CSRF tokens: never framed, cached or leaked by referrer.
+PAGE_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
 def is_htmx(request: Request) -> bool:
     return request.headers.get("HX-Request") == "true"
 
@@ -70,7 +80,7 @@ def render(
             **context,
         },
         status_code=status_code,
-        headers=headers,
+        headers={**PAGE_HEADERS, **(headers or {})},
     )
     if messages and not is_htmx(request):
         response.delete_cookie(flash.FLASH_COOKIE, path="/")
