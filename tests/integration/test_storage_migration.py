@@ -96,6 +96,10 @@ def test_local_to_s3_paused_halfway_resumed_and_verified(
     assert (local_root / corrupted).read_bytes() == b"bit rot"  # the original is kept
     still = ok(client.get(f"{BASE}/resources", params={"prefix": corrupted}))["items"]
     assert [(r["key"], r["backend"]) for r in still] == [(corrupted, "local")]
+    damaged = client.get(f"{BASE}/resources/{corrupted}")  # refused before any byte is sent
+    assert damaged.status_code == 409
+    assert damaged.json()["rule"] == "storage-checksum-mismatch"
+    assert "is damaged: 7 bytes" in damaged.json()["detail"]
 
     # replace the damaged one, then the migration completes
     ok(client.put(f"{BASE}/resources/{corrupted}", content=contents[corrupted]))

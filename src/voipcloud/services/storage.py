@@ -324,7 +324,7 @@ class StorageService:
         check_key(key)
         found = self.resource(kind=kind, key=key)
         backend = self.backend(self.config(kind), BackendType(found.backend))
-        return found, backend.open(key)
+        return found, backend.open(key, size=found.size)
 
     def list(
         self, *, kind: ResourceKind, prefix: str = "", limit: int = 100, offset: int = 0

@@ -76,8 +76,9 @@ class Backend(Protocol):
 
     def put(self, key: str, source: Readable, *, size: int, content_type: str) -> None: ...
 
-    def open(self, key: str) -> Iterator[bytes]:
-        """Open eagerly (errors surface here), then yield the bytes in chunks."""
+    def open(self, key: str, *, size: int | None = None) -> Iterator[bytes]:
+        """Open eagerly (errors surface here, and a copy whose size is not `size`), then
+        yield the bytes in chunks."""
         ...
 
     def delete(self, key: str) -> None: ...
@@ -119,6 +120,14 @@ class ChunkReader:
         return out
 
 
+def damaged(kind: ResourceKind, key: str, found: int, size: int, where: str) -> BackendFailure:
+    return BackendFailure(
+        FailureReason.CHECKSUM_MISMATCH,
+        f"The copy of {kind.value} resource {key} in {where} is damaged: {found} bytes where "
+        f"{size} were stored. Store it again, or restore it from a backup.",
+    )
+
+
 # --- local directory ----------------------------------------------------------------------
 
 
@@ -148,7 +157,7 @@ class LocalBackend:
                 part.unlink()
             raise self._failure(exc, "write to") from None
 
-    def open(self, key: str) -> Iterator[bytes]:
+    def open(self, key: str, *, size: int | None = None) -> Iterator[bytes]:
         try:
             handle = self._path(key).open("rb")
         except FileNotFoundError:
@@ -157,6 +166,10 @@ class LocalBackend:
             ) from None
         except OSError as exc:
             raise self._failure(exc, "read from") from None
+        found = os.fstat(handle.fileno()).st_size
+        if size is not None and found != size:
+            handle.close()
+            raise damaged(self.kind, key, found, size, f"the local directory {self.root}")
         return self._chunks(handle)
 
     @staticmethod
@@ -260,7 +273,7 @@ class S3Backend:
                 self._client.abort_multipart_upload(Bucket=bucket, Key=name, UploadId=upload_id)
             raise
 
-    def open(self, key: str) -> Iterator[bytes]:
+    def open(self, key: str, *, size: int | None = None) -> Iterator[bytes]:
         try:
             answer = self._client.get_object(Bucket=self.settings.bucket, Key=self.object_key(key))
         except (BotoCoreError, ClientError) as exc:
@@ -270,6 +283,10 @@ class S3Backend:
                     f"{self.settings.bucket}."
                 ) from None
             raise self.translate(exc, "read") from None
+        found = answer.get("ContentLength")
+        if size is not None and found is not None and found != size:
+            answer["Body"].close()
+            raise damaged(self.kind, key, found, size, f"bucket {self.settings.bucket}")
         return self._chunks(answer["Body"])
 
     def _chunks(self, body: Any) -> Iterator[bytes]:
