@@ -83,6 +83,7 @@ def test_configure_test_save_and_migrate_voicemail_to_s3(
     expect(panel).to_have_attribute("data-status", "completed", timeout=30_000)
     expect(panel.locator("[data-progress]")).to_have_text("30 of 30")
     expect(panel.locator("progress")).to_have_attribute("value", "30")
+    expect(panel.locator("[data-usage]")).to_contain_text("30 on Amazon S3")
     screenshot(page, "storage-migrated")
     listed = storage.list(kind=ResourceKind.VOICEMAIL, limit=100)
     assert {r.backend for r in listed.items} == {"s3"}

@@ -29,7 +29,7 @@ from voipcloud.domain.storage import (
     KindConfig,
     ResourceKind,
 )
-from voipcloud.services.context import Context
+from voipcloud.services.context import CONTROLLER_ACTOR, Context
 from voipcloud.services.storage_backends import ChunkReader, digest
 from voipcloud.store import events
 from voipcloud.store import storage as rows
@@ -290,6 +290,17 @@ class StorageMigrations:
                 updated_at=now,
                 finished_at=now if final else None,
             )
+            if final:
+                events.append(
+                    conn,
+                    at=now,
+                    actor=CONTROLLER_ACTOR,
+                    node_id=None,
+                    operation="migrate-storage",
+                    reason=f"storage of {kind.value}: migration to {target.label} {status.value}, "
+                    f"{done} of {total} resources there"
+                    + (f", {failed} failed: {last_error}" if failed else ""),
+                )
 
 
 def _mismatch(resource: ResourceRow, what: str) -> BackendFailure:
