@@ -43,7 +43,7 @@ from voipcloud.services.storage_backends import (
     digest,
 )
 from voipcloud.services.storage_migration import MigrationProgress, StorageMigrations
-from voipcloud.store import events
+from voipcloud.store import events, infrastructure
 from voipcloud.store import storage as rows
 from voipcloud.store.storage import ConfigRow, ResourceRow
 
@@ -157,7 +157,7 @@ class StorageService:
         proposed = self.candidate(changes)
         now = self.ctx.clock()
         with self.ctx.db.write() as conn:
-            rows.lock_configs(conn)
+            infrastructure.lock(conn)  # serializes configuration changes, even the first
             stored = rows.configs(conn)
             usage = rows.usage(conn)
             for kind, after in proposed.items():

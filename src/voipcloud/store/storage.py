@@ -68,12 +68,6 @@ def save_config(conn: Connection, row: ConfigRow, *, now: datetime) -> None:
         conn.execute(insert(storage_config).values(kind=row.kind, **values))
 
 
-def lock_configs(conn: Connection) -> None:
-    """Serialize configuration changes (SQLite already holds its write lock)."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(select(storage_config.c.kind).with_for_update())
-
-
 # --- resources ----------------------------------------------------------------------------
 
 
