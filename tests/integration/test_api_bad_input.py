@@ -1014,7 +1014,7 @@ ROLE_BODY = JSON | st.fixed_dictionaries(
     },
 )
 FUZZ = settings(
-    max_examples=60,
+    max_examples=40,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],

@@ -33,7 +33,7 @@ from tests.integration.live_controller import (
     unique,
 )
 
-ROUNDS = 6
+ROUNDS = 5
 RACE = "concurrent-change"
 BUSY = "operation-in-progress"
 
