@@ -22,7 +22,8 @@ class Settings(BaseSettings):
     token_ttl: float = Field(default=12 * 3600.0, gt=0)
     heartbeat_interval: float = Field(default=10.0, gt=0)
     missed_beats: int = Field(default=3, ge=1)
-    max_body_bytes: int = 1_048_576
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_upload_bytes: int = Field(default=4 * 1024**3, ge=1024)  # one stored resource
 
     def resolved_database_url(self) -> str:
         return self.database_url or sqlite_url(self.data_dir.resolve())

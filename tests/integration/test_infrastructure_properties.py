@@ -38,6 +38,17 @@ def test_properties_read_typed_with_secrets_masked(infra: Infra) -> None:
     assert users == {("sip", "sip_domain"), ("jabber", "xmpp_domain")}
 
 
+def test_generated_passwords_are_encrypted_from_the_first_start(infra: Infra) -> None:
+    with infra.controller.ctx.db.read() as conn:
+        revealed = infra.controller.infrastructure.read(conn)
+        stored = conn.execute(sa.select(infrastructure_table.c.properties)).scalar_one()
+    for secret in ("sql_password", "queue_password", "dd_password"):
+        generated = revealed[secret]
+        assert len(generated) >= 16
+        assert generated not in str(stored)
+        assert stored[secret] != generated
+
+
 def test_domain_change_marks_exactly_the_affected_online_nodes_damaged(infra: Infra) -> None:
     follows = infra.add_node("sip-follows", role="sip")
     overrides = infra.add_node(

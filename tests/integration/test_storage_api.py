@@ -3,6 +3,7 @@ real `moto_server` process (plain, and one that checks credentials)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from collections.abc import Iterator
@@ -10,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
@@ -36,8 +38,9 @@ def moto_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
 
 @contextmanager
 def live_storage_api(tmp_path: Path, database_url: str) -> Iterator[LiveApi]:
-    """The app with a 64 MiB body limit (recordings are large)."""
-    settings = make_settings(tmp_path, database_url, max_body_bytes=64 * MiB)
+    """The app with its default body limit (1 MiB: resources stream past it) and a 16 MiB
+    limit per stored resource, so the upload limit can be shown cheaply."""
+    settings = make_settings(tmp_path, database_url, max_upload_bytes=16 * MiB)
     with serve_in_thread(create_app(settings)) as base_url:
         client = login(base_url)
         try:
@@ -385,6 +388,23 @@ def check_a_node_stores_and_fetches_with_its_agent_credential(storage_api: LiveA
         assert anonymous.get(f"{base}/1001/from-node.wav").status_code == 401
 
 
+def check_uploads_over_their_limit_are_refused_and_not_stored(api: LiveApi) -> None:
+    client = api.client
+    url = "/api/v1/storage/faxes/resources/too-big.pdf"
+    declared = client.put(url, content=b"x" * (16 * MiB + 1))
+    assert declared.status_code == 413, declared.text
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit cuts the stream off
+        for _ in range(17):
+            yield b"y" * MiB
+
+    with contextlib.suppress(httpx.HTTPError):  # the server may hang up mid-body
+        client.put(url, content=chunks())
+    assert client.get(url).status_code == 404
+    listed = client.get("/api/v1/storage/faxes/resources", params={"prefix": "too-big"})
+    assert listed.json()["total"] == 0
+
+
 # --- the tests: a few scenarios per database, each on its own fresh server ------------------
 
 
@@ -407,3 +427,4 @@ def test_resources(storage_api: LiveApi, moto: MotoServer) -> None:
     check_large_object_streams_through_multipart(storage_api, moto)
     check_moving_a_location_that_holds_resources_is_refused(storage_api, moto)
     check_a_node_stores_and_fetches_with_its_agent_credential(storage_api)
+    check_uploads_over_their_limit_are_refused_and_not_stored(storage_api)

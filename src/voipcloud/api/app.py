@@ -48,6 +48,7 @@ def build_controller(settings: Settings) -> Controller:
         token_ttl=settings.token_ttl,
         heartbeat_interval=settings.heartbeat_interval,
         missed_beats=settings.missed_beats,
+        data_dir=settings.data_dir.resolve(),
     )
     return Controller.build(ctx)
 
@@ -118,7 +119,11 @@ def create_app(settings: Settings | None = None, controller: Controller | None =
     app.state.hub = hub
     app.state.settings = settings
     errors.install(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=settings.max_body_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
 
     api = APIRouter(prefix="/api/v1")
     for module in (auth, nodes, roles, events, extensions, agent, infrastructure, storage):

@@ -4,28 +4,39 @@ A declared Content-Length over the limit is refused at once. A body without one 
 `Transfer-Encoding: chunked`) or one longer than it declared is read up to the limit and
 refused as soon as it passes it; a body within the limit is handed on to the application.
 The limit is small (about a megabyte), so holding one body in memory is fine.
+
+Stored resources (`PUT /api/v1/storage/{kind}/resources/{key}`) are the exception: their route
+streams the body to a temporary file, so they pass through unbuffered under their own, much
+larger limit (`max_upload_bytes`): a declared length over it is refused at once, and a body
+that grows past it is cut off (the route sees the client go away and stores nothing).
 """
 
 from __future__ import annotations
 
 import json
+import re
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+STREAMED_UPLOAD = re.compile(r"^/api/v1/storage/[^/]+/resources/.+")
+
 
 class BodySizeLimit:
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, max_upload_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.max_upload_bytes = max_upload_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers", []):
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._refuse(send)
-                return
+        if scope["method"] == "PUT" and STREAMED_UPLOAD.match(scope["path"]):
+            await self._stream(scope, receive, send)
+            return
+        if _declared_length(scope) > self.max_bytes:
+            await self._refuse(send, self.max_bytes)
+            return
         chunks: list[bytes] = []
         received = 0
         while True:
@@ -35,7 +46,7 @@ class BodySizeLimit:
             chunk = message.get("body", b"")
             received += len(chunk)
             if received > self.max_bytes:
-                await self._refuse(send)
+                await self._refuse(send, self.max_bytes)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -52,8 +63,27 @@ class BodySizeLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps({"detail": f"Request body larger than {self.max_bytes} bytes."})
+    async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limit = self.max_upload_bytes
+        if _declared_length(scope) > limit:
+            await self._refuse(send, limit)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    return {"type": "http.disconnect"}
+            return message
+
+        await self.app(scope, counted, send)
+
+    @staticmethod
+    async def _refuse(send: Send, limit: int) -> None:
+        body = json.dumps({"detail": f"Request body larger than {limit} bytes."})
         await send(
             {
                 "type": "http.response.start",
@@ -66,3 +96,10 @@ class BodySizeLimit:
             }
         )
         await send({"type": "http.response.body", "body": body.encode()})
+
+
+def _declared_length(scope: Scope) -> int:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length" and value.isdigit():
+            return int(value)
+    return -1

@@ -6,12 +6,13 @@ import socket
 
 from voipcloud.domain import validation
 from voipcloud.domain.model import Node
-from voipcloud.domain.properties import initial_properties
+from voipcloud.domain.properties import SECRET_PROPERTIES, initial_properties
 from voipcloud.domain.roles import CONTROLLER_ROLE
 from voipcloud.domain.statuses import NodeStatus
 from voipcloud.services import transitions
 from voipcloud.services.context import CONTROLLER_ACTOR, Context
 from voipcloud.services.nodes import NodeService
+from voipcloud.services.roles import seal
 from voipcloud.store import events, infrastructure, roles
 from voipcloud.store import nodes as node_rows
 
@@ -32,6 +33,11 @@ def this_machine() -> tuple[str, str]:
     return hostname, address
 
 
+def _sealed_initial(ctx: Context, hostname: str) -> dict[str, object]:
+    """The first properties, their generated shared passwords encrypted at rest."""
+    return seal(ctx.box, initial_properties(controller_hostname=hostname), secret=SECRET_PROPERTIES)
+
+
 def ensure_controller_node(ctx: Context, nodes: NodeService) -> Node:
     with ctx.db.write() as conn:
         existing = node_rows.get_controller(conn)
@@ -39,16 +45,14 @@ def ensure_controller_node(ctx: Context, nodes: NodeService) -> Node:
             if not infrastructure.exists(conn):
                 infrastructure.create(
                     conn,
-                    properties=initial_properties(controller_hostname=existing.hostname),
+                    properties=_sealed_initial(ctx, existing.hostname),
                     now=ctx.clock(),
                 )
             return existing
         hostname, address = this_machine()
         now = ctx.clock()
         if not infrastructure.exists(conn):
-            infrastructure.create(
-                conn, properties=initial_properties(controller_hostname=hostname), now=now
-            )
+            infrastructure.create(conn, properties=_sealed_initial(ctx, hostname), now=now)
         if node_rows.live_hostname_owner(conn, hostname) is not None:
             hostname = f"{hostname}-controller"
         node_id = node_rows.insert_node(

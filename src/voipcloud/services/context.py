@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 from voipcloud.services.secrets_box import SecretBox
 from voipcloud.store.database import Database
@@ -20,6 +21,7 @@ class Context:
     token_ttl: float = 12 * 3600.0  # seconds an API token stays valid
     heartbeat_interval: float = 10.0  # seconds between agent heartbeats
     missed_beats: int = 3  # an agent is "lost" after this many missed heartbeats
+    data_dir: Path | None = None  # where local files live (storage); None: ./voipcloud-data
 
 
 def admin_actor(username: str) -> str:

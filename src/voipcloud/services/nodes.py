@@ -55,6 +55,8 @@ def _clean_node_fields(values: dict[str, Any]) -> dict[str, Any]:
             elif name == "container_id":
                 if value and len(value) > MAX_CONTAINER_ID:
                     raise ValueError(f"must be at most {MAX_CONTAINER_ID} characters")
+                if value:
+                    validation.check_text(value)
                 clean[name] = value.strip() or None if value else None
             else:
                 raise ValueError("unknown field")
@@ -68,6 +70,11 @@ def _clean_node_fields(values: dict[str, Any]) -> dict[str, Any]:
 def _check_reason(reason: str | None) -> str | None:
     if reason is not None and len(reason) > MAX_REASON:
         raise InvalidInput.one(("body", "reason"), f"must be at most {MAX_REASON} characters")
+    if reason:
+        try:
+            validation.check_text(reason, multiline=True)
+        except ValueError as exc:
+            raise InvalidInput.one(("body", "reason"), str(exc)) from exc
     return reason.strip() or None if reason else None
 
 

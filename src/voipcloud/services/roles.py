@@ -27,6 +27,7 @@ from voipcloud.domain.statuses import NodeStatus
 from voipcloud.services import transitions
 from voipcloud.services.context import CONTROLLER_ACTOR, Context
 from voipcloud.services.nodes import NodeService
+from voipcloud.services.secrets_box import SecretBox
 from voipcloud.store import extensions, infrastructure
 from voipcloud.store import roles as role_rows
 
@@ -278,12 +279,7 @@ class RoleService:
 
     def conceal(self, values: dict[str, Any], *, secret: frozenset[str]) -> dict[str, Any]:
         """Values ready to store: the ones named in `secret` encrypted."""
-        return {
-            name: {_ENCRYPTED: self._ctx.box.encrypt(str(value)).decode()}
-            if name in secret and value is not None
-            else value
-            for name, value in values.items()
-        }
+        return seal(self._ctx.box, values, secret=secret)
 
     # helpers
     def _check_effective(
@@ -314,6 +310,16 @@ class RoleService:
             else value
             for name, value in stored.items()
         }
+
+
+def seal(box: SecretBox, values: dict[str, Any], *, secret: frozenset[str]) -> dict[str, Any]:
+    """Values ready to store: the ones named in `secret` encrypted at rest."""
+    return {
+        name: {_ENCRYPTED: box.encrypt(str(value)).decode()}
+        if name in secret and value is not None
+        else value
+        for name, value in values.items()
+    }
 
 
 def _known_role(code: str, *, in_path: bool = True) -> Role:

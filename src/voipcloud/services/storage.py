@@ -80,7 +80,7 @@ class StorageService:
         self, ctx: Context, *, data_dir: Path | None = None, tuning: S3Tuning | None = None
     ) -> None:
         self.ctx = ctx
-        self.data_dir = data_dir
+        self.data_dir = data_dir or ctx.data_dir
         self.tuning = tuning or S3Tuning.from_env()
         self.migrations = StorageMigrations(ctx, self)
 

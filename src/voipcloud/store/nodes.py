@@ -27,6 +27,8 @@ from voipcloud.store.tables import nodes, role_assignments
 
 _SECRET_COLUMNS = ("session_key_encrypted", "session_key_digest", "agent_token_digest")
 _COLUMNS = [c for c in nodes.c if c.name not in _SECRET_COLUMNS]
+# Listings never show the components, and decoding them was most of a page's cost.
+_LISTING_COLUMNS = [c for c in _COLUMNS if c.name != "components"]
 _HAS_KEY = nodes.c.session_key_digest.is_not(None).label("has_session_key")
 
 
@@ -48,7 +50,7 @@ def _node(data: RowMapping, roles: list[str]) -> Node:
         agent_version=data["agent_version"],
         os=data["os"],
         kernel=data["kernel"],
-        components=[Component(c["name"], c["version"]) for c in data["components"] or []],
+        components=[Component(c["name"], c["version"]) for c in data.get("components") or []],
         last_seen=data["last_seen"],
         created_at=data["created_at"],
         updated_at=data["updated_at"],
@@ -182,7 +184,7 @@ def list_page(conn: Connection, flt: NodeFilter) -> Page[Node]:
     column = nodes.c[flt.sort.removeprefix("-")]
     order = column.desc() if flt.sort.startswith("-") else column.asc()
     rows = conn.execute(
-        select(*_COLUMNS, _HAS_KEY)
+        select(*_LISTING_COLUMNS, _HAS_KEY)
         .where(*where)
         .order_by(order, nodes.c.id)
         .limit(flt.limit)

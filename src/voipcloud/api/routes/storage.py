@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from voipcloud.api.deps import CurrentAdmin, get_controller
 from voipcloud.api.errors import REFUSALS
@@ -55,9 +56,7 @@ ResourceUser = Annotated[str, Depends(resource_user)]
 
 
 def get_storage(request: Request) -> StorageService:
-    storage = get_controller(request).storage
-    storage.bind_data_dir(request.app.state.settings.data_dir)
-    return storage
+    return get_controller(request).storage
 
 
 StorageDep = Annotated[StorageService, Depends(get_storage)]
@@ -123,15 +122,24 @@ async def put_resource(
     x_checksum_sha256: Annotated[
         str | None, Header(max_length=64, description="optional: refused if it differs")
     ] = None,
-) -> ResourcePublic:
+) -> ResourcePublic | JSONResponse:
     """Store the request body as a resource (streamed through a temporary file)."""
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
         pending = bytearray()
-        async for chunk in request.stream():
-            pending += chunk
-            if len(pending) >= SPOOL_IN_MEMORY:  # write to disk off the event loop
-                await run_in_threadpool(spool.write, bytes(pending))
-                pending.clear()
+        try:
+            async for chunk in request.stream():
+                pending += chunk
+                if len(pending) >= SPOOL_IN_MEMORY:  # write to disk off the event loop
+                    await run_in_threadpool(spool.write, bytes(pending))
+                    pending.clear()
+        except ClientDisconnect:  # the client left, or the body passed the upload limit
+            return JSONResponse(
+                status_code=413,
+                content={
+                    "detail": "The upload was cut off (larger than the upload limit, "
+                    "or the client went away); nothing was stored."
+                },
+            )
         spool.write(pending)
         spool.seek(0)
         stored = await run_in_threadpool(
