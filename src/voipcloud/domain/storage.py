@@ -203,12 +203,12 @@ def check_location_change(
 
 KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*(/[A-Za-z0-9][A-Za-z0-9._\-]*)*$")
 MAX_KEY = 512
-CONTENT_TYPE = re.compile(r"^[\w.+\-]+/[\w.+\-]+(\s*;.*)?$")
+CONTENT_TYPE = re.compile(r"[\w.+\-]+/[\w.+\-]+( *;[\x20-\x7e]*)?", re.ASCII)
 
 
 def check_key(key: str) -> str:
     """Resource keys are relative paths such as `1001/2026-11-24T10-00-00.wav`."""
-    if len(key) > MAX_KEY or not KEY.match(key) or ".." in key.split("/"):
+    if len(key) > MAX_KEY or not KEY.fullmatch(key) or ".." in key.split("/"):
         raise InvalidInput.one(
             ("path", "key"),
             f"must be at most {MAX_KEY} characters: segments of letters, digits, '.', '_', "
@@ -219,7 +219,7 @@ def check_key(key: str) -> str:
 
 def check_content_type(value: str | None) -> str:
     value = (value or "application/octet-stream").strip()
-    if len(value) > 255 or not CONTENT_TYPE.match(value):
+    if len(value) > 255 or not CONTENT_TYPE.fullmatch(value):
         raise InvalidInput.one(("header", "content-type"), "must be a media type such as audio/wav")
     return value
 

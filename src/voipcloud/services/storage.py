@@ -42,7 +42,7 @@ from voipcloud.services.storage_backends import (
     S3Tuning,
     digest,
 )
-from voipcloud.services.storage_migration import MigrationProgress, StorageMigrations
+from voipcloud.services.storage_migration import KeyLocks, MigrationProgress, StorageMigrations
 from voipcloud.store import events, infrastructure
 from voipcloud.store import storage as rows
 from voipcloud.store.storage import ConfigRow, ResourceRow
@@ -82,6 +82,7 @@ class StorageService:
         self.ctx = ctx
         self.data_dir = data_dir or ctx.data_dir
         self.tuning = tuning or S3Tuning.from_env()
+        self.locks = KeyLocks()
         self.migrations = StorageMigrations(ctx, self)
 
     def bind_data_dir(self, data_dir: Path) -> None:
@@ -277,6 +278,18 @@ class StorageService:
                 f"does not match the content received (sha256 {sha256}); resend the resource",
             )
         content.seek(start)
+        with self.locks.hold(kind, key):
+            return self._put(kind, key, content, content_type, sha256, size)
+
+    def _put(
+        self,
+        kind: ResourceKind,
+        key: str,
+        content: BinaryIO,
+        content_type: str,
+        sha256: str,
+        size: int,
+    ) -> Resource:
         config = self.config(kind)
         backend = self.backend(config)
         backend.put(key, content, size=size, content_type=content_type)
@@ -334,15 +347,18 @@ class StorageService:
         return Page(items=items, total=total)
 
     def delete(self, *, kind: ResourceKind, key: str) -> None:
-        """Delete the bytes first: a failure leaves the resource whole and listed."""
+        """Delete the bytes first (a stale copy before the live one): a failure leaves the
+        resource whole and listed. Waits for a migration moving this very resource, so no
+        copy is left behind in either place."""
         check_key(key)
-        found = self.resource(kind=kind, key=key)
-        config = self.config(kind)
-        self.backend(config, BackendType(found.backend)).delete(key)
-        if found.stale_backend:
-            self.backend(config, BackendType(found.stale_backend)).delete(key)
-        with self.ctx.db.write() as conn:
-            rows.remove(conn, kind.value, key)
+        with self.locks.hold(kind, key):
+            found = self.resource(kind=kind, key=key)
+            config = self.config(kind)
+            if found.stale_backend:
+                self.backend(config, BackendType(found.stale_backend)).delete(key)
+            self.backend(config, BackendType(found.backend)).delete(key)
+            with self.ctx.db.write() as conn:
+                rows.remove(conn, kind.value, key)
 
     # --- migration ----------------------------------------------------------------------
 

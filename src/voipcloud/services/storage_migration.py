@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -42,6 +45,39 @@ log = logging.getLogger("voipcloud.storage")
 BATCH = 64
 WORKERS = 4  # objects moved at the same time
 MAX_CONSECUTIVE_FAILURES = 5
+BUSY_WAIT = 30.0  # seconds a writer waits for another writer of the same resource
+
+
+class KeyLocks:
+    """One writer at a time per resource in this controller: a put, a delete and the
+    migration's move of the same key exclude each other, so a delete during a migration
+    never leaves a copy behind and a put is never overwritten by an older copy."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._busy: set[tuple[str, str]] = set()
+
+    @contextmanager
+    def hold(self, kind: ResourceKind, key: str, *, wait: float = BUSY_WAIT) -> Iterator[None]:
+        name = (kind.value, key)
+        deadline = time.monotonic() + wait
+        with self._cond:
+            while name in self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RuleViolation(
+                        "storage-resource-busy",
+                        f"The {kind.value} resource {key} is being written, deleted or moved "
+                        "by the migration right now; try again in a moment.",
+                    )
+                self._cond.wait(left)
+            self._busy.add(name)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy.discard(name)
+                self._cond.notify_all()
 
 
 class MigrationStatus(StrEnum):
@@ -227,13 +263,21 @@ class StorageMigrations:
 
     def _try_move(self, config: KindConfig, resource: ResourceRow) -> str | None:
         try:
-            self._move(config, resource)
+            with self.storage.locks.hold(config.kind, resource.key):
+                self._move(config, resource.key)
         except (BackendFailure, NotFound) as exc:
+            return exc.message
+        except RuleViolation as exc:  # busy: another writer held it too long
             return exc.message
         return None
 
-    def _move(self, config: KindConfig, resource: ResourceRow) -> None:
+    def _move(self, config: KindConfig, key: str) -> None:
+        """Move one resource; the caller holds its lock, so the row read here stays true."""
         target = config.backend
+        with self.ctx.db.read() as conn:
+            resource = rows.resource(conn, config.kind.value, key)
+        if resource is None:
+            return  # deleted since the batch was read: nothing to move, nothing copied
         if resource.backend != target.value:
             source = BackendType(resource.backend)
             reader = ChunkReader(self.storage.backend(config, source).open(resource.key))
@@ -257,8 +301,10 @@ class StorageMigrations:
                     now=self.ctx.clock(),
                 )
                 current = rows.resource(conn, resource.kind, resource.key)
-            if not moved or current is None:
-                return  # rewritten or deleted meanwhile: the writer's version stands
+            if not moved or current is None:  # not under our lock (another process)
+                if current is None or current.backend != target.value:
+                    destination.delete(resource.key)  # no orphan copy left behind
+                return
             resource = current
         self.storage.drop_stale(config, resource)
 

@@ -1,0 +1,164 @@
+"""Storage edge cases against a real moto_server, on SQLite and PostgreSQL: deletes while the
+kind is being migrated leave no copy anywhere, keys never escape the local directory, failed
+local writes leave no temporary files, fetches carry the recorded sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import LiveApi
+from tests.integration.test_storage_api import live_storage_api, ok, s3_config, unique_bucket
+from tests.integration.test_storage_migration import wait_migration
+from tests.support.moto import MotoServer, moto_server
+from voipcloud.domain.errors import InvalidInput
+from voipcloud.domain.storage import check_key
+
+MiB = 1024 * 1024
+BASE = "/api/v1/storage/recordings"
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    with moto_server(tmp_path_factory.mktemp("moto")) as server:
+        yield server
+
+
+@pytest.fixture
+def storage_api(tmp_path: Path, database_url: str) -> Iterator[LiveApi]:
+    with live_storage_api(tmp_path, database_url) as api:
+        yield api
+
+
+def bucket_keys(moto: MotoServer, bucket: str) -> set[str]:
+    pages = moto.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return {o["Key"] for page in pages for o in page.get("Contents", [])}
+
+
+def check_delete_during_migration_leaves_no_copy(storage_api: LiveApi, moto: MotoServer) -> None:
+    client = storage_api.client
+    local_root = storage_api.settings.data_dir.resolve() / "storage" / "recordings"
+    contents = {f"500/call-{i:03d}.wav": os.urandom(700 + i) for i in range(60)}
+    contents["000/big.wav"] = os.urandom(9 * MiB + 3)  # first in key order, multipart: slow
+    for key, data in contents.items():
+        ok(client.put(f"{BASE}/resources/{key}", content=data))
+    bucket = unique_bucket(moto, "delmig")
+    ok(client.put("/api/v1/storage", json={"recordings": s3_config(moto, bucket)}))
+
+    # deleted while moved (the big one), and before the migration reaches them (the last ones)
+    doomed = ["000/big.wav", *[f"500/call-{i:03d}.wav" for i in range(50, 60)]]
+    ok(client.post(f"{BASE}/migration"), 202)
+    answers: dict[str, int] = {}
+
+    def delete(key: str) -> None:
+        answers[key] = storage_api.client.delete(f"{BASE}/resources/{key}").status_code
+
+    threads = [threading.Thread(target=delete, args=(key,)) for key in doomed]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert answers == dict.fromkeys(doomed, 204)
+    final = wait_migration(client, lambda p: p["status"] != "running")
+    assert final["status"] == "completed", final
+    assert final["failed"] == 0
+    assert final["done"] == final["total"] == len(contents) - len(doomed)
+
+    kept = {k: v for k, v in contents.items() if k not in doomed}
+    assert bucket_keys(moto, bucket) == {f"pbx/{k}" for k in kept}  # no orphan in the target
+    assert not [p for p in local_root.rglob("*") if p.is_file()]  # nor in the source
+    listed = ok(client.get(f"{BASE}/resources", params={"limit": 1000}))
+    assert {r["key"] for r in listed["items"]} == set(kept)
+    for key in doomed:
+        assert client.get(f"{BASE}/resources/{key}").status_code == 404
+    key, data = next(iter(kept.items()))
+    fetched = client.get(f"{BASE}/resources/{key}")
+    assert fetched.content == data
+    assert fetched.headers["x-checksum-sha256"] == hashlib.sha256(data).hexdigest()
+    assert fetched.headers["etag"] == f'"{hashlib.sha256(data).hexdigest()}"'
+
+
+ESCAPING = [
+    "%2E%2E/escaped",
+    "a/%2E%2E/%2E%2E/%2E%2E/escaped",
+    "%2Fescaped",
+    "%2F%2Ftmp/escaped",
+    "a%2F..%2F..%2Fescaped",
+    ".hidden",
+    "a//b",
+    "a%00b",
+    "a\\..\\escaped",
+    "%C3%A9t%C3%A9",
+    "a/",
+]
+
+
+def check_keys_never_escape_the_local_directory(storage_api: LiveApi, tmp_path: Path) -> None:
+    client = storage_api.client
+    local_root = storage_api.settings.data_dir.resolve() / "storage" / "recordings"
+    before = set(tmp_path.rglob("*"))
+    for key in ESCAPING:
+        url = f"{BASE}/resources/{key}"
+        put = client.put(url, content=b"escape attempt")
+        assert put.status_code in {404, 405, 422}, (key, put.text)
+        if put.status_code == 422:
+            assert put.json()["detail"][0]["loc"] == ["path", "key"], put.text
+        assert client.get(url).status_code in {404, 422}, key
+        assert client.delete(url).status_code in {404, 405, 422}, key
+    for raw in ("a\n", "a/b\n", "../a", "/a", "a/../b", "a/.b"):  # not via a URL: raw
+        with pytest.raises(InvalidInput):
+            check_key(raw)
+    created = set(tmp_path.rglob("*")) - before
+    assert not [p for p in created if "escaped" in p.name or p.is_file()], created
+    assert not local_root.exists() or not any(local_root.rglob("*"))
+
+
+def check_failed_local_writes_leave_no_temporary_files(storage_api: LiveApi) -> None:
+    client = storage_api.client
+    local_root = storage_api.settings.data_dir.resolve() / "storage" / "faxes"
+    base = "/api/v1/storage/faxes/resources"
+    ok(client.put(f"{base}/clash", content=b"a file"))
+    ok(client.put(f"{base}/dir/inner", content=b"a file in a directory"))
+    under_a_file = client.put(f"{base}/clash/inner", content=b"x")  # its parent is a file
+    over_a_dir = client.put(f"{base}/dir", content=b"x")  # the key is a directory
+    for answer in (under_a_file, over_a_dir):
+        assert answer.status_code == 409, answer.text
+        assert answer.json()["rule"] == "storage-io-error"
+        assert "Check that the directory exists" in answer.json()["detail"]
+    files = sorted(p.relative_to(local_root).as_posix() for p in local_root.rglob("*"))
+    assert files == ["clash", "dir", "dir/inner"]  # no .part file left behind
+    assert client.get(f"{base}/clash").content == b"a file"
+    listed = ok(client.get(base))
+    assert sorted(r["key"] for r in listed["items"]) == ["clash", "dir/inner"]
+
+
+def check_content_type_must_be_ascii_media_type(storage_api: LiveApi) -> None:
+    client = storage_api.client
+    for value in ("audio/w\u00e4v", "audio", "audio/wav; x=\u00e9", "/wav"):
+        answer = client.put(
+            "/api/v1/storage/voicemail/resources/ct/1",
+            content=b"x",
+            headers={"Content-Type": value.encode("utf-8")},
+        )
+        assert answer.status_code == 422, (value, answer.text)
+        assert answer.json()["detail"][0]["loc"] == ["header", "content-type"]
+    stored = ok(
+        client.put(
+            "/api/v1/storage/voicemail/resources/ct/1",
+            content=b"x",
+            headers={"Content-Type": "audio/wav; rate=8000"},
+        )
+    )
+    assert stored["content_type"] == "audio/wav; rate=8000"
+
+
+def test_storage_safety(storage_api: LiveApi, moto: MotoServer, tmp_path: Path) -> None:
+    check_keys_never_escape_the_local_directory(storage_api, tmp_path)
+    check_failed_local_writes_leave_no_temporary_files(storage_api)
+    check_content_type_must_be_ascii_media_type(storage_api)
+    check_delete_during_migration_leaves_no_copy(storage_api, moto)
