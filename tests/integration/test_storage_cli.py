@@ -142,6 +142,11 @@ def test_storage_commands_and_a_migration_that_survives_a_killed_controller(
     interrupted = cli.json("storage", "migrate", "recordings", "--status")
     assert interrupted["status"] == "interrupted"
     assert 0 < interrupted["done"] < interrupted["total"] == len(contents)
+    shown_text = cli.ok("storage", "migrate", "recordings", "--status").stderr
+    assert "interrupted" in shown_text
+    assert "Resume it where it stopped: `voipcloud storage migrate recordings --follow`" in (
+        " ".join(shown_text.split())
+    )
 
     resumed = cli.ok("storage", "migrate", "recordings", "--follow", timeout=120)
     assert "completed" in resumed.stderr

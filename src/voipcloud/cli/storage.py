@@ -225,10 +225,13 @@ def migrate(
         print_json(progress)
     else:
         note(_describe(progress))
+        if progress["status"] in {"paused", "interrupted"}:
+            note(f"Resume it where it stopped: `voipcloud storage migrate {kind.value} --follow`.")
     if progress["status"] == "failed":
         raise CliError(
             f"the migration of {kind.value} left {progress['total'] - progress['done']} "
-            f"resources unmoved: {progress['last_error']}; fix the cause and run it again"
+            f"resources unmoved: {progress['last_error']}; fix the cause and resume it with "
+            f"`voipcloud storage migrate {kind.value} --follow`"
         )
 
 
