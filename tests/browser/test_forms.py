@@ -38,7 +38,7 @@ def test_add_node_error_then_success_then_assign_role_and_read_the_key(
     expect(page.get_by_label("SIP port (UDP/TCP)")).to_have_value("5060")  # the default
     page.get_by_label("SIP port (UDP/TCP)").fill("70000")
     page.get_by_role("button", name="Assign SIP").click()
-    expect(page.locator("#e-p_sip_port")).to_have_text("must be at most 65535")
+    expect(page.locator("#e-p_sip_port")).to_have_text("Must be at most 65535")
     screenshot(page, "assign-role-error")
 
     page.get_by_label("SIP port (UDP/TCP)").fill("5070")

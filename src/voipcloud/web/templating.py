@@ -17,6 +17,7 @@ from markupsafe import Markup, escape
 from starlette.responses import Response
 
 from voipcloud import __version__
+from voipcloud.domain.roles import ROLES
 from voipcloud.domain.statuses import STATUS_INFO, NodeStatus
 from voipcloud.web import flash
 from voipcloud.web.deps import csrf_token
@@ -35,7 +36,38 @@ def _when(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _sentence(text: str | None) -> str:
+    """A message as a sentence: first letter capitalised ("must be ..." -> "Must be ...")."""
+    if not text:
+        return ""
+    return text[:1].upper() + text[1:]
+
+
+def _role_names(codes: list[str]) -> str:
+    """Role codes as the seed lists them: their names, separated by comma."""
+    return ", ".join(ROLES[code].name if code in ROLES else code for code in codes)
+
+
+def _actor(actor: str) -> str:
+    """Who made a change, in words: "admin:alice" -> "alice", "node:5" -> "agent of node 5"."""
+    kind, _, name = actor.partition(":")
+    if kind == "admin" and name:
+        return name
+    if kind == "node" and name:
+        return f"agent of node {name}"
+    return actor
+
+
+def _operation(operation: str) -> str:
+    """An event's operation in words: "activation-succeeded" -> "Activation succeeded"."""
+    return _sentence(operation.replace("-", " ").replace("_", " "))
+
+
 templates.env.filters["when"] = _when
+templates.env.filters["sentence"] = _sentence
+templates.env.filters["role_names"] = _role_names
+templates.env.filters["actor"] = _actor
+templates.env.filters["operation"] = _operation
 templates.env.globals["STATUS_INFO"] = STATUS_INFO
 templates.env.globals["NodeStatus"] = NodeStatus
 templates.env.globals["version"] = __version__

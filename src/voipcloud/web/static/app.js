@@ -42,6 +42,12 @@
     selection.addRange(range);
   }
 
+  // A form sent back with server-side errors: put the cursor in the first field at fault.
+  document.addEventListener("DOMContentLoaded", () => {
+    const invalid = document.querySelector("main [aria-invalid='true']");
+    if (invalid) invalid.focus();
+  });
+
   // Live regions (elements with data-live poll the server): show a note while they fail.
   const status = () => document.getElementById("live-status");
   document.addEventListener("htmx:sendError", (event) => {

@@ -1,0 +1,126 @@
+"""What a reviewer found by using the pages: keyboard, focus, wording, narrow layout, links."""
+
+from __future__ import annotations
+
+import re
+
+from playwright.sync_api import Browser, Page, Response, expect
+
+from tests.browser.conftest import Site, sign_in
+from tests.support.processes import wait_for
+
+FAULTS = """() => [...document.querySelectorAll('a[href]')]
+    .map(a => a.getAttribute('href'))
+    .filter(h => h.startsWith('/') && !h.startsWith('//'))"""
+
+
+def test_choosing_a_role_by_keyboard_keeps_the_focus_on_the_choice(
+    admin_page: Page, site: Site
+) -> None:
+    node = site.add_node("keys-01")
+    page = admin_page
+    page.goto(f"/nodes/{node.id}/roles/new")
+    choice = page.get_by_label("Role", exact=True)
+    choice.focus()
+    page.keyboard.press("ArrowDown")  # Chromium changes a closed select at once
+    chosen = choice.input_value()
+    assert chosen
+    expect(page.locator("#role-params fieldset legend")).to_have_text(re.compile(r"parameters$"))
+    expect(page).to_have_url(re.compile(rf"/nodes/{node.id}/roles/new\?.*role={chosen}"))
+    assert page.evaluate("document.activeElement.id") == "role-choice"  # no page reload
+    page.keyboard.press("ArrowDown")
+    expect(page).to_have_url(re.compile(rf"role={choice.input_value()}"))
+    assert page.evaluate("document.activeElement.id") == "role-choice"
+
+
+def test_the_first_field_at_fault_gets_the_focus_and_errors_read_as_sentences(
+    admin_page: Page,
+) -> None:
+    page = admin_page
+    page.goto("/nodes/new")
+    page.get_by_label("Hostname").fill("Bad Host!")
+    page.get_by_label("Private IP").fill("10.0.0.300")
+    page.get_by_label("Private IP").press("Enter")  # Enter submits
+    expect(page.locator("#e-hostname")).to_have_text(re.compile(r"^Must be a host name"))
+    expect(page.locator("#e-private_ip")).to_be_visible()
+    assert page.evaluate("document.activeElement.id") == "f-hostname"
+
+
+def test_view_info_names_the_roles_and_keeps_a_long_component_list_in_its_own_box(
+    admin_page: Page, site: Site
+) -> None:
+    node = site.add_node("info-01", roles=("sip", "jabber"), public_ip="203.0.113.70")
+    site.start_agent(node.id)
+    wait_for(lambda: site.node(node.id).os, timeout=20, what="the agent's inventory")
+    page = admin_page
+    page.goto(f"/nodes/{node.id}/info")
+    expect(page.locator("#info-roles")).to_have_text("SIP, Jabber")
+    expect(page.locator("#info-os")).not_to_have_text("—")
+    box = page.locator(".components-wrap")
+    rows = page.locator("#components tbody tr").count()
+    if rows > 12:  # Debian packages reported: far more than fit in the box
+        height = box.evaluate("e => e.clientHeight")
+        assert height < box.evaluate("e => e.scrollHeight")
+        assert height <= 320
+    expect(box).to_have_attribute("tabindex", "0")  # scrollable by keyboard
+    expect(page.get_by_role("heading", name="Recent events")).to_be_visible()
+
+
+def test_events_read_in_words(admin_page: Page, site: Site) -> None:
+    site.add_node("words-01")
+    page = admin_page
+    page.goto("/events?node=words-01")
+    row = page.locator("table.events tbody tr").first
+    expect(row).to_contain_text("Add node")
+    expect(row.locator("td").nth(1)).to_have_text("admin")
+    expect(page.locator("table.events")).not_to_contain_text("admin:admin")
+    expect(page.locator("table.events")).not_to_contain_text("add-node")
+
+
+def test_narrow_cards_keep_values_aligned_and_apart(browser: Browser, site: Site) -> None:
+    node = site.add_node("cards-01", roles=("sip",), public_ip="203.0.113.71")
+    context = browser.new_context(viewport={"width": 420, "height": 800}, base_url=site.url)
+    try:
+        page = context.new_page()
+        sign_in(page)
+        row = page.locator(f"#node-{node.id}")
+        ip = row.locator(".ips .mono").first.bounding_box()
+        label = row.locator(".ips small").first.bounding_box()
+        status = row.locator(".badge").bounding_box()
+        hostname = row.locator("td[data-label=Hostname] a").bounding_box()
+        assert ip is not None
+        assert label is not None
+        assert status is not None
+        assert hostname is not None
+        assert label["x"] - (ip["x"] + ip["width"]) >= 3  # "10.0.0.11 private", not glued
+        assert abs(ip["x"] - status["x"]) <= 1  # every value starts in the same column
+        assert abs(ip["x"] - hostname["x"]) <= 1
+    finally:
+        context.close()
+
+
+def test_main_pages_have_no_broken_link_nor_failed_request(admin_page: Page, site: Site) -> None:
+    node = site.add_node("links-01", roles=("jabber",))
+    page = admin_page
+    failed: list[str] = []
+
+    def watch(response: Response) -> None:
+        if response.status >= 400:
+            failed.append(f"{response.status} {response.url}")
+
+    page.on("response", watch)
+    links: set[str] = set()
+    for path in ("/", f"/nodes/{node.id}/info", "/events", "/storage", "/wizard"):
+        page.goto(path)
+        links.update(page.evaluate(FAULTS))
+    expect(page.get_by_role("navigation", name="Breadcrumb")).to_be_visible()
+    page.goto("/storage")
+    expect(page.get_by_role("navigation", name="Breadcrumb").get_by_role("link")).to_have_text(
+        "Cloud Management"
+    )
+    assert failed == []  # no 404 for the favicon or anything else
+    for href in sorted(links):
+        if "/logout" in href:
+            continue
+        status = page.request.get(href).status
+        assert status < 400, f"{href} answers {status}"
