@@ -124,3 +124,18 @@ def test_main_pages_have_no_broken_link_nor_failed_request(admin_page: Page, sit
             continue
         status = page.request.get(href).status
         assert status < 400, f"{href} answers {status}"
+
+
+def test_a_wrong_address_is_a_page_not_json(admin_page: Page) -> None:
+    page = admin_page
+    for path in ("/nodes/abc/info", "/no-such-page"):
+        response = page.goto(path)
+        assert response is not None
+        assert response.status == 404
+        expect(page.get_by_role("heading", name="Not found")).to_be_visible()
+        expect(page.get_by_role("alert")).to_contain_text(f"There is no page at {path}")
+        expect(page.locator("body")).not_to_contain_text('"detail"')
+        expect(page.get_by_role("link", name="Back to Cloud Management")).to_be_visible()
+    api = page.request.get("/api/v1/no-such-thing", headers={"accept": "application/json"})
+    assert api.status == 404
+    assert api.json() == {"detail": "Not Found"}  # the API keeps answering JSON

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Awaitable
+
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
 
 from voipcloud.web.deps import CsrfRefused, LoginRequired, login_url
 from voipcloud.web.routes import (
@@ -20,6 +25,19 @@ from voipcloud.web.routes import (
 from voipcloud.web.templating import STATIC_DIR, is_htmx, render
 
 PAGE_ROUTERS = (auth, cloud, nodes, roles, events, infrastructure, wizard, storage)
+NOT_PAGES = ("/api/", "/openapi.json", "/docs", "/redoc", "/healthz", "/static/")
+
+
+async def _answer(result: Response | Awaitable[Response]) -> Response:
+    return await result if inspect.isawaitable(result) else result
+
+
+def wants_page(request: Request) -> bool:
+    """A browser asking for a page (not the API, its docs or a script): errors become pages."""
+    path = request.url.path
+    if path.startswith(NOT_PAGES) or path in ("/api", "/docs", "/redoc"):
+        return False
+    return is_htmx(request) or "text/html" in request.headers.get("accept", "")
 
 
 def install(app: FastAPI) -> None:
@@ -32,6 +50,33 @@ def install(app: FastAPI) -> None:
         if is_htmx(request):  # htmx follows this header with a full page load
             return Response(status_code=200, headers={"HX-Redirect": login_url(exc.next_url)})
         return RedirectResponse(login_url(exc.next_url), status_code=303)
+
+    api_invalid = app.exception_handlers[RequestValidationError]
+    api_http = app.exception_handlers[HTTPException]
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_address(request: Request, exc: RequestValidationError) -> Response:
+        if not wants_page(request):
+            return await _answer(api_invalid(request, exc))
+        return render(
+            request,
+            "errors/problem.html",
+            status_code=404,
+            message=f"There is no page at {request.url.path}: check the address, or start "
+            "again from Cloud Management.",
+        )
+
+    @app.exception_handler(HTTPException)
+    async def _http_error(request: Request, exc: HTTPException) -> Response:
+        if not wants_page(request) or exc.status_code not in (404, 405):
+            return await _answer(api_http(request, exc))
+        return render(
+            request,
+            "errors/problem.html",
+            status_code=404,
+            message=f"There is no page at {request.url.path}: check the address, or start "
+            "again from Cloud Management.",
+        )
 
     @app.exception_handler(CsrfRefused)
     async def _csrf_refused(request: Request, _exc: CsrfRefused) -> Response:
