@@ -28,6 +28,7 @@ from voipcloud.api.storage_schemas import (
     storage_public,
 )
 from voipcloud.domain.errors import NotAuthenticated, NotFound
+from voipcloud.domain.filters import MAX_OFFSET
 from voipcloud.domain.storage import ResourceKind
 from voipcloud.services.context import admin_actor, node_actor
 from voipcloud.services.storage import StorageService
@@ -95,7 +96,7 @@ def list_resources(
     storage: StorageDep,
     prefix: Annotated[str, Query(max_length=512)] = "",
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> ResourcesPublic:
     """Stored resources of a kind, by key; `prefix=1001/` lists one extension's voicemail."""
     page = storage.list(kind=kind, prefix=prefix, limit=limit, offset=offset)
