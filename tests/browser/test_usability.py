@@ -6,7 +6,7 @@ import re
 
 from playwright.sync_api import Browser, Page, Response, expect
 
-from tests.browser.conftest import Site, sign_in
+from tests.browser.conftest import ADMIN, Site, sign_in
 from tests.support.processes import wait_for
 
 FAULTS = """() => [...document.querySelectorAll('a[href]')]
@@ -139,3 +139,24 @@ def test_a_wrong_address_is_a_page_not_json(admin_page: Page) -> None:
     api = page.request.get("/api/v1/no-such-thing", headers={"accept": "application/json"})
     assert api.status == 404
     assert api.json() == {"detail": "Not Found"}  # the API keeps answering JSON
+
+
+def test_a_live_update_keeps_the_keyboard_focus_and_the_ring_is_solid(
+    admin_page: Page, site: Site
+) -> None:
+    here = site.add_node("focus-01", roles=("jabber",))
+    other = site.add_node("focus-02", roles=("jabber",))
+    page = admin_page
+    page.goto("/")
+    button = page.get_by_role("button", name="Activate focus-01")
+    button.focus()
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Tab")  # focus by keyboard, so :focus-visible applies
+    assert page.evaluate("document.activeElement.id") == f"n{here.id}-activate"
+    ring = button.evaluate(
+        "e => { const s = getComputedStyle(e); return [s.outlineStyle, s.outlineWidth]; }"
+    )
+    assert ring == ["solid", "2px"]
+    site.controller.nodes.action(other.id, "standby", actor=ADMIN)
+    expect(page.locator(f"#node-{other.id}")).to_have_attribute("data-status", "StandBy")
+    assert page.evaluate("document.activeElement.id") == f"n{here.id}-activate"
