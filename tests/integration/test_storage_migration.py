@@ -33,10 +33,12 @@ def storage_api(tmp_path: Path, database_url: str) -> Iterator[LiveApi]:
         yield api
 
 
-def wait_migration(client: Any, until: Any, timeout: float = 120) -> dict[str, Any]:
+def wait_migration(
+    client: Any, until: Any, timeout: float = 120, url: str = f"{BASE}/migration"
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        progress: dict[str, Any] = ok(client.get(f"{BASE}/migration"))
+        progress: dict[str, Any] = ok(client.get(url))
         if until(progress):
             return progress
         time.sleep(0.02)

@@ -157,8 +157,42 @@ def check_content_type_must_be_ascii_media_type(storage_api: LiveApi) -> None:
     assert stored["content_type"] == "audio/wav; rate=8000"
 
 
+def check_an_unverified_copy_is_removed_and_the_original_kept(
+    storage_api: LiveApi, moto: MotoServer
+) -> None:
+    client = storage_api.client
+    base = "/api/v1/storage/voicemail"
+    local_root = storage_api.settings.data_dir.resolve() / "storage" / "voicemail"
+    bucket = unique_bucket(moto, "verify")
+    ok(client.put("/api/v1/storage", json={"voicemail": s3_config(moto, bucket)}))
+    good, bad = os.urandom(3000), os.urandom(4000)
+    assert ok(client.put(f"{base}/resources/1001/good.wav", content=good))["backend"] == "s3"
+    ok(client.put(f"{base}/resources/1001/bad.wav", content=bad))
+    tampered = os.urandom(len(bad))  # same size: only the checksum can tell
+    moto.client().put_object(Bucket=bucket, Key="pbx/1001/bad.wav", Body=tampered)
+
+    ok(client.put("/api/v1/storage", json={"voicemail": {"backend": "local"}}))
+    ok(client.post(f"{base}/migration"), 202)
+    final = wait_migration(client, lambda p: p["status"] != "running", url=f"{base}/migration")
+    assert (final["status"], final["failed"]) == ("failed", 1), final
+    assert "1001/bad.wav" in final["last_error"]
+    assert "sha256" in final["last_error"]
+    assert (local_root / "1001" / "good.wav").read_bytes() == good
+    assert not (local_root / "1001" / "bad.wav").exists()  # the unverified copy is gone
+    assert not [p for p in local_root.rglob("*") if p.name.endswith(".part")]
+    body = moto.client().get_object(Bucket=bucket, Key="pbx/1001/bad.wav")["Body"].read()
+    assert body == tampered  # the original is kept where it was
+    assert bucket_keys(moto, bucket) == {"pbx/1001/bad.wav"}
+    listed = ok(client.get(f"{base}/resources", params={"prefix": "1001/"}))["items"]
+    assert {r["key"]: r["backend"] for r in listed} == {
+        "1001/bad.wav": "s3",
+        "1001/good.wav": "local",
+    }
+
+
 def test_storage_safety(storage_api: LiveApi, moto: MotoServer, tmp_path: Path) -> None:
     check_keys_never_escape_the_local_directory(storage_api, tmp_path)
     check_failed_local_writes_leave_no_temporary_files(storage_api)
     check_content_type_must_be_ascii_media_type(storage_api)
     check_delete_during_migration_leaves_no_copy(storage_api, moto)
+    check_an_unverified_copy_is_removed_and_the_original_kept(storage_api, moto)

@@ -152,10 +152,12 @@ class LocalBackend:
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(part, path)
-        except OSError as exc:
+        except BaseException as exc:  # also a source failing mid-stream: no .part left
             with contextlib.suppress(OSError):
                 part.unlink()
-            raise self._failure(exc, "write to") from None
+            if isinstance(exc, OSError):
+                raise self._failure(exc, "write to") from None
+            raise
 
     def open(self, key: str, *, size: int | None = None) -> Iterator[bytes]:
         try:

@@ -285,11 +285,15 @@ class StorageMigrations:
             destination.put(
                 resource.key, reader, size=resource.size, content_type=resource.content_type
             )
-            if reader.hasher.hexdigest() != resource.sha256:
-                raise _mismatch(resource, f"its copy in {source.label}")
-            copied, _ = digest(destination.open(resource.key))
-            if copied != resource.sha256:
-                raise _mismatch(resource, f"the new copy in {target.label}")
+            copied = ""
+            if reader.hasher.hexdigest() == resource.sha256:
+                copied, _ = digest(destination.open(resource.key))
+            if copied != resource.sha256:  # the unverified copy goes; the original stays
+                destination.delete(resource.key)
+                where = (
+                    f"the new copy in {target.label}" if copied else f"its copy in {source.label}"
+                )
+                raise _mismatch(resource, where)
             with self.ctx.db.write() as conn:
                 moved = rows.mark_moved(
                     conn,
