@@ -32,6 +32,31 @@ def test_infra_show_set_and_wizard_from_the_command_line(tmp_path: Path) -> None
         assert "private_network" in error
         assert cli.fails(2, "infra", "set", "no-equals-sign")
 
+        # a misspelt name is a usage error naming the known ones, before anything is sent
+        unknown = one_line_error(cli.fails(2, "infra", "set", "sytem_domain=voip.example.com"))
+        assert "unknown property sytem_domain" in unknown
+        assert "system_domain" in unknown.split("known:")[1]
+        # an empty password would be kept silently by the API (write-only): refused here
+        assert "sql_password is empty" in one_line_error(
+            cli.fails(2, "infra", "set", "sql_password=")
+        )
+        assert "no value on stdin" in one_line_error(
+            cli.fails(2, "infra", "set", "sql_password=-", stdin="")
+        )
+        # digits of other scripts are not a port number
+        assert "rtp_port_min: must be an integer" in one_line_error(
+            cli.fails(1, "infra", "set", "rtp_port_min=\u0663\u0660\u0660\u0660\u0660")
+        )
+        assert cli.json("infra", "show")["rtp_port_min"] == 10000
+        completed = cli.run(
+            env={
+                "_VOIPCLOUD_COMPLETE": "complete_bash",
+                "COMP_WORDS": "voipcloud infra set sy",
+                "COMP_CWORD": "3",
+            }
+        )
+        assert completed.stdout.split() == ["system_domain="], completed
+
         dry = cli.json("infra", "set", "ntp_servers=pool.ntp.org,10.0.0.1", "--dry-run")
         assert dry["applied"] is False
         assert dry["changed"] == ["ntp_servers"]

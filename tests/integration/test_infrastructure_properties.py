@@ -201,7 +201,7 @@ def test_invalid_values_are_refused_field_by_field(infra: Infra) -> None:
         "private_network": ["10.0.0.1/8", "not-a-cidr", "10.0.0.0", "8.8.8.0/24"],
         "timezone": ["Nowhere", "../../etc/passwd"],
         "system_domain": ["localhost", "-bad-.example.com", "192.168.1.1"],
-        "rtp_port_min": [80, 70000, "many"],
+        "rtp_port_min": [80, 70000, "many", "\u0663\u0660\u0660\u0660\u0660", "1" * 5000, "-2000"],
         "ntp_servers": ["bad host!"],
     }
     for field, values in cases.items():
@@ -209,6 +209,7 @@ def test_invalid_values_are_refused_field_by_field(infra: Infra) -> None:
             refused = infra.client.put(PROPS, json={field: value})
             assert refused.status_code == 422, (field, value, refused.text)
             assert [e["loc"] for e in refused.json()["detail"]] == [["body", field]], refused.text
+            assert "sys." not in refused.text  # a message for people, not Python's own
 
     overlap = infra.client.put(PROPS, json={"rtp_port_min": 5000, "rtp_port_max": 6000})
     assert overlap.status_code == 422

@@ -44,7 +44,8 @@ def show(ctx: typer.Context, output: OutputOption = OutputFormat.TABLE) -> None:
 
 
 def parse_assignments(pairs: list[str]) -> dict[str, Any]:
-    """`key=value` pairs; `key=-` reads the value from stdin (for passwords)."""
+    """`key=value` pairs; `key=-` reads the value from stdin (for passwords), or asks for it
+    without echo on a terminal."""
     changes: dict[str, Any] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -54,9 +55,44 @@ def parse_assignments(pairs: list[str]) -> dict[str, Any]:
         if key in changes:
             raise UsageProblem(f"{key} is given twice")
         if value == FROM_STDIN:
-            value = sys.stdin.readline().rstrip("\n")
+            value = _read_value(key)
         changes[key] = value
     return changes
+
+
+def _read_value(key: str) -> str:
+    if sys.stdin.isatty():
+        return str(typer.prompt(key, hide_input=True, err=True))
+    value = sys.stdin.readline().rstrip("\r\n")
+    if not value:
+        raise UsageProblem(f"{key}=- found no value on stdin (one line is read per key=-)")
+    return value
+
+
+def check_names(client: ApiClient, changes: dict[str, Any]) -> None:
+    """Refuse (exit 2) names the controller does not know, and empty passwords: the API
+    keeps a password sent empty (write-only), which on the command line would silently do
+    nothing."""
+    schema = {spec["name"]: spec for spec in client.get(f"{PROPERTIES}/schema")}
+    unknown = [key for key in changes if key not in schema]
+    if unknown:
+        raise UsageProblem(
+            f"unknown propert{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; "
+            f"known: {', '.join(schema)}"
+        )
+    for key, value in changes.items():
+        if schema[key]["secret"] and not str(value).strip():
+            raise UsageProblem(
+                f"{key} is empty: passwords are write-only and cannot be cleared; "
+                f"give a new one ({key}=- reads it from stdin) or leave it out"
+            )
+
+
+def _property_names(incomplete: str) -> list[str]:
+    """Shell completion of `infra set`: the property names, each followed by `=`."""
+    from voipcloud.domain.properties import PROPERTIES as SPECS
+
+    return [f"{spec.name}=" for spec in SPECS if spec.name.startswith(incomplete)]
 
 
 def _impacts(title: str, impacts: list[dict[str, Any]]) -> None:
@@ -81,6 +117,7 @@ def set_properties(
         typer.Argument(
             help="key=value ... (lists comma separated; key=- reads the value from stdin)",
             show_default=False,
+            autocompletion=_property_names,
         ),
     ],
     dry_run: Annotated[
@@ -91,6 +128,7 @@ def set_properties(
     """Change properties; Online nodes whose configuration moves are marked Damaged."""
     changes = parse_assignments(assignments)
     client = client_from_context(ctx)
+    check_names(client, changes)
     answer = client.request(
         "PUT", PROPERTIES, json=changes, params={"dry_run": "true" if dry_run else None}
     )

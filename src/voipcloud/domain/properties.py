@@ -213,8 +213,15 @@ def _listed(value: Any) -> list[Any]:
 
 
 def _port(value: Any) -> int:
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
+    if isinstance(value, str):
+        text = value.strip()
+        # ASCII digits only (str.isdigit() also takes other scripts' digits), and few of
+        # them: int() of thousands of digits fails with a message about Python itself
+        if not (text.isascii() and text.isdigit()):
+            raise ValueError("must be an integer")
+        if len(text) > 5:
+            raise ValueError(f"must be between {RTP_PORT_FLOOR} and 65535")
+        value = int(text)
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError("must be an integer")
     if not RTP_PORT_FLOOR <= value <= 65535:
