@@ -160,3 +160,17 @@ def test_a_live_update_keeps_the_keyboard_focus_and_the_ring_is_solid(
     site.controller.nodes.action(other.id, "standby", actor=ADMIN)
     expect(page.locator(f"#node-{other.id}")).to_have_attribute("data-status", "StandBy")
     assert page.evaluate("document.activeElement.id") == f"n{here.id}-activate"
+
+
+def test_a_parameter_that_follows_a_property_names_it_as_the_properties_page_does(
+    admin_page: Page, site: Site
+) -> None:
+    node = site.add_node("hint-01")
+    page = admin_page
+    page.goto(f"/nodes/{node.id}/roles/new?role=que")
+    expect(page.locator("#h-p_username")).to_contain_text(
+        "Default: the Infrastructure Property “Queue username”."
+    )
+    expect(page.get_by_label("Username")).to_have_attribute("placeholder", "from Queue username")
+    page.goto("/infrastructure/properties")
+    expect(page.get_by_label("Queue username")).to_be_visible()  # the same name there

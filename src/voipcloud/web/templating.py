@@ -17,6 +17,7 @@ from markupsafe import Markup, escape
 from starlette.responses import Response
 
 from voipcloud import __version__
+from voipcloud.domain.properties import SPECS as PROPERTY_SPECS
 from voipcloud.domain.roles import ROLES
 from voipcloud.domain.statuses import STATUS_INFO, NodeStatus
 from voipcloud.web import flash
@@ -48,6 +49,13 @@ def _role_names(codes: list[str]) -> str:
     return ", ".join(ROLES[code].name if code in ROLES else code for code in codes)
 
 
+def _property_label(name: str) -> str:
+    """An Infrastructure Property as the Properties page names it: "queue_username" -> "Queue
+    username"."""
+    spec = PROPERTY_SPECS.get(name)
+    return spec.label if spec else name
+
+
 def _actor(actor: str) -> str:
     """Who made a change, in words: "admin:alice" -> "alice", "node:5" -> "agent of node 5"."""
     kind, _, name = actor.partition(":")
@@ -67,6 +75,7 @@ templates.env.filters["when"] = _when
 templates.env.filters["sentence"] = _sentence
 templates.env.filters["role_names"] = _role_names
 templates.env.filters["actor"] = _actor
+templates.env.filters["property_label"] = _property_label
 templates.env.filters["operation"] = _operation
 templates.env.globals["STATUS_INFO"] = STATUS_INFO
 templates.env.globals["NodeStatus"] = NodeStatus
