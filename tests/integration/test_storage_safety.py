@@ -190,9 +190,52 @@ def check_an_unverified_copy_is_removed_and_the_original_kept(
     }
 
 
+BAD_ENDPOINTS = [
+    "http://[",
+    "http://[::1",
+    "http://[zz::1]:9000",
+    "http://a:b",
+    "http://%zz",
+    "http://user@host",
+    "http://\u00e9.example",
+    "http://-",
+    "http://host:99999",
+    "http://host:0",
+    "ftp://host",
+    "http://host/path",
+]
+
+
+def check_endpoint_urls_botocore_cannot_use_get_422(storage_api: LiveApi, moto: MotoServer) -> None:
+    """Each of these was a 500 (botocore raised ValueError building the client)."""
+    client = storage_api.client
+    for endpoint in BAD_ENDPOINTS:
+        config = {"faxes": s3_config(moto, "any-bucket", endpoint_url=endpoint)}
+        for answer in (
+            client.post("/api/v1/storage/test", json={"kinds": ["faxes"], "config": config}),
+            client.put("/api/v1/storage", json=config),
+        ):
+            assert answer.status_code == 422, (endpoint, answer.text)
+            assert answer.json()["detail"][0]["loc"] == ["body", "faxes", "s3", "endpoint_url"]
+    assert ok(client.get("/api/v1/storage"))["faxes"]["backend"] == "local"  # nothing saved
+    bucket = unique_bucket(moto, "endpoints")
+    port = moto.endpoint_url.rsplit(":", 1)[1]
+    for endpoint in (moto.endpoint_url, f"http://localhost:{port}/", f"http://[::1]:{port}"):
+        config = {"faxes": s3_config(moto, bucket, endpoint_url=endpoint)}
+        answer = ok(
+            client.post("/api/v1/storage/test", json={"kinds": ["faxes"], "config": config})
+        )
+        result = answer["results"][0]
+        assert result["ok"] or result["reason"] == "endpoint-unreachable", (endpoint, result)
+    config = {"faxes": s3_config(moto, bucket)}
+    answer = ok(client.post("/api/v1/storage/test", json={"kinds": ["faxes"], "config": config}))
+    assert answer["results"][0]["ok"], answer
+
+
 def test_storage_safety(storage_api: LiveApi, moto: MotoServer, tmp_path: Path) -> None:
     check_keys_never_escape_the_local_directory(storage_api, tmp_path)
     check_failed_local_writes_leave_no_temporary_files(storage_api)
     check_content_type_must_be_ascii_media_type(storage_api)
+    check_endpoint_urls_botocore_cannot_use_get_422(storage_api, moto)
     check_delete_during_migration_leaves_no_copy(storage_api, moto)
     check_an_unverified_copy_is_removed_and_the_original_kept(storage_api, moto)

@@ -8,11 +8,13 @@ loses nothing and a migration can move the resources over one by one.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 from voipcloud.domain.errors import FieldError, InvalidInput, RuleViolation
 
@@ -87,6 +89,7 @@ REGION = re.compile(r"^[a-z]{2}(-[a-z0-9]+)+-\d$|^[a-z0-9][a-z0-9\-]{0,30}$")
 ENDPOINT = re.compile(r"^https?://[^\s/?#]+(:\d{1,5})?/?$")
 PREFIX = re.compile(r"^[A-Za-z0-9!\-_.*'()/]{0,200}$")
 ACCESS_KEY = re.compile(r"^[A-Za-z0-9+/=._\-]{3,128}$")
+HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9\-]{1,63}(?<!-)", re.ASCII)
 MAX_SECRET = 256
 MAX_PATH = 1024
 
@@ -143,7 +146,7 @@ def _apply_s3(
             values[name] = value
     if "endpoint_url" in change:
         endpoint = str(change["endpoint_url"] or "").strip() or None
-        if endpoint is not None and not ENDPOINT.match(endpoint):
+        if endpoint is not None and not valid_endpoint(endpoint):
             errors.append(
                 FieldError((*loc, "endpoint_url"), "must be an http(s)://host[:port] URL")
             )
@@ -169,6 +172,29 @@ def _apply_s3(
             )
         values["secret_access_key"] = secret
     return replace(current, **values), errors
+
+
+def valid_endpoint(value: str) -> bool:
+    """http(s)://host[:port] with a DNS name or an IP address, nothing else."""
+    if len(value) > 255 or not value.isascii() or not ENDPOINT.match(value):
+        return False
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:  # a bracket left open, a port that is not a number or out of range
+        return False
+    host = parts.hostname or ""
+    if parts.username is not None or parts.query or parts.fragment or parts.path not in {"", "/"}:
+        return False
+    if port is not None and not 0 < port < 65536:
+        return False
+    if parts.netloc.startswith("["):
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return False
+        return True
+    return all(HOST_LABEL.fullmatch(label) for label in host.split("."))
 
 
 def _require_s3(s3: S3Settings, loc: tuple[str, ...]) -> list[FieldError]:

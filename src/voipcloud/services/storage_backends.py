@@ -227,7 +227,14 @@ class S3Backend:
         self.settings = settings
         self.kind = kind
         self.tuning = tuning
-        self._client = s3_client(settings, tuning)
+        try:
+            self._client = s3_client(settings, tuning)
+        except (BotoCoreError, ValueError) as exc:  # settings botocore cannot build a client of
+            raise BackendFailure(
+                FailureReason.NOT_CONFIGURED,
+                f"The S3 settings of {kind.value} are not usable: {type(exc).__name__}: "
+                f"{str(exc)[:200]}. Correct the endpoint URL and region.",
+            ) from None
 
     def object_key(self, key: str) -> str:
         prefix = self.settings.prefix.strip("/")
