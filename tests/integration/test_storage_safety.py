@@ -232,10 +232,34 @@ def check_endpoint_urls_botocore_cannot_use_get_422(storage_api: LiveApi, moto: 
     assert answer["results"][0]["ok"], answer
 
 
+def check_control_characters_are_refused_in_paths_and_secrets(
+    storage_api: LiveApi, tmp_path: Path
+) -> None:
+    client = storage_api.client
+    odd_dir = tmp_path / "odd\x01dir"
+    changes = [
+        ({"local": {"path": str(odd_dir)}}, ["body", "faxes", "local", "path"]),
+        ({"s3": {"secret_access_key": "a\x00b"}}, ["body", "faxes", "s3", "secret_access_key"]),
+        ({"s3": {"secret_access_key": "a\x1bb"}}, ["body", "faxes", "s3", "secret_access_key"]),
+    ]
+    for change, field in changes:
+        for answer in (
+            client.put("/api/v1/storage", json={"faxes": change}),
+            client.post("/api/v1/storage/test", json={"config": {"faxes": change}}),
+        ):
+            assert answer.status_code == 422, (change, answer.text)
+            assert answer.json()["detail"][0]["loc"] == field
+    assert not odd_dir.exists()
+    config = ok(client.get("/api/v1/storage"))["faxes"]
+    assert config["s3"]["secret_access_key_set"] is False
+    assert "\x01" not in config["local"]["path"]
+
+
 def test_storage_safety(storage_api: LiveApi, moto: MotoServer, tmp_path: Path) -> None:
     check_keys_never_escape_the_local_directory(storage_api, tmp_path)
     check_failed_local_writes_leave_no_temporary_files(storage_api)
     check_content_type_must_be_ascii_media_type(storage_api)
     check_endpoint_urls_botocore_cannot_use_get_422(storage_api, moto)
+    check_control_characters_are_refused_in_paths_and_secrets(storage_api, tmp_path)
     check_delete_during_migration_leaves_no_copy(storage_api, moto)
     check_an_unverified_copy_is_removed_and_the_original_kept(storage_api, moto)

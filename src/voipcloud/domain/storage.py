@@ -110,8 +110,13 @@ def apply_change(current: KindConfig, change: dict[str, Any]) -> KindConfig:
     local = current.local
     if change.get("local") is not None:
         path = str(change["local"].get("path") or "").strip()
-        if not path.startswith("/") or len(path) > MAX_PATH or "\x00" in path:
-            errors.append(FieldError((*loc, "local", "path"), "must be an absolute directory path"))
+        if not path.startswith("/") or len(path) > MAX_PATH or _has_control(path):
+            errors.append(
+                FieldError(
+                    (*loc, "local", "path"),
+                    "must be an absolute directory path without control characters",
+                )
+            )
         else:
             local = LocalSettings(path=path)
     s3 = current.s3
@@ -163,15 +168,20 @@ def _apply_s3(
         values["access_key_id"] = access_key
     secret = str(change.get("secret_access_key") or "")
     if secret:  # empty: keep the stored one
-        if len(secret) > MAX_SECRET or secret.strip() != secret:
+        if len(secret) > MAX_SECRET or secret.strip() != secret or _has_control(secret):
             errors.append(
                 FieldError(
                     (*loc, "secret_access_key"),
-                    f"must be at most {MAX_SECRET} characters without surrounding spaces",
+                    f"must be at most {MAX_SECRET} characters without surrounding spaces "
+                    "or control characters",
                 )
             )
         values["secret_access_key"] = secret
     return replace(current, **values), errors
+
+
+def _has_control(value: str) -> bool:
+    return any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in value)
 
 
 def valid_endpoint(value: str) -> bool:
