@@ -6,7 +6,7 @@ import re
 
 from playwright.sync_api import Browser, Page, Response, expect
 
-from tests.browser.conftest import ADMIN, Site, sign_in
+from tests.browser.conftest import ADMIN, Site, _all, sign_in
 from tests.support.processes import wait_for
 
 FAULTS = """() => [...document.querySelectorAll('a[href]')]
@@ -174,3 +174,27 @@ def test_a_parameter_that_follows_a_property_names_it_as_the_properties_page_doe
     expect(page.get_by_label("Username")).to_have_attribute("placeholder", "from Queue username")
     page.goto("/infrastructure/properties")
     expect(page.get_by_label("Queue username")).to_be_visible()  # the same name there
+
+
+def test_a_form_reached_by_its_address_offers_only_what_the_status_allows(
+    admin_page: Page, site: Site
+) -> None:
+    spare = site.add_node("spare-01")
+    site.controller.nodes.action(spare.id, "standby", actor=ADMIN)
+    gone = site.add_node("gone-01")
+    site.controller.nodes.delete(gone.id, actor=ADMIN)
+    controller_node = next(n for n in site.controller.nodes.list(_all()).items if n.is_controller)
+    page = admin_page
+    for path, text in (
+        (f"/nodes/{spare.id}/roles/new", "Assign Role is not available for node spare-01"),
+        (f"/nodes/{gone.id}/edit", "Edit is not available for node gone-01 while it is Deleted"),
+        (f"/nodes/{gone.id}/actions/mark-damaged", "Mark Damaged is not available"),
+        (f"/nodes/{controller_node.id}/delete", "Delete Node is not available"),
+    ):
+        response = page.goto(path)
+        assert response is not None
+        assert response.status == 409, path
+        expect(page.get_by_role("alert")).to_contain_text(text)
+        expect(page.locator("form[method=post] button.button-primary")).to_have_count(0)
+    page.goto(f"/nodes/{gone.id}/info")  # View Info stays available for history
+    expect(page.locator("#info-reason")).to_be_visible()

@@ -69,6 +69,17 @@ def node_actions(node: Node) -> list[str]:
     return actions
 
 
+def require_action(node: Node, key: str) -> None:
+    """A form or confirmation reached by its address offers only what the listing offers."""
+    if key not in node_actions(node):
+        raise RuleViolation(
+            f"{key}-not-available",
+            f"{ACTION_LABELS[key]} is not available for node {node.hostname} while it is "
+            f"{node.status.value}. Go back to Cloud Management: each row offers what its "
+            "status allows.",
+        )
+
+
 def assignable_roles(node: Node) -> list[Role]:
     return [r for r in ROLES.values() if r.code != CONTROLLER_ROLE and r.code not in node.roles]
 

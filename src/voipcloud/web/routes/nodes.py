@@ -85,6 +85,7 @@ def edit_node_form(
 ) -> Response:
     """The Edit node form (hostname and IPs)."""
     node = controller.nodes.get(node_id).node
+    views.require_action(node, "edit")
     values = {
         "hostname": node.hostname,
         "private_ip": node.private_ip,
@@ -169,6 +170,7 @@ def confirm_mark_damaged(
 ) -> Response:
     """Ask for the reason before marking the node Damaged."""
     node = controller.nodes.get(node_id).node
+    views.require_action(node, "mark-damaged")
     return render(
         request,
         "nodes/confirm.html",
@@ -188,6 +190,7 @@ def confirm_delete(
 ) -> Response:
     """Ask before Delete Node."""
     node = controller.nodes.get(node_id).node
+    views.require_action(node, "delete")
     return render(
         request,
         "nodes/confirm.html",
