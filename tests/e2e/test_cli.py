@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -238,7 +239,61 @@ def test_exit_code_2_for_usage_errors(shared: Controller, admin: Cli) -> None:
     assert "nothing to change" in one_line_error(admin.fails(2, "node", "edit", node_id))
     bad_url = admin.fails(2, "login", "--controller", "ftp://ic", "--password-stdin", stdin="x\n")
     assert "--controller" in one_line_error(bad_url)
+    for url in ("http://[::1", "http://ic:99999", "http://ic:port"):  # urlsplit's ValueErrors
+        bad = admin.fails(2, "login", "--controller", url, "--password-stdin", stdin="x\n")
+        assert "--controller must be a URL" in one_line_error(bad)
+    for timeout in ("abc", "-1", "nan"):
+        bad_env = admin.fails(2, "node", "list", env={"VOIPCLOUD_HTTP_TIMEOUT": timeout})
+        assert "VOIPCLOUD_HTTP_TIMEOUT must be a number" in one_line_error(bad_env)
+    assert admin.json("node", "list", env={"VOIPCLOUD_HTTP_TIMEOUT": "7.5"})["items"]
+    refused_choice = one_line_error(admin.fails(2, "node", "list", "-o", "yaml"))
+    assert "Value error" not in refused_choice
+    assert "'yaml' is not one of 'table', 'json'" in refused_choice
+    a_file = shared.data_dir / "voipcloud.sqlite3"  # a config dir that is not a directory
+    unwritable = admin.fails(
+        1,
+        "login",
+        "--controller",
+        shared.url,
+        "--password-stdin",
+        stdin=ADMIN_PASSWORD + "\n",
+        env={"VOIPCLOUD_CONFIG_DIR": str(a_file)},
+    )
+    assert str(a_file) in one_line_error(unwritable)
     assert admin.json("node", "info", node_id)["status"] == "Offline"  # nothing was deleted
+
+
+def test_ctrl_c_during_wait_stops_following_but_not_the_operation(
+    shared: Controller, admin: Cli
+) -> None:
+    node_id = str(add_node(admin, "cli-interrupted")["node_id"])
+    admin.ok("role", "assign", node_id, "wk")  # no agent: the activation stays pending
+    waiting = subprocess.Popen(
+        [voipcloud_executable(), "node", "activate", node_id, "--wait", "--timeout", "60"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=admin.env(),
+    )
+    try:
+        for _ in range(200):  # until the CLI has asked for the activation
+            if _pending_kind(admin, node_id) == "activate":
+                break
+        else:
+            raise AssertionError("the activation was never requested")
+        waiting.send_signal(signal.SIGINT)
+        _, stderr = waiting.communicate(timeout=30)
+    finally:
+        waiting.kill()
+    assert waiting.returncode == 130, stderr
+    assert "the operation goes on" in one_line_error(stderr)
+    assert _pending_kind(admin, node_id) == "activate"
+
+
+def _pending_kind(cli: Cli, node_id: str) -> str | None:
+    pending = cli.json("node", "info", node_id)["pending_operation"]
+    return pending["kind"] if pending else None
 
 
 def test_role_remove_shows_the_warning_and_needs_confirmation(

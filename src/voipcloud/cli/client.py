@@ -12,7 +12,8 @@ translated here, where they enter, into `CliError`s that carry the process exit 
     ├── Unreachable         3  cannot reach the controller (refused, timeout, DNS, TLS)
     ├── NotLoggedIn         4  401 from the API, or no stored login for the profile
     ├── OperationFailed     5  `--wait` saw the node settle in failure (ActivateFailed, Damaged)
-    └── WaitTimedOut        6  `--wait` gave up before the node settled
+    ├── WaitTimedOut        6  `--wait` gave up before the node settled
+    └── Interrupted       130  Ctrl-C while `--wait` followed a node (the operation goes on)
 
 `voipcloud.cli.main.app` catches `CliError` around every command (of every group) and prints
 ``error: <message>`` on stderr, then exits with the code: no traceback, no Rich panel.
@@ -114,6 +115,10 @@ class WaitTimedOut(CliError):
     exit_code = 6
 
 
+class Interrupted(CliError):
+    exit_code = 130  # the shell's code for Ctrl-C
+
+
 def _field_errors(detail: Any) -> str:
     """FastAPI/voipcloud 422 bodies: a list of {loc, msg}; name each field at fault."""
     if not isinstance(detail, list):
@@ -151,6 +156,20 @@ def refusal_from(status_code: int, body: Any, fallback: str) -> CliError:
     return Refused(message, status_code=status_code, body=body)
 
 
+def timeout_from_environment() -> float:
+    """VOIPCLOUD_HTTP_TIMEOUT in seconds (default 15); UsageProblem if it is not one."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_TIMEOUT
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds <= 86400:  # also false for nan
+        raise UsageProblem(f"{TIMEOUT_ENV} must be a number of seconds above 0, not {raw!r}")
+    return seconds
+
+
 class ApiClient:
     """JSON over HTTP to one controller; `path`s are relative to /api/v1."""
 
@@ -167,7 +186,7 @@ class ApiClient:
         self.controller_url = controller_url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         if timeout is None:
-            timeout = float(os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT)
+            timeout = timeout_from_environment()
         self._http = httpx.Client(
             base_url=self.controller_url + API_PREFIX,
             headers=headers,

@@ -10,7 +10,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from voipcloud.cli.client import ApiClient, OperationFailed, Unreachable, WaitTimedOut
+from voipcloud.cli.client import (
+    ApiClient,
+    Interrupted,
+    OperationFailed,
+    Unreachable,
+    WaitTimedOut,
+)
 from voipcloud.cli.output import error_console
 
 POLL_INTERVAL = 0.25  # seconds between two GET /nodes/{id}
@@ -40,7 +46,18 @@ def progress(node: dict[str, Any]) -> str:
 def follow(
     client: ApiClient, node: dict[str, Any], *, action: str, timeout: float
 ) -> dict[str, Any]:
-    """The settled node; OperationFailed if it settled in failure, WaitTimedOut at `timeout`."""
+    """The settled node; OperationFailed if it settled in failure, WaitTimedOut at `timeout`,
+    Interrupted on Ctrl-C (the operation itself goes on)."""
+    try:
+        return _follow(client, node, timeout=timeout)
+    except KeyboardInterrupt:
+        raise Interrupted(
+            f"stopped following {label(node)}; the operation goes on on the controller: "
+            f"follow it with `voipcloud node info {node['node_id']}`"
+        ) from None
+
+
+def _follow(client: ApiClient, node: dict[str, Any], *, timeout: float) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     node_id = node["node_id"]
     with error_console().status(f"Waiting for {label(node)}: {progress(node)}") as spinner:

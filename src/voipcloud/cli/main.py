@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -9,6 +10,8 @@ from typing import Annotated, Any
 import typer
 
 from voipcloud.cli.client import CliError
+
+DEBUG_ENV = "VOIPCLOUD_DEBUG"
 
 
 class VoipcloudApp(typer.Typer):
@@ -32,11 +35,27 @@ class VoipcloudApp(typer.Typer):
         except clicks.ClickException as exc:
             context = getattr(exc, "ctx", None)
             hint = f" (see `{context.command_path} --help`)" if context is not None else ""
-            message = " ".join(exc.format_message().split())
+            # Typer words a refused choice "Value error, 'x' is not one of ...": drop the prefix
+            message = " ".join(exc.format_message().replace("Value error, ", "").split())
             typer.echo(f"error: {message}{hint}", err=True)
             sys.exit(exc.exit_code)
         except typer.Abort:
             typer.echo("error: aborted; nothing changed", err=True)
+            sys.exit(1)
+        except OSError as exc:  # e.g. a config dir that cannot be written
+            where = f": {exc.filename}" if exc.filename else ""
+            typer.echo(f"error: {exc.strerror or exc}{where}", err=True)
+            sys.exit(1)
+        except Exception as exc:
+            # a bug of ours, still one line (VOIPCLOUD_DEBUG=1 shows the traceback)
+            if os.environ.get(DEBUG_ENV):
+                raise
+            message = " ".join(str(exc).split())[:500]
+            typer.echo(
+                f"error: unexpected {type(exc).__name__}: {message} "
+                f"(a bug in voipcloud; {DEBUG_ENV}=1 shows the traceback)",
+                err=True,
+            )
             sys.exit(1)
         sys.exit(result if isinstance(result, int) else 0)
 

@@ -34,11 +34,16 @@ ProfileOption = Annotated[
 def controller_url(raw: str) -> str:
     """The controller's base URL, checked: http(s)://host[:port][/prefix]."""
     url = raw.strip().rstrip("/")
-    parts = urlsplit(url)
+    problem = UsageProblem(
+        f"--controller must be a URL like http://ic.example.com:8080, not {raw!r}"
+    )
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port out of range or not a number
+    except ValueError:
+        raise problem from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageProblem(
-            f"--controller must be a URL like http://ic.example.com:8080, not {raw!r}"
-        )
+        raise problem
     if parts.query or parts.fragment:
         raise UsageProblem("--controller must not carry a query or fragment")
     return url
