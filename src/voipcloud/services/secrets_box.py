@@ -7,10 +7,12 @@ looked up without decrypting every row).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -26,19 +28,28 @@ class SecretBox:
 
     @classmethod
     def in_data_dir(cls, data_dir: Path) -> SecretBox:
-        """Load the key, or create it with 0600 permissions on first start."""
+        """Load the key, or create it with 0600 permissions on first start.
+
+        The key is written to a private temporary file and then linked into place, so two
+        processes starting at once never see a half-written key: one link wins, and the
+        other reads the winner's key.
+        """
         data_dir.mkdir(parents=True, exist_ok=True)
         path = data_dir / KEY_FILE
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            if path.stat().st_mode & 0o077:
-                path.chmod(0o600)
-            return cls(path.read_bytes().strip())
-        key = Fernet.generate_key()
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(key)
-        return cls(key)
+        if not path.exists():
+            fd, temporary = tempfile.mkstemp(prefix=".secret-", dir=data_dir)  # mode 0600
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(Fernet.generate_key())
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                with contextlib.suppress(FileExistsError):
+                    os.link(temporary, path)
+            finally:
+                os.unlink(temporary)
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+        return cls(path.read_bytes().strip())
 
     def encrypt(self, plaintext: str) -> bytes:
         return self._fernet.encrypt(plaintext.encode())
