@@ -223,6 +223,11 @@ def test_exit_code_1_when_a_rule_refuses(shared: Controller, admin: Cli) -> None
     assert admin.json("node", "info", node_id)["status"] == "Offline"
     assert admin.json("node", "info", node_id)["roles"] == []
 
+    # the API's URL instead of the controller's: say what to give instead of "Not Found"
+    api_url = f"{shared.url}/api/v1"
+    wrong = admin.fails(1, "login", "--controller", api_url, "--password-stdin", stdin="x\n")
+    assert "give the controller's base URL" in one_line_error(wrong)
+
 
 def test_exit_code_2_for_usage_errors(shared: Controller, admin: Cli) -> None:
     node_id = str(add_node(admin, "cli-usage")["node_id"])

@@ -10,7 +10,14 @@ from urllib.parse import urlsplit
 
 import typer
 
-from voipcloud.cli.client import ApiClient, CliError, UsageProblem, selected_profile
+from voipcloud.cli.client import (
+    API_PREFIX,
+    ApiClient,
+    CliError,
+    Refused,
+    UsageProblem,
+    selected_profile,
+)
 from voipcloud.cli.output import (
     OutputFormat,
     OutputOption,
@@ -101,6 +108,11 @@ def login(
         except CliError as exc:
             if exc.exit_code == 4:
                 exc.message = f"login refused: wrong username or password for {username} at {url}"
+            elif isinstance(exc, Refused) and exc.status_code in (404, 405):
+                exc.message = (
+                    f"{url} has no voipcloud API at {url}{API_PREFIX}/auth/token: give the "
+                    "controller's base URL, e.g. http://ic.example.com:8080"
+                )
             raise
     token = answer.get("access_token") if isinstance(answer, dict) else None
     if not isinstance(token, str) or not token:
