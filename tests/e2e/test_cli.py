@@ -251,6 +251,8 @@ def test_exit_code_2_for_usage_errors(shared: Controller, admin: Cli) -> None:
         bad_env = admin.fails(2, "node", "list", env={"VOIPCLOUD_HTTP_TIMEOUT": timeout})
         assert "VOIPCLOUD_HTTP_TIMEOUT must be a number" in one_line_error(bad_env)
     assert admin.json("node", "list", env={"VOIPCLOUD_HTTP_TIMEOUT": "7.5"})["items"]
+    for timed in (["node", "activate", node_id, "--wait"], ["storage", "migrate", "faxes"]):
+        assert "--timeout" in one_line_error(admin.fails(2, *timed, "--timeout", "-5"))
     refused_choice = one_line_error(admin.fails(2, "node", "list", "-o", "yaml"))
     assert "Value error" not in refused_choice
     assert "'yaml' is not one of 'table', 'json'" in refused_choice

@@ -205,7 +205,7 @@ def migrate(
         bool, typer.Option("--status", help="Only show the progress; start nothing.")
     ] = False,
     pause: Annotated[bool, typer.Option("--pause", help="Pause the running migration.")] = False,
-    timeout: Annotated[float, typer.Option(help="With --follow: give up after seconds.")] = (
+    timeout: Annotated[float, typer.Option(min=1, help="With --follow: give up after seconds.")] = (
         3600.0
     ),
     output: OutputOption = OutputFormat.TABLE,
