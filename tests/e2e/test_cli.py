@@ -223,6 +223,10 @@ def test_exit_code_1_when_a_rule_refuses(shared: Controller, admin: Cli) -> None
     assert admin.json("node", "info", node_id)["status"] == "Offline"
     assert admin.json("node", "info", node_id)["roles"] == []
 
+    # dot segments reach the controller, which names the field, instead of a "Not Found"
+    for key in ("../../etc/passwd", "./x", "a/../b"):
+        assert "key:" in one_line_error(admin.fails(1, "storage", "get", "faxes", key))
+
     # the API's URL instead of the controller's: say what to give instead of "Not Found"
     api_url = f"{shared.url}/api/v1"
     wrong = admin.fails(1, "login", "--controller", api_url, "--password-stdin", stdin="x\n")

@@ -88,7 +88,10 @@ def _check(answer: httpx.Response) -> None:
 
 
 def _resource_path(kind: Kind, key: str) -> str:
-    return f"/storage/{kind.value}/resources/{quote(key, safe='/')}"
+    # dots encoded too: httpx would resolve a "." or ".." segment away and the controller
+    # would answer "Not Found" instead of naming what is wrong with the key
+    encoded = quote(key, safe="/").replace(".", "%2E")
+    return f"/storage/{kind.value}/resources/{encoded}"
 
 
 def _file_sha256(path: Path) -> str:
