@@ -10,6 +10,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -25,41 +26,58 @@ SKIPPED = {("delete", "/api/v1/auth/token")}  # would sign the fuzzing administr
 LOCATIONS = {"body", "path", "query", "header", "cookie"}
 
 # JSON strings never hold '/': no generated body can name a real directory or endpoint URL
-TEXT = st.text(alphabet=st.characters(blacklist_characters="/"), max_size=40)
-NASTY_STRINGS = st.sampled_from(
-    [
-        "",
-        " ",
-        "\x00",
-        "a\x00b",
-        "\ud800",
-        "\udfff\ud800",
-        "x" * 70_000,
-        "\u00e9" * 5_000,
-        "\U0001f4de" * 300,
-        "\u202e\ufeff",
-        "../../etc",
-        "%00",
-        "null",
-        "1e999",
-        "-0",
-        "NaN",
-    ]
-)
+NASTY = [
+    "",
+    " ",
+    "\x00",
+    "a\x00b",
+    "\ud800",
+    "\udfff\ud800",
+    "x" * 70_000,
+    "\u00e9" * 5_000,
+    "\U0001f4de" * 300,
+    "\u202e\ufeff",
+    "..",
+    "%00",
+    "null",
+    "1e999",
+    "-0",
+    "NaN",
+]
+NASTY_WITH_SLASHES = ["10.0.0.1/33", "::1/129", "a/b", "//", "../../etc", "http://[", "/"]
 NUMBERS = st.one_of(
     st.integers(min_value=-(2**70), max_value=2**70),
     st.sampled_from([0, -1, 2**31, 2**63, -(2**63) - 1, 10**100]),
     st.floats(allow_nan=False, allow_infinity=False),
 )
-SCALARS = st.one_of(st.none(), st.booleans(), NUMBERS, TEXT, NASTY_STRINGS)
-JUNK = st.recursive(
-    SCALARS,
-    lambda children: (
-        st.lists(children, max_size=4)
-        | st.dictionaries(st.one_of(TEXT, NASTY_STRINGS), children, max_size=4)
-    ),
-    max_leaves=8,
-)
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Strings and nested junk. The storage configuration gets strings without '/', so no
+    generated body can name a real directory (written by the probe) or an endpoint URL."""
+
+    text: Any
+    junk: Any
+
+    @classmethod
+    def of(cls, *, slashes: bool) -> Vocabulary:
+        alphabet = st.characters() if slashes else st.characters(blacklist_characters="/")
+        nasty = st.sampled_from(NASTY + (NASTY_WITH_SLASHES if slashes else []))
+        text = st.one_of(st.text(alphabet=alphabet, max_size=40), nasty)
+        scalars = st.one_of(st.none(), st.booleans(), NUMBERS, text)
+        junk = st.recursive(
+            scalars,
+            lambda children: (
+                st.lists(children, max_size=4) | st.dictionaries(text, children, max_size=4)
+            ),
+            max_leaves=8,
+        )
+        return cls(text=text, junk=junk)
+
+
+FULL = Vocabulary.of(slashes=True)
+SAFE = Vocabulary.of(slashes=False)
 RAW_BODIES = st.sampled_from(
     [
         b"",
@@ -81,39 +99,43 @@ def resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def plausible(spec: dict[str, Any], schema: dict[str, Any], depth: int = 0) -> Any:
+def plausible(
+    spec: dict[str, Any], schema: dict[str, Any], words: Vocabulary, depth: int = 0
+) -> Any:
     """Values of roughly the declared shape, so other fields pass and one fails deeper."""
     schema = resolve(spec, schema)
     if depth > 3:
-        return JUNK
+        return words.junk
     if "enum" in schema:
         return st.sampled_from(schema["enum"])
     options = schema.get("anyOf") or schema.get("oneOf")
     if options:
-        return st.one_of([plausible(spec, o, depth + 1) for o in options])
+        return st.one_of([plausible(spec, o, words, depth + 1) for o in options])
     kind = schema.get("type")
     if kind == "object" or "properties" in schema:
-        return shaped_object(spec, schema, depth + 1)
+        return shaped_object(spec, schema, words, depth + 1)
     if kind == "array":
-        return st.lists(plausible(spec, schema.get("items", {}), depth + 1), max_size=3)
+        return st.lists(plausible(spec, schema.get("items", {}), words, depth + 1), max_size=3)
     return {
-        "string": st.one_of(TEXT, NASTY_STRINGS),
+        "string": words.text,
         "integer": NUMBERS,
         "number": NUMBERS,
         "boolean": st.booleans(),
         "null": st.none(),
-    }.get(kind, JUNK)
+    }.get(kind, words.junk)
 
 
-def shaped_object(spec: dict[str, Any], schema: dict[str, Any], depth: int = 0) -> Any:
+def shaped_object(
+    spec: dict[str, Any], schema: dict[str, Any], words: Vocabulary, depth: int = 0
+) -> Any:
     """Some of the declared fields (any may be missing), each plausible or junk."""
     properties = schema.get("properties", {})
     if not properties:
-        return st.dictionaries(st.one_of(TEXT, NASTY_STRINGS), JUNK, max_size=4)
+        return st.dictionaries(words.text, words.junk, max_size=4)
     return st.fixed_dictionaries(
         {},
         optional={
-            name: st.one_of(plausible(spec, field, depth), JUNK)
+            name: st.one_of(plausible(spec, field, words, depth), words.junk)
             for name, field in properties.items()
         },
     )
@@ -146,8 +168,8 @@ def query_value() -> Any:
     )
 
 
-HEADER_BYTES = st.binary(max_size=80).map(
-    lambda b: bytes(c for c in b if c == 0x09 or 0x20 <= c != 0x7F)
+HEADER_BYTES = st.binary(max_size=80).map(  # what HTTP lets a client send in a header
+    lambda b: bytes(c for c in b if c == 0x09 or 0x20 <= c != 0x7F).strip(b" \t")
 )
 
 
@@ -163,19 +185,20 @@ def request_strategy(spec: dict[str, Any], path: str, operation: dict[str, Any])
             query[name] = query_value()
         elif where == "header":
             headers[name] = HEADER_BYTES
+    words = SAFE if path.startswith("/api/v1/storage") else FULL
     content = operation.get("requestBody", {}).get("content", {})
     if "application/json" in content:
         schema = resolve(spec, content["application/json"].get("schema", {}))
         body: Any = st.one_of(
-            shaped_object(spec, schema).map(lambda v: ("json", v)),
-            JUNK.map(lambda v: ("json", v)),
+            shaped_object(spec, schema, words).map(lambda v: ("json", v)),
+            words.junk.map(lambda v: ("json", v)),
             RAW_BODIES.map(lambda v: ("raw", v)),
             st.just(("none", None)),
         )
     elif content:
         body = st.binary(max_size=200).map(lambda v: ("raw", v))
     else:
-        body = st.one_of(st.just(("none", None)), JUNK.map(lambda v: ("json", v)))
+        body = st.one_of(st.just(("none", None)), words.junk.map(lambda v: ("json", v)))
     return st.fixed_dictionaries(
         {"path": st.fixed_dictionaries(path_params), "body": body},
         optional={
@@ -206,7 +229,9 @@ def send(client: httpx.Client, method: str, template: str, case: dict[str, Any])
     return client.request(method, url, params=case.get("query"), headers=headers)
 
 
-def check_answer(answer: httpx.Response, what: str) -> None:
+def check_answer(answer: httpx.Response, what: str, fields: frozenset[str] = frozenset()) -> None:
+    """`fields`: the body's top-level fields, which role parameter errors start their
+    location with (`["parameters", "sip_port"]`) where the rest say `["body", ...]`."""
     assert answer.status_code < 500, f"{what} -> {answer.status_code}: {answer.text[:500]}"
     if answer.status_code < 400 or "json" not in answer.headers.get("content-type", ""):
         return
@@ -220,7 +245,8 @@ def check_answer(answer: httpx.Response, what: str) -> None:
             loc = entry.get("loc")
             assert isinstance(loc, list), f"{what} -> {body}"
             assert loc, f"{what} -> {body}"
-            assert loc[0] in LOCATIONS, f"{what} -> {body}"
+            assert loc[0] in LOCATIONS | fields, f"{what} -> {body}"
+            assert all(isinstance(part, str | int) for part in loc), f"{what} -> {body}"
     elif answer.status_code == 409:
         assert isinstance(body.get("rule"), str), f"{what} -> {body}"
         assert body["rule"], f"{what} -> {body}"
@@ -295,6 +321,9 @@ def fuzzer(
     operation: dict[str, Any],
     seen: Counter[int],
 ) -> Any:
+    content = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+    fields = frozenset(resolve(spec, content.get("schema", {})).get("properties", {}))
+
     @settings(
         max_examples=EXAMPLES_PER_OPERATION,
         deadline=None,
@@ -311,6 +340,6 @@ def fuzzer(
         except httpx.TransportError as exc:  # the server dropped the request: a crash
             raise AssertionError(f"{what} -> {type(exc).__name__}: {exc}") from None
         seen[answer.status_code] += 1
-        check_answer(answer, what)
+        check_answer(answer, what, fields)
 
     return fuzz
