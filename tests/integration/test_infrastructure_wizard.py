@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from tests.conftest import login
 from tests.integration.infrastructure_helpers import API, Infra, running_infra
 from voipcloud.domain.roles import SINGLE_NODE_ROLES
 
@@ -136,3 +139,52 @@ def test_wizard_input_is_validated_field_by_field(infra: Infra) -> None:
         ("body", "timezone"),
     }
     assert infra.node(infra.controller_id())["roles"] == ["ic"]
+
+
+def _race_wizard_and_add(infra: Infra, hostname: str) -> dict[str, httpx.Response]:
+    """The wizard and an Add Node sent at the same moment, each on its own connection."""
+    barrier = threading.Barrier(2)
+    answers: dict[str, httpx.Response] = {}
+    base_url = str(infra.client.base_url)
+
+    def send(name: str, path: str, body: dict[str, str]) -> None:
+        client = login(base_url)
+        try:
+            barrier.wait(timeout=30)
+            answers[name] = client.post(path, json=body)
+        finally:
+            client.close()
+
+    threads = [
+        threading.Thread(target=send, args=("wizard", WIZARD, ANSWERS)),
+        threading.Thread(
+            target=send,
+            args=("add", f"{API}/nodes", {"hostname": hostname, "private_ip": "10.0.0.20"}),
+        ),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return answers
+
+
+def test_wizard_and_add_node_racing_never_break_the_only_live_node_rule(infra: Infra) -> None:
+    """A node added while the wizard runs either makes the wizard refuse (409) or is added
+    after the wizard's transaction: never counted out and slipped in at once."""
+    ic = infra.controller_id()
+    for attempt in range(4):
+        answers = _race_wizard_and_add(infra, f"racer-{attempt}")
+        assert answers["add"].status_code == 201, answers["add"].text
+        added = answers["add"].json()["node_id"]
+        wizard = answers["wizard"]
+        assert wizard.status_code in (200, 409), wizard.text
+        events = infra.client.get(f"{API}/events", params={"limit": 200}).json()["items"]
+        [added_at] = [e["id"] for e in events if e["node_id"] == added]
+        if wizard.status_code == 200:
+            wizard_at = max(e["id"] for e in events if e["operation"] == "wizard")
+            assert added_at > wizard_at, "a node slipped in while the wizard counted live nodes"
+            infra.report(ic, success=False, reason="reset for the next round")
+        else:
+            assert "live" in wizard.text.lower(), wizard.text
+        assert infra.client.delete(f"{API}/nodes/{added}").status_code == 200

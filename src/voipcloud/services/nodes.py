@@ -19,7 +19,7 @@ from voipcloud.domain.statuses import NodeStatus
 from voipcloud.services import transitions
 from voipcloud.services.context import Context
 from voipcloud.services.secrets_box import new_session_key
-from voipcloud.store import events, roles
+from voipcloud.store import events, infrastructure, roles
 from voipcloud.store import nodes as node_rows
 
 ACTIONS = {
@@ -127,6 +127,8 @@ class NodeService:
         now = self._ctx.clock()
         try:
             with self._ctx.db.write() as conn:
+                # the Configuration Wizard counts the live nodes under this lock
+                infrastructure.lock(conn)
                 _ensure_hostname_free(conn, clean["hostname"], node_id=None)
                 node_id = node_rows.insert_node(conn, is_controller=False, now=now, **clean)
                 events.append(

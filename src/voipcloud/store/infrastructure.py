@@ -28,7 +28,7 @@ def properties(conn: Connection) -> dict[str, Any]:
 
 
 def lock(conn: Connection) -> None:
-    """Serialize the rules that count extensions (SQLite already holds its write lock)."""
+    """Serialize the rules that count extensions or live nodes (SQLite: its write lock)."""
     if conn.dialect.name == "postgresql":
         conn.execute(
             select(infrastructure.c.id).where(infrastructure.c.id == _ID).with_for_update()
