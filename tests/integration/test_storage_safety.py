@@ -53,6 +53,11 @@ def check_delete_during_migration_leaves_no_copy(storage_api: LiveApi, moto: Mot
     # deleted while moved (the big one), and before the migration reaches them (the last ones)
     doomed = ["000/big.wav", *[f"500/call-{i:03d}.wav" for i in range(50, 60)]]
     ok(client.post(f"{BASE}/migration"), 202)
+    # the big object takes a while: meanwhile the kind's storage cannot change under it
+    switch = client.put("/api/v1/storage", json={"recordings": {"backend": "local"}})
+    assert switch.status_code == 409, switch.text
+    assert switch.json()["rule"] == "storage-migration-running"
+    assert "pause it" in switch.json()["detail"]
     answers: dict[str, int] = {}
 
     def delete(key: str) -> None:
@@ -68,6 +73,7 @@ def check_delete_during_migration_leaves_no_copy(storage_api: LiveApi, moto: Mot
     assert final["status"] == "completed", final
     assert final["failed"] == 0
     assert final["done"] == final["total"] == len(contents) - len(doomed)
+    assert ok(client.get("/api/v1/storage"))["recordings"]["backend"] == "s3"
 
     kept = {k: v for k, v in contents.items() if k not in doomed}
     assert bucket_keys(moto, bucket) == {f"pbx/{k}" for k in kept}  # no orphan in the target

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from voipcloud.domain.errors import InvalidInput, NotFound
+from voipcloud.domain.errors import InvalidInput, NotFound, RuleViolation
 from voipcloud.domain.model import Page
 from voipcloud.domain.storage import (
     BackendFailure,
@@ -165,6 +165,13 @@ class StorageService:
                 before = self._config(kind, stored.get(kind.value))
                 if after == before and kind.value in stored:
                     continue
+                if self.migrations.running(kind):
+                    raise RuleViolation(
+                        "storage-migration-running",
+                        f"A migration of {kind.value} to {before.backend.label} is running; "
+                        "pause it (or let it finish) before changing the storage of "
+                        f"{kind.value}.",
+                    )
                 in_use = {BackendType(b): n for b, (n, _) in usage.get(kind.value, {}).items()}
                 check_location_change(before, after, stored_in=in_use)
                 rows.save_config(conn, self._row(after), now=now)
