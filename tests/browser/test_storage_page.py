@@ -13,6 +13,7 @@ from playwright.sync_api import Page, expect
 from tests.browser.conftest import Site, screenshot
 from tests.support.moto import MotoServer, moto_server
 from voipcloud.domain.storage import ResourceKind
+from voipcloud.store import storage as rows
 
 
 @pytest.fixture
@@ -88,3 +89,61 @@ def test_configure_test_save_and_migrate_voicemail_to_s3(
     listed = storage.list(kind=ResourceKind.VOICEMAIL, limit=100)
     assert {r.backend for r in listed.items} == {"s3"}
     assert listed.total == 30
+
+
+def test_an_interrupted_migration_says_so_and_resumes_from_the_page(
+    admin_page: Page, site: Site, moto_auth: MotoServer, tmp_path: Path
+) -> None:
+    assert moto_auth.bucket
+    storage = site.controller.storage
+    storage.bind_data_dir(tmp_path / "data")
+    s3 = {
+        "bucket": moto_auth.bucket,
+        "region": "us-east-1",
+        "endpoint_url": moto_auth.endpoint_url,
+        "prefix": "vm",
+        "access_key_id": moto_auth.access_key_id,
+        "secret_access_key": moto_auth.secret_access_key,
+    }
+    storage.configure(actor="test", changes={"voicemail": {"backend": "s3", "s3": s3}})
+    for number in range(5):
+        storage.put(
+            kind=ResourceKind.VOICEMAIL,
+            key=f"200/msg-{number}.wav",
+            content=io.BytesIO(b"RIFF" + bytes([number]) * 512),
+            content_type="audio/wav",
+        )
+    storage.configure(actor="test", changes={"voicemail": {"backend": "local"}})
+    now = site.controller.ctx.clock()
+    with site.controller.ctx.db.write() as conn:  # as a controller killed mid-migration leaves it
+        rows.save_migration(
+            conn,
+            "voicemail",
+            source="s3",
+            target="local",
+            status="running",
+            total=5,
+            done=0,
+            failed=0,
+            bytes_total=5 * 516,
+            bytes_done=0,
+            last_error=None,
+            started_at=now,
+            updated_at=now,
+            finished_at=None,
+        )
+
+    page = admin_page
+    page.get_by_role("link", name="Storage", exact=True).click()
+    panel = page.locator("#migration-voicemail")
+    expect(panel).to_have_attribute("data-status", "interrupted")
+    expect(panel).to_contain_text("The controller stopped while this migration ran")
+    resume = panel.get_by_role("button", name="Resume migration")
+    expect(resume).to_be_visible()
+    screenshot(page, "storage-interrupted")
+    resume.click()
+    panel = page.locator("#migration-voicemail")
+    expect(panel).to_have_attribute("data-status", "completed", timeout=30_000)
+    expect(panel.locator("[data-progress]")).to_have_text("5 of 5")
+    listed = storage.list(kind=ResourceKind.VOICEMAIL, limit=10)
+    assert {r.backend for r in listed.items} == {"local"}
