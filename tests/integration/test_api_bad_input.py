@@ -747,7 +747,7 @@ CONTROL_CASES: list[tuple[str, str, str, dict[str, Any], int, tuple[Any, ...]]] 
         "/nodes/{nid}/roles",
         {"json": {"role": "que", "parameters": {"username": "qu\0eue"}}},
         422,
-        ("parameters", "username"),
+        ("body", "parameters", "username"),
     ),
     (
         "role-secret-parameter",
@@ -755,7 +755,7 @@ CONTROL_CASES: list[tuple[str, str, str, dict[str, Any], int, tuple[Any, ...]]] 
         "/nodes/{nid}/roles",
         {"json": {"role": "que", "parameters": {"password": "secret\0secret"}}},
         422,
-        ("parameters", "password"),
+        ("body", "parameters", "password"),
     ),
     (
         "edit-role-parameter",
@@ -763,7 +763,7 @@ CONTROL_CASES: list[tuple[str, str, str, dict[str, Any], int, tuple[Any, ...]]] 
         "/nodes/{nid}/roles/jabber",
         {"json": {"parameters": {"xmpp_domain": "chat\0.example.com"}}},
         422,
-        ("parameters", "xmpp_domain"),
+        ("body", "parameters", "xmpp_domain"),
     ),
     ("q", "GET", "/nodes", {"params": {"q": "a\0b"}}, 422, ("query", "q")),
     (
@@ -856,7 +856,7 @@ SURROGATE_CASES = [
         "POST",
         "/nodes/{nid}/roles",
         '{"role": "que", "parameters": {"username": "x\\udc00"}}',
-        ("parameters", "username"),
+        ("body", "parameters", "username"),
     ),
 ]
 

@@ -312,7 +312,7 @@ def get_role(code: str) -> Role | None:
 
 
 def validate_parameters(
-    role: Role, values: Mapping[str, Any], *, loc: tuple[str | int, ...] = ("parameters",)
+    role: Role, values: Mapping[str, Any], *, loc: tuple[str | int, ...] = ("body", "parameters")
 ) -> dict[str, Any]:
     """Explicit values validated and normalized. `None` means "back to the default"."""
     errors: list[FieldError] = []
@@ -381,6 +381,6 @@ def check_consistency(role: Role, effective: Mapping[str, EffectiveValue]) -> li
         and low.value >= high.value
     ):
         errors.append(
-            FieldError(("parameters", "rtp_port_max"), "must be greater than rtp_port_min")
+            FieldError(("body", "parameters", "rtp_port_max"), "must be greater than rtp_port_min")
         )
     return errors
