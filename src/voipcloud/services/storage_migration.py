@@ -121,12 +121,16 @@ class StorageMigrations:
         return worker is not None and worker[0].is_alive()
 
     def progress(self, kind: ResourceKind) -> MigrationProgress | None:
+        # Ask whether the worker lives *before* reading its row: a worker that ends between
+        # the two has written its final status first, so a finished run is never taken for
+        # an interrupted one.
+        alive = self.running(kind)
         with self.ctx.db.read() as conn:
             row = rows.migration(conn, kind.value)
         if row is None:
             return None
         status = MigrationStatus(row["status"])
-        if status is MigrationStatus.RUNNING and not self.running(kind):
+        if status is MigrationStatus.RUNNING and not alive:
             status = MigrationStatus.INTERRUPTED
         return MigrationProgress(
             kind=kind,
