@@ -49,6 +49,25 @@ def test_role_parameters_edit_and_back_to_default(admin_page: Page, site: Site) 
     assert assigned.effective["password"].value == "a-long-queue-secret"  # kept
 
 
+def test_role_page_shows_each_effective_value_and_where_it_comes_from(
+    admin_page: Page, site: Site
+) -> None:
+    node = site.add_node("effective-01", roles=("sip",), public_ip="203.0.113.77")
+    page = admin_page
+    page.goto(f"/nodes/{node.id}/roles/sip/edit")
+    domain = page.locator("#effective-sip_domain")
+    expect(domain).to_contain_text("voipcloud.local")
+    expect(domain).to_contain_text("Infrastructure Property")
+    page.get_by_label("SIP domain").fill("sip.example.net")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("SIP parameters of effective-01 saved")).to_be_visible()
+    page.goto(f"/nodes/{node.id}/roles/sip/edit")
+    expect(domain).to_contain_text("sip.example.net")
+    expect(domain).to_contain_text("explicit value")
+    (assigned,) = site.controller.roles.assigned(node.id)
+    assert assigned.effective["sip_domain"].source == "explicit"
+
+
 def test_regenerate_the_session_key_from_view_info(admin_page: Page, site: Site) -> None:
     node = site.add_node("rekey-01", roles=("wk",))
     old = site.session_key(node.id)
