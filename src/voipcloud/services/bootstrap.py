@@ -12,7 +12,7 @@ from voipcloud.domain.statuses import NodeStatus
 from voipcloud.services import transitions
 from voipcloud.services.context import CONTROLLER_ACTOR, Context
 from voipcloud.services.nodes import NodeService
-from voipcloud.services.roles import seal
+from voipcloud.services.secrets_box import seal
 from voipcloud.store import events, infrastructure, roles
 from voipcloud.store import nodes as node_rows
 

@@ -27,13 +27,12 @@ from voipcloud.domain.statuses import NodeStatus
 from voipcloud.services import transitions
 from voipcloud.services.context import CONTROLLER_ACTOR, Context
 from voipcloud.services.nodes import NodeService
-from voipcloud.services.secrets_box import SecretBox
+from voipcloud.services.secrets_box import ENCRYPTED, seal, unseal
 from voipcloud.store import extensions, infrastructure
 from voipcloud.store import roles as role_rows
 
 DD_MAX_EXTENSIONS = 3  # dd may be assigned while at most this many extensions exist
 ADMIN_REMOVE_MAX_EXTENSIONS = 2  # "less than three extensions"
-_ENCRYPTED = "$encrypted"
 
 
 def removal_warning(role: Role, hostname: str) -> str:
@@ -75,7 +74,7 @@ class RoleService:
         result = []
         for assignment in role_rows.for_node(conn, node.id):
             role = ROLES[assignment.role]
-            explicit = self._decrypt(assignment.parameters)
+            explicit = self.reveal(assignment.parameters)
             effective = effective_parameters(
                 role, explicit, properties=properties, public_ip=node.public_ip
             )
@@ -162,7 +161,7 @@ class RoleService:
                 Operation.EDIT_ROLE, node.pending_operation, hostname=node.hostname
             )
             properties = self.reveal(infrastructure.properties(conn))
-            before = self._decrypt(assignment.parameters)
+            before = self.reveal(assignment.parameters)
             after = dict(before)
             for name, value in clean.items():
                 if value is None:
@@ -275,7 +274,7 @@ class RoleService:
     # secrets at rest (role parameters and the Infrastructure Properties share the format)
     def reveal(self, stored: dict[str, Any]) -> dict[str, Any]:
         """Stored values with the encrypted ones decrypted."""
-        return self._decrypt(stored)
+        return unseal(self._ctx.box, stored)
 
     def conceal(self, values: dict[str, Any], *, secret: frozenset[str]) -> dict[str, Any]:
         """Values ready to store: the ones named in `secret` encrypted."""
@@ -297,29 +296,11 @@ class RoleService:
 
     def _encrypt(self, spec: Role, explicit: dict[str, Any]) -> dict[str, Any]:
         return {
-            name: {_ENCRYPTED: self._ctx.box.encrypt(str(value)).decode()}
+            name: {ENCRYPTED: self._ctx.box.encrypt(str(value)).decode()}
             if spec.is_secret(name)
             else value
             for name, value in explicit.items()
         }
-
-    def _decrypt(self, stored: dict[str, Any]) -> dict[str, Any]:
-        return {
-            name: self._ctx.box.decrypt(value[_ENCRYPTED].encode())
-            if isinstance(value, dict) and _ENCRYPTED in value
-            else value
-            for name, value in stored.items()
-        }
-
-
-def seal(box: SecretBox, values: dict[str, Any], *, secret: frozenset[str]) -> dict[str, Any]:
-    """Values ready to store: the ones named in `secret` encrypted at rest."""
-    return {
-        name: {_ENCRYPTED: box.encrypt(str(value)).decode()}
-        if name in secret and value is not None
-        else value
-        for name, value in values.items()
-    }
 
 
 def _known_role(code: str, *, in_path: bool = True) -> Role:

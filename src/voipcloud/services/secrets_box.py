@@ -14,11 +14,14 @@ import os
 import secrets
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from cryptography.fernet import Fernet, InvalidToken
 
 KEY_FILE = "secret.key"
 SESSION_KEY_BYTES = 24  # 192 bits
+# how an encrypted value is stored in a JSON column (role parameters, Infrastructure Properties)
+ENCRYPTED = "$encrypted"
 
 
 class SecretBox:
@@ -62,6 +65,26 @@ class SecretBox:
 
     def digest(self, value: str) -> str:
         return hmac.new(self._mac_key, value.encode(), hashlib.sha256).hexdigest()
+
+
+def seal(box: SecretBox, values: dict[str, Any], *, secret: frozenset[str]) -> dict[str, Any]:
+    """Values ready to store: the ones named in `secret` encrypted at rest."""
+    return {
+        name: {ENCRYPTED: box.encrypt(str(value)).decode()}
+        if name in secret and value is not None
+        else value
+        for name, value in values.items()
+    }
+
+
+def unseal(box: SecretBox, stored: dict[str, Any]) -> dict[str, Any]:
+    """Stored values with the encrypted ones decrypted."""
+    return {
+        name: box.decrypt(value[ENCRYPTED].encode())
+        if isinstance(value, dict) and ENCRYPTED in value
+        else value
+        for name, value in stored.items()
+    }
 
 
 def new_session_key() -> str:
