@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Query, Request, Response
+from fastapi import Depends, Query, Request, Response
 
 from voipcloud.web import views
 from voipcloud.web.deps import ControllerDep, WebAdmin, web_router
@@ -15,11 +15,20 @@ Text = Annotated[str | None, Query(max_length=253)]
 
 
 def _request(
-    q: Text, status: Text, role: Text, sort: Text, page: Text, per_page: Text
+    q: Text = None,
+    status: Text = None,
+    role: Text = None,
+    sort: Text = None,
+    page: Text = None,
+    per_page: Text = None,
 ) -> views.ListingRequest:
+    """The listing's query parameters, shared by the page and its live-update fragment."""
     return views.parse_listing(
         q=q, status=status, role=role, sort=sort, page=page, per_page=per_page
     )
+
+
+Wanted = Annotated[views.ListingRequest, Depends(_request)]
 
 
 @router.get("/")
@@ -27,15 +36,9 @@ def cloud_management(
     request: Request,
     _admin: WebAdmin,
     controller: ControllerDep,
-    q: Text = None,
-    status: Text = None,
-    role: Text = None,
-    sort: Text = None,
-    page: Text = None,
-    per_page: Text = None,
+    wanted: Wanted,
 ) -> Response:
     """The Cloud Management page."""
-    wanted = _request(q, status, role, sort, page, per_page)
     return render(
         request, "cloud/index.html", nav="cloud", listing=views.listing(controller, wanted)
     )
@@ -46,16 +49,10 @@ def listing_fragment(
     request: Request,
     _admin: WebAdmin,
     controller: ControllerDep,
-    q: Text = None,
-    status: Text = None,
-    role: Text = None,
-    sort: Text = None,
-    page: Text = None,
-    per_page: Text = None,
+    wanted: Wanted,
     fp: Text = None,
 ) -> Response:
     """The Node Listing alone, for live updates: 204 while nothing it shows has changed."""
-    wanted = _request(q, status, role, sort, page, per_page)
     listing = views.listing(controller, wanted)
     if fp and fp == listing.fingerprint:
         return Response(status_code=204)
