@@ -103,7 +103,11 @@ class StorageService:
         return {kind: self._config(kind, stored.get(kind.value)) for kind in ResourceKind}
 
     def config(self, kind: ResourceKind) -> KindConfig:
-        return self.configuration()[kind]
+        """One kind's configuration: only its S3 keys are decrypted (every resource request
+        asks for it)."""
+        with self.ctx.db.read() as conn:
+            stored = rows.configs(conn)
+        return self._config(kind, stored.get(kind.value))
 
     def _config(self, kind: ResourceKind, row: ConfigRow | None) -> KindConfig:
         if row is None:
