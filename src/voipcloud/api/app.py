@@ -79,6 +79,8 @@ async def _every(seconds: float, work: Callable[[], object], what: str) -> None:
 def create_app(settings: Settings | None = None, controller: Controller | None = None) -> FastAPI:
     settings = settings or Settings()
     controller = controller or build_controller(settings)
+    # a controller built elsewhere keeps its local storage under this app's data dir
+    controller.storage.bind_data_dir(settings.data_dir)
     hub = AgentHub(controller)
 
     @asynccontextmanager

@@ -31,9 +31,7 @@ SECRETS = ("access_key_id", "secret_access_key")
 
 
 def _storage(request: Request, controller: ControllerDep) -> StorageService:
-    storage = controller.storage
-    storage.bind_data_dir(request.app.state.settings.data_dir)
-    return storage
+    return controller.storage
 
 
 def _values(view: KindOverview) -> dict[str, Any]:
