@@ -158,9 +158,9 @@ class AgentService:
         """The node's desired state; re-checks the credential (it may have been revoked)."""
         if self.authenticate(agent_token) != node_id:
             raise NotAuthenticated("The agent credential belongs to another node.")
-        with self._ctx.db.read() as conn:
+        with self._ctx.db.read() as conn:  # one snapshot: the generation matches the roles
             node = transitions.load(conn, node_id)
-        assigned = self._roles.assigned(node_id, reveal_secrets=True)
+            assigned = self._roles.assigned_in(conn, node, reveal_secrets=True)
         operation = None
         if node.pending_operation and node.operation_id:
             operation = protocol.PendingOperation(

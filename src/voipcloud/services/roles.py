@@ -65,11 +65,12 @@ class RoleService:
     def assigned(self, node_id: int, *, reveal_secrets: bool = False) -> list[AssignedRole]:
         with self._ctx.db.read() as conn:
             node = transitions.load(conn, node_id)
-            return self._assigned(conn, node, reveal_secrets=reveal_secrets)
+            return self.assigned_in(conn, node, reveal_secrets=reveal_secrets)
 
-    def _assigned(
+    def assigned_in(
         self, conn: Connection, node: Node, *, reveal_secrets: bool
     ) -> list[AssignedRole]:
+        """The node's roles and effective parameters, read in the caller's transaction."""
         properties = self.reveal(infrastructure.properties(conn))
         result = []
         for assignment in role_rows.for_node(conn, node.id):
