@@ -17,7 +17,14 @@ from voipcloud.cli.client import (
     Unreachable,
     WaitTimedOut,
 )
-from voipcloud.cli.output import error_console
+from voipcloud.cli.output import (
+    OutputFormat,
+    console,
+    error_console,
+    print_json,
+    status_text,
+    wants_json,
+)
 
 POLL_INTERVAL = 0.25  # seconds between two GET /nodes/{id}
 
@@ -82,3 +89,26 @@ def check_outcome(node: dict[str, Any], *, action: str) -> None:
         return
     reason = f": {node['status_reason']}" if node.get("status_reason") else ""
     raise OperationFailed(f"{action} failed: {label(node)} is {node['status']}{reason}")
+
+
+def follow_and_report(
+    client: ApiClient,
+    node: dict[str, Any],
+    *,
+    action: str,
+    output: OutputFormat,
+    timeout: float,
+) -> None:
+    """`--wait`: follow the node, print where it settled, and fail if the action did not."""
+    settled = follow(client, node, action=action, timeout=timeout)
+    if wants_json(output):
+        print_json(settled)
+    try:
+        check_outcome(settled, action=action)
+    finally:
+        if not wants_json(output):
+            console().print(
+                f"{label(settled).capitalize()} is ",
+                status_text(settled["status"], settled.get("status_reason")),
+                sep="",
+            )

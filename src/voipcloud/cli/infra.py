@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from voipcloud.cli.client import ApiClient, UsageProblem, client_from_context
-from voipcloud.cli.follow import check_outcome, follow, label
+from voipcloud.cli.follow import follow_and_report, label
 from voipcloud.cli.output import (
     OutputFormat,
     OutputOption,
@@ -17,7 +17,6 @@ from voipcloud.cli.output import (
     print_json,
     print_record,
     print_table,
-    status_text,
     wants_json,
     when,
 )
@@ -221,21 +220,4 @@ def wizard(
                 f"Follow it with `voipcloud node info {node['node_id']}`."
             )
         return
-    _follow(client, node, output=output, timeout=timeout)
-
-
-def _follow(
-    client: ApiClient, node: dict[str, Any], *, output: OutputFormat, timeout: float
-) -> None:
-    settled = follow(client, node, action="activate", timeout=timeout)
-    if wants_json(output):
-        print_json(settled)
-    try:
-        check_outcome(settled, action="activate")
-    finally:
-        if not wants_json(output):
-            console().print(
-                f"{label(settled).capitalize()} is ",
-                status_text(settled["status"], settled.get("status_reason")),
-                sep="",
-            )
+    follow_and_report(client, node, action="activate", output=output, timeout=timeout)

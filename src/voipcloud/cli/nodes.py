@@ -7,12 +7,11 @@ from typing import Annotated, Any
 import typer
 
 from voipcloud.cli.client import ApiClient, Refused, UsageProblem, client_from_context
-from voipcloud.cli.follow import check_outcome, follow, label
+from voipcloud.cli.follow import follow_and_report, label
 from voipcloud.cli.node_views import agent_text, print_events, print_quick_info, report
 from voipcloud.cli.output import (
     OutputFormat,
     OutputOption,
-    console,
     note,
     print_json,
     print_table,
@@ -216,18 +215,7 @@ def _act(
         doing = f", {pending['kind']} pending" if pending else ""
         report(answer, output, f"{action}: {label(answer)} is {answer['status']}{doing}.")
         return
-    settled = follow(client, answer, action=action, timeout=timeout)
-    if wants_json(output):
-        print_json(settled)
-    try:
-        check_outcome(settled, action=action)
-    finally:
-        if not wants_json(output):
-            console().print(
-                f"{label(settled).capitalize()} is ",
-                status_text(settled["status"], settled.get("status_reason")),
-                sep="",
-            )
+    follow_and_report(client, answer, action=action, output=output, timeout=timeout)
 
 
 @app.command("standby")
