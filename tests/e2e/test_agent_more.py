@@ -84,7 +84,11 @@ def test_administrative_remove_is_carried_out_by_the_ic_agent(tmp_path: Path) ->
 
         removed = admin.post(f"/api/v1/nodes/{ic_id}/roles/sip/remove", json={"confirm": True})
         assert removed.status_code == 200, removed.text
-        wait_for(marker.exists, what="the IC agent to run the sip role's stop command")
+        # the shell creates the file before it writes to it: wait for the whole line
+        wait_for(
+            lambda: marker.exists() and marker.read_text().endswith("\n"),
+            what="the IC agent to run the sip role's stop command",
+        )
         assert marker.read_text().strip() == "stopped"
         wait_for(lambda: not sip_config.exists(), what="the sip configuration to be removed")
         after = node(admin, ic_id)
