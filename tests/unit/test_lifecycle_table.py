@@ -70,6 +70,9 @@ EXPECTED_ROWS: dict[str, tuple[NodeStatus | str, ...]] = {
     "activate": (OFF, SB, AF, X, X, X, DA, X),
     # Deactivate: Online -> DeactivatePending; StandBy -> Deactivated
     "deactivate": (X, DA, X, X, DP, X, X, X),
+    # Force deactivation (issue 11, where SPEC is silent): only a DeactivatePending node, whose
+    # agent has not signed the completion, is moved to Deactivated by the administrator
+    "force-deactivate": (X, X, X, X, X, X, X, DA),
     # Mark Damaged: Online
     "mark-damaged": (X, X, X, X, DM, X, X, X),
     # Fix Node: Damaged; pending until the agent reports
@@ -108,6 +111,7 @@ ADMIN_OPS = (
     "standby",
     "activate",
     "deactivate",
+    "force-deactivate",
     "mark-damaged",
     "fix",
     "delete",
@@ -226,7 +230,7 @@ def test_busy_rule() -> None:
 
 def test_busy_rule_while_deactivating() -> None:
     # DeactivatePending (a pending deactivation) keeps role parameters editable (SPEC 5)
-    allowed = ("edit-node", "delete", "admin-remove", "edit-role")
+    allowed = ("edit-node", "delete", "admin-remove", "edit-role", "force-deactivate")
     for op in ALL_OPS:
         operation = Operation(op)
         if op in allowed:
@@ -378,6 +382,9 @@ SERVICE_OPS: dict[str, Callable[[Env, int], Any]] = {
     "standby": lambda e, n: e.c.nodes.action(n, "standby", actor=ADMIN),
     "activate": lambda e, n: e.c.nodes.action(n, "activate", actor=ADMIN),
     "deactivate": lambda e, n: e.c.nodes.action(n, "deactivate", actor=ADMIN),
+    "force-deactivate": lambda e, n: e.c.nodes.action(
+        n, "deactivate", actor=ADMIN, force=True, reason="machine gone"
+    ),
     "mark-damaged": lambda e, n: e.c.nodes.action(n, "mark-damaged", actor=ADMIN),
     "fix": lambda e, n: e.c.nodes.action(n, "fix", actor=ADMIN),
     "regenerate-session-key": lambda e, n: e.c.nodes.action(
@@ -447,6 +454,13 @@ def test_service_pair(env: Env, status: NodeStatus, op: str) -> None:
         assert node.pending_operation == "fix"
     elif op == "deactivate":
         assert node.pending_operation == ("deactivate" if status is ON else None)
+    elif op == "force-deactivate":
+        assert node.pending_operation is None
+        assert node.operation_id is None
+        assert node.status_reason == "forced by administrator: machine gone"
+        assert latest.reason == "forced by administrator: machine gone"
+        assert latest.actor == ADMIN
+        assert node.config_generation > before[0].config_generation
     elif op == "delete":
         assert node.roles == []
         assert not node.has_session_key
@@ -924,3 +938,91 @@ def test_unknown_node(env: Env) -> None:
         env.c.nodes.action(424242, "standby", actor=ADMIN)
     with pytest.raises(NotFound):
         env.c.nodes.delete(424242, actor=ADMIN)
+
+
+# --------------------------------------------------------------------------------------------
+# Force deactivation (issue 11): the administrator's way out of DeactivatePending
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reason", [None, "", "   \n "])
+def test_force_deactivation_needs_a_reason(env: Env, reason: str | None) -> None:
+    node_id = add_node(env)
+    env.c.roles.assign(node_id, actor=ADMIN, role="sip", parameters={})
+    bring_to(env, node_id, DP)
+    before = snapshot(env, node_id)
+    with pytest.raises(InvalidInput) as info:
+        env.c.nodes.action(node_id, "deactivate", actor=ADMIN, force=True, reason=reason)
+    (error,) = info.value.errors
+    assert error.loc == ("body", "reason")
+    assert "reason" in error.message
+    assert snapshot(env, node_id) == before
+
+
+@pytest.mark.parametrize("action", ["standby", "activate", "fix", "mark-damaged"])
+def test_only_deactivate_can_be_forced(env: Env, action: str) -> None:
+    node_id = add_node(env)
+    env.c.roles.assign(node_id, actor=ADMIN, role="sip", parameters={})
+    bring_to(env, node_id, DP)
+    before = snapshot(env, node_id)
+    with pytest.raises(InvalidInput) as info:
+        env.c.nodes.action(node_id, action, actor=ADMIN, force=True, reason="why")
+    assert info.value.errors[0].loc == ("body", "force")
+    assert snapshot(env, node_id) == before
+
+
+def test_force_deactivation_drops_the_pending_operation(env: Env) -> None:
+    node_id = add_node(env)
+    env.c.roles.assign(node_id, actor=ADMIN, role="sip", parameters={})
+    bring_to(env, node_id, DP)
+    stuck = env.c.nodes.get(node_id).node
+    assert stuck.operation_id is not None
+    # the agent tried and failed; the node stays DeactivatePending
+    assert report(env, node_id, success=False, reason="stop failed").node.status is DP
+    env.clock.advance(3600)
+    node = env.c.nodes.action(
+        node_id, "deactivate", actor="admin:ops", force=True, reason="  VM destroyed  "
+    )
+    assert node.status is DA
+    assert node.pending_operation is None
+    assert node.status_reason == "forced by administrator: VM destroyed"
+    assert node.config_generation == stuck.config_generation + 1
+    latest = env.c.nodes.events(node_id, limit=1).items[0]
+    assert (latest.operation, latest.actor) == ("force-deactivate", "admin:ops")
+    assert (latest.status_before, latest.status_after) == ("DeactivatePending", "Deactivated")
+    # a late report of the dropped deactivation is not recorded
+    events = env.c.nodes.events(None).total
+    late = env.c.operations.report(node_id, operation_id=stuck.operation_id, success=True)
+    assert not late.recorded
+    assert late.node.status is DA
+    assert env.c.nodes.events(None).total == events
+    # and the node goes on as any Deactivated node: activate again
+    pending = env.c.nodes.action(node_id, "activate", actor=ADMIN)
+    assert pending.pending_operation == "activate"
+    assert report(env, node_id, success=True).node.status is ON
+
+
+@pytest.mark.parametrize("status", [OFF, SB, AF, DM, ON, DA], ids=_id)
+def test_force_deactivation_refused_outside_deactivate_pending(
+    env: Env, status: NodeStatus
+) -> None:
+    node_id = add_node(env)
+    env.c.roles.assign(node_id, actor=ADMIN, role="sip", parameters={})
+    bring_to(env, node_id, status)
+    before = snapshot(env, node_id)
+    with pytest.raises(RuleViolation) as info:
+        env.c.nodes.action(node_id, "deactivate", actor=ADMIN, force=True, reason="why")
+    assert info.value.rule == "force-deactivate-status"
+    assert "DeactivatePending" in info.value.message
+    assert snapshot(env, node_id) == before
+
+
+def test_force_deactivation_refused_while_an_activation_is_pending(env: Env) -> None:
+    node_id = add_node(env)
+    env.c.roles.assign(node_id, actor=ADMIN, role="sip", parameters={})
+    env.c.nodes.action(node_id, "activate", actor=ADMIN)
+    before = snapshot(env, node_id)
+    with pytest.raises(RuleViolation) as info:
+        env.c.nodes.action(node_id, "deactivate", actor=ADMIN, force=True, reason="why")
+    assert info.value.rule == "force-deactivate-status"
+    assert snapshot(env, node_id) == before

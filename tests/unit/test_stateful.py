@@ -348,6 +348,39 @@ class LifecycleMachine(RuleBasedStateMachine):
             assert before is not None
             assert not before.roles
 
+    def deactivating(self) -> list[int]:
+        return [n.id for n in self.pending_nodes() if n.pending_operation == "deactivate"]
+
+    @precondition(lambda self: bool(self.deactivating()))
+    @rule(index=st.integers(0, 30), reason=st.sampled_from((None, " ", "machine gone")))
+    def force_stuck_deactivation(self, index: int, reason: str | None) -> None:
+        """Force deactivation (issue 11) of a DeactivatePending node."""
+        stuck = self.deactivating()
+        self.force_deactivate(stuck[index % len(stuck)], reason)
+
+    @rule(index=st.integers(0, 30), reason=st.sampled_from((None, "", "machine gone")))
+    def force_any_deactivation(self, index: int, reason: str | None) -> None:
+        """Force deactivation of any node: refused unless it is DeactivatePending."""
+        self.force_deactivate(self.pick(index), reason)
+
+    def force_deactivate(self, node_id: int, reason: str | None) -> None:
+        before = self.before(node_id)
+        result = self.attempt(
+            lambda: self.c.nodes.action(
+                node_id, "deactivate", actor=ADMIN, force=True, reason=reason
+            )
+        )
+        self.check_planned(result, Operation.FORCE_DEACTIVATE, before, self.status_of(node_id))
+        if isinstance(result, InvalidInput):
+            assert not (reason or "").strip()
+        if isinstance(result, Node):
+            assert before is not None
+            assert before.status is NodeStatus.DEACTIVATE_PENDING
+            assert result.status is NodeStatus.DEACTIVATED
+            assert result.pending_operation is None
+            assert result.status_reason == "forced by administrator: machine gone"
+            event("forced a deactivation")
+
     @rule(index=st.integers(0, 30))
     def delete(self, index: int) -> None:
         node_id = self.pick(index)
@@ -439,7 +472,7 @@ class LifecycleMachine(RuleBasedStateMachine):
     @rule(
         index=st.integers(0, 30),
         success=st.booleans(),
-        then=st.sampled_from((None, "mark-damaged", "deactivate")),
+        then=st.sampled_from((None, "mark-damaged", "deactivate", "force-deactivate")),
     )
     def activate_and_report(self, index: int, success: bool, then: str | None) -> None:
         """Activate a node and have its agent answer at once (reaches Online sooner), then
@@ -458,10 +491,14 @@ class LifecycleMachine(RuleBasedStateMachine):
         assert outcome.node.status is expected
         assert outcome.node.pending_operation is None
         if success and then is not None:
-            after = self.attempt(lambda: self.c.nodes.action(node_id, then, actor=ADMIN))
+            action = "deactivate" if then == "force-deactivate" else then
+            after = self.attempt(lambda: self.c.nodes.action(node_id, action, actor=ADMIN))
             assert isinstance(after, Node), after
             target = NodeStatus.DAMAGED if then == "mark-damaged" else NodeStatus.DEACTIVATE_PENDING
             assert after.status is target
+            if then == "force-deactivate":  # the agent never signs: the administrator ends it
+                self.force_deactivate(node_id, "machine gone")
+                assert self.status_of(node_id) is NodeStatus.DEACTIVATED
 
     @precondition(lambda self: bool(self.operation_ids))
     @rule(index=st.integers(0, 100), success=st.booleans())
@@ -566,6 +603,13 @@ class LifecycleMachine(RuleBasedStateMachine):
                 assert node.status in PENDING_STATUSES[pending], (pending, node.status)
                 for outcome in PENDING_OUTCOMES[pending]:
                     assert lifecycle.allowed(outcome, node.status), (outcome, node.status)
+            # never stuck (issue 11): a deactivation has no controller deadline, so the
+            # administrator can always end it (activations and fixes time out, above)
+            if node.status is NodeStatus.DEACTIVATE_PENDING:
+                assert lifecycle.allowed(Operation.FORCE_DEACTIVATE, node.status)
+                lifecycle.check_not_busy(
+                    Operation.FORCE_DEACTIVATE, pending, hostname=node.hostname
+                )
             # roles that need a public IP have one
             if any(ROLES[r].public_ip.value == "required" for r in node.roles):
                 assert node.public_ip

@@ -113,6 +113,12 @@ class RemoveRequest(Strict):
 
 class ActionRequest(Strict):
     reason: Text | None = Field(default=None, max_length=1000)
+    force: bool = Field(
+        default=False,
+        description="deactivate only: end a DeactivatePending node's deactivation without "
+        "its agent's signature (Deactivated at once); needs a reason, recorded with who forced "
+        "it. The roles may still be running on the machine.",
+    )
 
 
 class ParameterPublic(BaseModel):

@@ -22,6 +22,9 @@ class Operation(StrEnum):
     STANDBY = "standby"
     ACTIVATE = "activate"
     DEACTIVATE = "deactivate"
+    # the way out of a deactivation its agent cannot complete: Deactivated without the
+    # agent's signature, with the administrator's reason (as Juju's and MAAS's --force)
+    FORCE_DEACTIVATE = "force-deactivate"
     MARK_DAMAGED = "mark-damaged"
     FIX = "fix"
     DELETE = "delete"
@@ -46,6 +49,7 @@ TITLES: dict[Operation, str] = {
     Operation.STANDBY: "Set StandBy",
     Operation.ACTIVATE: "Activate",
     Operation.DEACTIVATE: "Deactivate",
+    Operation.FORCE_DEACTIVATE: "Force deactivation",
     Operation.MARK_DAMAGED: "Mark Damaged",
     Operation.FIX: "Fix Node",
     Operation.DELETE: "Delete Node",
@@ -70,6 +74,7 @@ ADMIN_OPERATIONS = frozenset(
         Operation.STANDBY,
         Operation.ACTIVATE,
         Operation.DEACTIVATE,
+        Operation.FORCE_DEACTIVATE,
         Operation.MARK_DAMAGED,
         Operation.FIX,
         Operation.DELETE,
@@ -123,6 +128,9 @@ TRANSITIONS: tuple[Transition, ...] = tuple(
     + _t(Op.DEACTIVATE, (S.ONLINE,), S.DEACTIVATE_PENDING, Actor.ADMIN)
     + _t(Op.DEACTIVATE, (S.STANDBY,), S.DEACTIVATED, Actor.ADMIN)
     + _t(Op.DEACTIVATION_COMPLETED, (S.DEACTIVATE_PENDING,), S.DEACTIVATED, Actor.AGENT)
+    # no controller deadline ends a deactivation (the agent retries it); the administrator
+    # may end it, with a reason, when the agent cannot (its machine gone, a stop that fails)
+    + _t(Op.FORCE_DEACTIVATE, (S.DEACTIVATE_PENDING,), S.DEACTIVATED, Actor.ADMIN)
     + _t(Op.MARK_DAMAGED, (S.ONLINE,), S.DAMAGED, Actor.ADMIN)
     # Fix re-applies through the agent; the status changes when it reports
     + _t(Op.FIX, (S.DAMAGED,), None, Actor.ADMIN)
@@ -148,7 +156,8 @@ PENDING_OPERATIONS = frozenset({Op.ACTIVATE, Op.DEACTIVATE, Op.FIX})
 ALLOWED_WHILE_BUSY = frozenset({Op.EDIT_NODE, Op.DELETE, Op.ADMIN_REMOVE})
 # A pending deactivation is what DeactivatePending means, and SPEC 5 keeps every role
 # parameter editable there: the agent stops the roles; new values apply at the next activation.
-ALLOWED_WHILE_DEACTIVATING = ALLOWED_WHILE_BUSY | {Op.EDIT_ROLE}
+# Force deactivation exists to end that pending operation, so it is allowed during it.
+ALLOWED_WHILE_DEACTIVATING = ALLOWED_WHILE_BUSY | {Op.EDIT_ROLE, Op.FORCE_DEACTIVATE}
 
 # Named groups answering "may I?" (Ironic style).
 DELETE_ALLOWED_STATUSES = frozenset(s for s in S if (Op.DELETE, s) in _INDEX)
@@ -165,6 +174,10 @@ _HINTS: dict[tuple[Operation, S], str] = {
     (Op.FIX, S.ONLINE): "it is already Online",
     (Op.ACTIVATE, S.ONLINE): "it is already Online",
     (Op.ACTIVATE, S.DAMAGED): "use Fix Node instead",
+    (Op.FORCE_DEACTIVATE, S.ONLINE): "use Deactivate; force only ends a deactivation "
+    "that its agent cannot complete",
+    (Op.FORCE_DEACTIVATE, S.STANDBY): "use Deactivate, which needs no agent from StandBy",
+    (Op.FORCE_DEACTIVATE, S.DEACTIVATED): "it is already Deactivated",
 }
 
 

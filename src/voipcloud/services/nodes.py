@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import IntegrityError
 
 from voipcloud.domain import lifecycle, validation
 from voipcloud.domain.errors import FieldError, InvalidInput, RuleViolation
@@ -125,63 +124,58 @@ class NodeService:
             }
         )
         now = self._ctx.clock()
-        try:
-            with self._ctx.db.write() as conn:
-                # the Configuration Wizard counts the live nodes under this lock
-                infrastructure.lock(conn)
-                _ensure_hostname_free(conn, clean["hostname"], node_id=None)
-                node_id = node_rows.insert_node(conn, is_controller=False, now=now, **clean)
-                events.append(
-                    conn,
-                    at=now,
-                    actor=actor,
-                    node_id=node_id,
-                    operation="add-node",
-                    status_after=NodeStatus.OFFLINE.value,
-                    reason=f"node {clean['hostname']} added",
-                )
-                return transitions.load(conn, node_id)
-        except IntegrityError:
-            # a concurrent request took the hostname between our check and our insert
-            raise _hostname_taken(clean["hostname"]) from None
+        with self._ctx.db.write() as conn:
+            # the Configuration Wizard counts the live nodes under this lock
+            infrastructure.lock(conn)
+            # a concurrent add that takes the hostname after this check loses on the unique
+            # index: 409 hostname-unique (voipcloud.store.errors maps every such race)
+            _ensure_hostname_free(conn, clean["hostname"], node_id=None)
+            node_id = node_rows.insert_node(conn, is_controller=False, now=now, **clean)
+            events.append(
+                conn,
+                at=now,
+                actor=actor,
+                node_id=node_id,
+                operation="add-node",
+                status_after=NodeStatus.OFFLINE.value,
+                reason=f"node {clean['hostname']} added",
+            )
+            return transitions.load(conn, node_id)
 
     def edit(self, node_id: int, *, actor: str, changes: dict[str, Any]) -> Node:
         clean = _clean_node_fields(changes)
         if "private_ip" in clean and clean["private_ip"] is None:
             raise InvalidInput.one(("body", "private_ip"), "a node needs a private IP")
         now = self._ctx.clock()
-        try:
-            with self._ctx.db.write() as conn:
-                node = transitions.load(conn, node_id)
-                if "hostname" in clean and clean["hostname"] != node.hostname:
-                    _ensure_hostname_free(conn, clean["hostname"], node_id=node.id)
-                if "public_ip" in clean and clean["public_ip"] is None:
-                    needing = [r for r in node.roles if ROLES[r].public_ip is PublicIp.REQUIRED]
-                    if needing:
-                        raise RuleViolation(
-                            "public-ip-required",
-                            f"Node {node.hostname} carries role(s) {', '.join(needing)}, which "
-                            "need a public IP; it cannot be removed.",
-                        )
-                changed = {k: v for k, v in clean.items() if getattr(node, k) != v}
-                if not changed:
-                    return node
-                if "public_ip" in changed and node.roles:
-                    changed["config_generation"] = node.config_generation + 1
-                described = ", ".join(
-                    f"{k} {getattr(node, k)} → {v}" for k, v in changed.items() if k in clean
-                )
-                return transitions.apply(
-                    conn,
-                    node,
-                    Operation.EDIT_NODE,
-                    actor=actor,
-                    now=now,
-                    event_reason=f"edited: {described}",
-                    **changed,
-                )
-        except IntegrityError:
-            raise _hostname_taken(clean.get("hostname", "")) from None
+        with self._ctx.db.write() as conn:
+            node = transitions.load(conn, node_id)
+            if "hostname" in clean and clean["hostname"] != node.hostname:
+                _ensure_hostname_free(conn, clean["hostname"], node_id=node.id)
+            if "public_ip" in clean and clean["public_ip"] is None:
+                needing = [r for r in node.roles if ROLES[r].public_ip is PublicIp.REQUIRED]
+                if needing:
+                    raise RuleViolation(
+                        "public-ip-required",
+                        f"Node {node.hostname} carries role(s) {', '.join(needing)}, which "
+                        "need a public IP; it cannot be removed.",
+                    )
+            changed = {k: v for k, v in clean.items() if getattr(node, k) != v}
+            if not changed:
+                return node
+            if "public_ip" in changed and node.roles:
+                changed["config_generation"] = node.config_generation + 1
+            described = ", ".join(
+                f"{k} {getattr(node, k)} → {v}" for k, v in changed.items() if k in clean
+            )
+            return transitions.apply(
+                conn,
+                node,
+                Operation.EDIT_NODE,
+                actor=actor,
+                now=now,
+                event_reason=f"edited: {described}",
+                **changed,
+            )
 
     def delete(self, node_id: int, *, actor: str, reason: str | None = None) -> Node:
         reason = _check_reason(reason)
@@ -212,11 +206,25 @@ class NodeService:
                 config_generation=node.config_generation + 1,
             )
 
-    def action(self, node_id: int, action: str, *, actor: str, reason: str | None = None) -> Node:
+    def action(
+        self,
+        node_id: int,
+        action: str,
+        *,
+        actor: str,
+        reason: str | None = None,
+        force: bool = False,
+    ) -> Node:
         operation = ACTIONS.get(action)
         if operation is None:
             raise InvalidInput.one(("path", "action"), f"must be one of {', '.join(ACTIONS)}")
         reason = _check_reason(reason)
+        if force:
+            if operation is not Operation.DEACTIVATE:
+                raise InvalidInput.one(
+                    ("body", "force"), "only deactivate can be forced; leave force out"
+                )
+            return self.force_deactivate(node_id, actor=actor, reason=reason)
         now = self._ctx.clock()
         with self._ctx.db.write() as conn:
             node = transitions.load(conn, node_id)
@@ -242,6 +250,38 @@ class NodeService:
                 reason = reason or "marked Damaged by the administrator"
             return transitions.apply(
                 conn, node, operation, actor=actor, now=now, reason=reason, **values
+            )
+
+    def force_deactivate(self, node_id: int, *, actor: str, reason: str | None) -> Node:
+        """End a deactivation its agent cannot complete: Deactivated, the pending operation
+        dropped, who and why recorded. Only from DeactivatePending; a reason is required.
+
+        The roles may still run on the machine; the node's agent, if it comes back, sees a
+        Deactivated node with nothing pending (and a new configuration generation) and a
+        late report of the dropped operation is answered as already recorded.
+        """
+        reason = _check_reason(reason)
+        if not reason:
+            raise InvalidInput.one(
+                ("body", "reason"),
+                "a forced deactivation needs a reason: it is recorded with who forced it",
+            )
+        now = self._ctx.clock()
+        with self._ctx.db.write() as conn:
+            node = transitions.load(conn, node_id)
+            why = f"forced by administrator: {reason}"
+            return transitions.apply(
+                conn,
+                node,
+                Operation.FORCE_DEACTIVATE,
+                actor=actor,
+                now=now,
+                reason=why,
+                pending_operation=None,
+                operation_id=None,
+                operation_started_at=None,
+                # the agent reconciles on a new generation: it stops what still runs
+                config_generation=node.config_generation + 1,
             )
 
     def session_key_values(self, node: Node) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body, Query
 from voipcloud.api import convert
 from voipcloud.api.deps import ControllerDep, CurrentAdmin
 from voipcloud.api.errors import REFUSALS
+from voipcloud.api.params import Whole
 from voipcloud.api.schemas import (
     ActionRequest,
     EventsPublic,
@@ -39,8 +40,8 @@ def list_nodes(
     role: Annotated[str | None, Query(max_length=16)] = None,
     q: Annotated[str | None, Query(max_length=253)] = None,
     sort: Annotated[str | None, Query(max_length=32)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Annotated[Whole, Query(ge=1, le=500)] = 50,
+    offset: Annotated[Whole, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> NodesPublic:
     """List nodes; Deleted ones only with status=Deleted."""
     flt = NodeFilter.parse(status=status, role=role, q=q, sort=sort, limit=limit, offset=offset)
@@ -87,9 +88,14 @@ def node_action(
     controller: ControllerDep,
     body: Annotated[ActionRequest | None, Body()] = None,
 ) -> NodeDetailPublic:
-    """standby, activate, deactivate, mark-damaged, fix or regenerate-session-key."""
+    """standby, activate, deactivate, mark-damaged, fix or regenerate-session-key.
+
+    `deactivate` with `{"force": true, "reason": ...}` ends a DeactivatePending node's
+    deactivation that its agent cannot complete (409 in any other status; 422 without a reason).
+    """
     reason = body.reason if body else None
-    controller.nodes.action(node_id, action, actor=admin, reason=reason)
+    force = body.force if body else False
+    controller.nodes.action(node_id, action, actor=admin, reason=reason, force=force)
     return detail(controller, node_id)
 
 
@@ -98,8 +104,8 @@ def node_events(
     node_id: int,
     _admin: CurrentAdmin,
     controller: ControllerDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Annotated[Whole, Query(ge=1, le=500)] = 50,
+    offset: Annotated[Whole, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> EventsPublic:
     """The node's history, newest first."""
     page = controller.nodes.events(node_id, limit=limit, offset=offset)
