@@ -235,6 +235,79 @@ def check_location_change(
             )
 
 
+# --- where a local directory may be --------------------------------------------------------
+
+STORAGE_AREA = "storage"  # <data dir>/storage: the only part of the data dir for resources
+# Directories of the operating system: a controller running as root must not write there.
+SYSTEM_DIRECTORIES = tuple(
+    PurePosixPath(p)
+    for p in (
+        "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32",
+        "/proc", "/run", "/sbin", "/sys", "/usr",
+    )
+)  # fmt: skip
+
+
+def _within(path: PurePosixPath, parent: PurePosixPath) -> bool:
+    """`path` is `parent` or inside it."""
+    return path == parent or parent in path.parents
+
+
+def placement_problem(
+    kind: ResourceKind,
+    directory: PurePosixPath,
+    *,
+    data_dir: PurePosixPath,
+    storage_area: PurePosixPath,
+    others: dict[ResourceKind, PurePosixPath],
+) -> str | None:
+    """Why a kind's local directory may not be used, or None. Every path is absolute with its
+    symbolic links resolved (the caller resolves them, at save and again at use).
+
+    The data dir holds the controller's key, database and certificates: a storage directory
+    is never the data dir, a parent of it, or inside it (but for `<data dir>/storage/...`, the
+    storage area). No two kinds share a directory: neither equal, nor one inside the other.
+    """
+    if _within(data_dir, directory):
+        what = "is" if directory == data_dir else "contains"
+        return f"{what} the controller's data directory {data_dir}"
+    in_storage_area = directory != storage_area and _within(directory, storage_area)
+    if _within(directory, data_dir) and not in_storage_area:
+        return (
+            f"is inside the controller's data directory {data_dir}; only its storage area "
+            f"{storage_area}/<kind> may hold resources"
+        )
+    if not in_storage_area:
+        for system in SYSTEM_DIRECTORIES:
+            if _within(directory, system):
+                return f"is in the system directory {system}"
+    for other, path in sorted(others.items()):
+        if other is kind:
+            continue
+        if _within(directory, path) or _within(path, directory):
+            relation = (
+                "is"
+                if directory == path
+                else "is inside"
+                if _within(directory, path)
+                else "contains"
+            )
+            return (
+                f"{relation} the local directory of {other.value} ({path}); "
+                "each kind needs a directory of its own"
+            )
+    return None
+
+
+def placement_refused(kind: ResourceKind, configured: str, resolved: str, problem: str) -> str:
+    """The message of a refusal at use (the configuration was saved, the disk changed since)."""
+    shown = configured if configured == resolved else f"{configured} (resolves to {resolved})"
+    return (
+        f"The local directory of {kind.value}, {shown}, {problem}: nothing was read or "
+        "written. Choose another directory in Storage Configuration."
+    )
+
+
 # --- resource keys ------------------------------------------------------------------------
 
 KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*(/[A-Za-z0-9][A-Za-z0-9._\-]*)*$")
@@ -260,6 +333,26 @@ def check_content_type(value: str | None) -> str:
     return value
 
 
+# Served as they are: media a browser plays or shows without running anything. Every other
+# type is served as application/octet-stream; every answer is an attachment with nosniff.
+SAFE_CONTENT_TYPES = frozenset(
+    {
+        "application/pdf",
+        "audio/aac", "audio/basic", "audio/flac", "audio/mp4", "audio/mpeg", "audio/ogg",
+        "audio/opus", "audio/vnd.wave", "audio/wav", "audio/wave", "audio/webm", "audio/x-wav",
+        "image/gif", "image/jpeg", "image/png", "image/tiff",
+        "video/mp4", "video/webm",
+    }
+)  # fmt: skip
+
+
+def served_content_type(stored: str) -> str:
+    """The Content-Type a stored resource is served with: its media type (without
+    parameters) when it is on the safe list, else application/octet-stream."""
+    media = stored.split(";", 1)[0].strip().lower()
+    return media if media in SAFE_CONTENT_TYPES else "application/octet-stream"
+
+
 def parse_kind(value: str) -> ResourceKind:
     try:
         return ResourceKind(value)
@@ -281,6 +374,7 @@ class FailureReason(StrEnum):
     CHECKSUM_MISMATCH = "checksum-mismatch"
     NOT_CONFIGURED = "not-configured"
     IO_ERROR = "io-error"
+    PATH_NOT_ALLOWED = "path-not-allowed"
 
 
 class BackendFailure(RuleViolation):

@@ -14,10 +14,10 @@ import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from voipcloud.domain.errors import InvalidInput, NotFound, RuleViolation
+from voipcloud.domain.errors import FieldError, InvalidInput, NotFound, RuleViolation
 from voipcloud.domain.model import Page
 from voipcloud.domain.storage import (
     BackendFailure,
@@ -32,6 +32,8 @@ from voipcloud.domain.storage import (
     check_key,
     check_location_change,
     default_config,
+    placement_problem,
+    placement_refused,
 )
 from voipcloud.services.context import Context
 from voipcloud.services.storage_backends import (
@@ -92,8 +94,63 @@ class StorageService:
 
     @property
     def storage_root(self) -> str:
-        base = self.data_dir or Path("./voipcloud-data").resolve()
-        return str(base / "storage")
+        return str(self._data_dir() / "storage")
+
+    def _data_dir(self) -> Path:
+        return self.data_dir or Path("./voipcloud-data").resolve()
+
+    # --- where local directories may be -------------------------------------------------
+
+    def placement(
+        self, kind: ResourceKind, paths: dict[ResourceKind, str]
+    ) -> tuple[Path, str | None]:
+        """The kind's local directory with its symbolic links resolved, and why it may not be
+        used (None: it may). `paths` holds every kind's configured local directory."""
+        data_dir = self._data_dir()
+        resolved = {k: Path(p).resolve() for k, p in paths.items()}
+        problem = placement_problem(
+            kind,
+            PurePosixPath(resolved[kind]),
+            data_dir=PurePosixPath(data_dir.resolve()),
+            storage_area=PurePosixPath((data_dir / "storage").resolve()),
+            others={k: PurePosixPath(p) for k, p in resolved.items() if k is not kind},
+        )
+        return resolved[kind], problem
+
+    def _placement_errors(
+        self, current: dict[ResourceKind, KindConfig], proposed: dict[ResourceKind, KindConfig]
+    ) -> list[FieldError]:
+        """Refuse, at save, a local directory that moved (or became active) to a place it
+        may not be."""
+        paths = {kind: config.local.path for kind, config in proposed.items()}
+        errors = []
+        for kind, after in proposed.items():
+            before = current[kind]
+            activated = after.backend is BackendType.LOCAL and before.backend is not after.backend
+            if after.local == before.local and not activated:
+                continue
+            resolved, problem = self.placement(kind, paths)
+            if problem:
+                shown = after.local.path
+                if str(resolved) != shown:
+                    shown += f" (resolves to {resolved})"
+                errors.append(
+                    FieldError(
+                        ("body", kind.value, "local", "path"),
+                        f"cannot hold {kind.value}: {shown} {problem}",
+                    )
+                )
+        return errors
+
+    def _local_paths(self) -> dict[ResourceKind, str]:
+        with self.ctx.db.read() as conn:
+            stored = rows.configs(conn)
+        return {
+            kind: stored[kind.value].local_path
+            if kind.value in stored
+            else default_config(kind, self.storage_root).local.path
+            for kind in ResourceKind
+        }
 
     # --- configuration ------------------------------------------------------------------
 
@@ -150,12 +207,16 @@ class StorageService:
         if unknown:
             raise InvalidInput.one(("body", unknown[0]), "is not a resource kind")
         current = self.configuration()
-        return {
+        proposed = {
             kind: apply_change(config, changes[kind.value])
             if changes.get(kind.value) is not None
             else config
             for kind, config in current.items()
         }
+        errors = self._placement_errors(current, proposed)
+        if errors:
+            raise InvalidInput(errors)
+        return proposed
 
     def configure(self, *, actor: str, changes: dict[str, Any]) -> list[KindOverview]:
         """Apply a change to one or more kinds, all or nothing."""
@@ -212,10 +273,26 @@ class StorageService:
 
     # --- backends -----------------------------------------------------------------------
 
-    def backend(self, config: KindConfig, which: BackendType | None = None) -> Backend:
+    def backend(
+        self,
+        config: KindConfig,
+        which: BackendType | None = None,
+        *,
+        paths: dict[ResourceKind, str] | None = None,
+    ) -> Backend:
+        """The backend that holds (or will hold) the kind's resources. A local directory is
+        checked again here, on every use, with its symbolic links resolved: the disk may have
+        changed since it was saved. `paths`: every kind's local directory (default: saved)."""
         which = which or config.backend
         if which is BackendType.LOCAL:
-            return LocalBackend(Path(config.local.path), kind=config.kind)
+            paths = {**(paths or self._local_paths()), config.kind: config.local.path}
+            resolved, problem = self.placement(config.kind, paths)
+            if problem:
+                raise BackendFailure(
+                    FailureReason.PATH_NOT_ALLOWED,
+                    placement_refused(config.kind, config.local.path, str(resolved), problem),
+                )
+            return LocalBackend(resolved, kind=config.kind)
         if not config.s3.configured:
             raise BackendFailure(
                 FailureReason.NOT_CONFIGURED,
@@ -229,9 +306,10 @@ class StorageService:
     ) -> list[ProbeResult]:
         """A real write, read-back with checksum comparison and delete, per kind."""
         configs = self.candidate(changes) if changes else self.configuration()
-        return [self._probe(configs[kind]) for kind in kinds or list(ResourceKind)]
+        paths = {kind: config.local.path for kind, config in configs.items()}
+        return [self._probe(configs[kind], paths) for kind in kinds or list(ResourceKind)]
 
-    def _probe(self, config: KindConfig) -> ProbeResult:
+    def _probe(self, config: KindConfig, paths: dict[ResourceKind, str]) -> ProbeResult:
         started = time.monotonic()
         payload = secrets.token_bytes(PROBE_BYTES)
         key = f".voipcloud-probe/{secrets.token_hex(8)}"
@@ -243,7 +321,7 @@ class StorageService:
             )
 
         try:
-            backend = self.backend(config)
+            backend = self.backend(config, paths=paths)
             with tempfile.TemporaryFile() as probe:
                 probe.write(payload)
                 probe.seek(0)

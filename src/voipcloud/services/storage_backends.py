@@ -139,7 +139,15 @@ class LocalBackend:
         self.kind = kind
 
     def _path(self, key: str) -> Path:
-        return self.root / key
+        """The file of `key`; refused if a symbolic link under the root leads outside it."""
+        path = self.root / key
+        if not path.resolve().is_relative_to(self.root.resolve()):
+            raise BackendFailure(
+                FailureReason.PATH_NOT_ALLOWED,
+                f"The {self.kind.value} resource {key} would be outside the local directory "
+                f"{self.root} (a symbolic link leads out of it): nothing was read or written.",
+            )
+        return path
 
     def put(self, key: str, source: Readable, *, size: int, content_type: str) -> None:
         path = self._path(key)

@@ -14,6 +14,7 @@ from starlette.requests import ClientDisconnect
 
 from voipcloud.api.deps import CurrentAdmin, get_controller
 from voipcloud.api.errors import REFUSALS
+from voipcloud.api.params import Whole
 from voipcloud.api.storage_schemas import (
     MigrationPublic,
     ResourcePublic,
@@ -29,7 +30,7 @@ from voipcloud.api.storage_schemas import (
 )
 from voipcloud.domain.errors import NotAuthenticated, NotFound
 from voipcloud.domain.filters import MAX_OFFSET
-from voipcloud.domain.storage import ResourceKind
+from voipcloud.domain.storage import ResourceKind, served_content_type
 from voipcloud.services.context import admin_actor, node_actor
 from voipcloud.services.storage import StorageService
 
@@ -95,8 +96,8 @@ def list_resources(
     _user: ResourceUser,
     storage: StorageDep,
     prefix: Annotated[str, Query(max_length=512)] = "",
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Annotated[Whole, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[Whole, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> ResourcesPublic:
     """Stored resources of a kind, by key; `prefix=1001/` lists one extension's voicemail."""
     page = storage.list(kind=kind, prefix=prefix, limit=limit, offset=offset)
@@ -167,11 +168,14 @@ def get_resource(
     resource, chunks = storage.open(kind=kind, key=key)
     return StreamingResponse(
         _closing(chunks),
-        media_type=resource.content_type,
+        media_type=served_content_type(resource.content_type),
         headers={
             "Content-Length": str(resource.size),
             "ETag": f'"{resource.sha256}"',
             "X-Checksum-Sha256": resource.sha256,
+            # a browser never renders a stored resource as a page of this site
+            "X-Content-Type-Options": "nosniff",
+            "Content-Disposition": f'attachment; filename="{key.rsplit("/", 1)[-1]}"',
         },
     )
 
