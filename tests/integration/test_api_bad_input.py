@@ -6,11 +6,14 @@ request bodies that carry the most structure (add node, assign role).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import Any, get_args
 
 import httpx
 import pytest
+from fastapi.routing import APIRoute
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,6 +34,9 @@ from tests.integration.live_controller import (
     unique,
 )
 from voipcloud import protocol
+from voipcloud.api.app import create_app
+from voipcloud.api.params import STRICT
+from voipcloud.config import Settings
 from voipcloud.domain.roles import ROLES
 
 UNKNOWN = 987654
@@ -259,6 +265,13 @@ BAD_PARAMETERS: list[tuple[str, str, Any]] = [
     ("es", "heap_size_mb", -1024),
     ("us", "quota_gb", "lots"),
     ("us", "path", ""),
+    # numbers in other scripts' digits, or too many digits for int()
+    ("sip", "sip_port", "٥٠٦٠"),
+    ("sip", "sip_port", "５０６０"),
+    ("sip", "sip_port", "5060³"),
+    ("sip", "max_calls", "①"),
+    ("sip", "max_calls", "9" * 5000),
+    ("pbx", "rtp_port_min", "١٠٠٠٠"),
 ]
 
 
@@ -670,6 +683,155 @@ def test_bad_query_values_name_the_query_field(live: ControlledApi) -> None:
     listing = expect(c.get(f"{API}/nodes", params={"status": "Offline", "sort": "-hostname"}), 200)
     hostnames = [n["hostname"] for n in listing["items"]]
     assert hostnames == sorted(hostnames, reverse=True)
+
+
+# --- numbers: ASCII digits only ---------------------------------------------------------------
+# str.isdigit() takes '³', '①', '٣' and fullwidth digits; int() refuses some of them (a 500
+# once) and takes others. Every numeric query parameter takes ASCII digits 0-9 only, in one
+# shared place (voipcloud.domain.numbers, and voipcloud.api.params.Whole for the API).
+
+NON_ASCII_DIGITS = ["³", "①", "٣", "１", "1١", "٣٠"]
+NOT_PLAIN_DIGITS = ["+1", " 1", "1 ", "1_000", "1.0", "0x10", "1e3", "-0", "", "٣\n"]
+HUGE_DIGITS = ["9" * 33, "9" * 400, "9" * 5000]
+
+
+def _numeric_query_params(nid: int) -> list[tuple[str, str]]:
+    paths = ["/nodes", "/events", f"/nodes/{nid}/events", "/extensions"]
+    found = [(path, name) for path in paths for name in ("limit", "offset")]
+    found += [("/storage/voicemail/resources", "limit"), ("/storage/voicemail/resources", "offset")]
+    return [*found, ("/events", "node_id")]
+
+
+def test_numeric_query_params_take_ascii_digits_only(
+    live: ControlledApi, node: dict[str, Any]
+) -> None:
+    c = live.client
+    nid = node["node_id"]
+    cases = 0
+    with unchanged(c, nid):
+        for path, name in _numeric_query_params(nid):
+            for value in NON_ASCII_DIGITS + NOT_PLAIN_DIGITS + HUGE_DIGITS:
+                data = refused(
+                    c, None, "GET", f"{API}{path}", status=422, check=False, params={name: value}
+                )
+                assert field_locs(data) == [("query", name)], (path, name, value, data)
+                cases += 1
+            # plain ASCII digits still work, leading zeros too
+            expect(
+                c.get(f"{API}{path}", params={name: str(nid) if name == "node_id" else "01"}), 200
+            )
+    assert cases == 11 * (len(NON_ASCII_DIGITS) + len(NOT_PLAIN_DIGITS) + len(HUGE_DIGITS))
+    data = refused(
+        c, None, "GET", f"{API}/events", status=422, params={"limit": "³", "offset": "①"}
+    )
+    assert sorted(field_locs(data)) == [("query", "limit"), ("query", "offset")]
+    assert "digits 0-9" in data["detail"][0]["msg"]
+
+
+def test_search_text_with_non_ascii_digits_is_text(live: ControlledApi) -> None:
+    """`q` is text that may also be a NodeID: a digit-like character is searched, never a 500."""
+    c = live.client
+    nid = add_node(c, unique("digit-search"))["node_id"]
+    for value in [*NON_ASCII_DIGITS, "9" * 30, "9" * 253, f"{nid}"]:
+        found = expect(c.get(f"{API}/nodes", params={"q": value}), 200)
+        ids = [n["node_id"] for n in found["items"]]
+        assert (nid in ids) == (value == str(nid)), (value, ids)
+
+
+def test_every_int_query_or_form_param_is_strict(tmp_path: Path) -> None:
+    """A guard for routes added later: each int query, header or form parameter of the API and
+    the web pages is declared with voipcloud.api.params.Whole (strict ASCII digits)."""
+    app = create_app(Settings(data_dir=tmp_path))
+    seen: list[str] = []
+    loose: list[str] = []
+
+    def visit(dependant: Any, path: str) -> None:
+        for param in (*dependant.query_params, *dependant.header_params, *dependant.body_params):
+            annotation = param.field_info.annotation
+            if annotation is int or int in get_args(annotation):
+                seen.append(f"{path} {param.name}")
+                if STRICT not in param.field_info.metadata:
+                    loose.append(f"{path} {param.name}")
+        for sub in dependant.dependencies:
+            visit(sub, path)
+
+    def walk(routes: list[Any]) -> None:
+        for route in routes:
+            if isinstance(route, APIRoute):
+                visit(route.dependant, route.path)
+            elif hasattr(route, "original_router"):  # FastAPI's included router
+                walk(route.original_router.routes)
+
+    walk(app.routes)
+    assert len(seen) >= 11, seen  # the 11 of test_numeric_query_params_take_ascii_digits_only
+    assert not loose, f"int parameters not parsed strictly: {loose}"
+    app.state.controller.ctx.db.dispose()
+
+
+# --- numbers in the web pages: a notice on the page or a form error, never a 500 ---------------
+
+
+def _web_client(live: ControlledApi) -> httpx.Client:
+    from tests.conftest import ADMIN_PASSWORD
+
+    web = httpx.Client(base_url=live.base_url, timeout=30)
+    page = web.get("/login")
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+    assert token, page.text[:500]
+    answer = web.post(
+        "/login",
+        data={"username": "admin", "password": ADMIN_PASSWORD, "csrf_token": token.group(1)},
+    )
+    assert answer.status_code in (302, 303), answer.text[:500]
+    return web
+
+
+WEB_PAGING = [("/", "page"), ("/", "per_page"), ("/nodes/listing", "page")]
+WEB_PAGING += [("/nodes/listing", "per_page"), ("/events", "page")]
+
+
+def test_web_numeric_params_with_non_ascii_digits(live: ControlledApi) -> None:
+    nid = add_node(live.client, unique("web-digits"))["node_id"]
+    checked = 0
+    web = _web_client(live)
+    try:
+        for path, name in WEB_PAGING:
+            for value in [*NON_ASCII_DIGITS, "+1", "1_000", "9" * 7, "9" * 5000, "0"]:
+                answer = web.get(path, params={name: value})
+                if answer.status_code == 422:  # longer than the query field takes at all
+                    assert len(value) > 7, (path, name, value)
+                    assert field_locs(answer.json()) == [("query", name)]
+                else:  # the page, with a notice; the defaults are shown instead
+                    assert answer.status_code == 200, (path, name, value, answer.status_code)
+                    assert "flash-error" in answer.text, (path, name, value)
+                    assert "must be" in answer.text, (path, name, value)
+                checked += 1
+            good = web.get(path, params={name: "1" if name == "page" else "50"})
+            assert good.status_code == 200
+            assert "flash-error" not in good.text, (path, name)
+        # events of one node by a digit-like "NodeID": a notice that there is no such node
+        for value in NON_ASCII_DIGITS:
+            answer = web.get("/events", params={"node": value})
+            assert answer.status_code == 200, (value, answer.status_code)
+            assert "There is no node" in answer.text, value
+            checked += 1
+        assert web.get("/events", params={"node": str(nid)}).status_code == 200
+        # a numeric role parameter in the Assign Role form: a form error (422) naming it
+        page = web.get(f"/nodes/{nid}/roles/new", params={"role": "sip"})
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page.text)
+        assert token, page.text[:300]
+        for value in ["٥٠٦٠", "５０６０", "5060³", "①", "9" * 5000]:
+            answer = web.post(
+                f"/nodes/{nid}/roles",
+                data={"csrf_token": token.group(1), "role": "sip", "p_sip_port": value},
+            )
+            assert answer.status_code == 422, (value, answer.status_code, answer.text[:300])
+            assert "must be an integer" in answer.text.lower(), value
+            checked += 1
+    finally:
+        web.close()
+    assert checked == len(WEB_PAGING) * 11 + len(NON_ASCII_DIGITS) + 5
+    assert get_node(live.client, nid)["roles"] == []
 
 
 # --- input the database cannot store ---------------------------------------------------------

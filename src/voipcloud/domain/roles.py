@@ -8,12 +8,14 @@ property it comes from.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any
 
 from voipcloud.domain.errors import FieldError, InvalidInput
+from voipcloud.domain.numbers import is_whole
 from voipcloud.domain.validation import check_text, normalize_domain, normalize_host_or_ip
 
 SECRET_MASK = "********"  # noqa: S105 - the mask shown instead of a secret
@@ -56,8 +58,9 @@ class Parameter:
         """The value normalized, or ValueError with a message for the administrator."""
         if self.kind in (Kind.INTEGER, Kind.PORT):
             if isinstance(value, bool) or not isinstance(value, int):
-                if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-                    value = int(value.strip())
+                text = value.strip() if isinstance(value, str) else ""
+                if is_whole(text.removeprefix("-"), max_digits=18):  # ASCII digits only
+                    value = int(text)
                 else:
                     raise ValueError("must be an integer")
             low = 1 if self.kind is Kind.PORT else self.minimum
@@ -300,6 +303,42 @@ ROLES: dict[str, Role] = {
         ),
     )
 }
+
+
+class ResourceAccess(StrEnum):
+    """What a node may do with the stored resources (faxes, recordings, voicemail)."""
+
+    NONE = "none"
+    READ = "read"
+    READ_WRITE = "read-write"
+
+    def allows(self, *, write: bool) -> bool:
+        return self is ResourceAccess.READ_WRITE or (self is ResourceAccess.READ and not write)
+
+
+# SPEC.md section 9: a node reaches stored resources only through the roles it carries. The
+# same for every kind. Roles not named here: none (403). Administrators keep full access.
+RESOURCE_ACCESS: Mapping[str, ResourceAccess] = MappingProxyType(
+    {
+        "pbx": ResourceAccess.READ_WRITE,  # records calls, takes voicemail, receives faxes
+        "web": ResourceAccess.READ,  # the users' portal plays and downloads them
+        "us": ResourceAccess.READ_WRITE,  # Unstructured Storage
+    }
+)
+
+
+def role_resource_access(code: str) -> ResourceAccess:
+    return RESOURCE_ACCESS.get(code, ResourceAccess.NONE)
+
+
+def resource_access(codes: Iterable[str]) -> ResourceAccess:
+    """The widest access any of a node's roles gives."""
+    granted = {role_resource_access(code) for code in codes}
+    for access in (ResourceAccess.READ_WRITE, ResourceAccess.READ):
+        if access in granted:
+            return access
+    return ResourceAccess.NONE
+
 
 CONTROLLER_ROLE = "ic"
 DISTRIBUTED_DATABASE_ROLE = "dd"

@@ -22,6 +22,7 @@ from sqlalchemy import (
 
 from voipcloud.domain.filters import NodeFilter
 from voipcloud.domain.model import Component, Node, Page
+from voipcloud.domain.numbers import is_whole
 from voipcloud.domain.statuses import NodeStatus
 from voipcloud.store.tables import nodes, role_assignments
 
@@ -172,7 +173,7 @@ def _where(flt: NodeFilter) -> list[Any]:
             nodes.c.private_ip.startswith(q, autoescape=True),
             nodes.c.public_ip.startswith(q, autoescape=True),
         ]
-        if q.isdigit() and len(q) < 10:
+        if is_whole(q, max_digits=9):  # ASCII digits only: '³' is a digit to isdigit()
             matches.append(nodes.c.id == int(q))
         clauses.append(or_(*matches))
     return clauses

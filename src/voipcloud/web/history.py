@@ -9,9 +9,11 @@ from urllib.parse import urlencode
 from voipcloud.domain.errors import InvalidInput, NotFound
 from voipcloud.domain.filters import NodeFilter
 from voipcloud.domain.model import Event, Node
+from voipcloud.domain.numbers import is_whole, parse_whole
 from voipcloud.services.controller import Controller
 
 EVENTS_PER_PAGE = 50
+MAX_PAGE = 999_999
 
 
 @dataclass(slots=True)
@@ -48,7 +50,7 @@ class EventsPage:
 
 def _find_node(controller: Controller, text: str) -> Node | None:
     """A node by NodeID, else by exact hostname (Deleted ones too: history is about them)."""
-    if text.isdigit() and len(text) < 10:
+    if is_whole(text, max_digits=9):
         try:
             return controller.nodes.get(int(text)).node
         except NotFound:
@@ -65,8 +67,12 @@ def _find_node(controller: Controller, text: str) -> Node | None:
 
 
 def events_page(controller: Controller, *, node_query: str, page: str | None) -> EventsPage:
-    number = int(page) if page and page.isdigit() and len(page) < 7 else 1
-    number = max(1, number)
+    number, page_error = 1, None
+    if page:
+        try:
+            number = parse_whole(page, low=1, high=MAX_PAGE)
+        except ValueError as exc:
+            page_error = f"The page number {exc}; showing the first page."
     node_query = node_query.strip()
     node = None
     if node_query:
@@ -87,4 +93,4 @@ def events_page(controller: Controller, *, node_query: str, page: str | None) ->
                 hostnames[event.node_id] = controller.nodes.get(event.node_id).node.hostname
             except NotFound:
                 hostnames[event.node_id] = f"#{event.node_id}"
-    return EventsPage(node_query, node, found.items, found.total, number, hostnames)
+    return EventsPage(node_query, node, found.items, found.total, number, hostnames, page_error)

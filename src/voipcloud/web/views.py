@@ -18,12 +18,14 @@ from voipcloud.domain.errors import InvalidInput, RuleViolation
 from voipcloud.domain.filters import NodeFilter
 from voipcloud.domain.lifecycle import Operation
 from voipcloud.domain.model import Event, Node
+from voipcloud.domain.numbers import parse_whole
 from voipcloud.domain.roles import CONTROLLER_ROLE, ROLES, Role
 from voipcloud.domain.statuses import STATUS_INFO, NodeStatus, StatusInfo
 from voipcloud.services.controller import Controller
 from voipcloud.services.roles import ADMIN_REMOVE_MAX_EXTENSIONS, AssignedRole
 
 PAGE_SIZES = (25, 50, 100)
+MAX_PAGE = 999_999
 DEFAULT_PAGE_SIZE = 25
 # (action key, operation, button label) in the order the listing shows them
 ROW_ACTIONS: tuple[tuple[str, Operation, str], ...] = (
@@ -144,6 +146,7 @@ class ListingRequest:
     sort: str = "id"
     page: int = 1
     per_page: int = DEFAULT_PAGE_SIZE
+    problem: str = ""  # page or per_page not understood (the defaults are shown instead)
 
     def params(self, **changes: Any) -> dict[str, str]:
         values = {
@@ -203,23 +206,37 @@ def parse_listing(
     page: str | None,
     per_page: str | None,
 ) -> ListingRequest:
-    def number(text: str | None, default: int) -> int:
-        return int(text) if text and text.isdigit() and len(text) < 7 else default
+    problems: list[str] = []
 
-    size = number(per_page, DEFAULT_PAGE_SIZE)
+    def number(name: str, text: str | None, default: int, high: int) -> int:
+        if not text:
+            return default
+        try:
+            return parse_whole(text, low=1, high=high)
+        except ValueError as exc:
+            problems.append(f"{name} {exc}")
+            return default
+
+    size = number("per_page", per_page, DEFAULT_PAGE_SIZE, max(PAGE_SIZES))
+    if size not in PAGE_SIZES:
+        problems.append(f"per_page must be one of {', '.join(map(str, PAGE_SIZES))}")
+        size = DEFAULT_PAGE_SIZE
     return ListingRequest(
         q=(q or "").strip()[:253],
         status=(status or "")[:32],
         role=(role or "")[:16],
         sort=(sort or "id")[:32],
-        page=max(1, number(page, 1)),
-        per_page=size if size in PAGE_SIZES else DEFAULT_PAGE_SIZE,
+        page=number("page", page, 1, MAX_PAGE),
+        per_page=size,
+        problem="; ".join(problems),
     )
 
 
 def listing(controller: Controller, request: ListingRequest) -> Listing:
     """One page of the Node Listing, cut in SQL by the shared NodeFilter."""
     error = None
+    if request.problem:
+        error = f"The paging was not understood ({request.problem}); showing the default instead."
     try:
         flt = NodeFilter.parse(
             status=request.status or None,

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 
 from voipcloud.api import convert
 from voipcloud.api.deps import ControllerDep, CurrentAdmin
+from voipcloud.api.params import OptionalWhole, Whole
 from voipcloud.api.schemas import EventsPublic
 from voipcloud.domain.filters import MAX_OFFSET
 
@@ -18,9 +19,9 @@ router = APIRouter(tags=["events"])
 def list_events(
     _admin: CurrentAdmin,
     controller: ControllerDep,
-    node_id: int | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    node_id: Annotated[OptionalWhole, Query()] = None,
+    limit: Annotated[Whole, Query(ge=1, le=500)] = 50,
+    offset: Annotated[Whole, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> EventsPublic:
     """All events, newest first; node_id narrows to one node."""
     page = controller.nodes.events(node_id, limit=limit, offset=offset)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query, Response
 from voipcloud.api import convert
 from voipcloud.api.deps import ControllerDep, CurrentAdmin
 from voipcloud.api.errors import REFUSALS
+from voipcloud.api.params import Whole
 from voipcloud.api.schemas import ExtensionCreate, ExtensionPublic, ExtensionsPublic
 from voipcloud.domain.filters import MAX_OFFSET
 
@@ -19,8 +20,8 @@ router = APIRouter(prefix="/extensions", tags=["extensions"], responses=REFUSALS
 def list_extensions(
     _admin: CurrentAdmin,
     controller: ControllerDep,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Annotated[Whole, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[Whole, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> ExtensionsPublic:
     """Provisioned extensions, by number."""
     page = controller.extensions.list(limit=limit, offset=offset)

@@ -1,0 +1,31 @@
+"""Numeric query parameters, parsed strictly in one place.
+
+FastAPI hands a query value to pydantic, whose `int` also takes '+1', ' 1 ', '1_000' and
+'1.0'. `Whole` takes ASCII digits only (see `voipcloud.domain.numbers`); bounds stay on the
+`Query(ge=..., le=...)` beside it, so a refusal is the usual 422 naming `("query", name)`::
+
+    limit: Annotated[Whole, Query(ge=1, le=500)] = 50
+    node_id: Annotated[OptionalWhole, Query()] = None
+
+tests/integration/test_api_bad_input.py checks that every `int` query parameter of the app
+is declared this way.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator
+
+from voipcloud.domain.numbers import parse_whole
+
+
+def strict_whole(value: Any) -> Any:
+    """A string of ASCII digits as its number (ValueError for any other string); anything
+    else passes on to pydantic unchanged."""
+    return parse_whole(value) if isinstance(value, str) else value
+
+
+STRICT = BeforeValidator(strict_whole)
+Whole = Annotated[int, STRICT]
+OptionalWhole = Annotated[int | None, STRICT]  # the validator runs before the union
