@@ -28,6 +28,7 @@ from voipcloud.api.routes import (
     storage,
 )
 from voipcloud.config import Settings
+from voipcloud.domain.errors import DatabaseUnavailable
 from voipcloud.services.context import Context
 from voipcloud.services.controller import Controller
 from voipcloud.services.secrets_box import SecretBox
@@ -67,13 +68,69 @@ def start(controller: Controller, settings: Settings) -> None:
         )
 
 
-async def _every(seconds: float, work: Callable[[], object], what: str) -> None:
+class Outage:
+    """One log line when the database becomes unavailable, one when it answers again (not a
+    traceback per loop round and per second)."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def down(self, what: str, exc: DatabaseUnavailable) -> None:
+        if self.reason is None:
+            log.warning("database unavailable (%s) during %s; retrying", exc.reason, what)
+        self.reason = exc.reason
+
+    def up(self) -> None:
+        if self.reason is not None:
+            log.warning("database answers again (was: %s)", self.reason)
+        self.reason = None
+
+
+async def _every(
+    seconds: float,
+    work: Callable[[], object],
+    what: str,
+    *,
+    outage: Outage | None = None,
+    after: asyncio.Event | None = None,
+) -> None:
+    """Run `work` in a thread every `seconds` (once `after` is set), surviving any failure."""
+    outage = outage or Outage()
+    if after is not None:
+        await after.wait()
     while True:
         await asyncio.sleep(seconds)
         try:
             await anyio.to_thread.run_sync(work)
-        except Exception:  # keep the loop alive; the next round retries
+        except DatabaseUnavailable as exc:
+            outage.down(what, exc)
+            continue
+        except Exception:  # a bug: keep the loop alive; the next round retries
             log.exception("%s failed", what)
+            continue
+        outage.up()
+
+
+async def _start_when_available(
+    app: FastAPI, controller: Controller, settings: Settings, outage: Outage, started: asyncio.Event
+) -> None:
+    """Retry the first-start work (migrations, bootstrap) until the database lets it finish;
+    meanwhile /healthz answers 200, /readyz and every database request 503."""
+    delay = 1.0
+    while True:
+        try:
+            await anyio.to_thread.run_sync(start, controller, settings)
+        except DatabaseUnavailable as exc:
+            outage.down("start", exc)
+            app.state.start_problem = exc.reason
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+            continue
+        break
+    outage.up()
+    app.state.started = True
+    app.state.start_problem = None
+    started.set()
 
 
 def create_app(settings: Settings | None = None, controller: Controller | None = None) -> FastAPI:
@@ -85,19 +142,42 @@ def create_app(settings: Settings | None = None, controller: Controller | None =
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await anyio.to_thread.run_sync(start, controller, settings)
+        outage = Outage()
+        started = asyncio.Event()
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            await anyio.to_thread.run_sync(start, controller, settings)
+            app.state.started = True
+            started.set()
+        except DatabaseUnavailable as exc:  # serve (503) and finish starting when it answers
+            app.state.started = False
+            app.state.start_problem = exc.reason
+            outage.down("start", exc)
+            tasks.append(
+                asyncio.create_task(
+                    _start_when_available(app, controller, settings, outage, started)
+                )
+            )
         hub.bind(asyncio.get_running_loop())
         controller.ctx.db.listeners.append(hub.notify_threadsafe)
-        tasks = [
+        tasks += [
             asyncio.create_task(
                 _every(
                     min(1.0, settings.activation_timeout / 10),
                     controller.operations.expire,
                     "expiring pending operations",
+                    outage=outage,
+                    after=started,
                 )
             ),
             asyncio.create_task(
-                _every(PRESENCE_FLUSH_SECONDS, controller.agents.flush_presence, "presence flush")
+                _every(
+                    PRESENCE_FLUSH_SECONDS,
+                    controller.agents.flush_presence,
+                    "presence flush",
+                    outage=outage,
+                    after=started,
+                )
             ),
         ]
         try:
@@ -108,7 +188,10 @@ def create_app(settings: Settings | None = None, controller: Controller | None =
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             controller.ctx.db.listeners.remove(hub.notify_threadsafe)
-            await anyio.to_thread.run_sync(controller.agents.flush_presence)
+            try:
+                await anyio.to_thread.run_sync(controller.agents.flush_presence)
+            except DatabaseUnavailable as exc:
+                log.warning("last presence flush lost: database unavailable (%s)", exc.reason)
             controller.ctx.db.dispose()
 
     app = FastAPI(
@@ -120,6 +203,8 @@ def create_app(settings: Settings | None = None, controller: Controller | None =
     app.state.controller = controller
     app.state.hub = hub
     app.state.settings = settings
+    app.state.started = False  # set once start() has finished (GET /readyz)
+    app.state.start_problem = None
     errors.install(app)
     app.add_middleware(
         BodySizeLimit,

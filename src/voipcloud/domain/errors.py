@@ -6,7 +6,12 @@ VoipcloudError
 │   └── ConcurrentChange     409: another change to the same node won the race
 ├── InvalidInput        422: one or more fields are invalid (field path + message)
 ├── NotAuthenticated    401
-└── NodeGone            410: an agent of a deleted node
+├── NodeGone            410: an agent of a deleted node
+└── DatabaseUnavailable 503: the database cannot be reached, is full, read-only or locked
+
+`voipcloud.store.errors` turns the database driver's exceptions into these where they happen:
+a unique-constraint conflict (a race) into a `RuleViolation` naming the rule, an outage into
+`DatabaseUnavailable`.
 """
 
 from __future__ import annotations
@@ -63,3 +68,13 @@ class NotAuthenticated(VoipcloudError):
 
 class NodeGone(VoipcloudError):
     """410: the node was deleted; its agent must stop."""
+
+
+class DatabaseUnavailable(VoipcloudError):
+    """The database cannot serve the request now; nothing was changed. `reason` says why in a
+    few words ("cannot connect", "disk full", "read-only", ...); trying again later may work."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the database is unavailable ({reason}); try again later")
+        self.reason = reason
+        self.message = str(self)

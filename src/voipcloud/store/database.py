@@ -16,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
 
-from voipcloud.store import tables
+from voipcloud.store import errors, tables
 
 _IMMEDIATE = "voipcloud_begin_immediate"
 CHANGED_NODES = "voipcloud_changed_nodes"
@@ -57,6 +57,7 @@ class Database:
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = url
         self.engine = make_engine(url, echo=echo)
+        errors.install(self.engine)  # driver exceptions -> RuleViolation / DatabaseUnavailable
         # called after each commit that changed nodes, with their ids (wakes their agents)
         self.listeners: list[ChangeListener] = []
 
