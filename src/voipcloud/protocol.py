@@ -8,7 +8,10 @@ heartbeat_interval}. Then one WebSocket per agent, GET /api/v1/agent/channel wit
                          outcome {operation_id, success, reason}   problem {reason}
     controller → agent   desired {...}   ack {operation_id, recorded}
 
-Close codes: 4401 credential refused (join again), 4410 node deleted (stop and exit).
+Close codes: 4401 credential refused (join again), 4410 node deleted (stop and exit); any
+other close (1001/1012 controller shutting down, 1011 error, 1013 try again later) means
+reconnect with backoff. docs/protocol.md has the order of messages, the exactly-once rule for
+operations, the deactivation retries and the reconnect figures below.
 """
 
 from __future__ import annotations
@@ -22,6 +25,19 @@ CLOSE_DELETED = 4410
 CLOSE_POLICY = 1008
 MAX_MESSAGE_BYTES = 1_048_576
 MAX_COMPONENTS = 10_000
+
+# The agent reconnects after RECONNECT_BASE * 2**n seconds at most (full jitter: a uniform
+# delay between 0 and that), capped at RECONNECT_CAP; it starts again from RECONNECT_BASE only
+# after a channel stayed healthy (desired state received, open for HEALTHY_BEATS heartbeat
+# intervals). The controller gives operations it inherited from before its own start
+# RECONNECT_CAP more seconds, the longest an agent may take to come back.
+RECONNECT_BASE = 1.0
+RECONNECT_CAP = 30.0
+HEALTHY_BEATS = 3
+# A failed deactivation is retried by the agent after DEACTIVATE_RETRY_BASE * 2**(n-1) s,
+# capped at DEACTIVATE_RETRY_CAP, until it succeeds or the operation is no longer pending.
+DEACTIVATE_RETRY_BASE = 2.0
+DEACTIVATE_RETRY_CAP = 300.0
 
 Short = Annotated[str, StringConstraints(max_length=255)]
 
@@ -60,6 +76,10 @@ class OutcomeReport(_Model):
     operation_id: Annotated[str, StringConstraints(max_length=64)]
     success: bool
     reason: Annotated[str, StringConstraints(max_length=4000)] | None = None
+    # a failed deactivation attempt (the operation stays pending): its number, counted by the
+    # agent across its restarts, and the seconds until the agent tries again
+    attempt: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    retry_in: Annotated[float, Field(ge=0, le=86_400)] | None = None
 
 
 class Hello(_Model):

@@ -4,8 +4,12 @@
         up:   hello (inventory + unacknowledged outcomes), beats, inventory changes, outcomes
         down: desired state (roles + pending operation), acks
 
-It survives controller restarts (reconnects with exponential backoff and full jitter),
-sends its full state again on every reconnect, and never carries out an operation twice.
+It survives controller restarts (reconnects with capped exponential backoff and full
+jitter), sends its full state again on every reconnect, and never carries out an operation
+twice: operations run in one worker task that belongs to the Agent, not to a channel, so a
+channel that drops and comes back while a role's apply command runs finds the operation
+already under way; its outcome is saved, then sent on whichever channel is up (or in the next
+hello). Rules and figures: docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -14,8 +18,11 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import random
+import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,17 +55,33 @@ class _Rejoin(Exception):
 
 @dataclass
 class Backoff:
-    base: float = 0.2
-    cap: float = 10.0
+    """Capped exponential backoff with full jitter: attempt n waits uniform(0, min(cap,
+    base * 2**n)) seconds, so agents that lost the controller together come back spread out."""
+
+    base: float = protocol.RECONNECT_BASE
+    cap: float = protocol.RECONNECT_CAP
     attempt: int = 0
 
+    def ceiling(self) -> float:
+        return min(self.cap, self.base * 2.0 ** min(self.attempt, 32))
+
     def next_delay(self) -> float:
-        delay = min(self.cap, self.base * 2**self.attempt)
+        delay = self.ceiling()
         self.attempt += 1
-        return random.uniform(delay / 2, delay)  # noqa: S311 - jitter, not cryptography
+        return random.uniform(0, delay)  # noqa: S311 - jitter, not cryptography
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+def deactivate_retry_delay(attempts: int) -> float:
+    """Seconds before retrying a deactivation that failed `attempts` times: doubling from
+    2 s to 5 min, jittered down by up to a quarter, whole seconds (the reason shows them)."""
+    ceiling = min(
+        protocol.DEACTIVATE_RETRY_CAP,
+        protocol.DEACTIVATE_RETRY_BASE * 2.0 ** min(attempts - 1, 32),
+    )
+    return float(math.ceil(ceiling * random.uniform(0.75, 1.0)))  # noqa: S311 - jitter
 
 
 def _digest(parameters: dict[str, object]) -> str:
@@ -88,6 +111,12 @@ class Agent:
         self._desired_changed = asyncio.Event()
         self._send_lock = asyncio.Lock()
         self._ws: ClientConnection | None = None
+        # the worker holds it while it carries something out (a thread may be running)
+        self._busy = asyncio.Lock()
+        self._exiting = False
+        self._retry_at: float | None = None  # monotonic time of the next try...
+        self._retry_op: str | None = None  # ...of this deactivation (None: after an error)
+        self._healthy = False  # this channel has received the desired state
         if self.state.controller and self.state.controller != self.controller_url:
             log.info("controller address changed; keeping the node credential")
         self.state.controller = self.controller_url
@@ -96,26 +125,45 @@ class Agent:
     # the loop
     async def run(self) -> int:
         backoff = Backoff()
-        while True:
-            try:
-                if not self.state.agent_token:
-                    await self._join()
-                await self._channel(backoff)
-            except _Rejoin:
-                self.state.agent_token = None
-                self.store.save(self.state)
-                continue
-            except AgentExit as done:
-                log.warning("%s", done.message)
-                return done.code
-            except (OSError, TimeoutError, httpx.TransportError, InvalidHandshake) as exc:
-                log.info("controller unreachable (%s); retrying", type(exc).__name__)
-            except ConnectionClosed as exc:
-                log.info("channel closed (%s); reconnecting", exc)
-            except Exception:  # never die on a surprise: log it and try again
-                log.exception("unexpected error; retrying")
-            delay = backoff.next_delay()
-            await asyncio.sleep(delay)
+        worker = asyncio.create_task(self._work(), name="voipcloud-agent-worker")
+        try:
+            while True:
+                opened: float | None = None
+                try:
+                    if not self.state.agent_token:
+                        await self._join()
+                    opened = time.monotonic()
+                    await self._channel()
+                except _Rejoin:
+                    self.state.agent_token = None
+                    self.store.save(self.state)
+                except AgentExit as done:
+                    log.warning("%s", done.message)
+                    return done.code
+                except (OSError, TimeoutError, httpx.TransportError, InvalidHandshake) as exc:
+                    log.info("controller unreachable (%s); retrying", type(exc).__name__)
+                except ConnectionClosed as exc:
+                    log.info("channel closed (%s); reconnecting", exc)
+                except Exception:  # never die on a surprise: log it and try again
+                    log.exception("unexpected error; retrying")
+                if opened is not None and self._healthy and self._lasted(opened):
+                    backoff.reset()  # that channel was healthy: a fresh failure, start small
+                delay = backoff.next_delay()
+                log.info("reconnecting in %.1f s", delay)
+                await asyncio.sleep(delay)
+        finally:
+            await self._stop_worker(worker)
+
+    def _lasted(self, opened: float) -> bool:
+        return time.monotonic() - opened >= protocol.HEALTHY_BEATS * self.state.heartbeat_interval
+
+    async def _stop_worker(self, worker: asyncio.Task[None]) -> None:
+        """Let an operation under way finish and save its outcome, then stop the worker."""
+        self._exiting = True
+        async with self._busy:
+            worker.cancel()
+        with suppress(asyncio.CancelledError):
+            await worker
 
     async def _join(self) -> None:
         key = self._session_key() if callable(self._session_key) else self._session_key
@@ -149,8 +197,9 @@ class Agent:
         base = self.controller_url.replace("https://", "wss://").replace("http://", "ws://")
         return f"{base}/api/v1/agent/channel"
 
-    async def _channel(self, backoff: Backoff) -> None:
+    async def _channel(self) -> None:
         headers = {"Authorization": f"Bearer {self.state.agent_token}"}
+        self._healthy = False
         try:
             async with connect(
                 self._ws_url(),
@@ -161,30 +210,25 @@ class Agent:
                 # the controller a zlib context (hundreds of KiB) and an inflate per beat
                 compression=None,
             ) as ws:
-                self._ws = ws
-                await self._send(
-                    protocol.Hello(
-                        inventory=await self._current_inventory(), outcomes=self._unacked()
-                    )
-                )
-                backoff.reset()
+                inventory = await self._current_inventory()
+                # under the send lock: an outcome saved meanwhile is either in this hello or
+                # sent right after it on this channel, never lost between the two
+                async with self._send_lock:
+                    hello = protocol.Hello(inventory=inventory, outcomes=self._unacked())
+                    await ws.send(hello.model_dump_json(exclude_none=True))
+                    self._ws = ws
                 log.info("channel open")
                 async with asyncio.TaskGroup() as group:
                     group.create_task(self._receive(ws))
                     group.create_task(self._beat())
                     group.create_task(self._watch_inventory())
-                    group.create_task(self._work())
         except* ConnectionClosed as closed:
             exc = closed.exceptions[0]
             assert isinstance(exc, ConnectionClosed)
             code = exc.rcvd.code if exc.rcvd else None
             if code == protocol.CLOSE_DELETED:
-                await asyncio.to_thread(self._stop_all)
-                self.state.agent_token = None
-                self.store.save(self.state)
-                raise AgentExit(
-                    EXIT_DELETED, "the node was deleted; roles stopped, exiting"
-                ) from None
+                self._ws = None
+                await self._deleted()
             if code == protocol.CLOSE_UNAUTHORIZED:
                 raise _Rejoin from None
             raise exc from None
@@ -193,18 +237,32 @@ class Agent:
         finally:
             self._ws = None
 
+    async def _deleted(self) -> None:
+        async with self._busy:  # after the operation under way, if any
+            self._exiting = True
+            await asyncio.to_thread(self._stop_all)
+        self.state.agent_token = None
+        self.store.save(self.state)
+        raise AgentExit(EXIT_DELETED, "the node was deleted; roles stopped, exiting")
+
     # the tasks of one channel
     async def _send(self, message: BaseModel) -> None:
-        if self._ws is None:
-            return
         async with self._send_lock:
-            await self._ws.send(message.model_dump_json())
+            if self._ws is None:
+                return
+            await self._ws.send(message.model_dump_json(exclude_none=True))
+
+    async def _send_quietly(self, message: BaseModel) -> None:
+        """From the worker: a channel that is down or closing is no error (hello resends)."""
+        with suppress(ConnectionClosed):
+            await self._send(message)
 
     async def _receive(self, ws: ClientConnection) -> None:
         async for raw in ws:
             data = json.loads(raw)
             if data.get("type") == "desired":
                 self._desired = protocol.Desired.model_validate(data)
+                self._healthy = True
                 self._desired_changed.set()
             elif data.get("type") == "ack":
                 ack = protocol.Ack.model_validate(data)
@@ -233,44 +291,129 @@ class Agent:
             self._inventory = await asyncio.to_thread(self._collect)
         return self._inventory
 
+    # the worker: one for the agent's life, whatever happens to the channels
     async def _work(self) -> None:
         while True:
-            await self._desired_changed.wait()
-            self._desired_changed.clear()
+            await self._next_turn()
             desired = self._desired
-            if desired is not None:
-                await self._carry_out(desired)
+            if desired is None:
+                continue
+            async with self._busy:
+                if self._exiting:
+                    return
+                try:
+                    await self._carry_out(desired)
+                except Exception:  # e.g. the state dir is full: try again a little later
+                    log.exception("carrying out the desired state failed; trying again in 5 s")
+                    self._retry_at, self._retry_op = time.monotonic() + 5, None
+
+    async def _next_turn(self) -> None:
+        """Wait for a new desired state, or for the time of a retry."""
+        timeout = None if self._retry_at is None else max(0.0, self._retry_at - time.monotonic())
+        with suppress(TimeoutError):
+            await asyncio.wait_for(self._desired_changed.wait(), timeout)
+        self._desired_changed.clear()
 
     # carrying out the desired state
     async def _carry_out(self, desired: protocol.Desired) -> None:
         operation = desired.operation
+        if operation is None or operation.id != self._retry_op or self._retry_due():
+            self._retry_at = self._retry_op = None
         if operation is None:
+            self._forget_retries(keep=None)
             problem = await asyncio.to_thread(self._reconcile, desired)
             if problem:
-                await self._send(protocol.Problem(reason=problem))
+                await self._send_quietly(protocol.Problem(reason=problem))
+            return
+        if operation.kind == "deactivate":
+            await self._deactivate(operation, desired)
             return
         saved = self.state.outcomes.get(operation.id)
         if saved is None:
-            self.state.started = operation.id
-            self.store.save(self.state)
-            if operation.kind == "deactivate":
-                success, reason = await asyncio.to_thread(self._stop_all_reporting)
+            success: bool
+            reason: str | None
+            if self.state.started == operation.id:  # this process failed mid-way before
+                success, reason = False, "interrupted: the agent failed while carrying it out"
             else:
-                success, reason = await asyncio.to_thread(self._apply_all, desired)
-            saved = SavedOutcome(success=success, reason=reason)
-            self.state.outcomes[operation.id] = saved
-            self.state.started = None
-            self.state.generation = desired.generation
-            self.store.save(self.state)
-            log.info(
-                "%s %s %s", operation.kind, "succeeded" if success else "failed:", reason or ""
-            )
+                self.state.started = operation.id
+                self.store.save(self.state)
+                success, reason = await asyncio.to_thread(self._run, operation.kind, desired)
+            saved = self._save_outcome(operation, desired, success, reason)
         if not saved.acked:
-            await self._send(
-                protocol.OutcomeReport(
-                    operation_id=operation.id, success=saved.success, reason=saved.reason
-                )
+            await self._send_quietly(_report(operation.id, saved))
+
+    def _retry_due(self) -> bool:
+        return self._retry_at is not None and time.monotonic() >= self._retry_at
+
+    async def _deactivate(
+        self, operation: protocol.PendingOperation, desired: protocol.Desired
+    ) -> None:
+        """Stop every role; on failure try again later, until it succeeds or is no longer
+        wanted. Only the success is a saved outcome: a failed attempt is reported once."""
+        saved = self.state.outcomes.get(operation.id)
+        if saved is not None and saved.success:
+            if not saved.acked:
+                await self._send_quietly(_report(operation.id, saved))
+            return
+        if self._retry_at is not None:
+            return  # not yet time to try again
+        self._forget_retries(keep=operation.id)
+        success, reason = await asyncio.to_thread(self._run, operation.kind, desired)
+        if success:
+            self.state.retries.pop(operation.id, None)
+            saved = self._save_outcome(operation, desired, success, reason)
+            await self._send_quietly(_report(operation.id, saved))
+            return
+        attempts = self.state.retries.get(operation.id, 0) + 1
+        self.state.retries[operation.id] = attempts
+        self.store.save(self.state)
+        delay = deactivate_retry_delay(attempts)
+        self._retry_at, self._retry_op = time.monotonic() + delay, operation.id
+        log.info("deactivation attempt %d failed: %s; retrying in %g s", attempts, reason, delay)
+        await self._send_quietly(
+            protocol.OutcomeReport(
+                operation_id=operation.id,
+                success=False,
+                reason=reason,
+                attempt=attempts,
+                retry_in=delay,
             )
+        )
+
+    def _forget_retries(self, *, keep: str | None) -> None:
+        stale = [op_id for op_id in self.state.retries if op_id != keep]
+        if stale:
+            for op_id in stale:
+                del self.state.retries[op_id]
+            self.store.save(self.state)
+
+    def _save_outcome(
+        self,
+        operation: protocol.PendingOperation,
+        desired: protocol.Desired,
+        success: bool,
+        reason: str | None,
+    ) -> SavedOutcome:
+        saved = SavedOutcome(success=success, reason=reason)
+        self.state.outcomes[operation.id] = saved
+        self.state.started = None
+        self.state.generation = desired.generation
+        self.store.save(self.state)
+        log.info("%s %s %s", operation.kind, "succeeded" if success else "failed:", reason or "")
+        return saved
+
+    def _run(self, kind: str, desired: protocol.Desired) -> tuple[bool, str | None]:
+        """In a worker thread: carry out one operation; every failure becomes a reason."""
+        try:
+            if kind == "deactivate":
+                self._stop_all()
+                return True, None
+            return self._apply_all(desired)
+        except HandlerError as exc:
+            return False, str(exc)
+        except Exception as exc:  # a plug-in handler's surprise is a failure, not a retry
+            log.exception("%s failed unexpectedly", kind)
+            return False, f"unexpected error: {type(exc).__name__}: {exc}"
 
     def _apply_all(self, desired: protocol.Desired) -> tuple[bool, str | None]:
         wanted = {role.code for role in desired.roles}
@@ -315,13 +458,6 @@ class Agent:
         self.state.applied.pop(code, None)
         log.info("role %s stopped", code)
 
-    def _stop_all_reporting(self) -> tuple[bool, str | None]:
-        try:
-            self._stop_all()
-        except HandlerError as exc:
-            return False, str(exc)
-        return True, None
-
     def _stop_all(self) -> None:
         for code in list(self.state.applied):
             self._stop_role(code)
@@ -335,7 +471,8 @@ class Agent:
         ][-100:]
 
     def _recover_interrupted_operation(self) -> None:
-        """An operation cut short by our own restart is reported failed, never redone."""
+        """An activation or fix cut short by our own restart is reported failed, never redone.
+        (A deactivation is never marked started: it is simply tried again.)"""
         if self.state.started and self.state.started not in self.state.outcomes:
             self.state.outcomes[self.state.started] = SavedOutcome(
                 success=False,
@@ -343,3 +480,9 @@ class Agent:
             )
         self.state.started = None
         self.store.save(self.state)
+
+
+def _report(operation_id: str, saved: SavedOutcome) -> protocol.OutcomeReport:
+    return protocol.OutcomeReport(
+        operation_id=operation_id, success=saved.success, reason=saved.reason
+    )

@@ -1,8 +1,11 @@
 """The agent's state dir: its credential, applied roles and operation outcomes.
 
 Written atomically (temporary file, fsync, rename), so a crash leaves the old or the new
-state, never half of one. An operation is marked started before it is carried out and its
-outcome saved before it is sent: after a restart the agent never carries it out again.
+state, never half of one. An activation or fix is marked started before it is carried out and
+its outcome saved before it is sent: after a restart the agent never carries it out again (it
+reports it failed, "interrupted"). A deactivation is not marked: stopping roles is repeated
+until it succeeds, and only its success is saved as an outcome; `retries` counts its failed
+attempts so that the count (and the backoff) goes on across restarts.
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ class AgentState:
     heartbeat_interval: float = 10.0
     applied: dict[str, str] = field(default_factory=dict)  # role code -> config digest
     generation: int = 0
-    started: str | None = None  # operation id being carried out
+    started: str | None = None  # activation or fix being carried out
     outcomes: dict[str, SavedOutcome] = field(default_factory=dict)  # operation id -> outcome
+    retries: dict[str, int] = field(default_factory=dict)  # deactivation id -> failed attempts
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -207,6 +207,8 @@ class AgentService:
             operation_id=outcome.operation_id,
             success=outcome.success,
             reason=_reason(outcome.reason),
+            attempt=outcome.attempt,
+            retry_in=outcome.retry_in,
         )
 
     def problem(self, node_id: int, reason: str) -> None:

@@ -10,7 +10,7 @@ import pytest
 from voipcloud import protocol
 from voipcloud.agent import inventory
 from voipcloud.agent.handlers import AgentConfig, CommandHandler, HandlerError, HandlerRegistry
-from voipcloud.agent.runner import Agent, Backoff
+from voipcloud.agent.runner import Agent, Backoff, deactivate_retry_delay
 from voipcloud.agent.state import AgentState, SavedOutcome, StateStore
 
 
@@ -126,11 +126,39 @@ def test_an_operation_cut_short_by_a_restart_is_reported_failed_not_redone(
     assert [o.operation_id for o in agent._unacked()] == ["op-7"]
 
 
-def test_backoff_grows_with_jitter_and_is_capped() -> None:
-    backoff = Backoff(base=0.2, cap=10)
-    delays = [backoff.next_delay() for _ in range(12)]
-    assert 0.1 <= delays[0] <= 0.2
-    assert all(d <= 10 for d in delays)
-    assert delays[-1] >= 5  # capped at 10, jittered down to half at most
+def test_backoff_grows_with_full_jitter_and_is_capped() -> None:
+    backoff = Backoff()
+    assert (backoff.base, backoff.cap) == (protocol.RECONNECT_BASE, protocol.RECONNECT_CAP)
+    ceilings = []
+    for _ in range(12):
+        ceilings.append(backoff.ceiling())
+        assert 0 <= backoff.next_delay() <= ceilings[-1]
+    assert ceilings[:6] == [1, 2, 4, 8, 16, 30]
+    assert ceilings[-1] == 30
+    backoff.attempt = 10_000  # no overflow however long the controller stays away
+    assert backoff.next_delay() <= 30
     backoff.reset()
-    assert backoff.next_delay() <= 0.2
+    assert backoff.ceiling() == 1
+
+
+def test_a_fleet_reconnecting_after_an_outage_spreads_out() -> None:
+    """200 agents lose the controller at the same moment; it is back after 20 s. With full
+    jitter their first tries after it is back are spread over many seconds, not one burst."""
+    arrivals = []
+    for _ in range(200):
+        backoff, clock = Backoff(), 0.0
+        while clock < 20:
+            clock += backoff.next_delay()
+        arrivals.append(clock - 20)
+    arrivals.sort()
+    assert arrivals[-1] <= protocol.RECONNECT_CAP
+    in_first_second = sum(1 for a in arrivals if a < 1)
+    assert in_first_second < 40  # a burst would be all 200 within the first second
+    assert arrivals[150] - arrivals[50] > 3  # the middle half spans seconds
+
+
+def test_deactivation_retry_delays_double_from_2_s_to_5_min() -> None:
+    for attempts, ceiling in [(1, 2), (2, 4), (3, 8), (5, 32), (8, 256), (9, 300), (60, 300)]:
+        delay = deactivate_retry_delay(attempts)
+        assert ceiling * 0.75 - 1 <= delay <= ceiling
+        assert delay == int(delay)  # whole seconds: the status reason shows them

@@ -1,0 +1,124 @@
+"""Operation outcomes under faults, on the services and a real SQLite database: a failed
+deactivation attempt is recorded once and shown; an operation inherited by a restarted
+controller gets time for its agent to come back before it times out."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.unit.test_lifecycle_table import ADMIN, Clock, Env, add_node, bring_to
+from voipcloud import protocol
+from voipcloud.domain.statuses import NodeStatus
+from voipcloud.services.bootstrap import ensure_controller_node
+from voipcloud.services.context import Context
+from voipcloud.services.controller import Controller
+from voipcloud.services.secrets_box import SecretBox
+from voipcloud.store.database import Database, sqlite_url
+
+
+@pytest.fixture
+def fresh(tmp_path: Path, sqlite_template: Path) -> Iterator[Env]:
+    shutil.copyfile(sqlite_template, tmp_path / sqlite_template.name)
+    db = Database(sqlite_url(tmp_path))
+    box = SecretBox.in_data_dir(tmp_path)
+    clock = Clock()
+    c = Controller.build(Context(db=db, box=box, clock=clock))
+    ensure_controller_node(c.ctx, c.nodes)
+    yield Env(c=c, clock=clock, db=db, box=box)
+    db.dispose()
+
+
+def attempts_recorded(env: Env, node_id: int) -> list[str | None]:
+    items = env.c.nodes.events(node_id, limit=100).items
+    return [e.reason for e in reversed(items) if e.operation == "deactivation-attempt-failed"]
+
+
+def test_a_failed_deactivation_attempt_is_recorded_once_and_shown(fresh: Env) -> None:
+    env = fresh
+    node_id = add_node(env)
+    env.c.roles.assign(node_id, actor=ADMIN, role="sip", parameters={})
+    bring_to(env, node_id, NodeStatus.DEACTIVATE_PENDING)
+    op_id = env.c.nodes.get(node_id).node.operation_id
+    assert op_id is not None
+
+    def fail(attempt: int, retry_in: float, reason: str = "sip: stop command exited with 1"):  # type: ignore[no-untyped-def]
+        return env.c.operations.report(
+            node_id,
+            operation_id=op_id,
+            success=False,
+            reason=reason,
+            attempt=attempt,
+            retry_in=retry_in,
+        )
+
+    first = fail(1, 2)
+    assert first.recorded
+    shown = (
+        "stopping the roles failed (attempt 1): sip: stop command exited with 1; "
+        "the agent retries in 2 s"
+    )
+    assert first.node.status is NodeStatus.DEACTIVATE_PENDING
+    assert first.node.pending_operation == "deactivate"
+    assert first.node.status_reason == shown
+    # the same attempt reported again (re-sent on a new channel, a retried report): nothing
+    again = fail(1, 2)
+    assert not again.recorded
+    assert attempts_recorded(env, node_id) == [shown]
+    second = fail(2, 4)
+    assert second.recorded
+    assert second.node.status_reason.startswith("stopping the roles failed (attempt 2)")
+    assert len(attempts_recorded(env, node_id)) == 2
+    done = env.c.operations.report(node_id, operation_id=op_id, success=True)
+    assert done.recorded
+    assert done.node.status is NodeStatus.DEACTIVATED
+    assert done.node.status_reason is None
+    # a late copy of a failed attempt after completion records nothing
+    assert not fail(2, 4).recorded
+    assert len(attempts_recorded(env, node_id)) == 2
+
+
+def test_an_inherited_activation_waits_for_its_agent_to_come_back(fresh: Env) -> None:
+    env = fresh
+    timeout = env.c.ctx.activation_timeout
+    node_id = add_node(env)
+    env.c.roles.assign(node_id, actor=ADMIN, role="sip", parameters={})
+    pending = env.c.nodes.action(node_id, "activate", actor=ADMIN)
+    assert pending.operation_id is not None
+    # the controller is down for twice the activation timeout, then starts again
+    env.clock.advance(2 * timeout)
+    restarted = Controller.build(env.c.ctx)
+    assert restarted.operations.expire() == []  # no report could reach a stopped controller
+    deadline = restarted.operations.deadline(restarted.nodes.get(node_id).node)
+    assert deadline == env.clock.now + timedelta(seconds=protocol.RECONNECT_CAP + timeout)
+    env.clock.advance(protocol.RECONNECT_CAP + timeout - 1)
+    assert restarted.operations.expire() == []
+    # the agent finished during the outage and reports it now: recorded
+    late = restarted.operations.report(node_id, operation_id=pending.operation_id, success=True)
+    assert late.recorded
+    assert late.node.status is NodeStatus.ONLINE
+
+
+def test_an_inherited_activation_whose_agent_never_comes_back_still_times_out(
+    fresh: Env,
+) -> None:
+    env = fresh
+    node_id = add_node(env)
+    env.c.roles.assign(node_id, actor=ADMIN, role="sip", parameters={})
+    env.c.nodes.action(node_id, "activate", actor=ADMIN)
+    env.clock.advance(5)
+    restarted = Controller.build(env.c.ctx)
+    env.clock.advance(protocol.RECONNECT_CAP + env.c.ctx.activation_timeout)
+    (expired,) = restarted.operations.expire()
+    assert expired.status is NodeStatus.ACTIVATE_FAILED
+    assert expired.status_reason == "timeout"
+    # one started after this controller did keeps the plain deadline
+    other = add_node(env, "edge-02")
+    env.c.roles.assign(other, actor=ADMIN, role="sip", parameters={})
+    restarted.nodes.action(other, "activate", actor=ADMIN)
+    env.clock.advance(env.c.ctx.activation_timeout)
+    assert [n.id for n in restarted.operations.expire()] == [other]
