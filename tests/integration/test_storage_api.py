@@ -363,11 +363,15 @@ def check_moving_a_location_that_holds_resources_is_refused(
 def check_a_node_stores_and_fetches_with_its_agent_credential(storage_api: LiveApi) -> None:
     client = storage_api.client
     node = ok(
-        client.post("/api/v1/nodes", json={"hostname": "pbx-9", "private_ip": "10.0.0.9"}), 201
+        client.post(
+            "/api/v1/nodes",
+            json={"hostname": "pbx-9", "private_ip": "10.0.0.9", "public_ip": "203.0.113.9"},
+        ),
+        201,
     )
     assigned = ok(
         client.post(
-            f"/api/v1/nodes/{node['node_id']}/roles", json={"role": "jabber", "parameters": {}}
+            f"/api/v1/nodes/{node['node_id']}/roles", json={"role": "pbx", "parameters": {}}
         ),
         201,
     )

@@ -17,8 +17,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-from voipcloud.domain.errors import FieldError, InvalidInput, NotFound, RuleViolation
+from voipcloud.domain.errors import (
+    FieldError,
+    InvalidInput,
+    NotFound,
+    RuleViolation,
+    VoipcloudError,
+)
 from voipcloud.domain.model import Page
+from voipcloud.domain.roles import RESOURCE_ACCESS, ResourceAccess, resource_access
 from voipcloud.domain.storage import (
     BackendFailure,
     BackendType,
@@ -35,7 +42,7 @@ from voipcloud.domain.storage import (
     placement_problem,
     placement_refused,
 )
-from voipcloud.services.context import Context
+from voipcloud.services.context import CONTROLLER_ACTOR, Context
 from voipcloud.services.storage_backends import (
     CHUNK,
     Backend,
@@ -46,6 +53,7 @@ from voipcloud.services.storage_backends import (
 )
 from voipcloud.services.storage_migration import KeyLocks, MigrationProgress, StorageMigrations
 from voipcloud.store import events, infrastructure
+from voipcloud.store import nodes as node_rows
 from voipcloud.store import storage as rows
 from voipcloud.store.storage import ConfigRow, ResourceRow
 
@@ -65,6 +73,10 @@ class KindOverview:
     def pending(self) -> int:
         """Resources held by a backend other than the active one."""
         return sum(n for b, (n, _) in self.usage.items() if b is not self.config.backend)
+
+
+class ResourceAccessDenied(VoipcloudError):
+    """A node's roles do not reach stored resources this way (403)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,6 +357,24 @@ class StorageService:
             f"object in the {config.backend.label} storage of {config.kind.value}.",
         )
 
+    # --- who may reach resources ---------------------------------------------------------
+
+    def authorize_node(self, node_id: int, kind: str, *, write: bool) -> None:
+        """A node reaches stored resources only through its roles (RESOURCE_ACCESS)."""
+        with self.ctx.db.read() as conn:
+            codes = node_rows.roles_of(conn, [node_id]).get(node_id, [])
+        if resource_access(codes).allows(write=write):
+            return
+        granted = ", ".join(
+            f"{code} ({'read and write' if a is ResourceAccess.READ_WRITE else 'read'})"
+            for code, a in RESOURCE_ACCESS.items()
+        )
+        raise ResourceAccessDenied(
+            f"Node {node_id} carries {', '.join(codes) or 'no roles'}: none of its roles may "
+            f"{'write' if write else 'read'} {kind}. Stored resources are for the roles "
+            f"{granted}."
+        )
+
     # --- resources ----------------------------------------------------------------------
 
     def put(
@@ -355,8 +385,11 @@ class StorageService:
         content: BinaryIO,
         content_type: str | None = None,
         expected_sha256: str | None = None,
+        actor: str = CONTROLLER_ACTOR,
+        node_id: int | None = None,
     ) -> Resource:
-        """Store `content` (a seekable file, read in chunks) as the resource `key`."""
+        """Store `content` (a seekable file, read in chunks) as the resource `key`; an event
+        names the actor (and the node, when a node stored it)."""
         check_key(key)
         content_type = check_content_type(content_type)
         start = content.tell()
@@ -368,7 +401,7 @@ class StorageService:
             )
         content.seek(start)
         with self.locks.hold(kind, key):
-            return self._put(kind, key, content, content_type, sha256, size)
+            return self._put(kind, key, content, content_type, sha256, size, actor, node_id)
 
     def _put(
         self,
@@ -378,6 +411,8 @@ class StorageService:
         content_type: str,
         sha256: str,
         size: int,
+        actor: str,
+        node_id: int | None,
     ) -> Resource:
         config = self.config(kind)
         backend = self.backend(config)
@@ -400,6 +435,15 @@ class StorageService:
                 now=now,
             )
             stored = rows.resource(conn, kind.value, key)
+            events.append(
+                conn,
+                at=now,
+                actor=actor,
+                node_id=node_id,
+                operation="store-resource",
+                reason=f"{kind.value}/{key}: {size} bytes, sha256 {sha256}"
+                + (" (replaced)" if existing else ""),
+            )
         assert stored is not None
         if stale:
             self.drop_stale(config, stored)
@@ -435,7 +479,14 @@ class StorageService:
             items, total = rows.page(conn, kind.value, prefix=prefix, limit=limit, offset=offset)
         return Page(items=items, total=total)
 
-    def delete(self, *, kind: ResourceKind, key: str) -> None:
+    def delete(
+        self,
+        *,
+        kind: ResourceKind,
+        key: str,
+        actor: str = CONTROLLER_ACTOR,
+        node_id: int | None = None,
+    ) -> None:
         """Delete the bytes first (a stale copy before the live one): a failure leaves the
         resource whole and listed. Waits for a migration moving this very resource, so no
         copy is left behind in either place."""
@@ -448,6 +499,14 @@ class StorageService:
             self.backend(config, BackendType(found.backend)).delete(key)
             with self.ctx.db.write() as conn:
                 rows.remove(conn, kind.value, key)
+                events.append(
+                    conn,
+                    at=self.ctx.clock(),
+                    actor=actor,
+                    node_id=node_id,
+                    operation="delete-resource",
+                    reason=f"{kind.value}/{key}: {found.size} bytes, sha256 {found.sha256}",
+                )
 
     # --- migration ----------------------------------------------------------------------
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter
+from pydantic import Field
 
 from voipcloud.api.deps import ControllerDep, CurrentAdmin
 from voipcloud.api.errors import REFUSALS
@@ -15,21 +18,29 @@ from voipcloud.api.schemas import (
     RolePublic,
     RoleUpdate,
 )
-from voipcloud.domain.roles import ROLES
+from voipcloud.domain.roles import ROLES, role_resource_access
 
 router = APIRouter(tags=["roles"], responses=REFUSALS)
 
 
-@router.get("/roles", response_model=list[RolePublic])
-def role_catalogue(_admin: CurrentAdmin) -> list[RolePublic]:
-    """The role catalogue with each role's parameter schema."""
+class CatalogueRolePublic(RolePublic):
+    resource_access: Literal["read-write", "read", "none"] = Field(
+        description="what a node carrying this role may do with stored faxes, recordings and "
+        "voicemail (a node gets the widest of its roles'; `none`: 403)"
+    )
+
+
+@router.get("/roles", response_model=list[CatalogueRolePublic])
+def role_catalogue(_admin: CurrentAdmin) -> list[CatalogueRolePublic]:
+    """The role catalogue with each role's parameter schema and resource access."""
     return [
-        RolePublic(
+        CatalogueRolePublic(
             code=role.code,
             name=role.name,
             public_ip=role.public_ip.value,
             admin_removable=role.admin_removable,
             parameters=[ParameterPublic(**p.schema()) for p in role.parameters],
+            resource_access=role_resource_access(role.code).value,
         )
         for role in ROLES.values()
     ]

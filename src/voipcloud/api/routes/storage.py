@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
@@ -32,29 +34,76 @@ from voipcloud.domain.errors import NotAuthenticated, NotFound
 from voipcloud.domain.filters import MAX_OFFSET
 from voipcloud.domain.storage import ResourceKind, served_content_type
 from voipcloud.services.context import admin_actor, node_actor
-from voipcloud.services.storage import StorageService
+from voipcloud.services.storage import ResourceAccessDenied, StorageService
 
 router = APIRouter(prefix="/storage", tags=["storage"], responses=REFUSALS)
 SPOOL_IN_MEMORY = 1024 * 1024  # request bodies above this spool to a temporary file
 _bearer = HTTPBearer(auto_error=False)
+log = logging.getLogger("voipcloud.storage")
 
 
-def resource_user(
+# the kind as the caller spelled it: the credential is checked (401/403) before the kind (422)
+KindName = Annotated[
+    str,
+    Path(
+        description="faxes, recordings or voicemail",
+        json_schema_extra={"enum": [k.value for k in ResourceKind]},
+    ),
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who asks for a resource: an administrator, or a node (through its roles)."""
+
+    actor: str
+    node_id: int | None = None
+
+
+def _caller(
     request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> str:
-    """An administrator, or a node: its roles store and fetch resources with the agent
-    credential its agent got when it joined."""
+    kind: str,
+    credentials: HTTPAuthorizationCredentials | None,
+    *,
+    write: bool,
+) -> Caller:
+    """An administrator (full access), or a node with the agent credential its agent got when
+    it joined: it reaches the resources only as far as its roles do (RESOURCE_ACCESS)."""
     controller = get_controller(request)
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise NotAuthenticated("Authentication required: send Authorization: Bearer <token>.")
     try:
-        return admin_actor(controller.auth.authenticate(credentials.credentials))
+        return Caller(admin_actor(controller.auth.authenticate(credentials.credentials)))
     except NotAuthenticated:
-        return node_actor(controller.agents.authenticate(credentials.credentials))
+        node_id = controller.agents.authenticate(credentials.credentials)
+    try:
+        controller.storage.authorize_node(node_id, kind, write=write)
+    except ResourceAccessDenied as exc:
+        log.warning("refused: %s %s %s", node_actor(node_id), request.method, request.url.path)
+        raise HTTPException(status_code=403, detail=str(exc)) from None
+    if not write:
+        log.info("%s %s %s", node_actor(node_id), request.method, request.url.path)
+    return Caller(node_actor(node_id), node_id)
 
 
-ResourceUser = Annotated[str, Depends(resource_user)]
+def resource_reader(
+    request: Request,
+    kind: KindName,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    return _caller(request, kind, credentials, write=False)
+
+
+def resource_writer(
+    request: Request,
+    kind: KindName,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Caller:
+    return _caller(request, kind, credentials, write=True)
+
+
+Reader = Annotated[Caller, Depends(resource_reader)]
+Writer = Annotated[Caller, Depends(resource_writer)]
 
 
 def get_storage(request: Request) -> StorageService:
@@ -93,7 +142,7 @@ def probe_configuration(
 @router.get("/{kind}/resources", response_model=ResourcesPublic)
 def list_resources(
     kind: KindPath,
-    _user: ResourceUser,
+    _user: Reader,
     storage: StorageDep,
     prefix: Annotated[str, Query(max_length=512)] = "",
     limit: Annotated[Whole, Query(ge=1, le=1000)] = 100,
@@ -118,7 +167,7 @@ async def put_resource(
     kind: KindPath,
     key: KeyPath,
     request: Request,
-    _user: ResourceUser,
+    user: Writer,
     storage: StorageDep,
     content_type: Annotated[str | None, Header(max_length=255)] = None,
     x_checksum_sha256: Annotated[
@@ -151,6 +200,8 @@ async def put_resource(
                 content=spool,  # type: ignore[arg-type]
                 content_type=content_type,
                 expected_sha256=x_checksum_sha256,
+                actor=user.actor,
+                node_id=user.node_id,
             )
         )
     return resource_public(stored)
@@ -162,7 +213,7 @@ async def put_resource(
     responses={200: {"content": {"application/octet-stream": {}}}},
 )
 def get_resource(
-    kind: KindPath, key: KeyPath, _user: ResourceUser, storage: StorageDep
+    kind: KindPath, key: KeyPath, _user: Reader, storage: StorageDep
 ) -> StreamingResponse:
     """The resource's bytes, streamed from the backend that holds it."""
     resource, chunks = storage.open(kind=kind, key=key)
@@ -190,11 +241,9 @@ def _closing(chunks: Iterator[bytes]) -> Iterator[bytes]:
 
 
 @router.delete("/{kind}/resources/{key:path}", status_code=204)
-def delete_resource(
-    kind: KindPath, key: KeyPath, _user: ResourceUser, storage: StorageDep
-) -> Response:
+def delete_resource(kind: KindPath, key: KeyPath, user: Writer, storage: StorageDep) -> Response:
     """Delete a resource from its backend, then from the table."""
-    storage.delete(kind=kind, key=key)
+    storage.delete(kind=kind, key=key, actor=user.actor, node_id=user.node_id)
     return Response(status_code=204)
 
 
