@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from voipcloud.store.database import sqlite_url
@@ -24,6 +25,13 @@ class Settings(BaseSettings):
     missed_beats: int = Field(default=3, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_upload_bytes: int = Field(default=4 * 1024**3, ge=1024)  # one stored resource
+    # SQLite commits: "full" survives a power cut; "normal" is faster (docs/reliability.md)
+    sqlite_synchronous: Literal["full", "normal"] = "full"
+
+    @field_validator("sqlite_synchronous", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     def resolved_database_url(self) -> str:
         return self.database_url or sqlite_url(self.data_dir.resolve())

@@ -31,6 +31,7 @@ from voipcloud.config import Settings
 from voipcloud.domain.errors import DatabaseUnavailable
 from voipcloud.services.context import Context
 from voipcloud.services.controller import Controller
+from voipcloud.services.key_guard import check_data_key
 from voipcloud.services.secrets_box import SecretBox
 from voipcloud.store.database import Database
 from voipcloud.web import setup as web
@@ -41,10 +42,10 @@ PRESENCE_FLUSH_SECONDS = 2.0
 
 def build_controller(settings: Settings) -> Controller:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(settings.resolved_database_url())
+    db = Database(settings.resolved_database_url(), sqlite_synchronous=settings.sqlite_synchronous)
     ctx = Context(
         db=db,
-        box=SecretBox.in_data_dir(settings.data_dir),
+        box=SecretBox.opened_in_data_dir(settings.data_dir),  # written by start(), not over data
         activation_timeout=settings.activation_timeout,
         token_ttl=settings.token_ttl,
         heartbeat_interval=settings.heartbeat_interval,
@@ -56,6 +57,7 @@ def build_controller(settings: Settings) -> Controller:
 
 def start(controller: Controller, settings: Settings) -> None:
     """Migrate and do the first-start work; print a generated admin password once."""
+    check_data_key(controller.ctx, settings.data_dir)  # a missing or wrong secret.key is refused
     controller.ctx.db.migrate()
     generated = controller.bootstrap(admin_password=settings.admin_password)
     if generated:

@@ -13,6 +13,7 @@ from voipcloud.agent.handlers import AgentConfig
 from voipcloud.agent.runner import Agent
 from voipcloud.api.app import create_app
 from voipcloud.config import Settings
+from voipcloud.services import instance_lock, key_guard
 from voipcloud.services.controller import Controller
 
 
@@ -49,9 +50,11 @@ def start_ic_agent(settings: Settings, controller: Controller) -> threading.Thre
 
 
 def run(settings: Settings, *, with_ic_agent: bool = True) -> None:
+    instance_lock.hold_for_process(settings.data_dir)  # one controller per data dir
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     app = create_app(settings)
+    key_guard.preflight(app.state.controller.ctx, settings.data_dir)  # missing key: refused
     if with_ic_agent:
         start_ic_agent(settings, app.state.controller)
     uvicorn.run(

@@ -1,7 +1,10 @@
 """Engine, transactions and migrations.
 
 SQLite (the embedded default) runs in WAL mode with foreign keys on; write transactions start
-with BEGIN IMMEDIATE so two writers queue on the lock instead of failing on upgrade.
+with BEGIN IMMEDIATE so two writers queue on the lock instead of failing on upgrade. Commits are
+durable by default (`synchronous=FULL`: the WAL is synced at every commit, so an acknowledged
+change survives a power cut); `normal` trades the last commits before a power cut (never an
+application crash) for faster writes (docs/reliability.md, "Durability").
 PostgreSQL runs at READ COMMITTED; races on a node are settled by compare-and-set writes.
 """
 
@@ -21,21 +24,24 @@ from voipcloud.store import errors, tables
 _IMMEDIATE = "voipcloud_begin_immediate"
 CHANGED_NODES = "voipcloud_changed_nodes"
 ChangeListener = Callable[[set[int]], None]
+SQLITE_SYNCHRONOUS = ("full", "normal")
 
 
 def sqlite_url(data_dir: Path) -> str:
     return f"sqlite+pysqlite:///{data_dir / 'voipcloud.sqlite3'}"
 
 
-def make_engine(url: str, *, echo: bool = False) -> Engine:
+def make_engine(url: str, *, echo: bool = False, sqlite_synchronous: str = "full") -> Engine:
     if url.startswith("sqlite"):
+        if sqlite_synchronous not in SQLITE_SYNCHRONOUS:
+            raise ValueError(f"sqlite_synchronous must be one of {SQLITE_SYNCHRONOUS}")
         engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False})
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, synchronous=sqlite_synchronous.upper())
         return engine
     return create_engine(url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, *, synchronous: str) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # let SQLAlchemy's "begin" event below decide how transactions start
@@ -44,7 +50,7 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA busy_timeout=15000")
-        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.close()
 
     @event.listens_for(engine, "begin")
@@ -54,9 +60,9 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 class Database:
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, sqlite_synchronous: str = "full") -> None:
         self.url = url
-        self.engine = make_engine(url, echo=echo)
+        self.engine = make_engine(url, echo=echo, sqlite_synchronous=sqlite_synchronous)
         errors.install(self.engine)  # driver exceptions -> RuleViolation / DatabaseUnavailable
         # called after each commit that changed nodes, with their ids (wakes their agents)
         self.listeners: list[ChangeListener] = []

@@ -1,0 +1,512 @@
+"""`voipcloud backup` / `voipcloud restore` between real `voipcloud serve` processes, on
+SQLite and on PostgreSQL (a fresh database per test on the shared server).
+
+- a backup taken while a writer thread adds nodes, restored into a new data dir / an empty
+  database, answers every API read exactly as the original did at the backup's moment, and
+  its sealed values (session keys, secret parameters, S3 keys) still decrypt;
+- a restore without the key, or with another key, is refused and changes nothing;
+- a restore over a running controller, or into a non-empty database, is refused;
+- a controller whose secret.key is missing (or wrong) over existing data refuses to start;
+- the stale-WAL trap: a restore over a data dir left with -wal/-shm by a killed controller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import stat
+import subprocess
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.fernet import Fernet
+
+from tests.support import databases
+from tests.support.processes import Controller, voipcloud_executable
+from voipcloud.api.app import build_controller
+from voipcloud.config import Settings
+from voipcloud.services.secrets_box import key_fingerprint
+
+pytestmark = pytest.mark.e2e
+API = "/api/v1"
+SQL_PASSWORD = "sql-secret-0123456789"
+DD_PASSWORD = "dd-secret-9876543210"
+QUEUE_PASSWORD = "queue-shared-secret-42"
+S3_ACCESS = "AKIABACKUPTEST000042"
+S3_SECRET = "s3-secret-" + "x" * 24
+MAX_WRITER_NODES = 3000
+WRITER_SECONDS = 60.0
+
+
+@dataclass
+class Site:
+    """One controller's state: its data dir and, for PostgreSQL, its database."""
+
+    data_dir: Path
+    database_url: str | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {"VOIPCLOUD_DATA_DIR": str(self.data_dir)}
+        if self.database_url:
+            env["VOIPCLOUD_DATABASE_URL"] = self.database_url
+        return env
+
+    def controller(self) -> Controller:
+        return Controller(data_dir=self.data_dir, env=self.env)
+
+
+class Sites:
+    def __init__(self, dialect: str, root: Path) -> None:
+        self.dialect = dialect
+        self.root = root
+        self.databases: list[str] = []
+
+    def new(self, name: str) -> Site:
+        if self.dialect == "sqlite":
+            return Site(self.root / name)
+        database = databases.create_database()  # empty: no template
+        self.databases.append(database)
+        return Site(self.root / name, databases.url_for(database))
+
+    def drop(self) -> None:
+        for database in self.databases:
+            databases.drop_database(database)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def sites(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sites]:
+    if request.param == "postgresql" and not databases.postgres_available():
+        pytest.skip(f"PostgreSQL unreachable: {databases.unreachable_reason}")
+    made = Sites(request.param, tmp_path)
+    try:
+        yield made
+    finally:
+        made.drop()
+
+
+@pytest.fixture
+def running() -> Iterator[list[Controller]]:
+    """Controllers to stop at the end, whatever happens."""
+    started: list[Controller] = []
+    yield started
+    for controller in started:
+        controller.stop()
+
+
+def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("VOIPCLOUD_")}
+    return subprocess.run(
+        [voipcloud_executable(), *args],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+
+
+def ok(answer: httpx.Response, status: int = 200) -> Any:
+    assert answer.status_code == status, answer.text
+    return answer.json()
+
+
+def paged(client: httpx.Client, path: str, **params: Any) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    for page in range(100):
+        body = ok(client.get(path, params={**params, "limit": 500, "offset": page * 500}))
+        items.extend(body["items"])
+        if len(items) >= body["total"] or not body["items"]:
+            return items
+    raise AssertionError(f"{path}: more than 100 pages")
+
+
+def populate(client: httpx.Client, local_dir: Path) -> dict[str, int]:
+    """Nodes in several states with roles and secret parameters, properties, storage."""
+
+    def add(hostname: str, **extra: Any) -> int:
+        body = {"hostname": hostname, "private_ip": "10.0.0.5", **extra}
+        return int(ok(client.post(f"{API}/nodes", json=body), 201)["node_id"])
+
+    def assign(node_id: int, role: str, parameters: dict[str, Any]) -> None:
+        ok(
+            client.post(
+                f"{API}/nodes/{node_id}/roles", json={"role": role, "parameters": parameters}
+            ),
+            201,
+        )
+
+    ok(client.put(f"{API}/infrastructure/properties", json={"queue_password": QUEUE_PASSWORD}))
+    nodes = {
+        "sql": add("db-1", container_id="ctr-sql-1"),
+        "dd": add("dd-1"),
+        "que": add("queue-1"),
+        "sip": add("sip-1", public_ip="203.0.113.7"),
+        "standby": add("spare-1"),
+        "deleted": add("gone-1"),
+    }
+    assign(nodes["sql"], "sql", {"password": SQL_PASSWORD, "max_connections": 77})
+    assign(nodes["dd"], "dd", {"password": DD_PASSWORD})
+    assign(nodes["que"], "que", {})  # its password is the shared property
+    assign(nodes["sip"], "sip", {"sip_port": 5070})
+    assign(nodes["standby"], "wk", {"max_jobs": 3})
+    ok(client.post(f"{API}/nodes/{nodes['standby']}/actions/standby", json={"reason": "spare"}))
+    ok(client.delete(f"{API}/nodes/{nodes['deleted']}"))
+    ok(client.patch(f"{API}/nodes/{nodes['sip']}", json={"hostname": "sip-edge-1"}))
+    ok(client.post(f"{API}/extensions", json={"number": "1001", "label": "reception"}), 201)
+    ok(
+        client.put(
+            f"{API}/storage",
+            json={
+                "faxes": {
+                    "s3": {
+                        "bucket": "pbx-faxes",
+                        "region": "eu-west-1",
+                        "endpoint_url": "http://127.0.0.1:9",
+                        "prefix": "faxes",
+                        "access_key_id": S3_ACCESS,
+                        "secret_access_key": S3_SECRET,
+                    }
+                },
+                "recordings": {"local": {"path": str(local_dir)}},
+            },
+        )
+    )
+    return nodes
+
+
+class Writer(threading.Thread):
+    """Adds nodes one request at a time until stopped (bounded in count and time)."""
+
+    def __init__(self, controller: Controller) -> None:
+        super().__init__(name="backup-writer", daemon=True)
+        self.client = controller.admin()
+        self.stopping = threading.Event()
+        self.created: list[int] = []
+        self.error: str | None = None
+
+    def run(self) -> None:
+        deadline = time.monotonic() + WRITER_SECONDS
+        try:
+            for i in range(MAX_WRITER_NODES):
+                if self.stopping.is_set() or time.monotonic() > deadline:
+                    return
+                body = {"hostname": f"w-{i:04d}", "private_ip": f"10.9.{i // 250}.{i % 250 + 1}"}
+                answer = self.client.post(f"{API}/nodes", json=body)
+                if answer.status_code != 201:
+                    self.error = answer.text
+                    return
+                self.created.append(int(answer.json()["node_id"]))
+        finally:
+            self.client.close()
+
+
+def revealed(site: Site, node_ids: list[int]) -> dict[int, dict[str, dict[str, Any]]]:
+    """What each node's agent is sent: the effective parameters, secrets decrypted."""
+    settings = Settings.model_validate(
+        {"data_dir": site.data_dir, "database_url": site.database_url}
+    )
+    controller = build_controller(settings)
+    try:
+        return {
+            node_id: {
+                assigned.assignment.role: {
+                    name: value.value for name, value in assigned.effective.items()
+                }
+                for assigned in controller.roles.assigned(node_id, reveal_secrets=True)
+            }
+            for node_id in node_ids
+        }
+    finally:
+        controller.ctx.db.dispose()
+
+
+def s3_keys(site: Site) -> tuple[str, str]:
+    settings = Settings.model_validate(
+        {"data_dir": site.data_dir, "database_url": site.database_url}
+    )
+    controller = build_controller(settings)
+    try:
+        faxes = next(c for k, c in controller.storage.configuration().items() if k.value == "faxes")
+        return faxes.s3.access_key_id, faxes.s3.secret_access_key
+    finally:
+        controller.ctx.db.dispose()
+
+
+def test_backup_under_writes_restores_field_by_field(
+    sites: Sites, tmp_path: Path, running: list[Controller]
+) -> None:
+    source = sites.new("original")
+    original = source.controller().start()
+    running.append(original)
+    client = original.admin()
+    setup = populate(client, tmp_path / "recordings")
+
+    writer = Writer(original)
+    writer.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(writer.created) < 20 and time.monotonic() < deadline and writer.is_alive():
+            time.sleep(0.02)
+        before = len(writer.created)
+        archive = tmp_path / "backup.tar.gz"
+        made = cli("backup", str(archive), env=source.env)
+        after = len(writer.created)
+    finally:
+        writer.stopping.set()
+        writer.join(timeout=30)
+    assert writer.error is None, writer.error
+    assert made.returncode == 0, made.stderr
+    assert after > before, "the writer added no node while the backup ran"
+    assert "holds the encryption key" in made.stderr
+    assert stat.S_IMODE(archive.stat().st_mode) == 0o600
+
+    copy = sites.new("restored")
+    restored_out = cli("restore", str(archive), env=copy.env)
+    assert restored_out.returncode == 0, restored_out.stderr
+    assert "decrypts all" in restored_out.stdout
+    restored = copy.controller().start()
+    running.append(restored)
+    again = restored.admin()
+
+    # the snapshot is consistent: the writer's nodes form an unbroken prefix, each complete
+    nodes_restored = paged(again, f"{API}/nodes") + paged(again, f"{API}/nodes", status="Deleted")
+    written = sorted(n["hostname"] for n in nodes_restored if n["hostname"].startswith("w-"))
+    assert written == [f"w-{i:04d}" for i in range(len(written))]
+    assert before <= len(written) <= len(writer.created)
+    assert len(written) < len(writer.created) or after == len(writer.created)
+    ids = sorted(n["node_id"] for n in nodes_restored)
+    assert set(setup.values()) <= set(ids)
+    for node_id in ids:  # every field of every node, as the original answers it
+        assert ok(again.get(f"{API}/nodes/{node_id}")) == ok(client.get(f"{API}/nodes/{node_id}"))
+    lost = [i for i in writer.created if i not in ids]
+    for node_id in lost[:3]:  # written after the snapshot: not in the restore
+        assert again.get(f"{API}/nodes/{node_id}").status_code == 404
+
+    for path in ("/roles", "/infrastructure/properties", "/storage", "/extensions"):
+        assert ok(again.get(API + path)) == ok(client.get(API + path)), path
+    events_restored = paged(again, f"{API}/events")
+    last = max(e["id"] for e in events_restored)
+    events_original = [e for e in paged(client, f"{API}/events") if e["id"] <= last]
+    assert events_restored == events_original
+    assert {e["node_id"] for e in events_restored} - {None} == set(ids)
+    for node_id in setup.values():
+        path = f"{API}/nodes/{node_id}/events"
+        assert ok(again.get(path)) == ok(client.get(path))
+
+    # sealed values still decrypt: the agents get the same credentials
+    wanted = list(setup.values())
+    assert revealed(copy, wanted) == revealed(source, wanted)
+    credentials = revealed(copy, wanted)
+    assert credentials[setup["sql"]]["sql"]["password"] == SQL_PASSWORD
+    assert credentials[setup["dd"]]["dd"]["password"] == DD_PASSWORD
+    assert credentials[setup["que"]]["que"]["password"] == QUEUE_PASSWORD
+    assert s3_keys(copy) == (S3_ACCESS, S3_SECRET)
+    session_key = ok(again.get(f"{API}/nodes/{setup['sql']}"))["session_key"]
+    assert session_key
+    joined = httpx.post(
+        f"{restored.url}{API}/agent/join", json={"session_key": session_key}, timeout=10
+    )
+    assert joined.status_code == 200, joined.text
+    assert joined.json()["node_id"] == setup["sql"]
+    client.close()
+    again.close()
+
+
+def rewrite(archive: Path, out: Path, *, key: bytes | None) -> None:
+    """A copy of `archive` with another key (manifest made consistent), or with none."""
+    with tarfile.open(archive, "r:*") as source:
+        members = {m.name: source.extractfile(m).read() for m in source.getmembers()}  # type: ignore[union-attr]
+    manifest = json.loads(members.pop("manifest.json"))
+    members.pop("secret.key")
+    manifest["members"].pop("secret.key")
+    if key is not None:
+        members["secret.key"] = key
+        manifest["members"]["secret.key"] = {
+            "size": len(key),
+            "sha256": hashlib.sha256(key).hexdigest(),
+        }
+        manifest["key_fingerprint"] = key_fingerprint(key)
+    with tarfile.open(out, "w:gz") as target:
+        for name, data in [("manifest.json", json.dumps(manifest).encode()), *members.items()]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            target.addfile(info, io.BytesIO(data))
+
+
+def untouched(site: Site) -> bool:
+    """Nothing restored: no database file (SQLite) / no table (PostgreSQL), no key."""
+    if (site.data_dir / "secret.key").exists():
+        return False
+    if site.database_url is None:
+        return not (site.data_dir / "voipcloud.sqlite3").exists()
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(site.database_url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return not sa.inspect(conn).get_table_names()
+    finally:
+        engine.dispose()
+
+
+def test_restores_refused_change_nothing(
+    sites: Sites, tmp_path: Path, running: list[Controller]
+) -> None:
+    source = sites.new("original")
+    original = source.controller().start()
+    running.append(original)
+    with closing(original.admin()) as client:
+        populate(client, tmp_path / "recordings")
+    archive = tmp_path / "backup.tar.gz"
+    assert cli("backup", str(archive), env=source.env).returncode == 0
+
+    # a second backup to the same name is refused unless --force
+    again = cli("backup", str(archive), env=source.env)
+    assert again.returncode == 1
+    assert "exists" in again.stderr
+    # a backup without the key is refused and says where the key should be
+    keyless_dir = tmp_path / "keyless"
+    keyless_dir.mkdir()
+    keyless_env = {**source.env, "VOIPCLOUD_DATA_DIR": str(keyless_dir)}
+    if source.database_url is None:
+        keyless_env["VOIPCLOUD_DATABASE_URL"] = (
+            f"sqlite+pysqlite:///{source.data_dir / 'voipcloud.sqlite3'}"
+        )
+    refused = cli("backup", str(tmp_path / "nokey.tar.gz"), env=keyless_env)
+    assert refused.returncode == 1
+    assert f"no encryption key at {keyless_dir.resolve() / 'secret.key'}" in refused.stderr
+    assert not (tmp_path / "nokey.tar.gz").exists()
+
+    without_key = tmp_path / "without-key.tar.gz"
+    rewrite(archive, without_key, key=None)
+    other_key = tmp_path / "other-key.tar.gz"
+    rewrite(archive, other_key, key=Fernet.generate_key())
+    damaged = tmp_path / "damaged.tar.gz"
+    raw = bytearray(archive.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(raw))
+
+    target = sites.new("target")
+    for file, says in (
+        (without_key, "holds no secret.key"),
+        (other_key, "does not decrypt"),
+        (damaged, "damaged"),
+    ):
+        answer = cli("restore", str(file), env=target.env)
+        assert answer.returncode == 1, answer.stdout
+        assert says in answer.stderr, answer.stderr
+        assert untouched(target), file.name
+
+    # over the running controller: refused (its data dir is locked)
+    over = cli("restore", str(archive), env=source.env)
+    assert over.returncode == 1
+    assert "is running on this data dir" in over.stderr, over.stderr
+    if sites.dialect == "postgresql":
+        # its database, from another data dir: not empty, refused, running or stopped
+        elsewhere = {**source.env, "VOIPCLOUD_DATA_DIR": str(tmp_path / "elsewhere")}
+        for _ in ("running", "stopped"):
+            into_used = cli("restore", str(archive), env=elsewhere)
+            assert into_used.returncode == 1
+            assert "is not empty" in into_used.stderr, into_used.stderr
+            assert not (tmp_path / "elsewhere" / "secret.key").exists()
+            original.stop()
+        original.start()
+    # and the original still serves its own data
+    with closing(original.admin()) as client:
+        assert ok(client.get(f"{API}/nodes"))["total"] == 6  # 5 live + the IC node
+
+
+def test_missing_or_wrong_key_refuses_to_start(sites: Sites, running: list[Controller]) -> None:
+    site = sites.new("controller")
+    controller = site.controller().start()
+    running.append(controller)
+    controller.stop()
+    key = site.data_dir / "secret.key"
+    original_key = key.read_bytes()
+    key.unlink()
+    with pytest.raises(AssertionError, match="voipcloud serve exited"):
+        controller.start()
+    log = controller.log()
+    assert f"the encryption key {key.resolve()} is missing" in log
+    assert "voipcloud restore FILE" in log
+    assert not key.exists(), "a new key was written over existing data"
+
+    key.write_bytes(Fernet.generate_key())
+    with pytest.raises(AssertionError, match="voipcloud serve exited"):
+        controller.start()
+    assert "does not decrypt" in controller.log()
+
+    key.write_bytes(original_key)
+    controller.start()
+    with closing(controller.admin()) as client:
+        assert ok(client.get(f"{API}/nodes"))["total"] == 1
+
+
+def test_restore_over_a_stale_wal(tmp_path: Path, running: list[Controller]) -> None:
+    """The trap of copying a file over the database: the old -wal/-shm beside it."""
+    source = Site(tmp_path / "source")
+    started = source.controller().start()
+    running.append(started)
+    with closing(started.admin()) as client:
+        for i in range(3):
+            ok(
+                client.post(
+                    f"{API}/nodes", json={"hostname": f"kept-{i}", "private_ip": "10.0.0.1"}
+                ),
+                201,
+            )
+        expected = paged(client, f"{API}/nodes")
+    archive = tmp_path / "backup.tar.gz"
+    assert cli("backup", str(archive), env=source.env).returncode == 0
+    started.stop()
+
+    old = Site(tmp_path / "old")
+    killed = old.controller().start()
+    running.append(killed)
+    with closing(killed.admin()) as client:
+        for i in range(40):
+            ok(
+                client.post(
+                    f"{API}/nodes", json={"hostname": f"old-{i}", "private_ip": "10.0.0.2"}
+                ),
+                201,
+            )
+    killed.kill()  # no checkpoint: the last changes live only in the -wal
+    wal = old.data_dir / "voipcloud.sqlite3-wal"
+    assert wal.exists()
+    assert wal.stat().st_size > 0
+    assert (old.data_dir / "voipcloud.sqlite3-shm").exists()
+
+    answer = cli("restore", str(archive), env=old.env)
+    assert answer.returncode == 0, answer.stderr
+    assert not wal.exists()
+    assert not (old.data_dir / "voipcloud.sqlite3-shm").exists()
+    [aside] = list(old.data_dir.glob("before-restore-*"))
+    assert {p.name for p in aside.iterdir()} >= {"voipcloud.sqlite3", "voipcloud.sqlite3-wal"}
+
+    revived = old.controller().start()
+    running.append(revived)
+    with closing(revived.admin()) as client:
+        assert paged(client, f"{API}/nodes") == expected
+        for _ in range(3):  # and it keeps working: writes, restarts, reads back
+            ok(
+                client.post(
+                    f"{API}/nodes", json={"hostname": f"new-{_}", "private_ip": "10.0.0.3"}
+                ),
+                201,
+            )
+    revived.stop()
+    revived.start()
+    with closing(revived.admin()) as client:
+        assert ok(client.get(f"{API}/nodes"))["total"] == len(expected) + 3
