@@ -247,12 +247,39 @@ def deactivate(
     ctx: typer.Context,
     node: NodeArgument,
     reason: ReasonOption = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="End a DeactivatePending node's deactivation that its agent cannot complete: "
+            "Deactivated at once, the roles may still run on the machine. Needs --reason.",
+        ),
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before --force.")] = False,
     wait: WaitOption = False,
     timeout: TimeoutOption = 300.0,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
-    """Deactivate: Online nodes go DeactivatePending until the agent signs completion."""
-    _act(ctx, node, "deactivate", reason=reason, output=output, wait=wait, timeout=timeout)
+    """Deactivate: Online nodes go DeactivatePending until the agent signs completion.
+    With --force --reason, a DeactivatePending node becomes Deactivated without it."""
+    if not force:
+        _act(ctx, node, "deactivate", reason=reason, output=output, wait=wait, timeout=timeout)
+        return
+    if not (reason or "").strip():
+        raise UsageProblem("--force needs --reason: it is recorded with who forced it")
+    client = client_from_context(ctx)
+    node_id = node_id_of(client, node)
+    if not yes:
+        current = client.get(f"/nodes/{node_id}")
+        confirm(
+            f"Force deactivation of {label(current)} ({current['status']})? It is recorded "
+            "Deactivated without its agent's signature; the roles may still be running on "
+            "the machine."
+        )
+    answer = client.post(
+        f"/nodes/{node_id}/actions/deactivate", json={"reason": reason, "force": True}
+    )
+    report(answer, output, f"deactivate --force: {label(answer)} is {answer['status']}.")
 
 
 @app.command("mark-damaged")
