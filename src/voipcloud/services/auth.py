@@ -2,78 +2,174 @@
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from voipcloud.domain.errors import NotAuthenticated
-from voipcloud.services.context import Context
+from voipcloud.services.context import CONTROLLER_ACTOR, Context, admin_actor
 from voipcloud.services.secrets_box import token_digest
-from voipcloud.store import accounts
+from voipcloud.store import accounts, events
 
 ADMIN_USERNAME = "admin"
-FREE_LOGIN_FAILURES = 3  # wrong passwords allowed before attempts are slowed down
-MAX_LOGIN_DELAY = 60.0  # seconds: the longest wait between attempts after many failures
+# Login throttling (docs/security.md): per (account, source address) and per source address,
+# never per account alone, so nobody can lock an account out from an address of their own.
+FREE_LOGIN_FAILURES = 5  # wrong passwords for one account from one address before waits
+FREE_ADDRESS_FAILURES = 20  # wrong passwords from one address, any accounts, before waits
+MAX_LOGIN_DELAY = 60.0  # seconds: the longest wait; each failure beyond the free ones doubles it
+FORGET_FAILURES_AFTER = 15 * 60.0  # seconds without a failure: the count starts again
+MAX_TRACKED = 10_000  # entries per table; the least recently failed are forgotten first
+FAILED_LOGIN_EVENTS_PER_MINUTE = 60  # beyond this a flood is summed up in one event
 _hasher = PasswordHasher()
 # verifying against this keeps the time of an unknown-user answer equal to a known one
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+_STRIPES = 64
 
 
 class LoginThrottled(NotAuthenticated):
-    """Too many wrong passwords in a row: the next attempt must wait."""
+    """Too many wrong passwords from this address: the next attempt must wait (429)."""
 
     def __init__(self, wait_seconds: float) -> None:
-        self.wait_seconds = max(1, int(wait_seconds + 0.999))
+        self.wait_seconds = max(1, math.ceil(wait_seconds))
         super().__init__(
             f"Too many failed sign-in attempts; wait {self.wait_seconds} s and try again."
         )
 
 
-class LoginLimiter:
-    """Slows down password guessing, per username, for the web login and the API alike.
+def source_key(address: str) -> str:
+    """Whom a count belongs to: an IPv4 address, or the /64 network of an IPv6 address (one
+    host usually has a whole /64)."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:64]
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((parsed, 64), strict=False))
+    return str(parsed)
 
-    The first FREE_LOGIN_FAILURES wrong passwords cost nothing; after that each failure
-    doubles the wait before the next attempt (up to MAX_LOGIN_DELAY). A success resets it.
-    Attempts during the wait are refused without checking the password.
+
+@dataclass(slots=True)
+class _Failures:
+    count: int = 0
+    last: float = 0.0
+    next_allowed: float = 0.0
+
+
+class _Table:
+    """Failure counts by key, bounded, forgetting old ones."""
+
+    def __init__(self, free: int) -> None:
+        self.free = free
+        self._entries: OrderedDict[Any, _Failures] = OrderedDict()
+
+    def get(self, key: Any, now: float) -> _Failures:
+        found = self._entries.get(key)
+        if found is None or now - found.last > FORGET_FAILURES_AFTER:
+            return _Failures()
+        return found
+
+    def fail(self, key: Any, now: float) -> float:
+        entry = self.get(key, now)
+        entry.count += 1
+        entry.last = now
+        extra = entry.count - self.free
+        delay = min(MAX_LOGIN_DELAY, 2.0 ** (extra - 1)) if extra > 0 else 0.0
+        entry.next_allowed = now + delay
+        self._entries[key] = entry
+        self._entries.move_to_end(key)
+        while len(self._entries) > MAX_TRACKED:
+            self._entries.popitem(last=False)
+        return delay
+
+    def clear(self, key: Any) -> None:
+        self._entries.pop(key, None)
+
+
+class LoginLimiter:
+    """Slows down password guessing, for the web login and the API alike.
+
+    Counted per (username, source address) and per source address: the first
+    FREE_LOGIN_FAILURES (FREE_ADDRESS_FAILURES) wrong passwords cost nothing; after that each
+    failure doubles the wait before that pair's (address's) next attempt, up to
+    MAX_LOGIN_DELAY. Attempts during the wait are refused without checking the password and
+    are not counted. A success clears its pair. Another address is never slowed down.
     """
 
     def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._monotonic = monotonic
         self._lock = threading.Lock()
-        self._failures: dict[str, tuple[int, float]] = {}  # username -> (count, next allowed)
+        self._pairs = _Table(FREE_LOGIN_FAILURES)
+        self._addresses = _Table(FREE_ADDRESS_FAILURES)
+        # one address's attempts are checked one after another: parallel guesses cannot all
+        # slip in before the first failure is counted
+        self._stripes = [threading.Lock() for _ in range(_STRIPES)]
 
-    def check(self, username: str) -> None:
+    def serialized(self, address: str) -> threading.Lock:
+        return self._stripes[hash(source_key(address)) % _STRIPES]
+
+    def check(self, username: str, address: str) -> None:
+        source = source_key(address)
+        now = self._monotonic()
         with self._lock:
-            _count, next_allowed = self._failures.get(username, (0, 0.0))
-        wait = next_allowed - self._monotonic()
-        if wait > 0:
-            raise LoginThrottled(wait)
+            wait = max(
+                self._pairs.get((username, source), now).next_allowed,
+                self._addresses.get(source, now).next_allowed,
+            )
+        if wait - now > 0:
+            raise LoginThrottled(wait - now)
 
-    def failed(self, username: str) -> float:
+    def failed(self, username: str, address: str) -> float:
         """Count a wrong password; returns the seconds the next attempt must wait."""
+        source = source_key(address)
+        now = self._monotonic()
         with self._lock:
-            count = self._failures.get(username, (0, 0.0))[0] + 1
-            extra = count - FREE_LOGIN_FAILURES
-            delay = min(MAX_LOGIN_DELAY, 2.0 ** (extra - 1)) if extra > 0 else 0.0
-            self._failures[username] = (count, self._monotonic() + delay)
-            if len(self._failures) > 10_000:  # unknown usernames must not grow it forever
-                self._failures.pop(next(iter(self._failures)))
-        return delay
+            return max(self._pairs.fail((username, source), now), self._addresses.fail(source, now))
 
-    def succeeded(self, username: str) -> None:
+    def succeeded(self, username: str, address: str) -> None:
         with self._lock:
-            self._failures.pop(username, None)
+            self._pairs.clear((username, source_key(address)))
+
+
+class _EventBudget:
+    """Failed logins are events, but a flood must not fill the table: at most `per_minute`
+    one by one, then one event that counts the rest of the minute."""
+
+    def __init__(self, per_minute: int, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._per_minute = per_minute
+        self._monotonic = monotonic
+        self._window = -1
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> tuple[bool, int]:
+        """(record this one?, failures left unrecorded in the previous window)."""
+        with self._lock:
+            window = int(self._monotonic() // 60)
+            unrecorded = 0
+            if window != self._window:
+                unrecorded = max(0, self._count - self._per_minute)
+                self._window, self._count = window, 0
+            self._count += 1
+            return self._count <= self._per_minute, unrecorded
 
 
 class AuthService:
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
         self.limiter = LoginLimiter()
+        self._failure_events = _EventBudget(FAILED_LOGIN_EVENTS_PER_MINUTE)
 
     def signing_key(self, purpose: str) -> str:
         """A secret for signing web session cookies and CSRF tokens, from the data dir key."""
@@ -95,28 +191,67 @@ class AuthService:
             )
         return generated
 
-    def check_password(self, username: str, password: str) -> int:
-        self.limiter.check(username)
-        with self._ctx.db.read() as conn:
-            found = accounts.find_administrator(conn, username)
-        try:
-            _hasher.verify(found[1] if found else _DUMMY_HASH, password)
-        except (VerificationError, InvalidHashError):
-            raise self._wrong_password(username) from None
-        if found is None:
-            raise self._wrong_password(username)
-        self.limiter.succeeded(username)
+    def check_password(self, username: str, password: str, *, source: str = "unknown") -> int:
+        """The administrator's id if the password is right; else NotAuthenticated (a failed
+        login, recorded) or LoginThrottled (not checked at all)."""
+        delay = 0.0
+        with self.limiter.serialized(source):
+            self.limiter.check(username, source)
+            with self._ctx.db.read() as conn:
+                found = accounts.find_administrator(conn, username)
+            try:
+                _hasher.verify(found[1] if found else _DUMMY_HASH, password)
+                right = found is not None
+            except (VerificationError, InvalidHashError):
+                right = False
+            if right:
+                self.limiter.succeeded(username, source)
+            else:
+                delay = self.limiter.failed(username, source)
+        if not right or found is None:
+            self._record_failure(username if found else None, source)
+            message = "Wrong username or password."
+            if delay:
+                message += f" Too many failed attempts: wait {math.ceil(delay)} s before the next."
+            raise NotAuthenticated(message)
         return found[0]
 
-    def _wrong_password(self, username: str) -> NotAuthenticated:
-        delay = self.limiter.failed(username)
-        message = "Wrong username or password."
-        if delay:
-            message += f" Too many failed attempts: wait {int(delay + 0.999)} s before the next."
-        return NotAuthenticated(message)
+    def _record_failure(self, username: str | None, source: str) -> None:
+        """A failed login is an event: the account (or "an unknown username": what was typed
+        may be a password typed in the wrong field) and the source address, never the
+        password. Bounded by FAILED_LOGIN_EVENTS_PER_MINUTE."""
+        record, unrecorded = self._failure_events.take()
+        if not record and not unrecorded:
+            return
+        now = self._ctx.clock()
+        with self._ctx.db.write() as conn:
+            if unrecorded:
+                events.append(
+                    conn,
+                    at=now,
+                    actor=CONTROLLER_ACTOR,
+                    node_id=None,
+                    operation="login-failed",
+                    reason=f"{unrecorded} more failed logins in the minute before were not "
+                    "recorded one by one (more than "
+                    f"{FAILED_LOGIN_EVENTS_PER_MINUTE} a minute)",
+                )
+            if record:
+                events.append(
+                    conn,
+                    at=now,
+                    actor=admin_actor(username) if username else "anonymous",
+                    node_id=None,
+                    operation="login-failed",
+                    reason=("wrong password" if username else "unknown username")
+                    + f" from {_line(source)}",
+                )
 
-    def issue_token(self, username: str, password: str) -> tuple[str, int]:
-        administrator_id = self.check_password(username, password)
+    def issue_token(
+        self, username: str, password: str, *, source: str = "unknown", via: str = "API"
+    ) -> tuple[str, int]:
+        """Check the password and issue a token; the login is an event (who, from where)."""
+        administrator_id = self.check_password(username, password, source=source)
         token = secrets.token_urlsafe(32)
         now = self._ctx.clock()
         ttl = timedelta(seconds=self._ctx.token_ttl)
@@ -128,6 +263,14 @@ class AuthService:
                 administrator_id=administrator_id,
                 now=now,
                 expires_at=now + ttl,
+            )
+            events.append(
+                conn,
+                at=now,
+                actor=admin_actor(username),
+                node_id=None,
+                operation="login",
+                reason=f"signed in to the {via} from {_line(source)}",
             )
         return token, int(ttl.total_seconds())
 
@@ -141,3 +284,8 @@ class AuthService:
     def revoke(self, token: str) -> None:
         with self._ctx.db.write() as conn:
             accounts.revoke_token(conn, token_digest(token))
+
+
+def _line(source: str) -> str:
+    """A source address as one short line (it comes from the connection, but stay safe)."""
+    return "".join(c if c.isprintable() else "?" for c in source)[:64]

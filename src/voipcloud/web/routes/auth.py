@@ -7,13 +7,18 @@ from typing import Annotated
 from fastapi import Form, Request, Response
 
 from voipcloud.domain.errors import NotAuthenticated
-from voipcloud.services.auth import ADMIN_USERNAME
+from voipcloud.services.auth import ADMIN_USERNAME, LoginThrottled
 from voipcloud.web import flash, sessions
 from voipcloud.web.deps import ControllerDep, CsrfChecked, web_router
 from voipcloud.web.forms import local_url
 from voipcloud.web.templating import render
 
 router = web_router()
+
+
+def client_address(request: Request) -> str:
+    """The peer of the connection (the controller serves without proxy headers)."""
+    return request.client.host if request.client else "unknown"
 
 
 def _safe_next(next_url: str | None) -> str:
@@ -27,6 +32,7 @@ def _login_page(
     error: str | None = None,
     status_code: int = 200,
     username: str = ADMIN_USERNAME,
+    retry_after: int | None = None,
 ) -> Response:
     token = request.cookies.get(sessions.LOGIN_CSRF_COOKIE) or sessions.new_login_csrf()
     response = render(
@@ -41,6 +47,8 @@ def _login_page(
     response.set_cookie(
         sessions.LOGIN_CSRF_COOKIE, token, httponly=True, samesite="strict", path="/login"
     )
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
     return response
 
 
@@ -77,8 +85,19 @@ def login(
             "Please try again.",
         )
     try:
-        token, ttl = controller.auth.issue_token(username.strip(), password)
-    except NotAuthenticated as exc:  # also LoginThrottled, with its own message
+        token, ttl = controller.auth.issue_token(
+            username.strip(), password, source=client_address(request), via="web interface"
+        )
+    except LoginThrottled as exc:  # too many failures from this address: 429, not checked
+        return _login_page(
+            request,
+            next_url=next_url,
+            status_code=429,
+            error=str(exc),
+            username=username[:64],
+            retry_after=exc.wait_seconds,
+        )
+    except NotAuthenticated as exc:
         return _login_page(
             request, next_url=next_url, status_code=401, error=str(exc), username=username[:64]
         )
