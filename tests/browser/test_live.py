@@ -68,12 +68,13 @@ def test_agent_joins_and_the_row_turns_online_without_reload(admin_page: Page, s
     expect(row).to_have_attribute("data-status", "Online", timeout=20_000)
     expect(row.locator(".pending")).to_have_count(0)
 
-    # without its agent, a deactivation stays pending: only Edit and Delete Node remain
+    # without its agent, a deactivation stays pending: Edit, Delete Node and Force
+    # deactivation (issue 11) remain
     agent.stop()
     expect(row.locator(".conn")).to_have_text("lost", timeout=20_000)
     row.get_by_role("button", name="Deactivate").click()
     expect(row).to_have_attribute("data-status", "DeactivatePending")
-    assert row_actions(page, node.id) == {"info", "edit", "delete"}
+    assert row_actions(page, node.id) == {"info", "edit", "delete", "force-deactivate"}
     screenshot(page, "cloud-management-lost-agent")
 
 

@@ -34,13 +34,14 @@ ROW_ACTIONS: tuple[tuple[str, Operation, str], ...] = (
     ("standby", Operation.STANDBY, "Set StandBy"),
     ("activate", Operation.ACTIVATE, "Activate"),
     ("deactivate", Operation.DEACTIVATE, "Deactivate"),
+    ("force-deactivate", Operation.FORCE_DEACTIVATE, "Force deactivation"),
     ("mark-damaged", Operation.MARK_DAMAGED, "Mark Damaged"),
     ("fix", Operation.FIX, "Fix Node"),
     ("delete", Operation.DELETE, "Delete Node"),
 )
 ACTION_LABELS = {key: label for key, _op, label in ROW_ACTIONS}
 # actions that ask first (they open a confirmation layer); the rest post straight away
-CONFIRMED_ACTIONS = frozenset({"mark-damaged", "delete"})
+CONFIRMED_ACTIONS = frozenset({"mark-damaged", "force-deactivate", "delete"})
 FORM_ACTIONS = frozenset({"assign-role", "edit"})
 
 

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Form, Query, Request, Response
 
 from voipcloud.domain.errors import InvalidInput, RuleViolation
+from voipcloud.domain.model import Node
 from voipcloud.services.nodes import ACTIONS
 from voipcloud.web import flash, views
 from voipcloud.web.deps import ControllerDep, CsrfChecked, WebAdmin, web_router
@@ -141,6 +142,76 @@ def node_info(
     """Node Quick Information (a layer over the listing)."""
     info = views.node_info(controller, node_id)
     return render(request, "nodes/info.html", nav="cloud", info=info)
+
+
+FORCE_CONSEQUENCE = (
+    "The controller records node {hostname} Deactivated without its agent's signature and "
+    "drops the pending deactivation. The agent may still be running the roles on the machine: "
+    "make sure they are stopped (or the machine is gone). The reason is recorded in the "
+    "node's history with your name."
+)
+
+
+def _force_page(
+    request: Request, node: Node, *, back: str, reason: str = "", error: str | None = None
+) -> Response:
+    return render(
+        request,
+        "nodes/confirm.html",
+        status_code=422 if error else 200,
+        nav="cloud",
+        title=f"Force deactivation: {node.hostname}",
+        question=f"Force the deactivation of node {node.hostname}? Its agent has not signed "
+        "the deactivation complete.",
+        warning=FORCE_CONSEQUENCE.format(hostname=node.hostname),
+        action=f"/nodes/{node.id}/actions/force-deactivate",
+        button="Force deactivation",
+        danger=True,
+        reason_field=True,
+        reason_required=True,
+        reason_value=reason,
+        reason_error=error,
+        reason_placeholder="Why can the agent not finish? e.g. the VM was destroyed",
+        back=back,
+    )
+
+
+@router.get("/nodes/{node_id}/actions/force-deactivate")
+def confirm_force_deactivate(
+    request: Request, node_id: int, _admin: WebAdmin, controller: ControllerDep, next: Next = None
+) -> Response:
+    """Say what forcing means and ask for the reason before it."""
+    node = controller.nodes.get(node_id).node
+    views.require_action(node, "force-deactivate")
+    return _force_page(request, node, back=local_url(next))
+
+
+@router.post("/nodes/{node_id}/actions/force-deactivate")
+def force_deactivate(
+    request: Request,
+    node_id: int,
+    admin: CsrfChecked,
+    controller: ControllerDep,
+    reason: Annotated[str, Form(max_length=1000)] = "",
+    next: NextField = "/",
+) -> Response:
+    """Force deactivation: DeactivatePending -> Deactivated, with the reason."""
+    back = local_url(next)
+    try:
+        node = controller.nodes.force_deactivate(node_id, actor=admin, reason=reason)
+    except InvalidInput as exc:
+        current = controller.nodes.get(node_id).node
+        message = field_errors(exc, fields={"reason"}).get("reason") or str(exc)
+        return _force_page(request, current, back=back, reason=reason, error=message)
+    except RuleViolation as exc:
+        return flash.redirect(request, back, "error", exc.message)
+    return flash.redirect(
+        request,
+        back,
+        "success",
+        f"Node {node.hostname} is Deactivated (forced). Make sure its roles are stopped "
+        "on the machine.",
+    )
 
 
 @router.post("/nodes/{node_id}/actions/{action}")
