@@ -18,11 +18,12 @@ from fastapi import WebSocket, WebSocketDisconnect
 from pydantic import TypeAdapter, ValidationError
 
 from voipcloud import protocol
-from voipcloud.domain.errors import NodeGone, NotAuthenticated, NotFound
+from voipcloud.domain.errors import DatabaseUnavailable, NodeGone, NotAuthenticated, NotFound
 from voipcloud.services.controller import Controller
 
 log = logging.getLogger("voipcloud.agents")
 RECHECK_SECONDS = 30.0  # a safety net; commits wake the channel at once
+CLOSE_TRY_AGAIN = 1013  # RFC 6455 "try again later": the database is unavailable
 _messages: TypeAdapter[protocol.AgentMessage] = TypeAdapter(protocol.AgentMessage)
 
 
@@ -70,6 +71,9 @@ class AgentHub:
         except NodeGone:
             await websocket.close(protocol.CLOSE_DELETED, "node deleted")
             return
+        except DatabaseUnavailable:
+            await websocket.close(CLOSE_TRY_AGAIN, "database unavailable; try again later")
+            return
         await self._serve(websocket, node_id, token)
 
     async def _serve(self, websocket: WebSocket, node_id: int, token: str) -> None:
@@ -83,6 +87,9 @@ class AgentHub:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._read(websocket, node_id, wake, send_lock))
                 group.create_task(self._write(websocket, node_id, token, wake, send_lock))
+        except* DatabaseUnavailable:
+            with suppress(RuntimeError):  # the agent reconnects with backoff
+                await websocket.close(CLOSE_TRY_AGAIN, "database unavailable; try again later")
         except* (WebSocketDisconnect, _Closed, RuntimeError):
             pass
         finally:

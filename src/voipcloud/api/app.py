@@ -74,8 +74,9 @@ class Outage:
     """One log line when the database becomes unavailable, one when it answers again (not a
     traceback per loop round and per second)."""
 
-    def __init__(self) -> None:
+    def __init__(self, db: Database | None = None) -> None:
         self.reason: str | None = None
+        self._db = db
 
     def down(self, what: str, exc: DatabaseUnavailable) -> None:
         if self.reason is None:
@@ -86,6 +87,22 @@ class Outage:
         if self.reason is not None:
             log.warning("database answers again (was: %s)", self.reason)
         self.reason = None
+
+    async def confirm_up(self) -> None:
+        """A round succeeded, maybe without a query (nothing to flush): ask the database."""
+        if self.reason is None:
+            return
+        if self._db is not None:
+            try:
+                await anyio.to_thread.run_sync(_select_one, self._db)
+            except DatabaseUnavailable:
+                return
+        self.up()
+
+
+def _select_one(db: Database) -> None:
+    with db.read() as conn:
+        conn.exec_driver_sql("SELECT 1")
 
 
 async def _every(
@@ -110,7 +127,7 @@ async def _every(
         except Exception:  # a bug: keep the loop alive; the next round retries
             log.exception("%s failed", what)
             continue
-        outage.up()
+        await outage.confirm_up()
 
 
 async def _start_when_available(
@@ -144,7 +161,7 @@ def create_app(settings: Settings | None = None, controller: Controller | None =
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        outage = Outage()
+        outage = Outage(controller.ctx.db)
         started = asyncio.Event()
         tasks: list[asyncio.Task[None]] = []
         try:

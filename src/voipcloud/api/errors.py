@@ -1,4 +1,6 @@
-"""Domain errors to HTTP answers: 401, 404, 409 naming the rule, 422 naming each field."""
+"""Domain errors to HTTP answers: 401, 404, 409 naming the rule, 422 naming each field, 503
+with `Retry-After` when the database is unavailable. Every error body is JSON
+`{"detail", "rule"?}`; these are handled answers, so the keep-alive connection stays open."""
 
 from __future__ import annotations
 
@@ -10,15 +12,22 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 from voipcloud.domain.errors import (
+    DatabaseUnavailable,
     InvalidInput,
     NodeGone,
     NotAuthenticated,
     NotFound,
     RuleViolation,
 )
+from voipcloud.store.errors import classify
+
+# seconds a client should wait before trying again when the database is unavailable
+RETRY_AFTER_SECONDS = 5
+UNAVAILABLE_RULE = "database-unavailable"
 
 # FastAPI's answer when a body cannot be decoded at all (not UTF-8, nested too deep).
 _UNPARSABLE_BODY = "There was an error parsing the body"
@@ -32,10 +41,31 @@ class _AsciiJSONResponse(JSONResponse):
         return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
 
 
+def unavailable_answer(exc: DatabaseUnavailable) -> JSONResponse:
+    """503 in the API's error shape: nothing was changed, try again after Retry-After."""
+    return JSONResponse(
+        {
+            "detail": f"The database is unavailable ({exc.reason}): nothing was changed; "
+            f"try again in {RETRY_AFTER_SECONDS} seconds.",
+            "rule": UNAVAILABLE_RULE,
+        },
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+def as_unavailable(exc: Exception) -> DatabaseUnavailable:
+    """A pool timeout (no connection freed in time) as the outage it is."""
+    found = classify(exc)
+    return found if isinstance(found, DatabaseUnavailable) else DatabaseUnavailable("too busy")
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _request_invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _AsciiJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+        # each field at fault and what is wrong, never the value sent: it may be a secret
+        errors = [{k: v for k, v in e.items() if k != "input"} for e in exc.errors()]
+        return _AsciiJSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> Response:
@@ -68,6 +98,14 @@ def install(app: FastAPI) -> None:
     async def _gone(_request: Request, exc: NodeGone) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=410)
 
+    @app.exception_handler(DatabaseUnavailable)
+    async def _unavailable(_request: Request, exc: DatabaseUnavailable) -> JSONResponse:
+        return unavailable_answer(exc)
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool_timeout(_request: Request, exc: PoolTimeout) -> JSONResponse:
+        return unavailable_answer(as_unavailable(exc))
+
     @app.exception_handler(NotAuthenticated)
     async def _unauthenticated(_request: Request, exc: NotAuthenticated) -> JSONResponse:
         return JSONResponse(
@@ -80,4 +118,5 @@ REFUSALS: dict[int | str, dict[str, object]] = {
     404: {"description": "No such node, role or extension"},
     409: {"description": "Not allowed in the current state; `rule` names the rule"},
     422: {"description": "Invalid input; each entry names a field at fault"},
+    503: {"description": "The database is unavailable; nothing changed; see Retry-After"},
 }

@@ -13,6 +13,8 @@ translated here, where they enter, into `CliError`s that carry the process exit 
     ├── NotLoggedIn         4  401 from the API, or no stored login for the profile
     ├── OperationFailed     5  `--wait` saw the node settle in failure (ActivateFailed, Damaged)
     ├── WaitTimedOut        6  `--wait` gave up before the node settled
+    ├── Unavailable         7  the controller or its database is unavailable (503; also 502,
+    │                          504 from a proxy in front of it): nothing changed, try later
     └── Interrupted       130  Ctrl-C while `--wait` followed a node (the operation goes on)
 
 `voipcloud.cli.main.app` catches `CliError` around every command (of every group) and prints
@@ -64,6 +66,7 @@ if TYPE_CHECKING:
 API_PREFIX = "/api/v1"
 DEFAULT_TIMEOUT = 15.0
 TIMEOUT_ENV = "VOIPCLOUD_HTTP_TIMEOUT"
+UNAVAILABLE_STATUSES = (502, 503, 504)
 
 
 class CliError(Exception):
@@ -115,6 +118,13 @@ class WaitTimedOut(CliError):
     exit_code = 6
 
 
+class Unavailable(CliError):
+    """503: the controller runs but its database does not answer (or a proxy in front of the
+    controller answered 502/504); nothing was changed, the same command may work later."""
+
+    exit_code = 7
+
+
 class Interrupted(CliError):
     exit_code = 130  # the shell's code for Ctrl-C
 
@@ -135,9 +145,16 @@ def _field_errors(detail: Any) -> str:
     return "; ".join(parts)
 
 
-def refusal_from(status_code: int, body: Any, fallback: str) -> CliError:
+def refusal_from(
+    status_code: int, body: Any, fallback: str, *, retry_after: str | None = None
+) -> CliError:
     """The CliError for an API error answer (status >= 400)."""
     detail = body.get("detail") if isinstance(body, dict) else None
+    if status_code in UNAVAILABLE_STATUSES:
+        if isinstance(detail, str):  # the controller's own sentence says when to try again
+            return Unavailable(f"the controller is unavailable: {detail}")
+        later = f"; try again in {retry_after} s" if retry_after else "; try again later"
+        return Unavailable(f"the controller is unavailable: {status_code} {fallback}{later}")
     if status_code == 401:
         return NotLoggedIn(
             "not authenticated: the stored login is missing, expired or revoked; "
@@ -237,7 +254,12 @@ class ApiClient:
             except ValueError:
                 body = None
         if answer.status_code >= 400:
-            raise refusal_from(answer.status_code, body, answer.reason_phrase)
+            raise refusal_from(
+                answer.status_code,
+                body,
+                answer.reason_phrase,
+                retry_after=answer.headers.get("retry-after"),
+            )
         if answer.status_code == 204 or not answer.content:
             return None
         if body is None:

@@ -9,8 +9,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
+from voipcloud.api.errors import RETRY_AFTER_SECONDS, as_unavailable, unavailable_answer
+from voipcloud.domain.errors import DatabaseUnavailable
 from voipcloud.web.deps import CsrfRefused, LoginRequired, login_url
 from voipcloud.web.routes import (
     auth,
@@ -25,7 +28,7 @@ from voipcloud.web.routes import (
 from voipcloud.web.templating import STATIC_DIR, is_htmx, render
 
 PAGE_ROUTERS = (auth, cloud, nodes, roles, events, infrastructure, wizard, storage)
-NOT_PAGES = ("/api/", "/openapi.json", "/docs", "/redoc", "/healthz", "/static/")
+NOT_PAGES = ("/api/", "/openapi.json", "/docs", "/redoc", "/healthz", "/readyz", "/static/")
 
 
 async def _answer(result: Response | Awaitable[Response]) -> Response:
@@ -87,3 +90,26 @@ def install(app: FastAPI) -> None:
             message="The form was refused: its security (CSRF) token is missing or out of "
             "date. Go back, reload the page and try again.",
         )
+
+    @app.exception_handler(DatabaseUnavailable)
+    async def _unavailable(request: Request, exc: DatabaseUnavailable) -> Response:
+        return unavailable_page(request, exc)
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool_timeout(request: Request, exc: PoolTimeout) -> Response:
+        return unavailable_page(request, as_unavailable(exc))
+
+
+def unavailable_page(request: Request, exc: DatabaseUnavailable) -> Response:
+    """503: the "database unavailable" page for a browser, the API's JSON for anything else."""
+    if not wants_page(request):
+        return unavailable_answer(exc)
+    return render(
+        request,
+        "errors/unavailable.html",
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        reason=exc.reason,
+        retry_after=RETRY_AFTER_SECONDS,
+        retry_here=request.method == "GET" and not is_htmx(request),
+    )
