@@ -33,6 +33,7 @@ from voipcloud.services.context import Context
 from voipcloud.services.controller import Controller
 from voipcloud.services.key_guard import check_data_key
 from voipcloud.services.secrets_box import SecretBox
+from voipcloud.store import files
 from voipcloud.store.database import Database
 from voipcloud.web import setup as web
 
@@ -41,7 +42,7 @@ PRESENCE_FLUSH_SECONDS = 2.0
 
 
 def build_controller(settings: Settings) -> Controller:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    files.secure_data_dir(settings.data_dir, settings.resolved_database_url())  # 0700, 0600
     db = Database(settings.resolved_database_url(), sqlite_synchronous=settings.sqlite_synchronous)
     ctx = Context(
         db=db,

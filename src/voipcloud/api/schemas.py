@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
 
 from voipcloud.domain import validation
 from voipcloud.domain.statuses import NodeStatus
@@ -108,12 +108,12 @@ class RoleUpdate(Strict):
 
 
 class RemoveRequest(Strict):
-    confirm: bool = False
+    confirm: StrictBool = False
 
 
 class ActionRequest(Strict):
     reason: Text | None = Field(default=None, max_length=1000)
-    force: bool = Field(
+    force: StrictBool = Field(
         default=False,
         description="deactivate only: end a DeactivatePending node's deactivation without "
         "its agent's signature (Deactivated at once); needs a reason, recorded with who forced "

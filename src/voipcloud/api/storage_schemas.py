@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from voipcloud.domain.storage import BackendType, FailureReason, ResourceKind
 from voipcloud.services.storage import KindOverview, ProbeResult, Resource
@@ -32,7 +32,9 @@ class S3SettingsIn(Strict):
     secret_access_key: str | None = Field(
         default=None, max_length=256, description="write-only; leave empty to keep"
     )
-    server_side_encryption: bool | None = None
+    server_side_encryption: StrictBool | None = Field(
+        default=None, description="JSON true or false only"
+    )
 
 
 class KindSettingsIn(Strict):

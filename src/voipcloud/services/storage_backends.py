@@ -153,8 +153,10 @@ class LocalBackend:
         path = self._path(key)
         part = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with part.open("wb") as out:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # the controller's user alone reads the bytes from the disk (others use the API)
+            descriptor = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with open(descriptor, "wb") as out:
                 while chunk := source.read(CHUNK):
                     out.write(chunk)
                 out.flush()
