@@ -25,6 +25,13 @@ class Settings(BaseSettings):
     missed_beats: int = Field(default=3, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_upload_bytes: int = Field(default=4 * 1024**3, ge=1024)  # one stored resource
+    # misbehaving clients: docs/reliability.md, voipcloud.api.server
+    max_header_bytes: int = Field(default=65_536, ge=4096)  # request line and headers
+    max_headers: int = Field(default=100, ge=16)
+    max_request_line: int = Field(default=8192, ge=1024)  # the request target (path, query)
+    header_timeout: float = Field(default=10.0, gt=0)  # a whole request head, seconds
+    body_timeout: float = Field(default=30.0, gt=0)  # longest pause within a request body
+    keep_alive_timeout: int = Field(default=5, ge=1)  # idle connection, seconds
     # SQLite commits: "full" survives a power cut; "normal" is faster (docs/reliability.md)
     sqlite_synchronous: Literal["full", "normal"] = "full"
 

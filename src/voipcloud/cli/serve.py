@@ -8,9 +8,9 @@ import threading
 
 import uvicorn
 
-from voipcloud import protocol
 from voipcloud.agent.handlers import AgentConfig
 from voipcloud.agent.runner import Agent
+from voipcloud.api import server
 from voipcloud.api.app import create_app
 from voipcloud.config import Settings
 from voipcloud.services import instance_lock, key_guard
@@ -57,11 +57,4 @@ def run(settings: Settings, *, with_ic_agent: bool = True) -> None:
     key_guard.preflight(app.state.controller.ctx, settings.data_dir)  # missing key: refused
     if with_ic_agent:
         start_ic_agent(settings, app.state.controller)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        proxy_headers=False,
-        ws_max_size=protocol.MAX_MESSAGE_BYTES,
-    )
+    uvicorn.Server(server.config(app, settings)).run()  # bounded: voipcloud.api.server
