@@ -146,6 +146,9 @@ async def _start_when_available(
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
             continue
+        except Exception:  # not an outage (a wrong key, a failed migration): stay not ready
+            log.exception("start failed once the database answered; /readyz stays 503")
+            return
         break
     outage.up()
     app.state.started = True
