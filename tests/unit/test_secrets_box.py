@@ -6,6 +6,8 @@ import multiprocessing
 import stat
 from pathlib import Path
 
+import pytest
+
 from voipcloud.services.secrets_box import KEY_FILE, SecretBox
 
 
@@ -40,3 +42,19 @@ def test_concurrent_first_starts_agree_on_one_key(tmp_path: Path) -> None:
         digests = [results.get(timeout=10) for _ in starts]
         assert not [d for d in digests if d.startswith("error")], digests
         assert len(set(digests)) == 1, digests
+
+
+def test_a_new_key_is_written_only_over_an_empty_database(tmp_path: Path) -> None:
+    from voipcloud.services.secrets_box import KeyMissing
+
+    first = SecretBox.opened_in_data_dir(tmp_path)
+    second = SecretBox.opened_in_data_dir(tmp_path)
+    assert not (tmp_path / KEY_FILE).exists()  # nothing written before the database is known
+    with pytest.raises(KeyMissing, match=str(tmp_path / KEY_FILE)):
+        first.settle(data_found="1 nodes")
+    assert not (tmp_path / KEY_FILE).exists()
+    first.settle(data_found=None)
+    assert stat.S_IMODE((tmp_path / KEY_FILE).stat().st_mode) == 0o600
+    second.settle(data_found=None)  # a concurrent first start takes the key written first
+    assert second.fingerprint == first.fingerprint
+    assert second.decrypt(first.encrypt("x")) == "x"
