@@ -11,6 +11,9 @@ from contextlib import contextmanager
 import uvicorn
 from fastapi import FastAPI
 
+from voipcloud.api import server as voipcloud_server
+from voipcloud.config import Settings
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -21,7 +24,11 @@ def free_port() -> int:
 @contextmanager
 def serve_in_thread(app: FastAPI) -> Iterator[str]:
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    settings = getattr(app.state, "settings", None)
+    if isinstance(settings, Settings):  # the server `voipcloud serve` runs, with its limits
+        config: uvicorn.Config = voipcloud_server.config(app, settings, host="127.0.0.1", port=port)
+    else:
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
