@@ -10,10 +10,11 @@ import asyncio
 import json
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
-from fastapi import FastAPI, WebSocket
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 
 from tests.support.processes import AgentProcess
 from tests.support.server import serve_in_thread
@@ -43,7 +44,8 @@ def failing_controller(connections: list[float], *, send_desired: bool, code: in
         if send_desired:
             await websocket.send_text(json.dumps(DESIRED))
             await asyncio.sleep(0.3)
-        await websocket.close(code)
+        with suppress(WebSocketDisconnect, RuntimeError):  # the agent may have gone first
+            await websocket.close(code)
 
     return app
 
