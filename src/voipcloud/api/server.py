@@ -217,6 +217,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._in_head and not self.transport.is_closing():
             if self.cycle is not None and not self.cycle.response_complete:
                 return  # still answering a request: its response restarts the clock
+            if self._head_bytes == 0:  # idle, nothing of a request yet: close quietly
+                self._stop_timers()
+                self.transport.close()
+                return
             timeout = self.limits.header_timeout
             self._refuse(408, f"Request head not received within {timeout:g} s.")
 
