@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, get_args
@@ -35,6 +36,7 @@ from tests.integration.live_controller import (
 )
 from voipcloud import protocol
 from voipcloud.api.app import create_app
+from voipcloud.api.limits import _declared_length
 from voipcloud.api.params import STRICT
 from voipcloud.config import Settings
 from voipcloud.domain.roles import ROLES
@@ -766,6 +768,22 @@ def test_every_int_query_or_form_param_is_strict(tmp_path: Path) -> None:
     assert len(seen) >= 11, seen  # the 11 of test_numeric_query_params_take_ascii_digits_only
     assert not loose, f"int parameters not parsed strictly: {loose}"
     app.state.controller.ctx.db.dispose()
+
+
+def test_huge_content_length_is_refused_not_500(live: ControlledApi) -> None:
+    """A Content-Length of thousands of digits: refused by the parser (400) or the body limit
+    (413); the body limit itself never calls int() on thousands of digits."""
+    assert _declared_length({"headers": [(b"content-length", b"9" * 5000)]}) >= 10**18
+    assert _declared_length({"headers": [(b"content-length", "٣".encode())]}) == -1
+    for value in ("9" * 5000, "9" * 30, "１０"):
+        with socket.create_connection(("127.0.0.1", int(live.base_url.rsplit(":", 1)[1]))) as s:
+            s.settimeout(10)
+            s.sendall(
+                f"POST {API}/nodes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {value}\r\n\r\n{{}}".encode()
+            )
+            status = s.recv(100).split(b"\r\n")[0]
+        assert status.split()[1] in (b"400", b"413"), (value[:10], status)
 
 
 # --- numbers in the web pages: a notice on the page or a form error, never a 500 ---------------
