@@ -116,6 +116,7 @@ class Agent:
         self._exiting = False
         self._retry_at: float | None = None  # monotonic time of the next try...
         self._retry_op: str | None = None  # ...of this deactivation (None: after an error)
+        self._stop_attempts = 0  # failed stops of a Deactivated node's roles, in a row
         self._healthy = False  # this channel has received the desired state
         if self.state.controller and self.state.controller != self.controller_url:
             log.info("controller address changed; keeping the node credential")
@@ -322,6 +323,15 @@ class Agent:
         if operation is None:
             self._forget_retries(keep=None)
             problem = await asyncio.to_thread(self._reconcile, desired)
+            if problem and desired.status == "Deactivated":
+                # a Deactivated node (e.g. forced by the administrator) must not keep its
+                # roles running: try stopping them again later, with the deactivation backoff
+                self._stop_attempts += 1
+                delay = deactivate_retry_delay(self._stop_attempts)
+                self._retry_at = time.monotonic() + delay
+                problem = f"{problem}; the agent retries in {delay:g} s"
+            else:
+                self._stop_attempts = 0
             if problem:
                 await self._send_quietly(protocol.Problem(reason=problem))
             return
@@ -432,7 +442,9 @@ class Agent:
         """No operation pending: stop removed roles; on Online, re-apply changed ones."""
         if desired.generation == self.state.generation:
             return None
-        wanted = {role.code: role for role in desired.roles}
+        # a Deactivated node runs nothing (its roles stay assigned for the next activation)
+        deactivated = desired.status == "Deactivated"
+        wanted = {} if deactivated else {role.code: role for role in desired.roles}
         problems = []
         for code in list(self.state.applied):
             if code not in wanted:
@@ -449,7 +461,8 @@ class Agent:
                     self.state.applied[role.code] = _digest(role.parameters)
                 except HandlerError as exc:
                     problems.append(str(exc))
-        self.state.generation = desired.generation
+        if not (problems and deactivated):  # a failed stop is tried again (see _carry_out)
+            self.state.generation = desired.generation
         self.store.save(self.state)
         return "; ".join(problems) or None
 

@@ -124,7 +124,9 @@ def test_a_failed_deactivation_is_retried_after_its_delay_and_never_saved_failed
     asyncio.run(scenario())
 
 
-def test_a_deactivation_no_longer_pending_is_not_retried(tmp_path: Path) -> None:
+def test_a_forced_deactivation_drops_the_operation_but_keeps_stopping_the_roles(
+    tmp_path: Path,
+) -> None:
     async def scenario() -> None:
         runs = tmp_path / "runs"
         agent = make_agent(tmp_path, f'[roles.wk]\nstop = "echo stop >> {runs}; exit 1"\n')
@@ -135,10 +137,13 @@ def test_a_deactivation_no_longer_pending_is_not_retried(tmp_path: Path) -> None
             await wait_until(lambda: agent.state.retries.get("op-4") == 1)
             # the administrator forced it: Deactivated, nothing pending
             deliver(agent, desired(None, status="Deactivated"))
-            await wait_until(lambda: agent._retry_at is None)
-            await asyncio.sleep(2.5)  # past the first retry delay
-            assert runs.read_text().splitlines() == ["stop"]
-            assert agent.state.retries == {}
+            # the operation's retries are forgotten...
+            await wait_until(lambda: agent.state.retries == {})
+            # ...but a Deactivated node must not keep running its roles: stopped again at
+            # once, then again after the backoff while the stop fails
+            await wait_until(lambda: len(runs.read_text().splitlines()) >= 3, timeout=6)
+            assert agent.state.applied == {"wk": "digest"}
+            assert agent._retry_at is not None
         finally:
             await agent._stop_worker(worker)
 
