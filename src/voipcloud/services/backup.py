@@ -232,7 +232,9 @@ def _snapshot_sqlite(target: Target, out: Path, box: SecretBox) -> _Facts:
     source_path = target.sqlite_path
     if not source_path.is_file():
         raise BackupError(f"no SQLite database at {source_path}")
-    source = sqlite3.connect(f"file:{source_path}?mode=ro", uri=True, timeout=30)
+    # read-write, though it only reads: a -wal left by a killed controller is recovered, not
+    # skipped (a read-only connection cannot rebuild a missing -shm)
+    source = sqlite3.connect(source_path, timeout=30)
     try:
         copy = sqlite3.connect(out)
         try:
@@ -565,8 +567,13 @@ def _restore_sqlite(
         shutil.copyfile(staged, beside)
         staged = beside
     old = [database.with_name(database.name + s) for s in SQLITE_SUFFIXES] + [target.key_path]
-    aside = _move_aside(target.data_dir, [p for p in old if p.exists()])
-    placed: list[Path] = []
+    try:
+        aside = _move_aside(target.data_dir, [p for p in old if p.exists()])
+    except BaseException:
+        if staged.parent != staging:
+            staged.unlink(missing_ok=True)
+        raise
+    placed: list[Path] = [] if staged.parent == staging else [staged]
     try:
         os.replace(staged, database)
         placed.append(database)
