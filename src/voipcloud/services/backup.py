@@ -495,6 +495,8 @@ def restore_backup(target: Target, file: Path) -> RestoreReport:
     """Restore `file` into the stopped controller of `target`; see the module docstring."""
     dialect = target.dialect
     file = file.resolve()
+    if not file.is_file():
+        raise BackupError(f"no such file: {file}")
     target.data_dir.mkdir(parents=True, exist_ok=True)
     try:
         lock = instance_lock.acquire(target.data_dir, purpose="restore")
