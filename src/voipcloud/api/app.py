@@ -17,6 +17,7 @@ from voipcloud.api import errors
 from voipcloud.api.agent_channel import AgentHub
 from voipcloud.api.limits import BodySizeLimit
 from voipcloud.api.routes import (
+    accounts,
     agent,
     auth,
     events,
@@ -26,6 +27,7 @@ from voipcloud.api.routes import (
     nodes,
     roles,
     storage,
+    tokens,
 )
 from voipcloud.config import Settings
 from voipcloud.domain.errors import DatabaseUnavailable
@@ -236,7 +238,18 @@ def create_app(settings: Settings | None = None, controller: Controller | None =
     )
 
     api = APIRouter(prefix="/api/v1")
-    for module in (auth, nodes, roles, events, extensions, agent, infrastructure, storage):
+    for module in (
+        auth,
+        accounts,
+        tokens,
+        nodes,
+        roles,
+        events,
+        extensions,
+        agent,
+        infrastructure,
+        storage,
+    ):
         api.include_router(module.router)
     app.include_router(api)
     app.include_router(health.router)

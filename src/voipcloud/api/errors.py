@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
+from voipcloud.domain.access import AccessDenied
 from voipcloud.domain.errors import (
     DatabaseUnavailable,
     InvalidInput,
@@ -94,6 +95,10 @@ def install(app: FastAPI) -> None:
         detail = [{"type": e.type, "loc": list(e.loc), "msg": e.message} for e in exc.errors]
         return _AsciiJSONResponse({"detail": detail}, status_code=422)
 
+    @app.exception_handler(AccessDenied)
+    async def _forbidden(_request: Request, exc: AccessDenied) -> JSONResponse:
+        return JSONResponse({"detail": exc.message, "rule": exc.rule}, status_code=403)
+
     @app.exception_handler(NodeGone)
     async def _gone(_request: Request, exc: NodeGone) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=410)
@@ -115,6 +120,7 @@ def install(app: FastAPI) -> None:
 
 REFUSALS: dict[int | str, dict[str, object]] = {
     401: {"description": "Not authenticated", "model": None},
+    403: {"description": "The account's role or the token's scope forbids it; `rule` says which"},
     404: {"description": "No such node, role or extension"},
     409: {"description": "Not allowed in the current state; `rule` names the rule"},
     422: {"description": "Invalid input; each entry names a field at fault"},

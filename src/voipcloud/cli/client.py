@@ -164,7 +164,7 @@ def refusal_from(
         return ServerFailed(f"the controller answered {status_code}: {detail or fallback}")
     if status_code == 422:
         message = f"invalid input: {_field_errors(detail)}"
-    elif status_code == 409 and isinstance(body, dict) and body.get("rule"):
+    elif status_code in (403, 409) and isinstance(body, dict) and body.get("rule"):
         message = f"refused ({body['rule']}): {detail}"
     elif status_code == 404:
         message = f"not found: {detail}"

@@ -1,8 +1,11 @@
-"""Administrators: argon2 password hashes and expiring bearer tokens."""
+"""Signing in: passwords checked (throttled, rehashed), sessions and API tokens turned into a
+`Principal` (domain/access.py). Accounts and tokens themselves: services/accounts.py and
+services/tokens.py, reached as `controller.auth.accounts` and `controller.auth.tokens`."""
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import secrets
 import threading
@@ -13,13 +16,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
-
+from voipcloud.domain.access import Principal, actor_of
 from voipcloud.domain.errors import NotAuthenticated
-from voipcloud.services.context import CONTROLLER_ACTOR, Context, admin_actor
+from voipcloud.services import passwords
+from voipcloud.services.accounts import AccountService
+from voipcloud.services.context import CONTROLLER_ACTOR, Context
 from voipcloud.services.secrets_box import token_digest
+from voipcloud.services.tokens import API_TOKEN_PREFIX, TokenService
 from voipcloud.store import accounts, events
+from voipcloud.store.accounts import AccountRow
 
 ADMIN_USERNAME = "admin"
 # Login throttling (docs/security.md): per (account, source address) and per source address,
@@ -30,9 +35,8 @@ MAX_LOGIN_DELAY = 60.0  # seconds: the longest wait; each failure beyond the fre
 FORGET_FAILURES_AFTER = 15 * 60.0  # seconds without a failure: the count starts again
 MAX_TRACKED = 10_000  # entries per table; the least recently failed are forgotten first
 FAILED_LOGIN_EVENTS_PER_MINUTE = 60  # beyond this a flood is summed up in one event
-_hasher = PasswordHasher()
-# verifying against this keeps the time of an unknown-user answer equal to a known one
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+TOKEN_USE_RECORDED_EVERY = timedelta(seconds=60)  # an API token's last use: one write a minute
+log = logging.getLogger("voipcloud.auth")
 _STRIPES = 64
 
 
@@ -170,53 +174,102 @@ class AuthService:
         self._ctx = ctx
         self.limiter = LoginLimiter()
         self._failure_events = _EventBudget(FAILED_LOGIN_EVENTS_PER_MINUTE)
+        self.accounts = AccountService(ctx, self.limiter)
+        self.tokens = TokenService(ctx)
 
     def signing_key(self, purpose: str) -> str:
         """A secret for signing web session cookies and CSRF tokens, from the data dir key."""
         return self._ctx.box.digest(f"voipcloud-signing:{purpose}")
 
     def ensure_admin(self, password: str | None) -> str | None:
-        """Create `admin` on an empty database; returns the generated password, if any."""
+        """Create `admin` on an empty database; returns the generated password, if any.
+
+        After the first start a VOIPCLOUD_ADMIN_PASSWORD (`password`) is never silently
+        ignored: when it is not the password of `admin` any more it is refused, in the log and
+        as an event, with the way to reset a password offline."""
         generated = None
         with self._ctx.db.write() as conn:
             if accounts.administrator_count(conn):
-                return None
-            if not password:
-                password = generated = secrets.token_urlsafe(15)
-            accounts.add_administrator(
-                conn,
-                username=ADMIN_USERNAME,
-                password_hash=_hasher.hash(password),
-                now=self._ctx.clock(),
-            )
-        return generated
+                existing = accounts.find_account(conn, ADMIN_USERNAME)
+            else:
+                existing = None
+                if not password:
+                    password = generated = secrets.token_urlsafe(15)
+                accounts.add_administrator(
+                    conn,
+                    username=ADMIN_USERNAME,
+                    password_hash=passwords.hash_password(password),
+                    now=self._ctx.clock(),
+                )
+                return generated
+        if password:
+            self._admin_password_after_first_start(existing, password)
+        return None
 
-    def check_password(self, username: str, password: str, *, source: str = "unknown") -> int:
-        """The administrator's id if the password is right; else NotAuthenticated (a failed
-        login, recorded) or LoginThrottled (not checked at all)."""
+    def _admin_password_after_first_start(self, existing: AccountRow | None, password: str) -> None:
+        if existing is not None and passwords.verify(existing.password_hash, password):
+            log.info("VOIPCLOUD_ADMIN_PASSWORD is the current password of 'admin'")
+            return
+        why = (
+            "there is no account 'admin' any more"
+            if existing is None
+            else "it is not the password of 'admin' (changed since the first start)"
+        )
+        log.warning(
+            "VOIPCLOUD_ADMIN_PASSWORD refused: %s; it was NOT applied and the current password "
+            "stays. To reset a password on this host, stop the controller and run "
+            "`voipcloud account reset-password NAME --password-stdin`; or unset the variable.",
+            why,
+        )
+        with self._ctx.db.write() as conn:
+            events.append(
+                conn,
+                at=self._ctx.clock(),
+                actor=CONTROLLER_ACTOR,
+                node_id=None,
+                operation="admin-password-refused",
+                reason=f"VOIPCLOUD_ADMIN_PASSWORD not applied at start: {why}",
+            )
+
+    def check_password(
+        self, username: str, password: str, *, source: str = "unknown"
+    ) -> AccountRow:
+        """The account if the password is right (its hash renewed when the hashing parameters
+        changed); else NotAuthenticated (a failed login, recorded) or LoginThrottled (not
+        checked at all). A disabled account is refused after its password was checked."""
         delay = 0.0
         with self.limiter.serialized(source):
             self.limiter.check(username, source)
             with self._ctx.db.read() as conn:
-                found = accounts.find_administrator(conn, username)
-            try:
-                _hasher.verify(found[1] if found else _DUMMY_HASH, password)
-                right = found is not None
-            except (VerificationError, InvalidHashError):
-                right = False
+                found = accounts.find_account(conn, username)
+            right = passwords.verify(
+                found.password_hash if found else passwords.DUMMY_HASH, password
+            )
+            right = right and found is not None
             if right:
                 self.limiter.succeeded(username, source)
             else:
                 delay = self.limiter.failed(username, source)
         if not right or found is None:
-            self._record_failure(username if found else None, source)
+            self._record_failure(found, source)
             message = "Wrong username or password."
             if delay:
                 message += f" Too many failed attempts: wait {math.ceil(delay)} s before the next."
             raise NotAuthenticated(message)
-        return found[0]
+        if found.disabled:
+            self._record_failure(found, source, why="account disabled")
+            raise NotAuthenticated(
+                f"The account {found.username} is disabled; ask an administrator."
+            )
+        if passwords.needs_rehash(found.password_hash):
+            with self._ctx.db.write() as conn:
+                accounts.set_password_hash(conn, found.id, passwords.hash_password(password))
+            log.info("password hash of %s renewed with the current argon2 parameters", username)
+        return found
 
-    def _record_failure(self, username: str | None, source: str) -> None:
+    def _record_failure(
+        self, account: AccountRow | None, source: str, *, why: str = "wrong password"
+    ) -> None:
         """A failed login is an event: the account (or "an unknown username": what was typed
         may be a password typed in the wrong field) and the source address, never the
         password. Bounded by FAILED_LOGIN_EVENTS_PER_MINUTE."""
@@ -240,18 +293,18 @@ class AuthService:
                 events.append(
                     conn,
                     at=now,
-                    actor=admin_actor(username) if username else "anonymous",
+                    actor=actor_of(account.role, account.username) if account else "anonymous",
                     node_id=None,
                     operation="login-failed",
-                    reason=("wrong password" if username else "unknown username")
-                    + f" from {_line(source)}",
+                    reason=(why if account else "unknown username") + f" from {_line(source)}",
                 )
 
     def issue_token(
         self, username: str, password: str, *, source: str = "unknown", via: str = "API"
     ) -> tuple[str, int]:
-        """Check the password and issue a token; the login is an event (who, from where)."""
-        administrator_id = self.check_password(username, password, source=source)
+        """Check the password and open a session (a short-lived bearer token); the login is
+        an event (who, from where)."""
+        account = self.check_password(username, password, source=source)
         token = secrets.token_urlsafe(32)
         now = self._ctx.clock()
         ttl = timedelta(seconds=self._ctx.token_ttl)
@@ -260,30 +313,71 @@ class AuthService:
             accounts.add_token(
                 conn,
                 digest=token_digest(token),
-                administrator_id=administrator_id,
+                administrator_id=account.id,
                 now=now,
                 expires_at=now + ttl,
             )
             events.append(
                 conn,
                 at=now,
-                actor=admin_actor(username),
+                actor=actor_of(account.role, account.username),
                 node_id=None,
                 operation="login",
                 reason=f"signed in to the {via} from {_line(source)}",
             )
         return token, int(ttl.total_seconds())
 
-    def authenticate(self, token: str) -> str:
+    def principal(self, token: str) -> Principal:
+        """Who presents this session or API token, with the account's role as it is now;
+        NotAuthenticated when it is unknown, expired, revoked, or its account disabled."""
+        now = self._ctx.clock()
+        digest = token_digest(token)
+        if token.startswith(API_TOKEN_PREFIX):
+            with self._ctx.db.read() as conn:
+                found = accounts.api_token_owner(conn, digest=digest, now=now)
+            if found is None or found[0].disabled:
+                raise NotAuthenticated("The API token is invalid, revoked or expired.")
+            account, row = found
+            if row.last_used_at is None or now - row.last_used_at >= TOKEN_USE_RECORDED_EVERY:
+                with self._ctx.db.write() as conn:
+                    accounts.touch_api_token(
+                        conn, row.id, now, older_than=now - TOKEN_USE_RECORDED_EVERY
+                    )
+            return Principal(account.id, account.username, account.role, row.scope, row.id)
         with self._ctx.db.read() as conn:
-            username = accounts.token_owner(conn, digest=token_digest(token), now=self._ctx.clock())
-        if username is None:
+            owner = accounts.session_owner(conn, digest=digest, now=now)
+        if owner is None or owner.disabled:
             raise NotAuthenticated("The token is invalid or has expired; log in again.")
-        return username
+        return Principal(owner.id, owner.username, owner.role)
+
+    def authenticate(self, token: str) -> str:
+        """The username behind a session or API token (NotAuthenticated otherwise)."""
+        return self.principal(token).username
 
     def revoke(self, token: str) -> None:
+        """Log out: end the session (or API token) presented, and only that one."""
+        digest = token_digest(token)
         with self._ctx.db.write() as conn:
-            accounts.revoke_token(conn, token_digest(token))
+            accounts.revoke_token(conn, digest)
+            if token.startswith(API_TOKEN_PREFIX):
+                found = accounts.api_token_owner(conn, digest=digest, now=self._ctx.clock())
+                if found is not None:
+                    accounts.delete_api_token(conn, found[1].id)
+
+    def end_everywhere(self, principal: Principal) -> int:
+        """Log out everywhere: end every session and API token of the account (this one
+        too); an event. Returns how many were ended."""
+        with self._ctx.db.write() as conn:
+            ended = accounts.end_all(conn, principal.account_id)
+            events.append(
+                conn,
+                at=self._ctx.clock(),
+                actor=principal.actor,
+                node_id=None,
+                operation="logout-everywhere",
+                reason=f"ended {ended} sessions and API tokens",
+            )
+        return ended
 
 
 def _line(source: str) -> str:

@@ -111,6 +111,9 @@ extensions = Table(
     Column("created_at", UTCDateTime(), nullable=False),
 )
 
+# Every account (the name is historic: the first release had only administrators). `role` is
+# admin, operator or viewer (domain/access.py); a disabled account cannot sign in and its
+# sessions and tokens are refused.
 administrators = Table(
     "administrators",
     metadata,
@@ -118,6 +121,9 @@ administrators = Table(
     Column("username", String(64), nullable=False, unique=True),
     Column("password_hash", String(255), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
+    Column("role", String(16), nullable=False, server_default="admin"),
+    Column("disabled", Boolean, nullable=False, server_default=text("false")),
+    Column("updated_at", UTCDateTime(), nullable=True),
 )
 
 api_tokens = Table(
@@ -132,6 +138,27 @@ api_tokens = Table(
     ),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("expires_at", UTCDateTime(), nullable=False),
+)
+
+# Named API tokens for automation (the sessions of `voipcloud login` and the web are
+# `api_tokens`): shown once, stored as a keyed digest, scoped read or write, expiring.
+account_tokens = Table(
+    "account_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "administrator_id",
+        Integer,
+        ForeignKey("administrators.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("name", String(64), nullable=False),
+    Column("scope", String(8), nullable=False),
+    Column("digest", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
+    Column("last_used_at", UTCDateTime(), nullable=True),
+    Index("uq_account_tokens_account_name", "administrator_id", "name", unique=True),
 )
 
 # One row (id = 1): the infrastructure properties, and the row that serializes the rules

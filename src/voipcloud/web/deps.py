@@ -2,21 +2,24 @@
 
 A page module uses them like this::
 
-    from voipcloud.web.deps import ControllerDep, CsrfChecked, WebAdmin, web_router
+    from voipcloud.web.deps import ControllerDep, PageRead, PostNodes, web_router
     from voipcloud.web.templating import render
 
     router = web_router()
 
     @router.get("/things")
-    def things(request: Request, admin: WebAdmin, controller: ControllerDep) -> Response:
+    def things(request: Request, _reader: PageRead, controller: ControllerDep) -> Response:
         return render(request, "things/index.html", things=controller.things.list())
 
     @router.post("/things")
-    def add_thing(request: Request, admin: CsrfChecked, ...) -> Response: ...
+    def add_thing(request: Request, actor: PostNodes, ...) -> Response: ...
 
-`WebAdmin` redirects to the login page when nobody is signed in; `CsrfChecked` does the same
-and also refuses (403) a request whose form field `csrf_token` (or `X-CSRF-Token` header, which
-htmx sends on its own) does not match the session. Both give the actor string for services.
+Every page declares the permission it needs (domain/access.py) with one `Page*` (GET) or
+`Post*` (form post) alias. Both redirect to the login page when nobody is signed in and answer
+a 403 page when the account's role lacks the permission; `Post*` also refuses (403) a request
+whose form field `csrf_token` (or `X-CSRF-Token` header, which htmx sends on its own) does not
+match the session. Both give the actor string for services. `WebAdmin`/`CsrfChecked` (the
+first release's names) need the whole admin role.
 Routers made by `web_router()` turn domain errors into HTML pages instead of JSON.
 """
 
@@ -29,8 +32,8 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.routing import APIRoute
 
+from voipcloud.domain.access import AccessDenied, Permission, Principal
 from voipcloud.domain.errors import InvalidInput, NotAuthenticated, NotFound, RuleViolation
-from voipcloud.services.context import admin_actor
 from voipcloud.services.controller import Controller
 from voipcloud.web import sessions
 
@@ -62,21 +65,22 @@ def _next_url(request: Request) -> str:
     return request.url.path + query
 
 
-def require_admin(request: Request, controller: ControllerDep) -> str:
-    """The actor string of the signed-in administrator; LoginRequired otherwise."""
+def signed_in(request: Request, controller: ControllerDep) -> Principal:
+    """The signed-in account (any role); LoginRequired otherwise."""
     token = sessions.unseal(controller, request.cookies.get(sessions.SESSION_COOKIE))
     if token is None:
         raise LoginRequired(_next_url(request))
     try:
-        username = controller.auth.authenticate(token)
+        principal = controller.auth.principal(token)
     except NotAuthenticated:
         raise LoginRequired(_next_url(request)) from None
-    request.state.admin = username
+    request.state.admin = principal.username  # the name templates show
+    request.state.principal = principal
     request.state.session_token = token
-    return admin_actor(username)
+    return principal
 
 
-WebAdmin = Annotated[str, Depends(require_admin)]
+SignedIn = Annotated[Principal, Depends(signed_in)]
 
 
 def csrf_token(request: Request) -> str:
@@ -87,8 +91,7 @@ def csrf_token(request: Request) -> str:
     return sessions.csrf_for(get_controller(request), token)
 
 
-async def verify_csrf(request: Request, actor: WebAdmin) -> str:
-    """The signed-in administrator, once the request proved it came from our own form."""
+async def _check_csrf(request: Request) -> None:
     sent = request.headers.get(sessions.CSRF_HEADER)
     if not sent:
         form = await request.form()
@@ -96,10 +99,48 @@ async def verify_csrf(request: Request, actor: WebAdmin) -> str:
         sent = value if isinstance(value, str) else None
     if not sessions.same(sent, csrf_token(request)):
         raise CsrfRefused()
-    return actor
 
 
-CsrfChecked = Annotated[str, Depends(verify_csrf)]
+def page(permission: Permission) -> Any:
+    """`Depends` for a page (GET) that needs `permission`: the actor string."""
+
+    def dependency(principal: SignedIn) -> str:
+        principal.require(permission)
+        return principal.actor
+
+    dependency.permission = permission  # type: ignore[attr-defined]  # for the route audit
+    return Depends(dependency)
+
+
+def posted(permission: Permission) -> Any:
+    """`Depends` for a form post that needs `permission`, from our own form (CSRF checked)."""
+
+    async def dependency(request: Request, principal: SignedIn) -> str:
+        await _check_csrf(request)
+        principal.require(permission)
+        return principal.actor
+
+    dependency.permission = permission  # type: ignore[attr-defined]
+    return Depends(dependency)
+
+
+# Pages (GET): the permission each needs (domain/access.py).
+PageRead = Annotated[str, page(Permission.READ)]
+PageSecrets = Annotated[str, page(Permission.READ_SECRETS)]
+PageNodes = Annotated[str, page(Permission.NODES)]
+PageInfrastructure = Annotated[str, page(Permission.INFRASTRUCTURE)]
+PageStorage = Annotated[str, page(Permission.STORAGE)]
+PageAccounts = Annotated[str, page(Permission.ACCOUNTS)]
+PageOwn = Annotated[str, page(Permission.OWN_ACCOUNT)]
+# Form posts: CSRF checked, and the permission.
+PostNodes = Annotated[str, posted(Permission.NODES)]
+PostInfrastructure = Annotated[str, posted(Permission.INFRASTRUCTURE)]
+PostStorage = Annotated[str, posted(Permission.STORAGE)]
+PostAccounts = Annotated[str, posted(Permission.ACCOUNTS)]
+PostOwn = Annotated[str, posted(Permission.OWN_ACCOUNT)]
+# The first release's names: the whole admin role (a page nobody classified stays admin-only).
+WebAdmin = Annotated[str, page(Permission.ACCOUNTS)]
+CsrfChecked = Annotated[str, posted(Permission.ACCOUNTS)]
 
 
 def login_url(next_url: str) -> str:
@@ -123,6 +164,8 @@ class WebRoute(APIRoute):
                 return render(request, "errors/problem.html", status_code=409, message=exc.message)
             except InvalidInput as exc:
                 return render(request, "errors/problem.html", status_code=422, message=str(exc))
+            except AccessDenied as exc:
+                return render(request, "errors/problem.html", status_code=403, message=exc.message)
 
         return handler
 

@@ -59,7 +59,7 @@ def _property_label(name: str) -> str:
 def _actor(actor: str) -> str:
     """Who made a change, in words: "admin:alice" -> "alice", "node:5" -> "agent of node 5"."""
     kind, _, name = actor.partition(":")
-    if kind == "admin" and name:
+    if kind in ("admin", "operator", "viewer") and name:
         return name
     if kind == "node" and name:
         return f"agent of node {name}"
@@ -106,6 +106,7 @@ def render(
     **context: Any,
 ) -> Response:
     token = csrf_token(request)
+    principal = getattr(request.state, "principal", None)
     field = Markup('<input type="hidden" name="{}" value="{}">').format(CSRF_FIELD, escape(token))
     messages = flash.take(request)
     response = templates.TemplateResponse(
@@ -113,6 +114,9 @@ def render(
         template,
         {
             "admin": getattr(request.state, "admin", None),
+            # what the signed-in account may do (domain/access.py): `can("nodes")`
+            "account": principal,
+            "can": lambda permission: principal is not None and principal.may(permission),
             "csrf_token": token,
             "csrf_field": lambda: field,
             "flashes": messages,

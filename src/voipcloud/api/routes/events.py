@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from voipcloud.api import convert
-from voipcloud.api.deps import ControllerDep, CurrentAdmin
+from voipcloud.api.deps import CanRead, ControllerDep
 from voipcloud.api.params import OptionalWhole, Whole
 from voipcloud.api.schemas import EventsPublic
 from voipcloud.domain.filters import MAX_OFFSET
@@ -17,7 +17,7 @@ router = APIRouter(tags=["events"])
 
 @router.get("/events", response_model=EventsPublic)
 def list_events(
-    _admin: CurrentAdmin,
+    _reader: CanRead,
     controller: ControllerDep,
     node_id: Annotated[OptionalWhole, Query()] = None,
     limit: Annotated[Whole, Query(ge=1, le=500)] = 50,

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response
 
 from voipcloud.api import convert
-from voipcloud.api.deps import ControllerDep, CurrentAdmin
+from voipcloud.api.deps import CanManageExtensions, CanRead, ControllerDep
 from voipcloud.api.errors import REFUSALS
 from voipcloud.api.params import Whole
 from voipcloud.api.schemas import ExtensionCreate, ExtensionPublic, ExtensionsPublic
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/extensions", tags=["extensions"], responses=REFUSALS
 
 @router.get("", response_model=ExtensionsPublic)
 def list_extensions(
-    _admin: CurrentAdmin,
+    _reader: CanRead,
     controller: ControllerDep,
     limit: Annotated[Whole, Query(ge=1, le=1000)] = 100,
     offset: Annotated[Whole, Query(ge=0, le=MAX_OFFSET)] = 0,
@@ -30,7 +30,7 @@ def list_extensions(
 
 @router.post("", response_model=ExtensionPublic, status_code=201)
 def add_extension(
-    body: ExtensionCreate, admin: CurrentAdmin, controller: ControllerDep
+    body: ExtensionCreate, admin: CanManageExtensions, controller: ControllerDep
 ) -> ExtensionPublic:
     """Provision an extension."""
     return convert.extension(
@@ -40,7 +40,9 @@ def add_extension(
 
 @router.delete("/{number}", status_code=204)
 def delete_extension(
-    number: Annotated[str, Path(max_length=20)], admin: CurrentAdmin, controller: ControllerDep
+    number: Annotated[str, Path(max_length=20)],
+    admin: CanManageExtensions,
+    controller: ControllerDep,
 ) -> Response:
     """Remove an extension."""
     controller.extensions.remove(actor=admin, number=number)

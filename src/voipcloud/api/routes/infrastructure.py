@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from voipcloud.api.deps import ControllerDep, CurrentAdmin
+from voipcloud.api.deps import CanManageInfrastructure, CanRead, ControllerDep
 from voipcloud.api.errors import REFUSALS
 from voipcloud.api.infrastructure_schemas import (
     ControllerNodePublic,
@@ -51,7 +51,7 @@ def _plan(plan: WizardPlan) -> WizardPlanPublic:
 
 
 @router.get("/properties", response_model=PropertiesPublic)
-def get_properties(_admin: CurrentAdmin, controller: ControllerDep) -> PropertiesPublic:
+def get_properties(_reader: CanRead, controller: ControllerDep) -> PropertiesPublic:
     """The Infrastructure Properties (passwords masked: they are write-only)."""
     return _properties(controller)
 
@@ -59,7 +59,7 @@ def get_properties(_admin: CurrentAdmin, controller: ControllerDep) -> Propertie
 @router.put("/properties", response_model=PropertiesChangePublic)
 def put_properties(
     body: PropertiesUpdate,
-    admin: CurrentAdmin,
+    admin: CanManageInfrastructure,
     controller: ControllerDep,
     dry_run: Annotated[bool, Query()] = False,
 ) -> PropertiesChangePublic:
@@ -72,7 +72,7 @@ def put_properties(
 
 @router.post("/properties/preview", response_model=PropertiesChangePublic)
 def preview_properties(
-    body: PropertiesUpdate, admin: CurrentAdmin, controller: ControllerDep
+    body: PropertiesUpdate, admin: CanManageInfrastructure, controller: ControllerDep
 ) -> PropertiesChangePublic:
     """What saving these properties would do (which nodes it marks Damaged); saves nothing."""
     result = controller.infrastructure.update(
@@ -82,7 +82,7 @@ def preview_properties(
 
 
 @router.get("/properties/schema", response_model=list[PropertySchemaPublic])
-def properties_schema(_admin: CurrentAdmin) -> list[PropertySchemaPublic]:
+def properties_schema(_reader: CanRead) -> list[PropertySchemaPublic]:
     """Each property: label, type, whether it is secret, and the role parameters it feeds."""
     return [
         PropertySchemaPublic(
@@ -99,7 +99,7 @@ def properties_schema(_admin: CurrentAdmin) -> list[PropertySchemaPublic]:
 
 
 @router.get("/wizard", response_model=WizardDetectedPublic)
-def wizard_detect(_admin: CurrentAdmin, controller: ControllerDep) -> WizardDetectedPublic:
+def wizard_detect(_reader: CanRead, controller: ControllerDep) -> WizardDetectedPublic:
     """What the wizard detected on this machine, and whether it may run now."""
     found = controller.infrastructure.wizard.detect()
     node = found.controller
@@ -126,7 +126,7 @@ def wizard_detect(_admin: CurrentAdmin, controller: ControllerDep) -> WizardDete
 
 @router.post("/wizard/plan", response_model=WizardPlanPublic)
 def wizard_plan(
-    body: WizardRequest, _admin: CurrentAdmin, controller: ControllerDep
+    body: WizardRequest, _admin: CanManageInfrastructure, controller: ControllerDep
 ) -> WizardPlanPublic:
     """The plan: the roles the IC node will carry and their key parameters; changes nothing."""
     plan = controller.infrastructure.wizard.plan(body.model_dump(exclude_none=True))
@@ -135,7 +135,7 @@ def wizard_plan(
 
 @router.post("/wizard", response_model=WizardRunPublic)
 def wizard_run(
-    body: WizardRequest, admin: CurrentAdmin, controller: ControllerDep
+    body: WizardRequest, admin: CanManageInfrastructure, controller: ControllerDep
 ) -> WizardRunPublic:
     """Configuration Wizard: set the properties, assign the standard roles, activate the IC node."""
     run = controller.infrastructure.wizard.run(body.model_dump(exclude_none=True), actor=admin)

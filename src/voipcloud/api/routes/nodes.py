@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query
 
 from voipcloud.api import convert
-from voipcloud.api.deps import ControllerDep, CurrentAdmin
+from voipcloud.api.deps import CanManageNodes, CanRead, ControllerDep, MeReading
 from voipcloud.api.errors import REFUSALS
 from voipcloud.api.params import Whole
 from voipcloud.api.schemas import (
@@ -18,6 +18,7 @@ from voipcloud.api.schemas import (
     NodesPublic,
     NodeUpdate,
 )
+from voipcloud.domain.access import Permission
 from voipcloud.domain.filters import MAX_OFFSET, NodeFilter
 from voipcloud.services.controller import Controller
 
@@ -34,7 +35,7 @@ def detail(controller: Controller, node_id: int) -> NodeDetailPublic:
 
 @router.get("", response_model=NodesPublic)
 def list_nodes(
-    _admin: CurrentAdmin,
+    _reader: CanRead,
     controller: ControllerDep,
     status: Annotated[str | None, Query(max_length=32)] = None,
     role: Annotated[str | None, Query(max_length=16)] = None,
@@ -52,21 +53,29 @@ def list_nodes(
 
 
 @router.post("", response_model=NodeDetailPublic, status_code=201)
-def add_node(body: NodeCreate, admin: CurrentAdmin, controller: ControllerDep) -> NodeDetailPublic:
+def add_node(
+    body: NodeCreate, admin: CanManageNodes, controller: ControllerDep
+) -> NodeDetailPublic:
     """Add a node; it starts Offline."""
     node = controller.nodes.add(actor=admin, **body.model_dump())
     return detail(controller, node.id)
 
 
 @router.get("/{node_id}", response_model=NodeDetailPublic)
-def get_node(node_id: int, _admin: CurrentAdmin, controller: ControllerDep) -> NodeDetailPublic:
-    """The node with its Quick info, components and role parameters."""
-    return detail(controller, node_id)
+def get_node(node_id: int, who: MeReading, controller: ControllerDep) -> NodeDetailPublic:
+    """The node with its Quick info, components and role parameters (`session_key` is null
+    for an account without `read-secrets`: viewers)."""
+    found = detail(controller, node_id)
+    return (
+        found
+        if who.may(Permission.READ_SECRETS)
+        else found.model_copy(update={"session_key": None})
+    )
 
 
 @router.patch("/{node_id}", response_model=NodeDetailPublic)
 def edit_node(
-    node_id: int, body: NodeUpdate, admin: CurrentAdmin, controller: ControllerDep
+    node_id: int, body: NodeUpdate, admin: CanManageNodes, controller: ControllerDep
 ) -> NodeDetailPublic:
     """Edit hostname, IPs or container id (any status but Deleted)."""
     controller.nodes.edit(node_id, actor=admin, changes=body.model_dump(exclude_unset=True))
@@ -74,7 +83,7 @@ def edit_node(
 
 
 @router.delete("/{node_id}", response_model=NodeDetailPublic)
-def delete_node(node_id: int, admin: CurrentAdmin, controller: ControllerDep) -> NodeDetailPublic:
+def delete_node(node_id: int, admin: CanManageNodes, controller: ControllerDep) -> NodeDetailPublic:
     """Delete Node (refused while Online or Damaged)."""
     controller.nodes.delete(node_id, actor=admin)
     return detail(controller, node_id)
@@ -84,7 +93,7 @@ def delete_node(node_id: int, admin: CurrentAdmin, controller: ControllerDep) ->
 def node_action(
     node_id: int,
     action: str,
-    admin: CurrentAdmin,
+    admin: CanManageNodes,
     controller: ControllerDep,
     body: Annotated[ActionRequest | None, Body()] = None,
 ) -> NodeDetailPublic:
@@ -102,7 +111,7 @@ def node_action(
 @router.get("/{node_id}/events", response_model=EventsPublic)
 def node_events(
     node_id: int,
-    _admin: CurrentAdmin,
+    _reader: CanRead,
     controller: ControllerDep,
     limit: Annotated[Whole, Query(ge=1, le=500)] = 50,
     offset: Annotated[Whole, Query(ge=0, le=MAX_OFFSET)] = 0,

@@ -7,7 +7,7 @@ from typing import Literal
 from fastapi import APIRouter
 from pydantic import Field
 
-from voipcloud.api.deps import ControllerDep, CurrentAdmin
+from voipcloud.api.deps import CanManageNodes, CanRead, ControllerDep
 from voipcloud.api.errors import REFUSALS
 from voipcloud.api.routes.nodes import detail
 from voipcloud.api.schemas import (
@@ -31,7 +31,7 @@ class CatalogueRolePublic(RolePublic):
 
 
 @router.get("/roles", response_model=list[CatalogueRolePublic])
-def role_catalogue(_admin: CurrentAdmin) -> list[CatalogueRolePublic]:
+def role_catalogue(_reader: CanRead) -> list[CatalogueRolePublic]:
     """The role catalogue with each role's parameter schema and resource access."""
     return [
         CatalogueRolePublic(
@@ -48,7 +48,7 @@ def role_catalogue(_admin: CurrentAdmin) -> list[CatalogueRolePublic]:
 
 @router.post("/nodes/{node_id}/roles", response_model=NodeDetailPublic, status_code=201)
 def assign_role(
-    node_id: int, body: RoleAssign, admin: CurrentAdmin, controller: ControllerDep
+    node_id: int, body: RoleAssign, admin: CanManageNodes, controller: ControllerDep
 ) -> NodeDetailPublic:
     """Assign a role with parameters; the answer carries the node's session key."""
     controller.roles.assign(node_id, actor=admin, role=body.role, parameters=body.parameters)
@@ -57,7 +57,7 @@ def assign_role(
 
 @router.patch("/nodes/{node_id}/roles/{code}", response_model=NodeDetailPublic)
 def edit_role(
-    node_id: int, code: str, body: RoleUpdate, admin: CurrentAdmin, controller: ControllerDep
+    node_id: int, code: str, body: RoleUpdate, admin: CanManageNodes, controller: ControllerDep
 ) -> NodeDetailPublic:
     """Change role parameters (null puts one back to its default)."""
     controller.roles.edit(node_id, actor=admin, role=code, parameters=body.parameters)
@@ -66,7 +66,7 @@ def edit_role(
 
 @router.delete("/nodes/{node_id}/roles/{code}", response_model=NodeDetailPublic)
 def delete_assignment(
-    node_id: int, code: str, admin: CurrentAdmin, controller: ControllerDep
+    node_id: int, code: str, admin: CanManageNodes, controller: ControllerDep
 ) -> NodeDetailPublic:
     """Delete role assignment (Offline, ActivateFailed or Deactivated only)."""
     controller.roles.unassign(node_id, actor=admin, role=code)
@@ -75,7 +75,7 @@ def delete_assignment(
 
 @router.post("/nodes/{node_id}/roles/{code}/remove", response_model=NodeDetailPublic)
 def admin_remove(
-    node_id: int, code: str, body: RemoveRequest, admin: CurrentAdmin, controller: ControllerDep
+    node_id: int, code: str, body: RemoveRequest, admin: CanManageNodes, controller: ControllerDep
 ) -> NodeDetailPublic:
     """Administrative Remove from the IC node; needs {"confirm": true}."""
     controller.roles.admin_remove(node_id, actor=admin, role=code, confirm=body.confirm)

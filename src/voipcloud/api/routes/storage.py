@@ -14,7 +14,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
-from voipcloud.api.deps import CurrentAdmin, get_controller
+from voipcloud.api.deps import CanManageStorage, CanRead, get_controller
 from voipcloud.api.errors import REFUSALS
 from voipcloud.api.params import Whole
 from voipcloud.api.storage_schemas import (
@@ -30,10 +30,11 @@ from voipcloud.api.storage_schemas import (
     resource_public,
     storage_public,
 )
+from voipcloud.domain.access import Permission
 from voipcloud.domain.errors import NotAuthenticated, NotFound
 from voipcloud.domain.filters import MAX_OFFSET
 from voipcloud.domain.storage import ResourceKind, served_content_type
-from voipcloud.services.context import admin_actor, node_actor
+from voipcloud.services.context import node_actor
 from voipcloud.services.storage import ResourceAccessDenied, StorageService
 
 router = APIRouter(prefix="/storage", tags=["storage"], responses=REFUSALS)
@@ -73,9 +74,12 @@ def _caller(
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise NotAuthenticated("Authentication required: send Authorization: Bearer <token>.")
     try:
-        return Caller(admin_actor(controller.auth.authenticate(credentials.credentials)))
+        principal = controller.auth.principal(credentials.credentials)
     except NotAuthenticated:
         node_id = controller.agents.authenticate(credentials.credentials)
+    else:  # an account: reading is `read`, writing is `storage` (domain/access.py)
+        principal.require(Permission.STORAGE if write else Permission.READ)
+        return Caller(principal.actor)
     try:
         controller.storage.authorize_node(node_id, kind, write=write)
     except ResourceAccessDenied as exc:
@@ -102,6 +106,8 @@ def resource_writer(
     return _caller(request, kind, credentials, write=True)
 
 
+resource_reader.permission = Permission.READ  # type: ignore[attr-defined]  # route audit
+resource_writer.permission = Permission.STORAGE  # type: ignore[attr-defined]
 Reader = Annotated[Caller, Depends(resource_reader)]
 Writer = Annotated[Caller, Depends(resource_writer)]
 
@@ -116,14 +122,14 @@ KeyPath = Annotated[str, Path(max_length=512, examples=["1001/2026-11-24T10-00-0
 
 
 @router.get("", response_model=StoragePublic)
-def get_configuration(_admin: CurrentAdmin, storage: StorageDep) -> StoragePublic:
+def get_configuration(_reader: CanRead, storage: StorageDep) -> StoragePublic:
     """Storage Configuration of every resource kind; secrets are never returned."""
     return storage_public(storage.overview())
 
 
 @router.put("", response_model=StoragePublic)
 def set_configuration(
-    body: StorageUpdate, admin: CurrentAdmin, storage: StorageDep
+    body: StorageUpdate, admin: CanManageStorage, storage: StorageDep
 ) -> StoragePublic:
     """Change the configuration of one or more kinds; secrets left empty keep their value."""
     return storage_public(storage.configure(actor=admin, changes=body.changes()))
@@ -131,7 +137,7 @@ def set_configuration(
 
 @router.post("/test", response_model=StorageTestPublic)
 def probe_configuration(
-    _admin: CurrentAdmin, storage: StorageDep, body: StorageTest | None = None
+    _admin: CanManageStorage, storage: StorageDep, body: StorageTest | None = None
 ) -> StorageTestPublic:
     """Write, read back (sha256 compared) and delete a probe object, per kind."""
     body = body or StorageTest()
@@ -248,13 +254,15 @@ def delete_resource(kind: KindPath, key: KeyPath, user: Writer, storage: Storage
 
 
 @router.post("/{kind}/migration", response_model=MigrationPublic, status_code=202)
-def start_migration(kind: KindPath, admin: CurrentAdmin, storage: StorageDep) -> MigrationPublic:
+def start_migration(
+    kind: KindPath, admin: CanManageStorage, storage: StorageDep
+) -> MigrationPublic:
     """Start or resume moving the kind's resources to its active backend."""
     return migration_public(storage.start_migration(actor=admin, kind=kind))
 
 
 @router.get("/{kind}/migration", response_model=MigrationPublic)
-def get_migration(kind: KindPath, _admin: CurrentAdmin, storage: StorageDep) -> MigrationPublic:
+def get_migration(kind: KindPath, _reader: CanRead, storage: StorageDep) -> MigrationPublic:
     """The progress of the kind's latest migration."""
     progress = storage.migration(kind)
     if progress is None:
@@ -263,7 +271,9 @@ def get_migration(kind: KindPath, _admin: CurrentAdmin, storage: StorageDep) -> 
 
 
 @router.post("/{kind}/migration/pause", response_model=MigrationPublic)
-def pause_migration(kind: KindPath, _admin: CurrentAdmin, storage: StorageDep) -> MigrationPublic:
+def pause_migration(
+    kind: KindPath, _admin: CanManageStorage, storage: StorageDep
+) -> MigrationPublic:
     """Stop the running migration after its current object; start it again to resume."""
     progress = storage.pause_migration(kind)
     if progress is None:

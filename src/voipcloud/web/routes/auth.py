@@ -9,7 +9,7 @@ from fastapi import Form, Request, Response
 from voipcloud.domain.errors import NotAuthenticated
 from voipcloud.services.auth import ADMIN_USERNAME, LoginThrottled
 from voipcloud.web import flash, sessions
-from voipcloud.web.deps import ControllerDep, CsrfChecked, web_router
+from voipcloud.web.deps import ControllerDep, PostOwn, web_router
 from voipcloud.web.forms import local_url
 from voipcloud.web.templating import render
 
@@ -116,7 +116,7 @@ def login(
 
 
 @router.post("/logout")
-def logout(request: Request, _admin: CsrfChecked, controller: ControllerDep) -> Response:
+def logout(request: Request, _me: PostOwn, controller: ControllerDep) -> Response:
     """End the session: the token behind the cookie is revoked, not only forgotten."""
     controller.auth.revoke(request.state.session_token)
     response = flash.redirect(request, "/login", "info", "You are signed out.")

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request, Response
 
 from voipcloud.web import views
-from voipcloud.web.deps import ControllerDep, WebAdmin, web_router
+from voipcloud.web.deps import ControllerDep, PageRead, web_router
 from voipcloud.web.templating import render
 
 router = web_router()
@@ -34,7 +34,7 @@ Wanted = Annotated[views.ListingRequest, Depends(_request)]
 @router.get("/")
 def cloud_management(
     request: Request,
-    _admin: WebAdmin,
+    _reader: PageRead,
     controller: ControllerDep,
     wanted: Wanted,
 ) -> Response:
@@ -47,7 +47,7 @@ def cloud_management(
 @router.get("/nodes/listing")
 def listing_fragment(
     request: Request,
-    _admin: WebAdmin,
+    _reader: PageRead,
     controller: ControllerDep,
     wanted: Wanted,
     fp: Text = None,

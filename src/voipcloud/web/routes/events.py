@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Query, Request, Response
 
 from voipcloud.web import history
-from voipcloud.web.deps import ControllerDep, WebAdmin, web_router
+from voipcloud.web.deps import ControllerDep, PageRead, web_router
 from voipcloud.web.templating import render
 
 router = web_router()
@@ -16,7 +16,7 @@ router = web_router()
 @router.get("/events")
 def events_page(
     request: Request,
-    _admin: WebAdmin,
+    _reader: PageRead,
     controller: ControllerDep,
     node: Annotated[str | None, Query(max_length=253)] = None,
     page: Annotated[str | None, Query(max_length=8)] = None,

@@ -12,7 +12,7 @@ from voipcloud.domain.properties import PROPERTIES, PropertyKind, PropertySpec
 from voipcloud.services.controller import Controller
 from voipcloud.services.infrastructure import PropertiesChange
 from voipcloud.web import flash
-from voipcloud.web.deps import ControllerDep, CsrfChecked, WebAdmin, web_router
+from voipcloud.web.deps import ControllerDep, PageRead, PostInfrastructure, web_router
 from voipcloud.web.forms import FormData, field_errors
 from voipcloud.web.templating import is_htmx, render
 
@@ -78,14 +78,14 @@ def _page(
 
 
 @router.get(PAGE)
-def infrastructure_page(request: Request, _admin: WebAdmin, controller: ControllerDep) -> Response:
+def infrastructure_page(request: Request, _reader: PageRead, controller: ControllerDep) -> Response:
     """Infrastructure Properties."""
     return _page(request, controller)
 
 
 @router.post(f"{PAGE}/preview")
 def preview_properties(
-    request: Request, admin: CsrfChecked, controller: ControllerDep, form: FormData
+    request: Request, admin: PostInfrastructure, controller: ControllerDep, form: FormData
 ) -> Response:
     """Which nodes saving these values would mark Damaged; saves nothing."""
     errors: dict[str, str] = {}
@@ -114,7 +114,7 @@ def preview_properties(
 
 @router.post(PAGE)
 def save_properties(
-    request: Request, admin: CsrfChecked, controller: ControllerDep, form: FormData
+    request: Request, admin: PostInfrastructure, controller: ControllerDep, form: FormData
 ) -> Response:
     """Save the properties; Online nodes whose configuration moves are marked Damaged."""
     try:

@@ -10,7 +10,7 @@ from voipcloud.domain.errors import InvalidInput, RuleViolation
 from voipcloud.domain.model import Node
 from voipcloud.services.nodes import ACTIONS
 from voipcloud.web import flash, views
-from voipcloud.web.deps import ControllerDep, CsrfChecked, WebAdmin, web_router
+from voipcloud.web.deps import ControllerDep, PageNodes, PageRead, PostNodes, web_router
 from voipcloud.web.forms import GENERAL, field_errors, local_url
 from voipcloud.web.templating import render
 
@@ -32,7 +32,7 @@ def _node_form_errors(exc: InvalidInput | RuleViolation) -> dict[str, str]:
 
 
 @router.get("/nodes/new")
-def add_node_form(request: Request, _admin: WebAdmin) -> Response:
+def add_node_form(request: Request, _admin: PageNodes) -> Response:
     """The Add Node form."""
     return render(request, "nodes/form.html", nav="cloud", node=None, values={}, errors={})
 
@@ -40,7 +40,7 @@ def add_node_form(request: Request, _admin: WebAdmin) -> Response:
 @router.post("/nodes")
 def add_node(
     request: Request,
-    admin: CsrfChecked,
+    admin: PostNodes,
     controller: ControllerDep,
     hostname: Text = "",
     private_ip: Text = "",
@@ -82,7 +82,7 @@ def add_node(
 
 @router.get("/nodes/{node_id}/edit")
 def edit_node_form(
-    request: Request, node_id: int, _admin: WebAdmin, controller: ControllerDep, next: Next = None
+    request: Request, node_id: int, _admin: PageNodes, controller: ControllerDep, next: Next = None
 ) -> Response:
     """The Edit node form (hostname and IPs)."""
     node = controller.nodes.get(node_id).node
@@ -108,7 +108,7 @@ def edit_node_form(
 def edit_node(
     request: Request,
     node_id: int,
-    admin: CsrfChecked,
+    admin: PostNodes,
     controller: ControllerDep,
     hostname: Text = "",
     private_ip: Text = "",
@@ -137,7 +137,7 @@ def edit_node(
 
 @router.get("/nodes/{node_id}/info")
 def node_info(
-    request: Request, node_id: int, _admin: WebAdmin, controller: ControllerDep
+    request: Request, node_id: int, _reader: PageRead, controller: ControllerDep
 ) -> Response:
     """Node Quick Information (a layer over the listing)."""
     info = views.node_info(controller, node_id)
@@ -178,7 +178,7 @@ def _force_page(
 
 @router.get("/nodes/{node_id}/actions/force-deactivate")
 def confirm_force_deactivate(
-    request: Request, node_id: int, _admin: WebAdmin, controller: ControllerDep, next: Next = None
+    request: Request, node_id: int, _admin: PageNodes, controller: ControllerDep, next: Next = None
 ) -> Response:
     """Say what forcing means and ask for the reason before it."""
     node = controller.nodes.get(node_id).node
@@ -190,7 +190,7 @@ def confirm_force_deactivate(
 def force_deactivate(
     request: Request,
     node_id: int,
-    admin: CsrfChecked,
+    admin: PostNodes,
     controller: ControllerDep,
     reason: Annotated[str, Form(max_length=1000)] = "",
     next: NextField = "/",
@@ -219,7 +219,7 @@ def node_action(
     request: Request,
     node_id: int,
     action: str,
-    admin: CsrfChecked,
+    admin: PostNodes,
     controller: ControllerDep,
     reason: Annotated[str, Form(max_length=1000)] = "",
     next: NextField = "/",
@@ -237,7 +237,7 @@ def node_action(
 
 @router.get("/nodes/{node_id}/actions/mark-damaged")
 def confirm_mark_damaged(
-    request: Request, node_id: int, _admin: WebAdmin, controller: ControllerDep, next: Next = None
+    request: Request, node_id: int, _admin: PageNodes, controller: ControllerDep, next: Next = None
 ) -> Response:
     """Ask for the reason before marking the node Damaged."""
     node = controller.nodes.get(node_id).node
@@ -257,7 +257,7 @@ def confirm_mark_damaged(
 
 @router.get("/nodes/{node_id}/delete")
 def confirm_delete(
-    request: Request, node_id: int, _admin: WebAdmin, controller: ControllerDep, next: Next = None
+    request: Request, node_id: int, _admin: PageNodes, controller: ControllerDep, next: Next = None
 ) -> Response:
     """Ask before Delete Node."""
     node = controller.nodes.get(node_id).node
@@ -281,7 +281,7 @@ def confirm_delete(
 def delete_node(
     request: Request,
     node_id: int,
-    admin: CsrfChecked,
+    admin: PostNodes,
     controller: ControllerDep,
     next: NextField = "/",
 ) -> Response:

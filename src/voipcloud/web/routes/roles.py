@@ -10,7 +10,7 @@ from fastapi import Form, Query, Request, Response
 from voipcloud.domain.errors import InvalidInput, NotFound, RuleViolation
 from voipcloud.domain.roles import ROLES, SECRET_MASK, Role
 from voipcloud.web import flash, views
-from voipcloud.web.deps import ControllerDep, CsrfChecked, WebAdmin, web_router
+from voipcloud.web.deps import ControllerDep, PageNodes, PageSecrets, PostNodes, web_router
 from voipcloud.web.forms import GENERAL, FormData, field_errors, local_url
 from voipcloud.web.templating import render
 
@@ -53,7 +53,7 @@ def _errors(role: Role | None, exc: InvalidInput | RuleViolation) -> dict[str, s
 def assign_form(
     request: Request,
     node_id: int,
-    _admin: WebAdmin,
+    _admin: PageNodes,
     controller: ControllerDep,
     role: Annotated[str | None, Query(max_length=16)] = None,
     next: Next = None,
@@ -79,7 +79,7 @@ def assign_form(
 def assign_role(
     request: Request,
     node_id: int,
-    admin: CsrfChecked,
+    admin: PostNodes,
     controller: ControllerDep,
     form: FormData,
 ) -> Response:
@@ -113,7 +113,7 @@ def assign_role(
 def session_key(
     request: Request,
     node_id: int,
-    _admin: WebAdmin,
+    _reader: PageSecrets,
     controller: ControllerDep,
     role: Annotated[str | None, Query(max_length=16)] = None,
 ) -> Response:
@@ -136,7 +136,7 @@ def edit_parameters_form(
     request: Request,
     node_id: int,
     code: str,
-    _admin: WebAdmin,
+    _admin: PageNodes,
     controller: ControllerDep,
     next: Next = None,
 ) -> Response:
@@ -169,7 +169,7 @@ def edit_parameters(
     request: Request,
     node_id: int,
     code: str,
-    admin: CsrfChecked,
+    admin: PostNodes,
     controller: ControllerDep,
     form: FormData,
 ) -> Response:
@@ -209,7 +209,7 @@ def confirm_delete_assignment(
     request: Request,
     node_id: int,
     code: str,
-    _admin: WebAdmin,
+    _admin: PageNodes,
     controller: ControllerDep,
     next: Next = None,
 ) -> Response:
@@ -235,7 +235,7 @@ def delete_assignment(
     request: Request,
     node_id: int,
     code: str,
-    admin: CsrfChecked,
+    admin: PostNodes,
     controller: ControllerDep,
     next: NextField = "/",
 ) -> Response:
@@ -255,7 +255,7 @@ def confirm_remove(
     request: Request,
     node_id: int,
     code: str,
-    admin: WebAdmin,
+    admin: PageNodes,
     controller: ControllerDep,
     next: Next = None,
 ) -> Response:
@@ -287,7 +287,7 @@ def remove_role(
     request: Request,
     node_id: int,
     code: str,
-    admin: CsrfChecked,
+    admin: PostNodes,
     controller: ControllerDep,
     confirm: Annotated[str, Form(max_length=8)] = "",
     next: NextField = "/",

@@ -10,7 +10,7 @@ from voipcloud.domain.errors import InvalidInput, RuleViolation
 from voipcloud.domain.storage import ResourceKind, parse_kind
 from voipcloud.services.storage import KindOverview, StorageService
 from voipcloud.web import flash
-from voipcloud.web.deps import ControllerDep, CsrfChecked, WebAdmin, web_router
+from voipcloud.web.deps import ControllerDep, PageRead, PostStorage, web_router
 from voipcloud.web.forms import GENERAL, FormData, field_errors
 from voipcloud.web.templating import render
 
@@ -92,14 +92,14 @@ def _page(
 
 
 @router.get(PAGE)
-def storage_page(request: Request, _admin: WebAdmin, controller: ControllerDep) -> Response:
+def storage_page(request: Request, _reader: PageRead, controller: ControllerDep) -> Response:
     """Storage Configuration."""
     return _page(request, _storage(request, controller))
 
 
 @router.post(PAGE + "/{kind}")
 def save_kind(
-    request: Request, kind: str, admin: CsrfChecked, controller: ControllerDep, form: FormData
+    request: Request, kind: str, admin: PostStorage, controller: ControllerDep, form: FormData
 ) -> Response:
     """Save the configuration of one kind; empty key fields keep the stored keys."""
     storage = _storage(request, controller)
@@ -124,7 +124,7 @@ def save_kind(
 
 @router.post(PAGE + "/{kind}/test")
 def probe_kind(
-    request: Request, kind: str, _admin: CsrfChecked, controller: ControllerDep, form: FormData
+    request: Request, kind: str, _admin: PostStorage, controller: ControllerDep, form: FormData
 ) -> Response:
     """Probe the settings in the form (saved keys where left empty); saves nothing."""
     storage = _storage(request, controller)
@@ -140,7 +140,7 @@ def probe_kind(
 
 @router.get(PAGE + "/{kind}/migration")
 def migration_fragment(
-    request: Request, kind: str, _admin: WebAdmin, controller: ControllerDep
+    request: Request, kind: str, _reader: PageRead, controller: ControllerDep
 ) -> Response:
     """The migration panel of one kind (polled while a migration runs)."""
     storage = _storage(request, controller)
@@ -149,7 +149,7 @@ def migration_fragment(
 
 @router.post(PAGE + "/{kind}/migration")
 def start_migration(
-    request: Request, kind: str, admin: CsrfChecked, controller: ControllerDep
+    request: Request, kind: str, admin: PostStorage, controller: ControllerDep
 ) -> Response:
     """Start or resume the migration of one kind."""
     storage = _storage(request, controller)
@@ -164,7 +164,7 @@ def start_migration(
 
 @router.post(PAGE + "/{kind}/migration/pause")
 def pause_migration(
-    request: Request, kind: str, _admin: CsrfChecked, controller: ControllerDep
+    request: Request, kind: str, _admin: PostStorage, controller: ControllerDep
 ) -> Response:
     """Pause the running migration of one kind."""
     storage = _storage(request, controller)

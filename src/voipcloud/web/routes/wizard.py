@@ -18,7 +18,7 @@ from voipcloud.domain.roles import SINGLE_NODE_ROLES
 from voipcloud.domain.statuses import NodeStatus
 from voipcloud.services.controller import Controller
 from voipcloud.web import flash
-from voipcloud.web.deps import ControllerDep, CsrfChecked, WebAdmin, web_router
+from voipcloud.web.deps import ControllerDep, PageInfrastructure, PostInfrastructure, web_router
 from voipcloud.web.forms import FormData, field_errors
 from voipcloud.web.templating import render
 
@@ -75,14 +75,16 @@ def _start(
 
 
 @router.get("/wizard")
-def wizard_page(request: Request, _admin: WebAdmin, controller: ControllerDep) -> Response:
+def wizard_page(
+    request: Request, _admin: PageInfrastructure, controller: ControllerDep
+) -> Response:
     """Configuration Wizard: detected values and the questions."""
     return _start(request, controller)
 
 
 @router.post("/wizard/plan")
 def wizard_plan(
-    request: Request, _admin: CsrfChecked, controller: ControllerDep, form: FormData
+    request: Request, _admin: PostInfrastructure, controller: ControllerDep, form: FormData
 ) -> Response:
     """The plan: the roles the IC node will carry, with their key parameters."""
     answers = _answers(form)
@@ -98,7 +100,7 @@ def wizard_plan(
 
 @router.post("/wizard/run")
 def wizard_run(
-    request: Request, admin: CsrfChecked, controller: ControllerDep, form: FormData
+    request: Request, admin: PostInfrastructure, controller: ControllerDep, form: FormData
 ) -> Response:
     """Run the wizard: set the properties, assign the roles, activate the IC node."""
     try:
@@ -125,14 +127,16 @@ def _progress(controller: Controller) -> dict[str, Any]:
 
 
 @router.get("/wizard/progress")
-def wizard_progress(request: Request, _admin: WebAdmin, controller: ControllerDep) -> Response:
+def wizard_progress(
+    request: Request, _admin: PageInfrastructure, controller: ControllerDep
+) -> Response:
     """Step 3: the IC node's activation, followed live."""
     return render(request, "wizard/progress.html", nav="cloud", **_progress(controller))
 
 
 @router.get("/wizard/status")
 def wizard_status(
-    request: Request, _admin: WebAdmin, controller: ControllerDep, fp: str | None = None
+    request: Request, _admin: PageInfrastructure, controller: ControllerDep, fp: str | None = None
 ) -> Response:
     """The activation status alone, for live updates: 204 while it has not changed."""
     state = _progress(controller)

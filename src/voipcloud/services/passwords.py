@@ -1,0 +1,34 @@
+"""Password hashes: argon2id with the argon2-cffi library's current parameters.
+
+A stored hash made with other parameters (an older library, or changed defaults) still
+verifies; `needs_rehash` tells the login to store a new one (services/auth.py).
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+_hasher = PasswordHasher()  # argon2id, RFC 9106 low-memory profile of the library's version
+# verifying against this keeps the time of an unknown-user answer equal to a known one
+DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify(password_hash: str, password: str) -> bool:
+    try:
+        return bool(_hasher.verify(password_hash, password))
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def needs_rehash(password_hash: str) -> bool:
+    try:
+        return _hasher.check_needs_rehash(password_hash)
+    except InvalidHashError:
+        return False
