@@ -18,14 +18,19 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("administrators", schema=None) as batch_op:
-        batch_op.add_column(
-            sa.Column("role", sa.String(length=16), nullable=False, server_default="admin")
-        )
-        batch_op.add_column(
-            sa.Column("disabled", sa.Boolean(), nullable=False, server_default=sa.text("false"))
-        )
-        batch_op.add_column(sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True))
+    # plain ADD COLUMN (not a batch copy): on SQLite, copying the table would drop the old
+    # one, and the foreign key's ON DELETE CASCADE would end every session with it
+    op.add_column(
+        "administrators",
+        sa.Column("role", sa.String(length=16), nullable=False, server_default="admin"),
+    )
+    op.add_column(
+        "administrators",
+        sa.Column("disabled", sa.Boolean(), nullable=False, server_default=sa.text("false")),
+    )
+    op.add_column(
+        "administrators", sa.Column("updated_at", sa.DateTime(timezone=True), nullable=True)
+    )
     op.create_table(
         "account_tokens",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
