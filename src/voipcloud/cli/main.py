@@ -77,9 +77,10 @@ app = VoipcloudApp(
 
 
 def _register_groups() -> None:
-    from voipcloud.cli import backup, extensions, infra, nodes, roles, session, storage
+    from voipcloud.cli import accounts, backup, extensions, infra, nodes, roles, session, storage
 
     session.register(app)
+    accounts.register(app)
     backup.register(app)
     app.add_typer(nodes.app, name="node")
     app.add_typer(roles.app, name="role")

@@ -81,7 +81,7 @@ def login(
             help="The controller's URL, e.g. http://ic:8080 (default: the profile's).",
         ),
     ] = None,
-    username: Annotated[str, typer.Option(help="The administrator's username.")] = "admin",
+    username: Annotated[str, typer.Option(help="The account's username.")] = "admin",
     password_stdin: Annotated[
         bool,
         typer.Option("--password-stdin", help="Read the password from the first line of stdin."),
@@ -126,7 +126,17 @@ def login(
     note(f"Logged in to {url} as {username} (profile {name}){lifetime}.")
 
 
-def logout(ctx: typer.Context, profile: ProfileOption = None) -> None:
+def logout(
+    ctx: typer.Context,
+    profile: ProfileOption = None,
+    everywhere: Annotated[
+        bool,
+        typer.Option(
+            "--everywhere",
+            help="End every session and API token of the account, not only this login.",
+        ),
+    ] = False,
+) -> None:
     """Revoke the profile's token on the controller and forget the stored login."""
     name = profile or selected_profile(ctx)
     store = ProfileStore.default()
@@ -136,8 +146,14 @@ def logout(ctx: typer.Context, profile: ProfileOption = None) -> None:
         return
     try:
         with ApiClient(known.controller, token=known.token) as client:
-            client.delete("/auth/token")
+            if everywhere:
+                ended = client.post("/auth/logout-all")["ended"]
+                note(f"Ended {ended} sessions and API tokens of {known.username}.")
+            else:
+                client.delete("/auth/token")
     except CliError as exc:
+        if everywhere:
+            raise
         if exc.exit_code not in (3, 4):  # unreachable or already expired: forget it anyway
             raise
         note(f"The token could not be revoked on the controller ({exc.message}).")
