@@ -219,6 +219,9 @@ def test_exit_code_1_when_a_rule_refuses(shared: Controller, admin: Cli) -> None
     # 404
     assert "not found" in one_line_error(admin.fails(1, "node", "info", "999999"))
     assert "not found" in one_line_error(admin.fails(1, "node", "info", "no-such-host"))
+    # digits of other scripts are not a NodeID (int() would take some and choke on others)
+    for ref in ("³", "١٢", "①"):
+        assert "not found" in one_line_error(admin.fails(1, "node", "info", ref))
 
     assert admin.json("node", "info", node_id)["status"] == "Offline"
     assert admin.json("node", "info", node_id)["roles"] == []

@@ -19,6 +19,7 @@ from voipcloud.cli.output import (
     wants_json,
 )
 from voipcloud.cli.prompts import confirm
+from voipcloud.domain.numbers import is_whole
 from voipcloud.domain.statuses import NodeStatus
 
 app = typer.Typer(no_args_is_help=True, help="Nodes: list, inspect, add, edit, lifecycle.")
@@ -36,8 +37,8 @@ TimeoutOption = Annotated[
 
 def node_id_of(client: ApiClient, ref: str) -> int:
     """A NodeID given as digits, or the one live (or Deleted) node with that hostname."""
-    if ref.strip().isdigit():
-        return int(ref)
+    if is_whole(ref.strip()):  # ASCII digits only: '³' is a hostname to look up, not a NodeID
+        return int(ref.strip())
     for status in (None, "Deleted"):
         page = client.get("/nodes", params={"q": ref, "status": status, "limit": 500})
         exact = [n for n in page["items"] if n["hostname"].lower() == ref.strip().lower()]
