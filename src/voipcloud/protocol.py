@@ -4,9 +4,15 @@ Join (HTTP): POST /api/v1/agent/join {session_key, node_id?, inventory} → {nod
 heartbeat_interval}. Then one WebSocket per agent, GET /api/v1/agent/channel with
 `Authorization: Bearer <agent_token>`, carrying beats and reports up and desired state down:
 
-    agent → controller   hello {inventory, outcomes}   beat   inventory {inventory}
+    agent → controller   hello {inventory, outcomes, features?}   beat   inventory {inventory}
                          outcome {operation_id, success, reason}   problem {reason}
-    controller → agent   desired {...}   ack {operation_id, recorded}
+                         health {roles: {code: {state, message?}}}   (feature "role-health")
+    controller → agent   desired {..., node?}   ack {operation_id, recorded}
+
+Compatibility: an agent announces what it understands in `hello.features`; the controller
+sends `desired.node` (the node's addresses) only to an agent that announced "node-addresses",
+so an older agent, whose models forbid unknown fields, keeps working against a newer
+controller. (The controller is upgraded first: an older controller refuses the new fields.)
 
 Close codes: 4401 credential refused (join again), 4410 node deleted (stop and exit); any
 other close (1001/1012 controller shutting down, 1011 error, 1013 try again later) means
@@ -82,10 +88,32 @@ class OutcomeReport(_Model):
     retry_in: Annotated[float, Field(ge=0, le=86_400)] | None = None
 
 
+FEATURE_NODE_ADDRESSES = "node-addresses"
+FEATURE_ROLE_HEALTH = "role-health"
+HEALTH_STATES = ("healthy", "unhealthy", "unknown")
+
+
 class Hello(_Model):
     type: Literal["hello"] = "hello"
     inventory: Inventory
     outcomes: list[OutcomeReport] = Field(default_factory=list, max_length=200)
+    features: list[Annotated[str, StringConstraints(max_length=64)]] | None = Field(
+        default=None, max_length=32
+    )
+
+
+class RoleHealth(_Model):
+    state: Literal["healthy", "unhealthy", "unknown"]
+    message: Annotated[str, StringConstraints(max_length=1000)] | None = None
+
+
+class HealthReport(_Model):
+    """The result of the latest health check of each role the agent runs (all of them)."""
+
+    type: Literal["health"] = "health"
+    roles: dict[Annotated[str, StringConstraints(max_length=16)], RoleHealth] = Field(
+        default_factory=dict, max_length=64
+    )
 
 
 class Beat(_Model):
@@ -103,7 +131,8 @@ class Problem(_Model):
 
 
 AgentMessage = Annotated[
-    Hello | Beat | InventoryUpdate | OutcomeReport | Problem, Field(discriminator="type")
+    Hello | Beat | InventoryUpdate | OutcomeReport | Problem | HealthReport,
+    Field(discriminator="type"),
 ]
 
 
@@ -122,6 +151,11 @@ class DesiredRole(_Model):
     parameters: dict[str, Any]
 
 
+class NodeAddresses(_Model):
+    private_ip: str
+    public_ip: str | None = None
+
+
 class Desired(_Model):
     type: Literal["desired"] = "desired"
     node_id: int
@@ -130,6 +164,7 @@ class Desired(_Model):
     generation: int
     operation: PendingOperation | None
     roles: list[DesiredRole]
+    node: NodeAddresses | None = None  # only for agents with the "node-addresses" feature
 
 
 class Ack(_Model):

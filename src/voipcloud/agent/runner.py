@@ -10,6 +10,11 @@ twice: operations run in one worker task that belongs to the Agent, not to a cha
 channel that drops and comes back while a role's apply command runs finds the operation
 already under way; its outcome is saved, then sent on whichever channel is up (or in the next
 hello). Rules and figures: docs/protocol.md.
+
+Role health: a second task, also the Agent's, checks every applied role every
+`health_interval` seconds (at once after an apply) and sends the whole picture when it
+changed and on every new channel; it also restarts supervised programs whose backoff is
+over. An activation or fix succeeds only when every role's first check passes.
 """
 
 from __future__ import annotations
@@ -20,8 +25,9 @@ import json
 import logging
 import math
 import random
+import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +39,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from voipcloud import protocol
 from voipcloud.agent import inventory as inventory_module
-from voipcloud.agent.handlers import AgentConfig, HandlerError, HandlerRegistry
+from voipcloud.agent.handlers import AgentConfig, HandlerError, HandlerRegistry, NodeInfo
 from voipcloud.agent.state import AgentState, SavedOutcome, StateStore
 
 log = logging.getLogger("voipcloud.agent")
@@ -98,12 +104,18 @@ class Agent:
         config: AgentConfig | None = None,
         inventory_interval: float = 60.0,
         collect_inventory: Callable[[], protocol.Inventory] = inventory_module.collect,
+        # https: the pinned CA's context, and a check before each connection (agent/trust.py)
+        ssl_context: Callable[[], ssl.SSLContext] | None = None,
+        before_connect: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.controller_url = controller_url.rstrip("/")
+        self._ssl_context = ssl_context
+        self._before_connect = before_connect
         self._session_key = session_key
         self.store = StateStore(state_dir)
         self.state: AgentState = self.store.load()
-        self.handlers = HandlerRegistry(state_dir, config or AgentConfig())
+        self.config = config or AgentConfig()
+        self.handlers = HandlerRegistry(state_dir, self.config)
         self.inventory_interval = inventory_interval
         self._collect = collect_inventory
         self._inventory: protocol.Inventory | None = None
@@ -118,6 +130,8 @@ class Agent:
         self._retry_op: str | None = None  # ...of this deactivation (None: after an error)
         self._stop_attempts = 0  # failed stops of a Deactivated node's roles, in a row
         self._healthy = False  # this channel has received the desired state
+        self._check_now = asyncio.Event()  # run the health checks without waiting
+        self._health: protocol.HealthReport | None = None  # the latest report
         if self.state.controller and self.state.controller != self.controller_url:
             log.info("controller address changed; keeping the node credential")
         self.state.controller = self.controller_url
@@ -127,10 +141,13 @@ class Agent:
     async def run(self) -> int:
         backoff = Backoff()
         worker = asyncio.create_task(self._work(), name="voipcloud-agent-worker")
+        health = asyncio.create_task(self._health_loop(), name="voipcloud-agent-health")
         try:
             while True:
                 opened: float | None = None
                 try:
+                    if self._before_connect is not None:
+                        await self._before_connect()  # nothing is sent to an untrusted server
                     if not self.state.agent_token:
                         await self._join()
                     opened = time.monotonic()
@@ -153,6 +170,9 @@ class Agent:
                 log.info("reconnecting in %.1f s", delay)
                 await asyncio.sleep(delay)
         finally:
+            health.cancel()
+            with suppress(asyncio.CancelledError):
+                await health
             await self._stop_worker(worker)
 
     def _lasted(self, opened: float) -> bool:
@@ -172,7 +192,8 @@ class Agent:
         request = protocol.JoinRequest(
             session_key=key, node_id=self.state.node_id, inventory=inventory
         )
-        async with httpx.AsyncClient(timeout=30) as client:
+        verify = self._ssl_context() if self._ssl_context is not None else True
+        async with httpx.AsyncClient(timeout=30, verify=verify) as client:
             answer = await client.post(
                 f"{self.controller_url}/api/v1/agent/join",
                 content=request.model_dump_json(),
@@ -210,13 +231,20 @@ class Agent:
                 # no per-message deflate: frames are tiny, and each compressed channel costs
                 # the controller a zlib context (hundreds of KiB) and an inflate per beat
                 compression=None,
+                **({"ssl": self._ssl_context()} if self._ssl_context is not None else {}),
             ) as ws:
                 inventory = await self._current_inventory()
                 # under the send lock: an outcome saved meanwhile is either in this hello or
                 # sent right after it on this channel, never lost between the two
                 async with self._send_lock:
-                    hello = protocol.Hello(inventory=inventory, outcomes=self._unacked())
+                    hello = protocol.Hello(
+                        inventory=inventory,
+                        outcomes=self._unacked(),
+                        features=[protocol.FEATURE_NODE_ADDRESSES, protocol.FEATURE_ROLE_HEALTH],
+                    )
                     await ws.send(hello.model_dump_json(exclude_none=True))
+                    if self._health is not None:  # the controller may have restarted
+                        await ws.send(self._health.model_dump_json(exclude_none=True))
                     self._ws = ws
                 log.info("channel open")
                 async with asyncio.TaskGroup() as group:
@@ -263,6 +291,7 @@ class Agent:
             data = json.loads(raw)
             if data.get("type") == "desired":
                 self._desired = protocol.Desired.model_validate(data)
+                self._note_node(self._desired)
                 self._healthy = True
                 self._desired_changed.set()
             elif data.get("type") == "ack":
@@ -292,6 +321,55 @@ class Agent:
             self._inventory = await asyncio.to_thread(self._collect)
         return self._inventory
 
+    def _note_node(self, desired: protocol.Desired) -> None:
+        if desired.node is not None:
+            self.handlers.node = NodeInfo(
+                private_ip=desired.node.private_ip,
+                public_ip=desired.node.public_ip,
+                hostname=desired.hostname,
+            )
+
+    # role health: one task for the agent's life, like the worker
+    async def _health_loop(self) -> None:
+        interval = self.config.health_interval
+        while True:
+            timeout = interval
+            due = self.handlers.next_restart()
+            if due is not None:
+                timeout = min(timeout, max(0.05, due - time.monotonic()))
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._check_now.wait(), timeout)
+            self._check_now.clear()
+            desired = self._desired
+            if desired is None or self._exiting:
+                continue
+            async with self._busy:  # never while an operation changes the roles
+                if self._exiting:
+                    return
+                try:
+                    report = await asyncio.to_thread(self._check_health, desired)
+                    await asyncio.to_thread(self.handlers.tick)
+                except Exception:
+                    log.exception("role health checks failed")
+                    continue
+            if report != self._health:
+                self._health = report
+                await self._send_quietly(report)
+
+    def _check_health(self, desired: protocol.Desired) -> protocol.HealthReport:
+        """In a thread: every applied role's health check."""
+        roles = {}
+        for role in desired.roles:
+            if role.code not in self.state.applied:
+                continue
+            health = self.handlers.health(role.code, role.parameters)
+            message = health.message[-1000:] if health.message else None
+            roles[role.code] = protocol.RoleHealth(
+                state=health.state,
+                message=message,
+            )
+        return protocol.HealthReport(roles=roles)
+
     # the worker: one for the agent's life, whatever happens to the channels
     async def _work(self) -> None:
         while True:
@@ -317,6 +395,13 @@ class Agent:
 
     # carrying out the desired state
     async def _carry_out(self, desired: protocol.Desired) -> None:
+        self._note_node(desired)
+        try:
+            await self._carry_out_operation(desired)
+        finally:
+            self._check_now.set()  # report the roles' health at once
+
+    async def _carry_out_operation(self, desired: protocol.Desired) -> None:
         operation = desired.operation
         if operation is None or operation.id != self._retry_op or self._retry_due():
             self._retry_at = self._retry_op = None
@@ -436,6 +521,14 @@ class Agent:
             except HandlerError as exc:
                 return False, str(exc)
             self.state.applied[role.code] = _digest(role.parameters)
+        # "Online" means "answering": every role's first health check must pass
+        failed = []
+        for role in desired.roles:
+            health = self.handlers.health(role.code, role.parameters)
+            if not health.ok:
+                failed.append(f"{role.code}: health check failed: {health.message or '?'}")
+        if failed:
+            return False, "; ".join(failed)
         return True, None
 
     def _reconcile(self, desired: protocol.Desired) -> str | None:

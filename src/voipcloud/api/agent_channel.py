@@ -9,6 +9,7 @@ agent as soon as its transaction commits, because the commit wakes the node's ch
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from contextlib import suppress
@@ -81,12 +82,13 @@ class AgentHub:
         wake = asyncio.Event()
         wake.set()
         send_lock = asyncio.Lock()
+        features: set[str] = set()  # what the agent announced in its hello
         self._wake.setdefault(node_id, set()).add(wake)
         presence.opened(node_id, self._controller.ctx.clock())
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._read(websocket, node_id, wake, send_lock))
-                group.create_task(self._write(websocket, node_id, token, wake, send_lock))
+                group.create_task(self._read(websocket, node_id, wake, send_lock, features))
+                group.create_task(self._write(websocket, node_id, token, wake, send_lock, features))
         except* DatabaseUnavailable:
             with suppress(RuntimeError):  # the agent reconnects with backoff
                 await websocket.close(CLOSE_TRY_AGAIN, "database unavailable; try again later")
@@ -100,7 +102,12 @@ class AgentHub:
             presence.closed(node_id)
 
     async def _read(
-        self, websocket: WebSocket, node_id: int, wake: asyncio.Event, send_lock: asyncio.Lock
+        self,
+        websocket: WebSocket,
+        node_id: int,
+        wake: asyncio.Event,
+        send_lock: asyncio.Lock,
+        features: set[str],
     ) -> None:
         agents = self._controller.agents
         clock = self._controller.ctx.clock
@@ -122,6 +129,8 @@ class AgentHub:
             if isinstance(message, protocol.Beat):
                 continue
             if isinstance(message, protocol.Hello):
+                features.clear()
+                features.update(message.features or ())
                 await anyio.to_thread.run_sync(agents.record_inventory, node_id, message.inventory)
                 for outcome in message.outcomes:
                     await self._record(websocket, node_id, outcome, send_lock)
@@ -132,6 +141,8 @@ class AgentHub:
                 await self._record(websocket, node_id, message, send_lock)
             elif isinstance(message, protocol.Problem):
                 await anyio.to_thread.run_sync(agents.problem, node_id, message.reason)
+            elif isinstance(message, protocol.HealthReport):
+                await anyio.to_thread.run_sync(agents.health, node_id, message)
 
     async def _record(
         self,
@@ -152,6 +163,7 @@ class AgentHub:
         token: str,
         wake: asyncio.Event,
         send_lock: asyncio.Lock,
+        features: set[str],
     ) -> None:
         agents = self._controller.agents
         last_sent = ""
@@ -163,14 +175,17 @@ class AgentHub:
                 await asyncio.wait_for(wake.wait(), timeout=recheck)
             wake.clear()  # before reading, so a commit during the read wakes us again
             try:
-                desired = await anyio.to_thread.run_sync(agents.desired, node_id, token)
+                desired = await anyio.to_thread.run_sync(
+                    functools.partial(agents.desired, node_id, token, features=frozenset(features))
+                )
             except NotAuthenticated:
                 await websocket.close(protocol.CLOSE_UNAUTHORIZED, "credential revoked")
                 raise _Closed from None
             except (NodeGone, NotFound):
                 await websocket.close(protocol.CLOSE_DELETED, "node deleted")
                 raise _Closed from None
-            payload = desired.model_dump_json()
+            # an older agent refuses unknown fields: "node" only when there is one
+            payload = desired.model_dump_json(exclude={"node"} if desired.node is None else None)
             if payload != last_sent:
                 async with send_lock:
                     await websocket.send_text(payload)

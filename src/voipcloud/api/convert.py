@@ -47,8 +47,18 @@ def _node_fields(record: Node, presence: Presence) -> dict[str, object]:
 def node_detail(
     details: NodeDetails, assigned: list[AssignedRole], presence: Presence
 ) -> schemas.NodeDetailPublic:
+    fields = _node_fields(details.node, presence)
+    health = presence.role_health.for_node(
+        details.node.id,
+        [a.role.code for a in assigned],
+        connected=fields["connectivity"] == "connected",
+    )
     return schemas.NodeDetailPublic(
-        **_node_fields(details.node, presence),
+        **fields,
+        role_health={
+            code: schemas.RoleHealthPublic.model_validate({"state": h.state, "message": h.message})
+            for code, h in health.items()
+        },
         session_key=details.session_key,
         components=[
             schemas.ComponentPublic(name=c.name, version=c.version) for c in details.node.components

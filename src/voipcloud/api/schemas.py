@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
 
@@ -87,10 +87,17 @@ class RoleAssignmentPublic(BaseModel):
     parameters: dict[str, EffectiveParameterPublic]
 
 
+class RoleHealthPublic(BaseModel):
+    state: Literal["healthy", "unhealthy", "unknown"]
+    message: str | None = None
+
+
 class NodeDetailPublic(NodePublic):
     session_key: str | None
     components: list[ComponentPublic]
     assignments: list[RoleAssignmentPublic]
+    # per assigned role, as its agent last checked it; never changes the node's status
+    role_health: dict[str, RoleHealthPublic] = Field(default_factory=dict)
 
 
 class NodesPublic(BaseModel):

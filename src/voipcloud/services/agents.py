@@ -21,6 +21,7 @@ from voipcloud.services import transitions
 from voipcloud.services.context import Context, node_actor
 from voipcloud.services.operations import OperationService, Outcome
 from voipcloud.services.presence import Presence
+from voipcloud.services.role_health import RoleHealthState
 from voipcloud.services.roles import RoleService
 from voipcloud.services.secrets_box import token_digest
 from voipcloud.store import events
@@ -154,8 +155,11 @@ class AgentService:
             raise NodeGone(f"Node {node_id} was deleted.")
         return node_id
 
-    def desired(self, node_id: int, agent_token: str) -> protocol.Desired:
-        """The node's desired state; re-checks the credential (it may have been revoked)."""
+    def desired(
+        self, node_id: int, agent_token: str, *, features: frozenset[str] = frozenset()
+    ) -> protocol.Desired:
+        """The node's desired state; re-checks the credential (it may have been revoked).
+        The node's addresses go only to an agent that announced it understands them."""
         if self.authenticate(agent_token) != node_id:
             raise NotAuthenticated("The agent credential belongs to another node.")
         with self._ctx.db.read() as conn:  # one snapshot: the generation matches the roles
@@ -181,6 +185,11 @@ class AgentService:
                 )
                 for a in assigned
             ],
+            node=(
+                protocol.NodeAddresses(private_ip=node.private_ip, public_ip=node.public_ip)
+                if protocol.FEATURE_NODE_ADDRESSES in features
+                else None
+            ),
         )
 
     def record_inventory(self, node_id: int, inventory: protocol.Inventory) -> None:
@@ -225,6 +234,31 @@ class AgentService:
                 status_after=node.status.value,
                 reason=reason,
             )
+
+    def health(self, node_id: int, report: protocol.HealthReport) -> None:
+        """Keep the agent's latest role health; record each change of state as an event."""
+        states = {
+            sanitize_text(code).strip(): RoleHealthState(
+                h.state, _reason(h.message) if h.message else None
+            )
+            for code, h in report.roles.items()
+        }
+        changes = self.presence.role_health.update(node_id, states)
+        if not changes:
+            return
+        with self._ctx.db.write() as conn:
+            node = transitions.load(conn, node_id)
+            for code, old, new in changes:
+                events.append(
+                    conn,
+                    at=self._ctx.clock(),
+                    actor=node_actor(node_id),
+                    node_id=node_id,
+                    operation="role-health",
+                    status_before=node.status.value,
+                    status_after=node.status.value,
+                    reason=f"{code}: {old.state if old else 'unknown'} → {new.describe()}",
+                )
 
     def flush_presence(self) -> int:
         seen = self.presence.drain()

@@ -10,6 +10,8 @@ import threading
 from datetime import datetime
 from enum import StrEnum
 
+from voipcloud.services.role_health import RoleHealthBook
+
 
 class Connectivity(StrEnum):
     CONNECTED = "connected"
@@ -25,6 +27,7 @@ class Presence:
         self._seen: dict[int, datetime] = {}
         self._unflushed: dict[int, datetime] = {}
         self._connected: dict[int, int] = {}  # node id -> open channels
+        self.role_health = RoleHealthBook()  # per-role health the agents report
 
     def beat(self, node_id: int, now: datetime) -> None:
         with self._lock:

@@ -1,0 +1,17 @@
+"""The built-in software handlers, one module per role (docs/roles.md).
+
+Enabled with `[software] enabled = true` in the agent's configuration file; a role with its
+own `[roles.<code>]` section keeps the command handler, and roles without a module here
+(wk, dd, es, us, ic) always do.
+"""
+
+from __future__ import annotations
+
+from voipcloud.agent.roles.base import SoftwareContext, SoftwareRole
+from voipcloud.agent.roles.sip import Kamailio
+
+BUILTIN: dict[str, type[SoftwareRole]] = {
+    Kamailio.code: Kamailio,
+}
+
+__all__ = ["BUILTIN", "SoftwareContext", "SoftwareRole"]

@@ -1,0 +1,264 @@
+"""What every built-in software handler does; a role module fills in the specifics.
+
+apply:  install check → node addresses → configuration rendered (templates, written
+        atomically, only when changed, the old copy kept as `<file>.old`) → start (nothing
+        else may listen on its ports), or reload/restart when the configuration changed →
+        health check until it passes (startup_timeout) → after-start setup; a changed
+        configuration that does not come up healthy is rolled back to the old copy.
+health: the program runs (else: unhealthy, restarted with backoff) and the role's check.
+stop:   the program stopped (systemd: disabled); its configuration and data are kept.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from voipcloud.agent.handlers import (
+    HEALTHY,
+    UNHEALTHY,
+    HandlerError,
+    Health,
+    NodeInfo,
+    SoftwareConfig,
+)
+from voipcloud.agent.supervise import Supervisor
+
+Params = Mapping[str, Any]
+
+
+class SoftwareContext:
+    def __init__(
+        self, state_dir: Path, config: SoftwareConfig, node: Callable[[], NodeInfo]
+    ) -> None:
+        self.state_dir = state_dir
+        self.config = config
+        self.node = node
+        self.supervisor = Supervisor(state_dir, mode=config.supervisor)
+
+
+@dataclass(frozen=True)
+class Listen:
+    protocol: str  # "tcp" or "udp"
+    address: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.protocol} {self.address}:{self.port}"
+
+
+def package_installed(package: str) -> bool:
+    result = subprocess.run(  # noqa: S603
+        ["dpkg-query", "-W", "-f=${Status}", package],  # noqa: S607
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return result.returncode == 0 and "install ok installed" in result.stdout
+
+
+def write_if_changed(path: Path, text: str, mode: int = 0o600) -> bool:
+    """Atomically (temporary file, fsync, rename); the previous content kept as `.old`."""
+    try:
+        if path.read_text() == text:
+            return False
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    if path.exists():
+        shutil.copy2(path, path.with_name(path.name + ".old"))
+    os.replace(temporary, path)
+    return True
+
+
+def port_taken(listen: Listen) -> bool:
+    kind = socket.SOCK_DGRAM if listen.protocol == "udp" else socket.SOCK_STREAM
+    family = socket.AF_INET6 if ":" in listen.address else socket.AF_INET
+    with socket.socket(family, kind) as probe:
+        try:
+            probe.bind((listen.address, listen.port))
+        except OSError:
+            return True
+    return False
+
+
+def address_bound(address: str | None) -> bool:
+    """Whether this node (its network namespace) holds the address (public IPs often not)."""
+    if not address:
+        return False
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((address, 0))
+        except OSError:
+            return False
+    return True
+
+
+class SoftwareRole:
+    code: ClassVar[str]
+    software: ClassVar[str]  # the program's name, for messages
+    packages: ClassVar[tuple[str, ...]]  # Debian packages
+    binary: ClassVar[str]  # its executable: present means installed
+    reload_signal: ClassVar[int | None] = None  # None: a changed configuration restarts it
+
+    def __init__(self, context: SoftwareContext) -> None:
+        self.context = context
+        self.supervisor = context.supervisor
+        self.dir = context.state_dir / "roles" / self.code
+
+    # what a role module provides
+    def render(self, params: Params, node: NodeInfo) -> dict[str, str]:
+        """File name (relative to the role's dir) → content."""
+        raise NotImplementedError
+
+    def command(self, params: Params, node: NodeInfo) -> tuple[list[str], dict[str, str]]:
+        """The program in the foreground, and its environment."""
+        raise NotImplementedError
+
+    def listens(self, params: Params, node: NodeInfo) -> list[Listen]:
+        raise NotImplementedError
+
+    def check(self, params: Params, node: NodeInfo) -> str | None:
+        """The role's own health check: None when it answers, else what is wrong."""
+        raise NotImplementedError
+
+    def prepare(self, params: Params, node: NodeInfo) -> None:
+        """Before the first start (e.g. create a data dir)."""
+
+    def after_start(self, params: Params, node: NodeInfo) -> None:
+        """Once healthy (e.g. create users)."""
+
+    def missing(self) -> str | None:
+        """Why the software cannot run here, naming what to install; None when it can."""
+        if shutil.which(self.binary) is not None:
+            return None
+        absent = [p for p in self.packages if not package_installed(p)]
+        if self.context.config.install and absent:
+            result = subprocess.run(  # noqa: S603
+                ["apt-get", "install", "-y", "-q", "--no-install-recommends", *absent],  # noqa: S607
+                capture_output=True,
+                text=True,
+                check=False,
+                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            )
+            if result.returncode == 0 and shutil.which(self.binary) is not None:
+                return None
+            tail = (result.stdout + result.stderr).strip()[-500:]
+            return f"apt-get install {' '.join(absent)} failed: {tail}"
+        names = " ".join(absent or self.packages)
+        return (
+            f"{self.software} is not installed ({self.binary} not found): install the Debian "
+            f"package(s) {names}, or allow the agent to (software.install = true)"
+        )
+
+    # the framework
+    @property
+    def name(self) -> str:
+        return self.code
+
+    def node(self) -> NodeInfo:
+        node = self.context.node()
+        if not node.private_ip:
+            raise HandlerError(
+                f"{self.code}: the controller did not send the node's addresses "
+                "(a controller older than this agent?)"
+            )
+        return node
+
+    def apply(self, role: str, config: Params) -> None:
+        node = self.node()
+        missing = self.missing()
+        if missing:
+            raise HandlerError(f"{role}: {missing}")
+        files = self.render(config, node)
+        changed = [name for name, text in files.items() if write_if_changed(self.dir / name, text)]
+        argv, env = self.command(config, node)
+        running = self.supervisor.running(self.name) or self.supervisor.adopt(self.name, argv, env)
+        if not running:
+            taken = [str(listen) for listen in self.listens(config, node) if port_taken(listen)]
+            if taken:
+                raise HandlerError(
+                    f"{role}: something outside voipcloud already listens on "
+                    f"{', '.join(taken)}; stop it (voipcloud does not take over {self.software} "
+                    "it did not start)"
+                )
+            self.prepare(config, node)
+            self.supervisor.start(self.name, argv, env)
+        elif changed:
+            self._reload(argv, env)
+        problem = self._wait_healthy(config, node)
+        if problem and changed and running:
+            for name in changed:
+                old = self.dir / (name + ".old")
+                if old.exists():
+                    os.replace(old, self.dir / name)
+            self._reload(argv, env)
+            raise HandlerError(
+                f"{role}: {self.software} did not come up healthy with the new configuration "
+                f"({problem}); the previous configuration was restored"
+            )
+        if problem:
+            tail = self._log_tail()
+            raise HandlerError(f"{role}: {self.software} is not healthy: {problem}{tail}")
+        self.after_start(config, node)
+
+    def _reload(self, argv: list[str], env: dict[str, str]) -> None:
+        if self.reload_signal is not None:
+            self.supervisor.reload(self.name, self.reload_signal)
+        else:
+            self.supervisor.stop(self.name)
+            self.supervisor.start(self.name, argv, env)
+
+    def _wait_healthy(self, config: Params, node: NodeInfo) -> str | None:
+        deadline = time.monotonic() + self.context.config.startup_timeout
+        problem: str | None = "not checked"
+        while time.monotonic() < deadline:
+            problem = self.supervisor.problem(self.name)
+            if problem and not self.supervisor.running(self.name):
+                return problem  # it died at start: no point waiting
+            problem = problem or self.check(config, node)
+            if problem is None:
+                return None
+            time.sleep(0.2)
+        return problem
+
+    def _log_tail(self) -> str:
+        try:
+            lines = self.supervisor.log_path(self.name).read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "; log: " + " | ".join(lines[-5:])[-800:] if lines else ""
+
+    def stop(self, role: str) -> None:
+        self.supervisor.stop(self.name)
+
+    def health(self, role: str, config: Params) -> Health:
+        try:
+            node = self.node()
+        except HandlerError as exc:
+            return Health(UNHEALTHY, str(exc))
+        argv, env = self.command(config, node)
+        if not self.supervisor.running(self.name) and not self.supervisor.adopt(
+            self.name, argv, env
+        ):
+            problem = self.supervisor.problem(self.name)
+            if problem and problem.endswith("is not running"):
+                # applied before this agent started and not running: start it again
+                self.supervisor.start(self.name, argv, env)
+            return Health(UNHEALTHY, problem)
+        problem = self.check(config, node)
+        return Health(UNHEALTHY, problem) if problem else Health(HEALTHY)

@@ -1,0 +1,161 @@
+"""Several real nodes on one machine: network namespaces on a bridge, 10.200.x.x only.
+
+    host: bridge vcb<id> 10.200.<net>.1/24 ── veth ── namespace vc<id>-<n>: 10.200.<net>.<n+1>
+
+The controller listens on the bridge address; each namespace runs a real `voipcloud agent`
+(and the role software it starts). Cleanup kills every process `ip netns pids` lists, then
+deletes the namespaces, the host-side veths and the bridge. `netns_unavailable()` says why
+the kernel refuses (tests skip loudly then).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.support.processes import AgentProcess, Controller, voipcloud_executable
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+
+def netns_unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    name = f"vcprobe{secrets.token_hex(3)}"
+    made = _ip("netns", "add", name, check=False)
+    if made.returncode != 0:
+        return f"the kernel refused a network namespace: {made.stderr.strip()}"
+    _ip("netns", "del", name, check=False)
+    return None
+
+
+@dataclass
+class Namespace:
+    name: str
+    address: str
+    host_veth: str
+
+    def exec_argv(self, argv: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.name, *argv]
+
+    def run(self, argv: list[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.exec_argv(argv), capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    def pids(self) -> list[int]:
+        listed = _ip("netns", "pids", self.name, check=False).stdout.split()
+        return [int(p) for p in listed if p.isdigit()]
+
+    def kill_all(self) -> None:
+        for _ in range(50):
+            pids = self.pids()
+            if not pids:
+                return
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+
+
+@dataclass
+class Lab:
+    """A bridge and namespaces on it; `close()` removes everything it made."""
+
+    net: int = field(default_factory=lambda: 100 + secrets.randbelow(150))
+    tag: str = field(default_factory=lambda: secrets.token_hex(2))
+    namespaces: list[Namespace] = field(default_factory=list)
+    bridge: str = ""
+
+    @property
+    def host_address(self) -> str:
+        return f"10.200.{self.net}.1"
+
+    def open(self) -> Lab:
+        self.bridge = f"vcb{self.tag}"
+        _ip("link", "add", self.bridge, "type", "bridge")
+        _ip("addr", "add", f"{self.host_address}/24", "dev", self.bridge)
+        _ip("link", "set", self.bridge, "up")
+        return self
+
+    def add(self) -> Namespace:
+        n = len(self.namespaces) + 1
+        ns = Namespace(f"vc{self.tag}-{n}", f"10.200.{self.net}.{n + 1}", f"vh{self.tag}{n}")
+        peer = f"vn{self.tag}{n}"
+        self.namespaces.append(ns)
+        _ip("netns", "add", ns.name)
+        _ip("link", "add", ns.host_veth, "type", "veth", "peer", "name", peer)
+        _ip("link", "set", peer, "netns", ns.name)
+        _ip("link", "set", ns.host_veth, "master", self.bridge)
+        _ip("link", "set", ns.host_veth, "up")
+        _ip("netns", "exec", ns.name, "ip", "addr", "add", f"{ns.address}/24", "dev", peer)
+        _ip("netns", "exec", ns.name, "ip", "link", "set", peer, "up")
+        _ip("netns", "exec", ns.name, "ip", "link", "set", "lo", "up")
+        return ns
+
+    def close(self) -> None:
+        for ns in self.namespaces:
+            ns.kill_all()
+            _ip("netns", "del", ns.name, check=False)
+            _ip("link", "del", ns.host_veth, check=False)
+        if self.bridge:
+            _ip("link", "del", self.bridge, check=False)
+
+
+@dataclass
+class BridgeController(Controller):
+    """`voipcloud serve` listening on the lab's bridge address."""
+
+    host: str = "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> BridgeController:
+        self.env = {**self.env, "VOIPCLOUD_HOST": self.host}
+        super().start()
+        return self
+
+
+@dataclass
+class NamespacedAgent(AgentProcess):
+    """A real `voipcloud agent` run inside a namespace (`ip netns exec`)."""
+
+    namespace: Namespace | None = None
+
+    def start(self) -> NamespacedAgent:
+        assert self.namespace is not None
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        config_file = self.state_dir / "agent.toml"
+        config_file.write_text(self.config)
+        env = {**os.environ, "VOIPCLOUD_SESSION_KEY": self.session_key}
+        argv = [
+            voipcloud_executable(),
+            "agent",
+            "--controller",
+            self.controller_url,
+            "--state-dir",
+            str(self.state_dir),
+            "--config",
+            str(config_file),
+        ]
+        with (self.state_dir / "agent.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                self.namespace.exec_argv(argv), env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        return self
+
+
+def state_dir(base: Path, name: str) -> Path:
+    path = base / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path

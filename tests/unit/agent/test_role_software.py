@@ -1,0 +1,172 @@
+"""The role handler framework on its own: choosing a handler, health, rendering, supervision."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from voipcloud import protocol
+from voipcloud.agent.handlers import (
+    AgentConfig,
+    CommandHandler,
+    HandlerError,
+    HandlerRegistry,
+    NodeInfo,
+    SoftwareConfig,
+)
+from voipcloud.agent.roles import SoftwareContext
+from voipcloud.agent.roles.base import write_if_changed
+from voipcloud.agent.roles.sip import Kamailio
+from voipcloud.agent.supervise import Supervisor
+from voipcloud.services.role_health import RoleHealthBook, RoleHealthState
+
+
+def load(tmp_path: Path, text: str) -> AgentConfig:
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    return AgentConfig.load(path)
+
+
+def test_software_is_off_by_default_and_a_roles_section_keeps_the_command_handler(
+    tmp_path: Path,
+) -> None:
+    plain = HandlerRegistry(tmp_path, load(tmp_path, ""))
+    assert isinstance(plain.for_role("sip"), CommandHandler)
+    config = load(tmp_path, "health_interval = 2\n[software]\nenabled = true\n[roles.que]\n")
+    assert config.health_interval == 2
+    registry = HandlerRegistry(tmp_path, config)
+    assert isinstance(registry.for_role("sip"), Kamailio)
+    assert isinstance(registry.for_role("que"), CommandHandler)  # its own section wins
+    assert isinstance(registry.for_role("wk"), CommandHandler)  # no software for wk
+    with pytest.raises(ValueError, match="software: unknown keys"):
+        load(tmp_path, "[software]\nenabeld = true\n")
+    with pytest.raises(ValueError, match="unknown keys"):
+        load(tmp_path, "helth_interval = 3\n")
+
+
+def test_command_handler_health_is_its_check_command(tmp_path: Path) -> None:
+    registry = HandlerRegistry(
+        tmp_path, load(tmp_path, '[roles.wk]\ncheck = "echo queue stuck; exit 4"\n')
+    )
+    failed = registry.health("wk", {})
+    assert failed.state == "unhealthy"
+    assert "queue stuck" in (failed.message or "")
+    assert registry.health("es", {}).state == "unknown"  # no check configured
+
+
+def context(tmp_path: Path, node: NodeInfo, **software: object) -> SoftwareContext:
+    return SoftwareContext(tmp_path, SoftwareConfig(enabled=True, **software), lambda: node)  # type: ignore[arg-type]
+
+
+def test_kamailio_listens_on_the_private_ip_and_advertises_the_public_one(tmp_path: Path) -> None:
+    node = NodeInfo(private_ip="10.200.1.2", public_ip="203.0.113.9")
+    params = {"sip_domain": "voip.example.com", "sip_port": 5080}
+    text = Kamailio(context(tmp_path, node)).render(params, node)["kamailio.cfg"]
+    assert "listen=udp:10.200.1.2:5080 advertise 203.0.113.9:5080" in text
+    assert "listen=tcp:10.200.1.2:5080 advertise 203.0.113.9:5080" in text
+    assert "203.0.113.9:5080 advertise" not in text  # not bound here: not listened on
+    assert 'alias="voip.example.com"' in text
+    assert '$td != "voip.example.com"' in text
+    # a public IP that is bound on the node (here: loopback) is listened on too
+    bound = NodeInfo(private_ip="127.0.0.1", public_ip="127.0.0.2")
+    text = Kamailio(context(tmp_path, bound)).render(params, bound)["kamailio.cfg"]
+    assert "listen=udp:127.0.0.2:5080\n" in text
+
+
+def test_missing_software_names_the_package_to_install(tmp_path: Path) -> None:
+    class Absent(Kamailio):
+        binary = "voipcloud-no-such-program"
+        packages = ("voipcloud-no-such-package",)
+
+    node = NodeInfo(private_ip="127.0.0.1")
+    with pytest.raises(HandlerError, match="install the Debian package\\(s\\) voipcloud-no-such"):
+        Absent(context(tmp_path, node)).apply("sip", {"sip_domain": "a.example"})
+
+
+def test_no_node_addresses_is_a_clear_failure(tmp_path: Path) -> None:
+    with pytest.raises(HandlerError, match="did not send the node's addresses"):
+        Kamailio(context(tmp_path, NodeInfo())).apply("sip", {})
+
+
+def test_configuration_written_only_when_changed_with_the_old_copy_kept(tmp_path: Path) -> None:
+    path = tmp_path / "roles" / "x" / "x.conf"
+    assert write_if_changed(path, "one\n")
+    assert not write_if_changed(path, "one\n")
+    assert write_if_changed(path, "two\n")
+    assert path.read_text() == "two\n"
+    assert path.with_name("x.conf.old").read_text() == "one\n"
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_supervised_program_that_dies_is_reported_then_restarted_with_backoff(
+    tmp_path: Path,
+) -> None:
+    supervisor = Supervisor(tmp_path, mode="agent")
+    supervisor.start("demo", ["sleep", "30"])
+    try:
+        first = supervisor.pid("demo")
+        assert first
+        assert supervisor.problem("demo") is None
+        import os
+        import signal
+
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while supervisor.running("demo") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        problem = supervisor.problem("demo")
+        assert problem is not None
+        assert "exited (status -9)" in problem
+        assert supervisor.restart_due() == []  # not before its delay (1 s)
+        time.sleep(1.1)
+        assert supervisor.restart_due() == ["demo"]
+        second = supervisor.pid("demo")
+        assert second
+        assert second != first
+        # a new supervisor (the agent restarted) adopts it from the pid file
+        again = Supervisor(tmp_path, mode="agent")
+        assert again.adopt("demo", ["sleep", "30"])
+        assert again.pid("demo") == second
+    finally:
+        supervisor.stop("demo")
+    assert not supervisor.running("demo")
+    assert not (tmp_path / "run" / "demo.pid").exists()
+
+
+def test_systemd_unit_per_role_instance() -> None:
+    unit = Supervisor(Path("/nonexistent"), mode="systemd").unit_text(
+        "sip", ["kamailio", "-f", "/var/lib/x y/kamailio.cfg", "-DD"], {"A": "1"}
+    )
+    assert "ExecStart=kamailio -f '/var/lib/x y/kamailio.cfg' -DD" in unit
+    assert "Restart=on-failure" in unit
+    assert "Environment=A=1" in unit
+
+
+def test_an_older_agent_never_sees_the_new_fields() -> None:
+    desired = protocol.Desired(
+        node_id=1, hostname="h", status="Online", generation=1, operation=None, roles=[]
+    )
+    payload = json.loads(desired.model_dump_json(exclude={"node"}))
+    assert "node" not in payload
+    assert payload["operation"] is None
+    # an older agent's hello (no features) is still accepted
+    protocol.Hello.model_validate({"type": "hello", "inventory": {}, "outcomes": []})
+
+
+def test_health_book_reports_changes_and_unknown_when_not_connected() -> None:
+    book = RoleHealthBook()
+    assert book.update(3, {"sip": RoleHealthState("healthy")}) == [
+        ("sip", None, RoleHealthState("healthy"))
+    ]
+    assert book.update(3, {"sip": RoleHealthState("healthy")}) == []
+    changes = book.update(3, {"sip": RoleHealthState("unhealthy", "no answer")})
+    assert [(c, o and o.state, n.state) for c, o, n in changes] == [("sip", "healthy", "unhealthy")]
+    shown = book.for_node(3, ["sip", "que"], connected=True)
+    assert shown["sip"] == RoleHealthState("unhealthy", "no answer")
+    assert shown["que"].state == "unknown"
+    lost = book.for_node(3, ["sip"], connected=False)["sip"]
+    assert lost.state == "unknown"
+    assert "not connected" in (lost.message or "")
