@@ -16,6 +16,7 @@ from voipcloud.api.errors import RETRY_AFTER_SECONDS, as_unavailable, unavailabl
 from voipcloud.domain.errors import DatabaseUnavailable
 from voipcloud.web.deps import CsrfRefused, LoginRequired, login_url
 from voipcloud.web.routes import (
+    accounts,
     auth,
     cloud,
     events,
@@ -27,7 +28,7 @@ from voipcloud.web.routes import (
 )
 from voipcloud.web.templating import STATIC_DIR, is_htmx, render
 
-PAGE_ROUTERS = (auth, cloud, nodes, roles, events, infrastructure, wizard, storage)
+PAGE_ROUTERS = (auth, cloud, nodes, roles, events, infrastructure, wizard, storage, accounts)
 NOT_PAGES = ("/api/", "/openapi.json", "/docs", "/redoc", "/healthz", "/readyz", "/static/")
 
 

@@ -33,6 +33,13 @@
     }
   });
 
+  // a form that asks first: <form data-confirm="Delete …?">
+  document.addEventListener("submit", (event) => {
+    const form = event.target instanceof HTMLFormElement ? event.target : null;
+    const question = form ? form.getAttribute("data-confirm") : null;
+    if (question && !window.confirm(question)) event.preventDefault();
+  });
+
   function selectText(element) {
     if (!element) return;
     const range = document.createRange();
