@@ -34,8 +34,16 @@ class Settings(BaseSettings):
     keep_alive_timeout: int = Field(default=5, ge=1)  # idle connection, seconds
     # SQLite commits: "full" survives a power cut; "normal" is faster (docs/reliability.md)
     sqlite_synchronous: Literal["full", "normal"] = "full"
+    # transport security: docs/security.md "Transport", voipcloud.services.tls
+    # auto: HTTPS when a certificate is given or when listening beyond loopback
+    tls: Literal["auto", "on", "off"] = "auto"
+    tls_cert: Path | None = None  # a certificate chain you bring (PEM), with tls_key
+    tls_key: Path | None = None
+    tls_names: str = ""  # extra host names / addresses for our own server certificate (comma)
+    tls_reload_interval: float = Field(default=5.0, gt=0)  # seconds between file checks
+    tls_renew_check: float = Field(default=3600.0, gt=0)  # seconds between renewal checks
 
-    @field_validator("sqlite_synchronous", mode="before")
+    @field_validator("sqlite_synchronous", "tls", mode="before")
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value

@@ -47,7 +47,10 @@ def test_add_node_error_then_success_then_assign_role_and_read_the_key(
     key = page.locator("#session-key").inner_text().strip()
     assert key == site.session_key(node_id)
     command = page.locator("#agent-command").inner_text().strip()
-    assert command == f"voipcloud agent --controller {site.url} --session-key {key}"
+    assert command == (  # the key is read from a file, never on the command line (issue 17)
+        f"voipcloud agent --controller {site.url} --session-key-file /etc/voipcloud/session-key"
+    )
+    assert key not in command
     screenshot(page, "session-key")
     assert site.node(node_id).roles == ["sip"]
 

@@ -55,7 +55,11 @@ def test_full_node_lifecycle_with_wait_and_a_real_agent(
 
     assigned = admin.ok("role", "assign", node_id, "sip", "--param", "sip_port=5070")
     key, command = assigned.stdout.strip().splitlines()
-    assert command == f"voipcloud agent --controller {shared.url} --session-key {key}"
+    # the key goes in a file, never on the command line (issue 17); plain http: no CA pin
+    assert command == (
+        f"voipcloud agent --controller {shared.url} --session-key-file /etc/voipcloud/session-key"
+    )
+    assert key not in command
     assert "write it down" in assigned.stderr
     assert admin.json("node", "session-key", node_id) == {
         "node_id": int(node_id),

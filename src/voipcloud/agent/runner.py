@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 from pydantic import BaseModel
@@ -222,6 +223,7 @@ class Agent:
     async def _channel(self) -> None:
         headers = {"Authorization": f"Bearer {self.state.agent_token}"}
         self._healthy = False
+        tls: Any = {"ssl": self._ssl_context()} if self._ssl_context is not None else {}
         try:
             async with connect(
                 self._ws_url(),
@@ -231,7 +233,7 @@ class Agent:
                 # no per-message deflate: frames are tiny, and each compressed channel costs
                 # the controller a zlib context (hundreds of KiB) and an inflate per beat
                 compression=None,
-                **({"ssl": self._ssl_context()} if self._ssl_context is not None else {}),
+                **tls,
             ) as ws:
                 inventory = await self._current_inventory()
                 # under the send lock: an outcome saved meanwhile is either in this hello or

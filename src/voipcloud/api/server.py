@@ -19,13 +19,20 @@ idle client forever. `BoundedHttpToolsProtocol` adds, per connection:
 A WebSocket (the agents' channel) passes these checks once, with its upgrade request; after
 that uvicorn's WebSocket protocol owns the connection (`ws_max_size`, pings) and none of the
 timers above run. Measured figures and the reasons for httptools over h11: docs/reliability.md.
+
+Transport (`transport()`, docs/security.md "Transport"): HTTPS with a certificate you bring
+(`tls_cert`/`tls_key`), or, when listening beyond loopback (or with `tls=on`), with the
+controller's own CA (`voipcloud.services.tls`); `tls=off` is plain HTTP. `Server` reloads a
+changed certificate into the live `SSLContext` from uvicorn's own loop tick.
 """
 
 from __future__ import annotations
 
 import asyncio
 import http
+import ssl
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httptools
@@ -35,6 +42,7 @@ from uvicorn.server import ServerState
 
 from voipcloud import protocol
 from voipcloud.config import Settings
+from voipcloud.services import tls
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +261,90 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_body_clock()
 
 
-def config(app: Any, settings: Settings, **overrides: Any) -> ServerConfig:
+@dataclass
+class Transport:
+    """How the controller serves: plain HTTP, or HTTPS with a (reloadable) SSLContext."""
+
+    context: ssl.SSLContext | None = None
+    watcher: tls.CertificateWatcher | None = None
+    ca_fingerprint: str | None = None  # what agents pin (the top of the presented chain)
+    ca_file: Path | None = None  # our own CA's certificate (the IC node's agent trusts it)
+    reason: str = "loopback"
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.context is not None else "http"
+
+
+class TransportRefused(Exception):
+    """Settings that cannot be served (e.g. a certificate without its key)."""
+
+
+def transport(settings: Settings) -> Transport:
+    """HTTP or HTTPS, as the settings and the listen address decide (docs/security.md)."""
+    brought = settings.tls_cert is not None or settings.tls_key is not None
+    if settings.tls == "off":
+        if brought:
+            raise TransportRefused("--tls off contradicts --tls-cert/--tls-key: choose one")
+        return Transport(reason="off")
+    if brought:
+        if settings.tls_cert is None or settings.tls_key is None:
+            raise TransportRefused("--tls-cert and --tls-key go together: give both files")
+        files = tls.ServerFiles(settings.tls_cert, settings.tls_key)
+        try:
+            context = tls.server_context(files)
+            pinned = tls.chain_fingerprint(files.cert_file)
+        except tls.TlsError as exc:
+            raise TransportRefused(str(exc)) from None
+        watcher = tls.CertificateWatcher(context, files)
+        return Transport(context, watcher, pinned, None, reason="certificate given")
+    if settings.tls == "auto" and tls.is_loopback(settings.host):
+        return Transport(reason="loopback")
+    names = tls.default_names(settings.host, settings.tls_names.split(","))
+    try:
+        files = tls.ensure_own(settings.data_dir, names)
+        context = tls.server_context(files)
+    except tls.TlsError as exc:
+        raise TransportRefused(str(exc)) from None
+    watcher = tls.CertificateWatcher(
+        context,
+        files,
+        data_dir=settings.data_dir,
+        names=names,
+        renew_every=settings.tls_renew_check,
+    )
+    assert files.ca_file is not None
+    fingerprint = tls.cert_fingerprint(tls.load_pem_certs(files.ca_file.read_bytes())[0])
+    reason = "own CA" if settings.tls == "on" else "own CA (listening beyond loopback)"
+    return Transport(context, watcher, fingerprint, files.ca_file, reason=reason)
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, checking the certificate files every `reload_interval` seconds."""
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        *,
+        watcher: tls.CertificateWatcher | None = None,
+        reload_interval: float = 5.0,
+    ) -> None:
+        super().__init__(config)
+        self.watcher = watcher
+        self.reload_ticks = max(1, round(reload_interval * 10))  # uvicorn ticks every 0.1 s
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.watcher is not None and counter % self.reload_ticks == 0 and counter:
+            try:
+                self.watcher.check(self.reload_ticks / 10)
+            except Exception:  # never stop serving over a certificate file
+                tls.log.exception("certificate reload failed")
+        return await super().on_tick(counter)
+
+
+def config(
+    app: Any, settings: Settings, *, secure: Transport | None = None, **overrides: Any
+) -> ServerConfig:
     """The server configuration `voipcloud serve` runs with (tests start the same one)."""
     options: dict[str, Any] = {
         "host": settings.host,
@@ -264,4 +355,7 @@ def config(app: Any, settings: Settings, **overrides: Any) -> ServerConfig:
         "timeout_keep_alive": settings.keep_alive_timeout,
         **overrides,
     }
+    if secure is not None and secure.context is not None:
+        context = secure.context
+        options["ssl_context_factory"] = lambda _config, _default: context
     return ServerConfig(app, limits=RequestLimits.from_settings(settings), **options)

@@ -197,10 +197,13 @@ class ApiClient:
         token: str | None = None,
         timeout: float | None = None,
         transport: httpx.BaseTransport | None = None,
+        verify: Any = True,  # an ssl.SSLContext trusting the pinned CA only (profiles.py)
     ) -> None:
         import httpx
 
         self.controller_url = controller_url.rstrip("/")
+        self.pinned = verify is not True
+        self.ca_fingerprint: str | None = None  # the profile's pin, for the agent command
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         if timeout is None:
             timeout = timeout_from_environment()
@@ -210,6 +213,7 @@ class ApiClient:
             timeout=timeout,
             transport=transport,
             follow_redirects=False,
+            verify=verify,
         )
 
     def close(self) -> None:
@@ -242,6 +246,13 @@ class ApiClient:
             ) from exc
         except httpx.TransportError as exc:
             reason = str(exc) or type(exc).__name__
+            if "CERTIFICATE_VERIFY_FAILED" in reason:  # nothing was sent: refused at the handshake
+                pinned = "the CA pinned at login" if self.pinned else "the system's CAs"
+                raise Unreachable(
+                    f"refused the controller at {self.controller_url}: its certificate does not "
+                    f"verify against {pinned} ({reason}); nothing was sent. If its CA really "
+                    "changed, run `voipcloud login --ca-fingerprint sha256:...` again"
+                ) from exc
             raise Unreachable(
                 f"cannot reach the controller at {self.controller_url}: {reason}"
             ) from exc
@@ -315,10 +326,21 @@ def stored_login(ctx: typer.Context | None, profile: str | None = None) -> Profi
     return found
 
 
+SESSION_KEY_FILE = "/etc/voipcloud/session-key"  # voipcloud.agent.trust.SESSION_KEY_FILE
+
+
+def agent_command(client: ApiClient) -> str:
+    """The node's agent command for this controller (the key read from a file)."""
+    from voipcloud.agent.trust import agent_command as command
+
+    return command(client.controller_url, client.ca_fingerprint)
+
+
 def client_from_context(ctx: typer.Context | None) -> ApiClient:
     """An authenticated client for the profile chosen on the command line."""
     login = stored_login(ctx)
-    client = ApiClient(login.controller, token=login.token)
+    client = ApiClient(login.controller, token=login.token, verify=login.verify())
+    client.ca_fingerprint = (login.ca_fingerprint or "").split(",")[0] or None
     if ctx is not None:
         ctx.call_on_close(client.close)
     return client

@@ -78,6 +78,7 @@ app = VoipcloudApp(
 
 def _register_groups() -> None:
     from voipcloud.cli import accounts, backup, extensions, infra, nodes, roles, session, storage
+    from voipcloud.cli import tls as tls_commands
 
     session.register(app)
     accounts.register(app)
@@ -87,6 +88,7 @@ def _register_groups() -> None:
     app.add_typer(extensions.app, name="extension")
     app.add_typer(infra.app, name="infra")
     app.add_typer(storage.app, name="storage")
+    app.add_typer(tls_commands.app, name="tls")
 
 
 def _version(value: bool) -> None:
@@ -128,6 +130,21 @@ def serve(
     no_ic_agent: Annotated[
         bool, typer.Option("--no-ic-agent", help="Do not run the IC node's agent.")
     ] = False,
+    tls: Annotated[
+        str | None,
+        typer.Option(
+            "--tls",
+            help="auto (default: HTTPS beyond loopback, own CA), on, or off (plain HTTP; "
+            "env VOIPCLOUD_TLS).",
+        ),
+    ] = None,
+    tls_cert: Annotated[
+        Path | None,
+        typer.Option(help="Certificate chain (PEM) to serve HTTPS with (env VOIPCLOUD_TLS_CERT)."),
+    ] = None,
+    tls_key: Annotated[
+        Path | None, typer.Option(help="Its private key (PEM; env VOIPCLOUD_TLS_KEY).")
+    ] = None,
 ) -> None:
     """Run the controller: web interface, REST API and the IC node's agent."""
     from voipcloud.cli import serve as serving
@@ -140,21 +157,41 @@ def serve(
             "port": port,
             "data_dir": data_dir,
             "database_url": database_url,
+            "tls": tls,
+            "tls_cert": tls_cert,
+            "tls_key": tls_key,
         }.items()
         if value is not None
     }
     settings = Settings.model_validate(overrides)
-    typer.echo(f"voipcloud: serving on http://{settings.host}:{settings.port}", err=True)
     serving.run(settings, with_ic_agent=not no_ic_agent)
 
 
 @app.command()
 def agent(
-    controller: Annotated[str, typer.Option(help="The controller's URL, e.g. http://ic:8080.")],
+    controller: Annotated[str, typer.Option(help="The controller's URL, e.g. https://ic:8080.")],
     session_key: Annotated[
-        str,
-        typer.Option(envvar="VOIPCLOUD_SESSION_KEY", help="The node's session key."),
-    ],
+        str | None,
+        typer.Option(
+            envvar="VOIPCLOUD_SESSION_KEY",
+            help="The node's session key (prefer --session-key-file: a command line is "
+            "visible to every user of the machine).",
+        ),
+    ] = None,
+    session_key_file: Annotated[
+        str | None,
+        typer.Option(help="Read the session key from this file ('-': standard input)."),
+    ] = None,
+    ca_fingerprint: Annotated[
+        str | None,
+        typer.Option(
+            help="sha256:HEX of the controller's CA: trusted at first contact, then kept in "
+            "the state dir."
+        ),
+    ] = None,
+    ca_file: Annotated[
+        Path | None, typer.Option(help="Trust the controller's CA from this PEM file instead.")
+    ] = None,
     state_dir: Annotated[Path, typer.Option(help="Where the agent keeps its state.")] = Path(
         "./voipcloud-agent"
     ),
@@ -167,14 +204,27 @@ def agent(
     ] = 60.0,
 ) -> None:
     """Run a node's agent: join with the session key, then carry out the node's roles."""
+    from voipcloud.agent.trust import Untrusted, read_session_key
     from voipcloud.cli import agent as agent_command
+    from voipcloud.cli.client import UsageProblem
 
+    if session_key_file is not None:
+        if session_key is not None:
+            raise UsageProblem("give the session key once: --session-key-file or --session-key")
+        try:
+            session_key = read_session_key(session_key_file)
+        except (OSError, Untrusted) as exc:
+            raise UsageProblem(f"--session-key-file {session_key_file}: {exc}") from None
+    if not session_key:
+        raise UsageProblem("no session key: give --session-key-file FILE (or - for standard input)")
     code = agent_command.run(
         controller=controller,
         session_key=session_key,
         state_dir=state_dir,
         config_file=config,
         inventory_interval=inventory_interval,
+        ca_fingerprint=ca_fingerprint,
+        ca_file=ca_file,
     )
     raise typer.Exit(code)
 

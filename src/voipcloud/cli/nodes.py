@@ -6,7 +6,14 @@ from typing import Annotated, Any
 
 import typer
 
-from voipcloud.cli.client import ApiClient, Refused, UsageProblem, client_from_context
+from voipcloud.cli.client import (
+    SESSION_KEY_FILE,
+    ApiClient,
+    Refused,
+    UsageProblem,
+    agent_command,
+    client_from_context,
+)
 from voipcloud.cli.follow import follow_and_report, label
 from voipcloud.cli.node_views import agent_text, print_events, print_quick_info, report
 from voipcloud.cli.output import (
@@ -350,5 +357,6 @@ def session_key(
         return
     typer.echo(key)
     if regenerate:
-        note("The previous key no longer works. Restart the node's agent with:")
-        note(f"  voipcloud agent --controller {client.controller_url} --session-key {key}")
+        note(f"The previous key no longer works. Put the new one in {SESSION_KEY_FILE} on the")
+        note("node and restart its agent:")
+        note(f"  {agent_command(client)}")

@@ -1,4 +1,5 @@
-"""Stored logins ("profiles"): controller URL, username and bearer token, per profile name.
+"""Stored logins ("profiles"): controller URL, username and bearer token, per profile name,
+and for an https:// controller the CA pinned at login (`voipcloud login --ca-fingerprint`).
 
 They live in one JSON file, `profiles.json`, in the user's config directory
 (`$VOIPCLOUD_CONFIG_DIR`, else Typer's app dir for "voipcloud"), readable by its owner only:
@@ -31,12 +32,26 @@ class Profile:
     username: str
     token: str
     expires_at: float | None = None  # epoch seconds, as the controller announced it
+    # https: the controller's CA pinned at login (PEM), and its fingerprint(s); None when the
+    # controller is plain http or its certificate verifies against the system's CAs
+    ca_pem: str | None = None
+    ca_fingerprint: str | None = None
 
     def public(self) -> dict[str, Any]:
-        """What `voipcloud profiles` shows: everything but the token."""
+        """What `voipcloud profiles` shows: everything but the token (and the CA's PEM)."""
         data = asdict(self)
         data.pop("token")
+        data.pop("ca_pem")
         return data
+
+    def verify(self) -> Any:
+        """What the HTTP client verifies the controller with: the pinned CA only, else the
+        system's CAs (True)."""
+        if not self.ca_pem:
+            return True
+        from voipcloud.agent.trust import client_context
+
+        return client_context(self.ca_pem)
 
 
 def config_dir() -> Path:
@@ -111,4 +126,4 @@ class ProfileStore:
             raise
 
 
-_FIELDS = ("controller", "username", "token", "expires_at")
+_FIELDS = ("controller", "username", "token", "expires_at", "ca_pem", "ca_fingerprint")

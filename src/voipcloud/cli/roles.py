@@ -7,10 +7,12 @@ from typing import Annotated, Any
 import typer
 
 from voipcloud.cli.client import (
+    SESSION_KEY_FILE,
     ApiClient,
     CliError,
     Refused,
     UsageProblem,
+    agent_command,
     client_from_context,
 )
 from voipcloud.cli.follow import label
@@ -134,8 +136,10 @@ def assign(
     if key:
         note("Session key (write it down, you will need it later):")
         typer.echo(key)
-        note("Start the node's agent with:")
-        typer.echo(f"voipcloud agent --controller {client.controller_url} --session-key {key}")
+        joining = assigned.get("enrolment") or {}
+        command = joining.get("agent_command") or agent_command(client)
+        note(f"Put the key in {SESSION_KEY_FILE} on the node (root only), then start its agent:")
+        typer.echo(command)
 
 
 @app.command("edit")

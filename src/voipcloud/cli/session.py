@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import typer
@@ -13,8 +14,10 @@ import typer
 from voipcloud.cli.client import (
     API_PREFIX,
     ApiClient,
+    Cancelled,
     CliError,
     Refused,
+    Unreachable,
     UsageProblem,
     selected_profile,
 )
@@ -72,6 +75,73 @@ def _read_password(password_stdin: bool, username: str, url: str) -> str:
     return password
 
 
+def _pin(
+    url: str, ca_fingerprint: str | None, ca_file: Path | None, known: Profile | None
+) -> tuple[Any, str | None, str | None]:
+    """How to verify the controller: (httpx verify, CA PEM to keep, its fingerprint(s)).
+
+    http:// pins nothing. https:// with --ca-fingerprint / --ca-file pins anew; else the CA
+    this profile pinned before; else a certificate the system's CAs verify; else, on a
+    terminal, the fingerprint is shown to confirm (like SSH's host key prompt)."""
+    import ssl
+
+    from voipcloud.agent import trust
+
+    try:
+        if ca_fingerprint or ca_file:
+            pinned = trust.establish(
+                url, fingerprint=ca_fingerprint, ca_file=ca_file, state_dir=None
+            )
+        elif not url.startswith("https://"):
+            return True, None, None
+        elif known is not None and known.ca_pem and known.controller == url:
+            pinned = trust.ControllerTrust(
+                trust.Endpoint.of(url), known.ca_pem, source="pinned in this profile"
+            )
+            pinned.check()
+        else:
+            endpoint = trust.Endpoint.of(url)
+            try:
+                trust.verified_handshake(endpoint, ssl.create_default_context())
+                return True, None, None  # e.g. an ACME certificate: the system's CAs vouch
+            except ssl.SSLCertVerificationError:
+                pass
+            pinned = _confirm_first_contact(endpoint)
+    except trust.Untrusted as exc:
+        raise Unreachable(str(exc)) from None
+    except OSError as exc:
+        raise Unreachable(f"cannot reach the controller at {url}: {exc}") from None
+    if pinned is None:
+        return True, None, None
+    return pinned.context(), pinned.anchors_pem, ",".join(pinned.fingerprints())
+
+
+def _confirm_first_contact(endpoint: Any) -> Any:
+    from voipcloud.agent import trust
+
+    chain = trust.presented_chain(endpoint)
+    if not chain:
+        raise trust.Untrusted(f"{endpoint.url} presented no certificate")
+    top = trust.describe_chain(chain)
+    fingerprint = top.split(" ", 1)[0]
+    if not sys.stdin.isatty():
+        raise trust.Untrusted(
+            f"the controller at {endpoint.url} presents a certificate from a CA this machine "
+            f"does not know ({top}); if that is the controller's CA (`voipcloud serve` printed "
+            f"it; `voipcloud tls show` on its host), give --ca-fingerprint {fingerprint}"
+        )
+    typer.echo(
+        f"The controller at {endpoint.url} presents a certificate chain ending at\n"
+        f"  {top}\n"
+        "This CA is not known yet. Compare the fingerprint with the one `voipcloud serve`\n"
+        "printed (or `voipcloud tls show` on the controller host).",
+        err=True,
+    )
+    if not typer.confirm("Trust this CA for this controller from now on?", default=False):
+        raise Cancelled("the controller's CA was not trusted; nothing was sent to it")
+    return trust.first_contact(endpoint, fingerprint, trust.Pins(None))
+
+
 def login(
     ctx: typer.Context,
     controller: Annotated[
@@ -87,22 +157,32 @@ def login(
         typer.Option("--password-stdin", help="Read the password from the first line of stdin."),
     ] = False,
     profile: ProfileOption = None,
+    ca_fingerprint: Annotated[
+        str | None,
+        typer.Option(help="sha256:HEX of the controller's CA (https): pinned in the profile."),
+    ] = None,
+    ca_file: Annotated[
+        Path | None, typer.Option(help="Trust the controller's CA from this PEM file (https).")
+    ] = None,
 ) -> None:
     """Log in to a controller and store the token (0600) under a profile name.
 
     The password is asked for on the terminal; scripts use --password-stdin or the
-    VOIPCLOUD_PASSWORD environment variable.
+    VOIPCLOUD_PASSWORD environment variable. Over https:// the controller must chain to the
+    CA given with --ca-fingerprint or --ca-file (kept in the profile); a first login without
+    either shows the CA's fingerprint to confirm.
     """
     name = profile or selected_profile(ctx)
     store = ProfileStore.default()
+    known = store.get(name)
     if controller is None:
-        known = store.get(name)
         if known is None:
             raise UsageProblem(f"profile {name!r} has no controller yet: give --controller URL")
         controller = known.controller
     url = controller_url(controller)
+    verify, ca_pem, pinned = _pin(url, ca_fingerprint, ca_file, known)
     password = _read_password(password_stdin, username, url)
-    with ApiClient(url) as client:
+    with ApiClient(url, verify=verify) as client:
         try:
             answer = client.post("/auth/token", json={"username": username, "password": password})
         except CliError as exc:
@@ -120,10 +200,19 @@ def login(
     expires_in = answer.get("expires_in")
     expires_at = time.time() + expires_in if isinstance(expires_in, int | float) else None
     store.save(
-        Profile(name=name, controller=url, username=username, token=token, expires_at=expires_at)
+        Profile(
+            name=name,
+            controller=url,
+            username=username,
+            token=token,
+            expires_at=expires_at,
+            ca_pem=ca_pem,
+            ca_fingerprint=pinned,
+        )
     )
     lifetime = f"; the token expires in {_duration(expires_in)}" if expires_at else ""
-    note(f"Logged in to {url} as {username} (profile {name}){lifetime}.")
+    trusted = f"; the controller's CA {pinned} is pinned" if pinned else ""
+    note(f"Logged in to {url} as {username} (profile {name}){lifetime}{trusted}.")
 
 
 def logout(
@@ -145,7 +234,7 @@ def logout(
         note(f"Profile {name} has no stored login; nothing to do.")
         return
     try:
-        with ApiClient(known.controller, token=known.token) as client:
+        with ApiClient(known.controller, token=known.token, verify=known.verify()) as client:
             if everywhere:
                 ended = client.post("/auth/logout-all")["ended"]
                 note(f"Ended {ended} sessions and API tokens of {known.username}.")

@@ -301,10 +301,6 @@ def node_info(controller: Controller, node_id: int) -> NodeInfo:
     )
 
 
-def agent_command(controller_url: str, session_key: str) -> str:
-    return f"voipcloud agent --controller {controller_url} --session-key {session_key}"
-
-
 def action_done(action: str, node: Node) -> str:
     """The message after a lifecycle action was accepted."""
     if node.pending_operation:

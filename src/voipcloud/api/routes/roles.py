@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from pydantic import Field
 
+from voipcloud.api.enrolment import EnrolmentPublic, for_request
 from voipcloud.api.deps import CanManageNodes, CanRead, ControllerDep
 from voipcloud.api.errors import REFUSALS
 from voipcloud.api.routes.nodes import detail
@@ -46,13 +47,26 @@ def role_catalogue(_reader: CanRead) -> list[CatalogueRolePublic]:
     ]
 
 
-@router.post("/nodes/{node_id}/roles", response_model=NodeDetailPublic, status_code=201)
+class NodeEnrolmentPublic(NodeDetailPublic):
+    enrolment: EnrolmentPublic = Field(
+        description="how the node's agent joins: the controller's address, the CA "
+        "fingerprint to pin (https), and the command (the key is read from a file)"
+    )
+
+
+@router.post("/nodes/{node_id}/roles", response_model=NodeEnrolmentPublic, status_code=201)
 def assign_role(
-    node_id: int, body: RoleAssign, admin: CanManageNodes, controller: ControllerDep
-) -> NodeDetailPublic:
-    """Assign a role with parameters; the answer carries the node's session key."""
+    node_id: int,
+    body: RoleAssign,
+    admin: CanManageNodes,
+    controller: ControllerDep,
+    request: Request,
+) -> NodeEnrolmentPublic:
+    """Assign a role with parameters; the answer carries the node's session key and the
+    agent command (`enrolment`)."""
     controller.roles.assign(node_id, actor=admin, role=body.role, parameters=body.parameters)
-    return detail(controller, node_id)
+    found = detail(controller, node_id)
+    return NodeEnrolmentPublic(**found.model_dump(), enrolment=for_request(request))
 
 
 @router.patch("/nodes/{node_id}/roles/{code}", response_model=NodeDetailPublic)

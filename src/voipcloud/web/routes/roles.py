@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import Form, Query, Request, Response
 
+from voipcloud.api import enrolment
 from voipcloud.domain.errors import InvalidInput, NotFound, RuleViolation
 from voipcloud.domain.roles import ROLES, SECRET_MASK, Role
 from voipcloud.web import flash, views
@@ -119,7 +120,7 @@ def session_key(
 ) -> Response:
     """The session key confirmation: write it down, run the agent with it."""
     details = controller.nodes.get(node_id)
-    controller_url = str(request.base_url).rstrip("/")
+    joining = enrolment.for_request(request)
     return render(
         request,
         "roles/session_key.html",
@@ -127,7 +128,8 @@ def session_key(
         node=details.node,
         role=ROLES.get(role or ""),
         session_key=details.session_key,
-        command=views.agent_command(controller_url, details.session_key or "<session key>"),
+        command=joining.agent_command,
+        enrolment=joining,
     )
 
 

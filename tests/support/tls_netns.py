@@ -1,0 +1,356 @@
+"""HTTPS between real processes over a non-loopback address: network namespaces on a bridge.
+
+    host: bridge vctb<tag> 10.200.77.1/24 ── veth ── namespace vct-<tag>-<n>: 10.200.77.<n+1>
+
+The controller (`voipcloud serve`) listens on the bridge address, which is not loopback, so it
+serves HTTPS with its own CA by default; agents run inside the namespaces. `TlsLab.close()`
+kills every process `ip netns pids` lists (by PID), then deletes the namespaces, the host-side
+veths and the bridge. Also: `Impostor`, a TLS server with another certificate (a man in the
+middle) that records every byte a client sends it after the handshake.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import ipaddress
+import os
+import secrets
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tests.support.processes import ADMIN_PASSWORD, Controller, voipcloud_executable, wait_for
+from voipcloud.agent.trust import client_context
+from voipcloud.services import tls
+
+NET = "10.200.77"
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+
+
+def netns_unavailable() -> str | None:
+    if os.geteuid() != 0:
+        return "network namespaces need root"
+    name = f"vct-probe{secrets.token_hex(2)}"
+    made = _ip("netns", "add", name, check=False)
+    if made.returncode != 0:
+        return f"the kernel refused a network namespace: {made.stderr.strip()}"
+    _ip("netns", "del", name, check=False)
+    return None
+
+
+@dataclass
+class Namespace:
+    name: str
+    address: str
+    host_veth: str
+
+    def exec_argv(self, argv: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.name, *argv]
+
+    def pids(self) -> list[int]:
+        listed = _ip("netns", "pids", self.name, check=False).stdout.split()
+        return [int(p) for p in listed if p.isdigit()]
+
+    def kill_all(self) -> None:
+        for _ in range(50):
+            pids = self.pids()
+            if not pids:
+                return
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.1)
+
+
+@dataclass
+class TlsLab:
+    tag: str = field(default_factory=lambda: secrets.token_hex(2))
+    namespaces: list[Namespace] = field(default_factory=list)
+    bridge: str = ""
+
+    @property
+    def host_address(self) -> str:
+        return f"{NET}.1"
+
+    def open(self) -> TlsLab:
+        self.bridge = f"vctb{self.tag}"
+        _ip("link", "add", self.bridge, "type", "bridge")
+        _ip("addr", "add", f"{self.host_address}/24", "dev", self.bridge)
+        _ip("link", "set", self.bridge, "up")
+        return self
+
+    def add(self) -> Namespace:
+        n = len(self.namespaces) + 1
+        ns = Namespace(f"vct-{self.tag}-{n}", f"{NET}.{n + 1}", f"vcth{self.tag}{n}")
+        peer = f"vctn{self.tag}{n}"
+        self.namespaces.append(ns)
+        _ip("netns", "add", ns.name)
+        _ip("link", "add", ns.host_veth, "type", "veth", "peer", "name", peer)
+        _ip("link", "set", peer, "netns", ns.name)
+        _ip("link", "set", ns.host_veth, "master", self.bridge)
+        _ip("link", "set", ns.host_veth, "up")
+        _ip("netns", "exec", ns.name, "ip", "addr", "add", f"{ns.address}/24", "dev", peer)
+        _ip("netns", "exec", ns.name, "ip", "link", "set", peer, "up")
+        _ip("netns", "exec", ns.name, "ip", "link", "set", "lo", "up")
+        return ns
+
+    def close(self) -> None:
+        for ns in self.namespaces:
+            ns.kill_all()
+            _ip("netns", "del", ns.name, check=False)
+            _ip("link", "del", ns.host_veth, check=False)
+        if self.bridge:
+            _ip("link", "del", self.bridge, check=False)
+
+
+@dataclass
+class HttpsController(Controller):
+    """`voipcloud serve` on a non-loopback address: HTTPS with its own CA, by default."""
+
+    host: str = "127.0.0.1"
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.host}:{self.port}"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.data_dir / "tls" / "ca.pem"
+
+    def fingerprint(self) -> str:
+        return tls.chain_fingerprint(self.ca_file)
+
+    def verify(self) -> ssl.SSLContext:
+        return client_context(self.ca_file.read_text())
+
+    def start(self) -> HttpsController:
+        self.env = {
+            **self.env,
+            "VOIPCLOUD_HOST": self.host,
+            "VOIPCLOUD_TLS_RELOAD_INTERVAL": "0.3",
+        }
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.data_dir / "serve.log"
+        env = {
+            **os.environ,
+            "VOIPCLOUD_DATA_DIR": str(self.data_dir),
+            "VOIPCLOUD_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "VOIPCLOUD_HEARTBEAT_INTERVAL": "0.5",
+            "VOIPCLOUD_MISSED_BEATS": "3",
+            "VOIPCLOUD_ACTIVATION_TIMEOUT": "20",
+            **self.env,
+        }
+        command = [voipcloud_executable(), "serve", "--port", str(self.port), "--no-ic-agent"]
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        wait_for(self._up, timeout=30, what=f"voipcloud serve on {self.url}")
+        return self
+
+    def _up(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise AssertionError(f"voipcloud serve exited: {self.log()}")
+        if not self.ca_file.exists():
+            return False
+        try:
+            answer = httpx.get(f"{self.url}/healthz", timeout=1, verify=self.verify())
+        except httpx.TransportError:
+            return False
+        return answer.status_code == 200
+
+    def admin(self) -> httpx.Client:
+        client = httpx.Client(base_url=self.url, timeout=30, verify=self.verify())
+        answer = client.post(
+            "/api/v1/auth/token", json={"username": "admin", "password": ADMIN_PASSWORD}
+        )
+        answer.raise_for_status()
+        client.headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
+        return client
+
+
+def presented_leaf(host: str, port: int) -> x509.Certificate:
+    """The server certificate a new handshake gets now."""
+    from voipcloud.agent.trust import Endpoint, presented_chain
+
+    chain = presented_chain(Endpoint(f"https://{host}:{port}", host, port))
+    return x509.load_der_x509_certificate(chain[0])
+
+
+@dataclass
+class NodeAgent:
+    """A real `voipcloud agent` in a namespace, started with the enrolment's agent command."""
+
+    namespace: Namespace
+    argv: list[str]
+    state_dir: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> NodeAgent:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        with (self.state_dir / "agent.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                self.namespace.exec_argv(self.argv), stdout=log, stderr=subprocess.STDOUT
+            )
+        return self
+
+    def log(self) -> str:
+        return (self.state_dir / "agent.log").read_text(errors="replace")
+
+    def wait(self, timeout: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def agent_argv(command: str, *, key_file: Path, state_dir: Path) -> list[str]:
+    """The enrolment's command as shown, with the key file and state dir of this test."""
+    words = command.split()
+    assert words[:2] == ["voipcloud", "agent"], command
+    argv = [voipcloud_executable(), *words[1:]]
+    at = argv.index("--session-key-file")
+    argv[at + 1] = str(key_file)
+    return [*argv, "--state-dir", str(state_dir), "--config", str(state_dir / "agent.toml")]
+
+
+# --- a man in the middle ---------------------------------------------------------------------
+
+
+def impostor_certificates(
+    host: str, directory: Path, *, copy_ca: Path | None = None
+) -> tuple[Path, Path]:
+    """A CA of the impostor's own (named like ours) and a server certificate for `host`.
+    With `copy_ca`, the real CA's certificate is appended to the chain it presents (it has
+    not the real CA's key, so that CA cannot have signed its certificate)."""
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "voipcloud"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "voipcloud controller CA"),
+        ]
+    )
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    chain = tls.pem(leaf) + tls.pem(ca)
+    if copy_ca is not None:
+        chain += copy_ca.read_text()
+    cert_file, key_file = directory / "impostor.pem", directory / "impostor.key"
+    cert_file.write_text(chain)
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+@dataclass
+class Impostor:
+    """A TLS server at the controller's address: counts handshakes, keeps what it receives."""
+
+    host: str
+    port: int
+    cert_file: Path
+    key_file: Path
+    connections: int = 0  # accepted TCP connections
+    handshakes: int = 0  # TLS handshakes that completed (the client accepted or ignored us)
+    received: bytearray = field(default_factory=bytearray)
+    _sock: socket.socket | None = None
+    _thread: threading.Thread | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def fingerprint(self) -> str:
+        return tls.chain_fingerprint(self.cert_file)
+
+    def start(self) -> Impostor:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert_file, self.key_file)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        sock.listen(16)
+        sock.settimeout(0.2)
+        self._sock = sock
+        self._thread = threading.Thread(target=self._serve, args=(context,), daemon=True)
+        self._thread.start()
+        return self
+
+    def _serve(self, context: ssl.SSLContext) -> None:
+        assert self._sock is not None
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except (TimeoutError, OSError):
+                continue
+            self.connections += 1
+            threading.Thread(target=self._talk, args=(context, conn), daemon=True).start()
+
+    def _talk(self, context: ssl.SSLContext, conn: socket.socket) -> None:
+        conn.settimeout(5)
+        try:
+            with context.wrap_socket(conn, server_side=True) as tls_conn:
+                self.handshakes += 1
+                while True:  # whatever a client sends after the handshake, kept
+                    data = tls_conn.recv(65536)
+                    if not data:
+                        return
+                    self.received += data
+        except (OSError, ssl.SSLError):
+            return
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._sock is not None:
+            self._sock.close()
