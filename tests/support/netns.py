@@ -121,7 +121,8 @@ class BridgeController(Controller):
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> BridgeController:
-        self.env = {**self.env, "VOIPCLOUD_HOST": self.host}
+        # beyond loopback serve is HTTPS by default (issue 17): these tests speak plain HTTP
+        self.env = {"VOIPCLOUD_TLS": "off", **self.env, "VOIPCLOUD_HOST": self.host}
         super().start()
         return self
 
