@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
@@ -34,6 +35,13 @@ class Settings(BaseSettings):
     keep_alive_timeout: int = Field(default=5, ge=1)  # idle connection, seconds
     # SQLite commits: "full" survives a power cut; "normal" is faster (docs/reliability.md)
     sqlite_synchronous: Literal["full", "normal"] = "full"
+    # GET /metrics without a token from these addresses (comma-separated CIDRs)
+    metrics_allow: str = ""
+    # webhook deliveries: first retry after, longest wait between tries, give up after (seconds)
+    webhook_retry_first: float = Field(default=5.0, gt=0)
+    webhook_retry_max: float = Field(default=600.0, gt=0)
+    webhook_give_up: float = Field(default=86400.0, gt=0)
+    webhook_timeout: float = Field(default=10.0, gt=0)  # one attempt, seconds
     # transport security: docs/security.md "Transport", voipcloud.services.tls
     # auto: HTTPS when a certificate is given or when listening beyond loopback
     tls: Literal["auto", "on", "off"] = "auto"
@@ -47,6 +55,17 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("metrics_allow")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            ipaddress.ip_network(item, strict=False)  # ValueError names the bad entry
+        return value
+
+    def metrics_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        parts = (part.strip() for part in self.metrics_allow.split(","))
+        return [ipaddress.ip_network(item, strict=False) for item in parts if item]
 
     def resolved_database_url(self) -> str:
         return self.database_url or sqlite_url(self.data_dir.resolve())

@@ -99,6 +99,10 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/webhooks"): VIEWER,
     ("POST", "/webhooks"): ADMIN,
     ("GET", "/webhooks/{id}/deliveries"): VIEWER,
+    ("GET", "/webhooks/{id}"): VIEWER,
+    ("PATCH", "/webhooks/{id}"): ADMIN,
+    ("DELETE", "/webhooks/{id}"): ADMIN,
+    ("POST", "/webhooks/{id}/test"): ADMIN,
 }
 
 # harmless values: a missing node, a body that is not an object (422 where allowed)

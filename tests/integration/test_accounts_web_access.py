@@ -67,9 +67,18 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("POST", "/accounts/{username}"): ADMIN,
     ("POST", "/accounts/{username}/password"): ADMIN,
     ("POST", "/accounts/{username}/delete"): ADMIN,
+    # notifications and the audit export
+    ("GET", "/webhooks"): VIEWER,
+    ("POST", "/webhooks"): ADMIN,
+    ("GET", "/webhooks/{webhook_id}"): VIEWER,
+    ("POST", "/webhooks/{webhook_id}"): ADMIN,
+    ("GET", "/webhooks/{webhook_id}/deliveries"): VIEWER,
+    ("POST", "/webhooks/{webhook_id}/test"): ADMIN,
+    ("POST", "/webhooks/{webhook_id}/delete"): ADMIN,
+    ("GET", "/events/export"): VIEWER,
 }
 VALUES = {"node_id": "1", "code": "ic", "kind": "faxes", "action": "standby"}
-VALUES |= {"username": "admin", "token_id": "999999"}
+VALUES |= {"username": "admin", "token_id": "999999", "webhook_id": "999999"}
 
 
 def web_routes(tmp_path: Path) -> list[tuple[str, str]]:

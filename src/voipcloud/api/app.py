@@ -8,12 +8,14 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 import anyio
 from fastapi import APIRouter, FastAPI
 
-from voipcloud import __version__
+from voipcloud import __version__, protocol
 from voipcloud.api import errors
+from voipcloud.api import metrics as metrics_api
 from voipcloud.api.agent_channel import AgentHub
 from voipcloud.api.limits import BodySizeLimit
 from voipcloud.api.routes import (
@@ -28,16 +30,21 @@ from voipcloud.api.routes import (
     roles,
     storage,
     tokens,
+    webhooks,
 )
 from voipcloud.config import Settings
 from voipcloud.domain.errors import DatabaseUnavailable
+from voipcloud.services.agent_watch import AgentWatch
 from voipcloud.services.context import Context
 from voipcloud.services.controller import Controller
 from voipcloud.services.key_guard import check_data_key
+from voipcloud.services.metrics import Metrics
 from voipcloud.services.secrets_box import SecretBox
+from voipcloud.services.webhooks import RetryPolicy, WebhookService, WebhookWorker
 from voipcloud.store import files
 from voipcloud.store.database import Database
 from voipcloud.web import setup as web
+from voipcloud.web.routes import webhooks as webhook_pages
 
 log = logging.getLogger("voipcloud")
 PRESENCE_FLUSH_SECONDS = 2.0
@@ -158,12 +165,47 @@ async def _start_when_available(
     started.set()
 
 
+def _fleet(controller: Controller, settings: Settings) -> tuple[Metrics, WebhookWorker, AgentWatch]:
+    """Metrics, the webhook worker and the agent lost/back watch (issue 16, docs/operations.md)."""
+    collected = Metrics(controller)
+    presence = controller.agents.presence
+    beat = presence.beat
+
+    def counted_beat(node_id: int, now: datetime) -> None:
+        beat(node_id, now)
+        collected.count_beat()
+
+    setattr(presence, "beat", counted_beat)  # noqa: B010 - count heartbeats where they land
+    policy = RetryPolicy(
+        first=settings.webhook_retry_first,
+        longest=settings.webhook_retry_max,
+        give_up=settings.webhook_give_up,
+        timeout=settings.webhook_timeout,
+    )
+    worker = WebhookWorker(
+        WebhookService(controller.ctx, policy),
+        clock=controller.ctx.clock,
+        on_attempt=lambda result: collected.webhook_attempts.labels(
+            "success" if result.ok else "failure"
+        ).inc(),
+    )
+    # agents reconnecting to a restarted controller are not "lost" meanwhile
+    window = settings.heartbeat_interval * settings.missed_beats
+    watch = AgentWatch(controller.ctx, presence, grace=max(window, protocol.RECONNECT_CAP) + window)
+    return collected, worker, watch
+
+
 def create_app(settings: Settings | None = None, controller: Controller | None = None) -> FastAPI:
     settings = settings or Settings()
     controller = controller or build_controller(settings)
     # a controller built elsewhere keeps its local storage under this app's data dir
     controller.storage.bind_data_dir(settings.data_dir)
     hub = AgentHub(controller)
+    collected, worker, watch = _fleet(controller, settings)
+
+    async def begin_metrics(started: asyncio.Event) -> None:
+        await started.wait()
+        await anyio.to_thread.run_sync(collected.begin)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -185,7 +227,28 @@ def create_app(settings: Settings | None = None, controller: Controller | None =
             )
         hub.bind(asyncio.get_running_loop())
         controller.ctx.db.listeners.append(hub.notify_threadsafe)
+        controller.ctx.db.listeners.append(worker.wake)
         tasks += [
+            asyncio.create_task(begin_metrics(started)),
+            asyncio.create_task(worker.run(started=started, report=outage.down)),
+            asyncio.create_task(
+                _every(
+                    PRESENCE_FLUSH_SECONDS,
+                    watch.check,
+                    "agent lost/back watch",
+                    outage=outage,
+                    after=started,
+                )
+            ),
+            asyncio.create_task(
+                _every(
+                    PRESENCE_FLUSH_SECONDS,
+                    collected.catch_up,
+                    "metrics",
+                    outage=outage,
+                    after=started,
+                )
+            ),
             asyncio.create_task(
                 _every(
                     min(1.0, settings.activation_timeout / 10),
@@ -213,6 +276,7 @@ def create_app(settings: Settings | None = None, controller: Controller | None =
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             controller.ctx.db.listeners.remove(hub.notify_threadsafe)
+            controller.ctx.db.listeners.remove(worker.wake)
             try:
                 await anyio.to_thread.run_sync(controller.agents.flush_presence)
             except DatabaseUnavailable as exc:
@@ -230,11 +294,18 @@ def create_app(settings: Settings | None = None, controller: Controller | None =
     app.state.settings = settings
     app.state.started = False  # set once start() has finished (GET /readyz)
     app.state.start_problem = None
+    app.state.metrics = collected
+    app.state.metrics_networks = settings.metrics_networks()
+    app.state.webhooks = worker.service
     errors.install(app)
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,
         max_upload_bytes=settings.max_upload_bytes,
+    )
+    api_routes: set[int] = set()  # their templates get the /api/v1 prefix
+    app.add_middleware(  # outermost: times everything
+        metrics_api.RequestTimer, metrics=lambda: collected, prefixed=(api_routes, "/api/v1")
     )
 
     api = APIRouter(prefix="/api/v1")
@@ -249,9 +320,13 @@ def create_app(settings: Settings | None = None, controller: Controller | None =
         agent,
         infrastructure,
         storage,
+        webhooks,
     ):
         api.include_router(module.router)
+        api_routes.update(id(route) for route in module.router.routes)
     app.include_router(api)
     app.include_router(health.router)
+    app.include_router(metrics_api.router)
     web.install(app)  # the web management interface: pages, static files
+    app.include_router(webhook_pages.router)
     return app

@@ -14,6 +14,7 @@ account — through a browser session or an API token — holds it. No route che
 | `infrastructure` | Infrastructure Properties, Configuration Wizard | yes | no | no |
 | `storage` | Storage Configuration, tests, migrations, resource writes | yes | no | no |
 | `accounts` | other accounts, their passwords, everyone's API tokens | yes | no | no |
+| `notifications` | webhooks: add, edit, delete, send a test | yes | no | no |
 
 A token's scope narrows its account's role: a `read` token holds only the reading permissions
 its role holds; a `write` token (and a browser session) holds exactly the role's. The role is
@@ -50,6 +51,7 @@ class Permission(StrEnum):
     INFRASTRUCTURE = "infrastructure"
     STORAGE = "storage"
     ACCOUNTS = "accounts"
+    NOTIFICATIONS = "notifications"
 
 
 READING: frozenset[Permission] = frozenset({Permission.READ, Permission.READ_SECRETS})
@@ -148,6 +150,7 @@ _DESCRIPTIONS: Mapping[Permission, str] = {
     Permission.INFRASTRUCTURE: "change the infrastructure properties or run the wizard",
     Permission.STORAGE: "change the storage configuration or stored resources",
     Permission.ACCOUNTS: "manage accounts",
+    Permission.NOTIFICATIONS: "change the webhooks",
 }
 
 

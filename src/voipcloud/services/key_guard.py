@@ -1,9 +1,10 @@
 """Does this key open this database? Checked at start, by `voipcloud backup` and by restore.
 
 The values sealed with the data dir's `secret.key`: node session keys, secret role parameters,
-secret Infrastructure Properties and the S3 keys of Storage Configuration. A key that opens
-none of them would make the controller read them as empty and send empty passwords to agents,
-so a mismatch is refused, like a missing key over existing data (`SecretBox.settle`).
+secret Infrastructure Properties, the S3 keys of Storage Configuration and webhook secrets.
+A key that opens none of them would make the controller read them as empty and send empty
+passwords to agents, so a mismatch is refused, like a missing key over existing data
+(`SecretBox.settle`).
 """
 
 from __future__ import annotations
@@ -80,6 +81,10 @@ def sealed_values(conn: Connection) -> Iterator[tuple[str, bytes]]:
             for what, token in (("access key", access), ("secret key", secret)):
                 if token is not None:
                     yield f"storage {kind}: S3 {what}", bytes(token)
+    if "webhooks" in present:
+        w = tables.webhooks
+        for webhook_id, token in conn.execute(sa.select(w.c.id, w.c.secret_encrypted)):
+            yield f"webhook {webhook_id}'s secret", bytes(token)
 
 
 def check_key(conn: Connection, box: SecretBox) -> KeyCheck:

@@ -101,6 +101,10 @@ events = Table(
     Column("status_after", String(32), nullable=True),
     Column("reason", Text, nullable=True),
     Index("ix_events_node_id_id", "node_id", "id"),
+    # the audit filters (GET /events?actor=&operation=&since=&until=)
+    Index("ix_events_actor_id", "actor", "id"),
+    Index("ix_events_operation_id", "operation", "id"),
+    Index("ix_events_at", "at"),
 )
 
 extensions = Table(
@@ -224,4 +228,78 @@ storage_migrations = Table(
     Column("started_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
     Column("finished_at", UTCDateTime(), nullable=True),
+)
+
+
+# --- Notifications: webhooks and their deliveries (docs/operations.md, "Webhooks") --------
+
+# A receiver of chosen events. The secret signs every delivery; it is sealed with the data
+# dir's key and never shown again. Events up to `after_event_id` predate the webhook.
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("url", Text, nullable=False),
+    Column("events", JSON, nullable=False),  # event names, e.g. ["node.status_changed"]
+    Column("secret_encrypted", LargeBinary, nullable=False),
+    Column("description", String(255), nullable=False, default=""),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("after_event_id", Integer, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# One event (or test) for one webhook: the JSON body is fixed when the delivery is created;
+# `queue` orders deliveries ("node:5": one node's events go out one after the other).
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("webhook_id", Integer, ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False),
+    Column("event_id", Integer, nullable=True),  # None: a test delivery
+    Column("event", String(64), nullable=False),
+    Column("queue", String(64), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("state", String(16), nullable=False),  # pending, delivered, failed
+    Column("retry", Boolean, nullable=False, default=True),  # False: one attempt (tests)
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime(), nullable=True),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime(), nullable=True),
+    Column("last_status", Integer, nullable=True),
+    Column("last_response", Text, nullable=True),  # the first KiB of the last answer
+    Column("last_error", Text, nullable=True),
+    Index("uq_webhook_deliveries_webhook_event", "webhook_id", "event_id", unique=True),
+    Index("ix_webhook_deliveries_webhook_id_id", "webhook_id", "id"),
+    Index("ix_webhook_deliveries_state_queue", "state", "webhook_id", "queue", "id"),
+)
+
+# Every attempt of a delivery: when, the answer's status and first KiB, or the error.
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column(
+        "delivery_id",
+        Integer,
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("status", Integer, nullable=True),
+    Column("response", Text, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("duration_ms", Integer, nullable=False),
+    Index("ix_webhook_attempts_delivery_id", "delivery_id"),
+)
+
+# One row (id = 1): how far the dispatcher has read the event log, and the ids it passed
+# over that a transaction still open might yet commit (PostgreSQL), with when first missed.
+webhook_outbox = Table(
+    "webhook_outbox",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("last_event_id", Integer, nullable=False),
+    Column("gaps", JSON, nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
 )

@@ -1,4 +1,5 @@
-"""The Events page's view model: one page of the audit history, optionally of one node."""
+"""The Events page's view model: one page of the audit history, filtered by node, actor,
+operation and time (domain/audit.py), and the export links of the same filters."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
+from voipcloud.domain.audit import EventFilter
 from voipcloud.domain.errors import InvalidInput, NotFound
 from voipcloud.domain.filters import NodeFilter
 from voipcloud.domain.model import Event, Node
 from voipcloud.domain.numbers import is_whole, parse_whole
+from voipcloud.services import audit
 from voipcloud.services.controller import Controller
 
 EVENTS_PER_PAGE = 50
@@ -25,6 +28,8 @@ class EventsPage:
     page: int
     hostnames: dict[int, str] = field(default_factory=dict)
     error: str | None = None
+    filters: dict[str, str] = field(default_factory=dict)  # actor, operation, since, until
+    errors: dict[str, str] = field(default_factory=dict)  # per filter field
 
     def context(self) -> dict[str, Any]:
         pages = max(1, -(-self.total // EVENTS_PER_PAGE))
@@ -41,11 +46,20 @@ class EventsPage:
             "hostnames": self.hostnames,
             "error": self.error,
             "query": self._query,
+            "filters": self.filters,
+            "filter_errors": self.errors,
+            "filtered": any(self.filters.values()) or bool(self.node_query),
+            "export_url": self._export_url,
         }
 
+    def _params(self) -> dict[str, str]:
+        return {k: v for k, v in {"node": self.node_query, **self.filters}.items() if v}
+
     def _query(self, page: int) -> str:
-        params = {"node": self.node_query, "page": str(page)}
-        return urlencode({k: v for k, v in params.items() if v})
+        return urlencode({**self._params(), "page": str(page)})
+
+    def _export_url(self, fmt: str) -> str:
+        return "/events/export?" + urlencode({**self._params(), "format": fmt})
 
 
 def _find_node(controller: Controller, text: str) -> Node | None:
@@ -66,7 +80,35 @@ def _find_node(controller: Controller, text: str) -> Node | None:
     return None
 
 
-def events_page(controller: Controller, *, node_query: str, page: str | None) -> EventsPage:
+FILTERS = ("actor", "operation", "since", "until")
+
+
+def parse_filter(
+    controller: Controller, *, node_query: str, filters: dict[str, str]
+) -> tuple[EventFilter | None, Node | None, str | None, dict[str, str]]:
+    """(filter, node, error, per-field errors); the filter is None when something is wrong."""
+    node_query = node_query.strip()
+    node = None
+    if node_query:
+        node = _find_node(controller, node_query)
+        if node is None:
+            return None, None, f"There is no node {node_query!r}.", {}
+    try:
+        flt = EventFilter.parse(node_id=node.id if node else None, where="form", **filters)
+    except InvalidInput as exc:
+        errors = {str(e.loc[-1]): e.message for e in exc.errors}
+        return None, node, "Check the filters: " + "; ".join(errors.values()) + ".", errors
+    return flt, node, None, {}
+
+
+def events_page(
+    controller: Controller,
+    *,
+    node_query: str,
+    page: str | None,
+    filters: dict[str, str] | None = None,
+) -> EventsPage:
+    filters = {k: (filters or {}).get(k, "").strip() for k in FILTERS}
     number, page_error = 1, None
     if page:
         try:
@@ -74,17 +116,13 @@ def events_page(controller: Controller, *, node_query: str, page: str | None) ->
         except ValueError as exc:
             page_error = f"The page number {exc}; showing the first page."
     node_query = node_query.strip()
-    node = None
-    if node_query:
-        node = _find_node(controller, node_query)
-        if node is None:
-            return EventsPage(
-                node_query, None, [], 0, number, error=f"There is no node {node_query!r}."
-            )
-    found = controller.nodes.events(
-        node.id if node else None,
-        limit=EVENTS_PER_PAGE,
-        offset=(number - 1) * EVENTS_PER_PAGE,
+    flt, node, error, errors = parse_filter(controller, node_query=node_query, filters=filters)
+    if flt is None:
+        return EventsPage(
+            node_query, node, [], 0, number, error=error, filters=filters, errors=errors
+        )
+    found = audit.page(
+        controller.ctx, flt, limit=EVENTS_PER_PAGE, offset=(number - 1) * EVENTS_PER_PAGE
     )
     hostnames: dict[int, str] = {}
     for event in found.items:
@@ -93,4 +131,13 @@ def events_page(controller: Controller, *, node_query: str, page: str | None) ->
                 hostnames[event.node_id] = controller.nodes.get(event.node_id).node.hostname
             except NotFound:
                 hostnames[event.node_id] = f"#{event.node_id}"
-    return EventsPage(node_query, node, found.items, found.total, number, hostnames, page_error)
+    return EventsPage(
+        node_query,
+        node,
+        found.items,
+        found.total,
+        number,
+        hostnames,
+        page_error,
+        filters=filters,
+    )

@@ -1,0 +1,123 @@
+"""Agent lost / back as events: the connectivity the listing shows, watched every few seconds.
+
+Presence (services/presence.py) knows at any moment whether a node's agent is connected or
+lost, but kept no record of the moment it changed. This watch samples it for every live node
+that has had an agent, and records an `agent-lost` event when a connected agent becomes lost
+and an `agent-back` event when a lost one is connected again (actor `controller`; the node's
+status is unchanged). Bounded: one event per node per change, at most `MAX_PER_ROUND` per
+round (it samples every few seconds: an agent gone and back between two samples is not
+seen). Its memory is rebuilt at start from each node's last such event, and an agent this
+process has not yet heard from is not declared lost during a grace period after start
+(`grace`: the time agents need to reconnect to a restarted controller), so a controller
+restart records no lost/back pairs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import func, select
+
+from voipcloud.services.context import CONTROLLER_ACTOR, Context
+from voipcloud.services.presence import Connectivity, Presence
+from voipcloud.store import events
+from voipcloud.store.tables import events as events_table
+from voipcloud.store.tables import nodes
+
+AGENT_LOST, AGENT_BACK = "agent-lost", "agent-back"
+MAX_PER_ROUND = 1000
+
+
+class AgentWatch:
+    def __init__(self, ctx: Context, presence: Presence, *, grace: float) -> None:
+        self._ctx = ctx
+        self._presence = presence
+        self._grace_until = time.monotonic() + grace
+        self._connected: dict[int, bool] | None = None  # node id -> last recorded state
+
+    def _baseline(self, conn: Any) -> dict[int, bool]:
+        """Each node's state as its last agent-lost/agent-back event left it (none: connected
+        if an agent ever joined)."""
+        e = events_table
+        last = (
+            select(func.max(e.c.id))
+            .where(e.c.operation.in_((AGENT_LOST, AGENT_BACK)))
+            .group_by(e.c.node_id)
+        )
+        lost = {
+            node_id
+            for node_id, operation in conn.execute(
+                select(e.c.node_id, e.c.operation).where(e.c.id.in_(last))
+            )
+            if operation == AGENT_LOST
+        }
+        return {node_id: node_id not in lost for node_id in self._agent_nodes(conn)}
+
+    @staticmethod
+    def _agent_nodes(conn: Any) -> dict[int, Any]:
+        query = select(nodes.c.id, nodes.c.last_seen, nodes.c.status).where(
+            nodes.c.status != "Deleted", nodes.c.last_seen.is_not(None)
+        )
+        return {i: (seen, status) for i, seen, status in conn.execute(query)}
+
+    def check(self) -> int:
+        """One round; returns how many events were recorded."""
+        now = self._ctx.clock()
+        with self._ctx.db.read() as conn:
+            if self._connected is None:
+                self._connected = self._baseline(conn)
+            live = self._agent_nodes(conn)
+        # presence knows of agents that joined since the last flush of last_seen
+        states = {
+            node_id: self._presence.state(node_id, seen, now)[0]
+            for node_id, (seen, _status) in live.items()
+        }
+        in_grace = time.monotonic() < self._grace_until
+        changes: list[tuple[int, str, str, str]] = []
+        known = self._connected
+        for node_id in list(known):
+            if node_id not in live:
+                del known[node_id]  # deleted (or never had an agent)
+        for node_id, state in states.items():
+            was = known.get(node_id)
+            status = live[node_id][1]
+            if state is Connectivity.CONNECTED:
+                if was is False:
+                    changes.append((node_id, AGENT_BACK, status, "the agent is connected again"))
+                elif was is None:
+                    known[node_id] = True
+            elif state is Connectivity.LOST:
+                # this process heard the agent itself (not only the stored last-seen time)
+                heard_here = self._presence.state(node_id, None, now)[0] is not Connectivity.NEVER
+                if was is None:  # first seen lost (e.g. joined and went between two rounds)
+                    known[node_id] = True
+                    was = True
+                if was and (heard_here or not in_grace):
+                    window = self._presence.heartbeat_interval * self._presence.missed_beats
+                    changes.append(
+                        (
+                            node_id,
+                            AGENT_LOST,
+                            status,
+                            f"no heartbeat for {window:g} s or its channel closed",
+                        )
+                    )
+        changes = changes[:MAX_PER_ROUND]
+        if not changes:
+            return 0
+        with self._ctx.db.write() as conn:
+            for node_id, operation, status, reason in changes:
+                events.append(
+                    conn,
+                    at=now,
+                    actor=CONTROLLER_ACTOR,
+                    node_id=node_id,
+                    operation=operation,
+                    status_before=status,
+                    status_after=status,
+                    reason=reason,
+                )
+        for node_id, operation, _status, _reason in changes:  # recorded: remember
+            known[node_id] = operation == AGENT_BACK
+        return len(changes)
