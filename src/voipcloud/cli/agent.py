@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from voipcloud.agent.runner import EXIT_REFUSED, Agent
 from voipcloud.agent.state import StateStore
 
 log = logging.getLogger("voipcloud.agent")
-TRUST_REFRESH_SECONDS = 300.0
+TRUST_REFRESH_SECONDS = 300.0  # how often a pinned agent asks which CA(s) to trust
+TRUST_REFRESH_ENV = "VOIPCLOUD_TRUST_REFRESH"
 
 
 async def _refresh_trust(
@@ -108,8 +110,10 @@ def run(
     inventory_interval: float,
     ca_fingerprint: str | None = None,
     ca_file: Path | None = None,
-    trust_refresh: float = TRUST_REFRESH_SECONDS,
+    trust_refresh: float | None = None,
 ) -> int:
+    if trust_refresh is None:
+        trust_refresh = float(os.environ.get(TRUST_REFRESH_ENV) or TRUST_REFRESH_SECONDS)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     config = AgentConfig.load(config_file or state_dir / "agent.toml")

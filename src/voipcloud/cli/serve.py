@@ -14,7 +14,7 @@ from voipcloud.agent.runner import Agent
 from voipcloud.api import enrolment, server
 from voipcloud.api.app import create_app
 from voipcloud.config import Settings
-from voipcloud.services import instance_lock, key_guard
+from voipcloud.services import instance_lock, key_guard, tls
 from voipcloud.services.controller import Controller
 from voipcloud.web.transport import SecureTransport
 
@@ -34,11 +34,10 @@ def _ic_agent_context(secure: server.Transport) -> ssl.SSLContext | None:
     connects to its own listening address, which a brought certificate need not name)."""
     if secure.context is None:
         return None
-    if secure.ca_file is not None:
-        return trust.client_context(secure.ca_file.read_text())
+    if secure.ca_file is not None:  # every CA announced (current, next, retired): replacement
+        announced = tls.announced(secure.ca_file.parent.parent)
+        return trust.client_context("".join(tls.pem(c) for c in announced))
     assert secure.watcher is not None
-    from voipcloud.services import tls
-
     top = tls.load_pem_certs(secure.watcher.files.cert_file.read_bytes())[-1]
     return trust.client_context(tls.pem(top), check_hostname=False)
 
@@ -87,13 +86,14 @@ def start_ic_agent(
 ) -> threading.Thread:
     state_dir = settings.data_dir / "ic-agent"
     secure = secure or server.Transport()
-    context = _ic_agent_context(secure)
+    transport = secure
     agent = Agent(
         controller_url=_local_url(settings, secure.scheme),
         session_key=lambda: _ic_session_key(controller),
         state_dir=state_dir,
         config=AgentConfig.load(state_dir / "agent.toml"),
-        ssl_context=(lambda: context) if context is not None else None,
+        # built at each connection: it follows a CA replacement (voipcloud tls ca ...)
+        ssl_context=(lambda: _ic_agent_context(transport)) if secure.context else None,  # type: ignore[arg-type, return-value]
     )
     thread = threading.Thread(target=lambda: asyncio.run(agent.run()), name="ic-agent", daemon=True)
     thread.start()
