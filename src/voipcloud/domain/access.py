@@ -144,7 +144,7 @@ class Principal:
 _DESCRIPTIONS: Mapping[Permission, str] = {
     Permission.READ: "read the controller's state",
     Permission.READ_SECRETS: "see session keys",
-    Permission.OWN_ACCOUNT: "change its own password or tokens",
+    Permission.OWN_ACCOUNT: "change your own password and API tokens",
     Permission.NODES: "change nodes or their roles",
     Permission.EXTENSIONS: "change the extensions registry",
     Permission.INFRASTRUCTURE: "change the infrastructure properties or run the wizard",
