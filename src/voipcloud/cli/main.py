@@ -148,8 +148,11 @@ def serve(
 ) -> None:
     """Run the controller: web interface, REST API and the IC node's agent."""
     from voipcloud.cli import serve as serving
+    from voipcloud.cli.client import UsageProblem
     from voipcloud.config import Settings
 
+    if tls is not None and tls.strip().lower() not in ("auto", "on", "off"):
+        raise UsageProblem(f"--tls must be auto, on or off, not {tls!r}")
     overrides = {
         key: value
         for key, value in {
