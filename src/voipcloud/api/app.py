@@ -14,7 +14,7 @@ import anyio
 from fastapi import APIRouter, FastAPI
 
 from voipcloud import __version__, protocol
-from voipcloud.api import errors
+from voipcloud.api import errors, versions
 from voipcloud.api import metrics as metrics_api
 from voipcloud.api.agent_channel import AgentHub
 from voipcloud.api.limits import BodySizeLimit
@@ -298,6 +298,7 @@ def create_app(settings: Settings | None = None, controller: Controller | None =
     app.state.metrics_networks = settings.metrics_networks()
     app.state.webhooks = worker.service
     errors.install(app)
+    versions.install(app)  # 412 for a stale If-Match
     app.add_middleware(
         BodySizeLimit,
         max_bytes=settings.max_body_bytes,

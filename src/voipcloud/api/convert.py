@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from voipcloud.api import schemas
+from voipcloud.domain import versions
 from voipcloud.domain.model import Event, Extension, Node
 from voipcloud.services.nodes import NodeDetails
 from voipcloud.services.presence import Presence
@@ -71,6 +72,7 @@ def node_detail(
                     name: schemas.EffectiveParameterPublic(value=v.value, source=v.source)
                     for name, v in a.effective.items()
                 },
+                etag=versions.assignment_snapshot(details.node.hostname, a.role, a.assignment).etag,
             )
             for a in assigned
         ],

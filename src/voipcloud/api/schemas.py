@@ -85,6 +85,11 @@ class RoleAssignmentPublic(BaseModel):
     role: str
     name: str
     parameters: dict[str, EffectiveParameterPublic]
+    etag: str = Field(
+        default="",
+        description="the assignment's version: send it as `If-Match` to PATCH or DELETE "
+        "this role (412 when the role changed since)",
+    )
 
 
 class RoleHealthPublic(BaseModel):

@@ -22,6 +22,7 @@ class RoleAssignment:
     parameters: dict[str, Any]  # explicit values only
     created_at: datetime
     updated_at: datetime
+    row_version: int = 1  # bumped by every change of the parameters (its ETag)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,6 +14,8 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from voipcloud.domain import versions
+from voipcloud.domain.errors import RuleViolation
 from voipcloud.domain.lifecycle import Operation
 from voipcloud.domain.model import Node
 from voipcloud.domain.properties import (
@@ -79,20 +81,44 @@ class InfrastructureService:
             return infrastructure.updated_at(conn)
 
     # changes
+    def version(self) -> versions.Snapshot:
+        """The properties as read now, with their version (the API's ETag)."""
+        with self.ctx.db.read() as conn:
+            return self.snapshot(conn)
+
+    def snapshot(self, conn: Connection) -> versions.Snapshot:
+        return versions.properties_snapshot(infrastructure.version(conn), masked(self.read(conn)))
+
     def update(
-        self, *, actor: str, changes: dict[str, Any], dry_run: bool = False
+        self,
+        *,
+        actor: str,
+        changes: dict[str, Any],
+        dry_run: bool = False,
+        expected: versions.Expected | None = None,
     ) -> PropertiesChange:
         """Validate and save `changes` (absent fields keep their value); mark the Online
-        nodes whose configuration moves Damaged. With `dry_run`, say what would happen."""
+        nodes whose configuration moves Damaged. With `dry_run`, say what would happen.
+        `expected` (If-Match, a form's version): refused with StaleVersion when the
+        properties changed since; the write is a compare-and-set on that version."""
         now = self.ctx.clock()
         opener = self.ctx.db.read if dry_run else self.ctx.db.write
         with opener() as conn:
             if not dry_run:
                 infrastructure.lock(conn)
+            current = self.snapshot(conn)
+            if not dry_run:
+                versions.check(expected, current)
             before = self.read(conn)
             after = validate_changes(before, changes)
             return self.save(
-                conn, before=before, after=after, actor=actor, now=now, dry_run=dry_run
+                conn,
+                before=before,
+                after=after,
+                actor=actor,
+                now=now,
+                dry_run=dry_run,
+                version=int(current.version),
             )
 
     # building blocks, also used by the Configuration Wizard inside its own transaction
@@ -108,15 +134,24 @@ class InfrastructureService:
         actor: str,
         now: datetime,
         dry_run: bool = False,
+        version: int | None = None,
     ) -> PropertiesChange:
         changed = changed_names(before, after)
         impacts = self._impacts(conn, before, after) if changed else []
         affected = [i for i in impacts if i.marked_damaged]
         others = [i for i in impacts if not i.marked_damaged]
         if changed and not dry_run:
-            infrastructure.set_properties(
-                conn, properties=self.roles.conceal(after, secret=SECRET_PROPERTIES), now=now
-            )
+            if not infrastructure.set_properties(
+                conn,
+                properties=self.roles.conceal(after, secret=SECRET_PROPERTIES),
+                now=now,
+                version=version,
+            ):
+                raise RuleViolation(
+                    "concurrent-change",
+                    "The Infrastructure Properties were changed by another request at the same "
+                    "time; reload them and try again.",
+                )
             labels = ", ".join(SPECS[name].label for name in changed)
             marked = ", ".join(i.hostname for i in affected) or "none"
             events.append(

@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from voipcloud.domain import lifecycle, validation
+from voipcloud.domain import lifecycle, validation, versions
 from voipcloud.domain.errors import FieldError, InvalidInput, RuleViolation
 from voipcloud.domain.filters import NodeFilter
 from voipcloud.domain.lifecycle import Operation
@@ -142,13 +142,22 @@ class NodeService:
             )
             return transitions.load(conn, node_id)
 
-    def edit(self, node_id: int, *, actor: str, changes: dict[str, Any]) -> Node:
+    def edit(
+        self,
+        node_id: int,
+        *,
+        actor: str,
+        changes: dict[str, Any],
+        expected: versions.Expected | None = None,
+    ) -> Node:
         clean = _clean_node_fields(changes)
         if "private_ip" in clean and clean["private_ip"] is None:
             raise InvalidInput.one(("body", "private_ip"), "a node needs a private IP")
         now = self._ctx.clock()
         with self._ctx.db.write() as conn:
             node = transitions.load(conn, node_id)
+            # If-Match: the write below is a compare-and-set on this same row_version
+            versions.check(expected, versions.node_snapshot(node))
             if "hostname" in clean and clean["hostname"] != node.hostname:
                 _ensure_hostname_free(conn, clean["hostname"], node_id=node.id)
             if "public_ip" in clean and clean["public_ip"] is None:
@@ -177,11 +186,19 @@ class NodeService:
                 **changed,
             )
 
-    def delete(self, node_id: int, *, actor: str, reason: str | None = None) -> Node:
+    def delete(
+        self,
+        node_id: int,
+        *,
+        actor: str,
+        reason: str | None = None,
+        expected: versions.Expected | None = None,
+    ) -> Node:
         reason = _check_reason(reason)
         now = self._ctx.clock()
         with self._ctx.db.write() as conn:
             node = transitions.load(conn, node_id)
+            versions.check(expected, versions.node_snapshot(node))  # If-Match (CAS below)
             if node.is_controller:
                 raise RuleViolation(
                     "controller-not-deletable",

@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from voipcloud.domain import lifecycle
-from voipcloud.domain.errors import InvalidInput, NotFound, RuleViolation
+from voipcloud.domain import lifecycle, versions
+from voipcloud.domain.errors import ConcurrentChange, InvalidInput, NotFound, RuleViolation
 from voipcloud.domain.lifecycle import Operation
 from voipcloud.domain.model import Node, RoleAssignment
 from voipcloud.domain.roles import (
@@ -150,13 +150,23 @@ class RoleService:
         details = self._nodes.get(node.id)
         return AssignResult(node=details.node, session_key=details.session_key)
 
-    def edit(self, node_id: int, *, actor: str, role: str, parameters: dict[str, Any]) -> Node:
+    def edit(
+        self,
+        node_id: int,
+        *,
+        actor: str,
+        role: str,
+        parameters: dict[str, Any],
+        expected: versions.Expected | None = None,
+    ) -> Node:
         spec = _known_role(role)
         clean = validate_parameters(spec, parameters)
         now = self._ctx.clock()
         with self._ctx.db.write() as conn:
             node = transitions.load(conn, node_id)
             assignment = _assignment(conn, node, spec)
+            # If-Match: set_parameters below is a compare-and-set on this same version
+            versions.check(expected, versions.assignment_snapshot(node.hostname, spec, assignment))
             lifecycle.plan(Operation.EDIT_ROLE, node.status, hostname=node.hostname)
             lifecycle.check_not_busy(
                 Operation.EDIT_ROLE, node.pending_operation, hostname=node.hostname
@@ -177,13 +187,15 @@ class RoleService:
             changed = sorted(n for n in new if new[n].value != old[n].value)
             if after == before and not changed:
                 return node
-            role_rows.set_parameters(
+            if not role_rows.set_parameters(
                 conn,
                 node_id=node.id,
                 role=spec.code,
                 parameters=self._encrypt(spec, after),
                 now=now,
-            )
+                version=assignment.row_version,
+            ):
+                raise ConcurrentChange(node.hostname)
             summary = ", ".join(f"{spec.code}.{n}" for n in changed) or "none"
             structural = [n for n in changed if not spec.is_customer_connectivity(n)]
             node = transitions.apply(
@@ -209,12 +221,21 @@ class RoleService:
                 )
             return node
 
-    def unassign(self, node_id: int, *, actor: str, role: str) -> Node:
+    def unassign(
+        self,
+        node_id: int,
+        *,
+        actor: str,
+        role: str,
+        expected: versions.Expected | None = None,
+    ) -> Node:
         spec = _known_role(role)
         now = self._ctx.clock()
         with self._ctx.db.write() as conn:
             node = transitions.load(conn, node_id)
-            _assignment(conn, node, spec)
+            assignment = _assignment(conn, node, spec)
+            # If-Match; the node's compare-and-set below serializes it with any role change
+            versions.check(expected, versions.assignment_snapshot(node.hostname, spec, assignment))
             lifecycle.plan(Operation.DELETE_ASSIGNMENT, node.status, hostname=node.hostname)
             if spec.code == CONTROLLER_ROLE:
                 raise RuleViolation(

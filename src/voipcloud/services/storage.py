@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
+from voipcloud.domain import versions
 from voipcloud.domain.errors import (
     FieldError,
     InvalidInput,
@@ -230,13 +231,50 @@ class StorageService:
             raise InvalidInput(errors)
         return proposed
 
-    def configure(self, *, actor: str, changes: dict[str, Any]) -> list[KindOverview]:
-        """Apply a change to one or more kinds, all or nothing."""
+    def version(self) -> versions.Snapshot:
+        """The configuration as read now, with its version (the API's ETag)."""
+        with self.ctx.db.read() as conn:
+            return self._snapshot(rows.configs(conn))
+
+    def _snapshot(self, stored: dict[str, ConfigRow]) -> versions.Snapshot:
+        """Version: each kind's row version, dotted; fields: what the page shows of each
+        kind (never the keys: only whether they are set)."""
+        fields: dict[str, Any] = {}
+        numbers = []
+        for kind in ResourceKind:
+            row = stored.get(kind.value)
+            numbers.append(str(row.row_version if row else 0))
+            config = self._config(kind, row) if row else default_config(kind, self.storage_root)
+            s3 = config.s3
+            fields[f"{kind.value}.backend"] = config.backend.value
+            fields[f"{kind.value}.local.path"] = config.local.path
+            fields[f"{kind.value}.s3"] = (
+                s3.bucket,
+                s3.region,
+                s3.endpoint_url,
+                s3.prefix,
+                s3.server_side_encryption,
+                bool(row and row.access_key_encrypted),
+                bool(row and row.secret_key_encrypted),
+            )
+        return versions.Snapshot.of("the Storage Configuration", ".".join(numbers), fields)
+
+    def configure(
+        self,
+        *,
+        actor: str,
+        changes: dict[str, Any],
+        expected: versions.Expected | None = None,
+    ) -> list[KindOverview]:
+        """Apply a change to one or more kinds, all or nothing. `expected` (If-Match, a
+        form's version): refused with StaleVersion when any kind changed since; each save is
+        a compare-and-set on the version read here."""
         proposed = self.candidate(changes)
         now = self.ctx.clock()
         with self.ctx.db.write() as conn:
             infrastructure.lock(conn)  # serializes configuration changes, even the first
             stored = rows.configs(conn)
+            versions.check(expected, self._snapshot(stored))
             usage = rows.usage(conn)
             for kind, after in proposed.items():
                 before = self._config(kind, stored.get(kind.value))
@@ -251,7 +289,13 @@ class StorageService:
                     )
                 in_use = {BackendType(b): n for b, (n, _) in usage.get(kind.value, {}).items()}
                 check_location_change(before, after, stored_in=in_use)
-                rows.save_config(conn, self._row(after), now=now)
+                version = stored[kind.value].row_version if kind.value in stored else 0
+                if not rows.save_config(conn, self._row(after, version), now=now):
+                    raise RuleViolation(
+                        "concurrent-change",
+                        f"The storage of {kind.value} was changed by another request at the "
+                        "same time; reload the page and try again.",
+                    )
                 events.append(
                     conn,
                     at=now,
@@ -262,7 +306,7 @@ class StorageService:
                 )
         return self.overview()
 
-    def _row(self, config: KindConfig) -> ConfigRow:
+    def _row(self, config: KindConfig, version: int = 0) -> ConfigRow:
         s3 = config.s3
         return ConfigRow(
             kind=config.kind.value,
@@ -281,6 +325,7 @@ class StorageService:
             secret_key_encrypted=self.ctx.box.encrypt(s3.secret_access_key)
             if s3.secret_access_key
             else None,
+            row_version=version,
         )
 
     # --- backends -----------------------------------------------------------------------

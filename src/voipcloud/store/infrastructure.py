@@ -35,12 +35,25 @@ def lock(conn: Connection) -> None:
         )
 
 
-def set_properties(conn: Connection, *, properties: dict[str, Any], now: datetime) -> None:
-    conn.execute(
+def version(conn: Connection) -> int:
+    value = conn.execute(select(infrastructure.c.row_version).where(infrastructure.c.id == _ID))
+    return int(value.scalar_one())
+
+
+def set_properties(
+    conn: Connection, *, properties: dict[str, Any], now: datetime, version: int | None = None
+) -> bool:
+    """Write the properties and bump the version; with `version`, only if the row still has
+    it (compare-and-set: False when another transaction changed it first)."""
+    where = [infrastructure.c.id == _ID]
+    if version is not None:
+        where.append(infrastructure.c.row_version == version)
+    result = conn.execute(
         update(infrastructure)
-        .where(infrastructure.c.id == _ID)
+        .where(*where)
         .values(properties=properties, updated_at=now, row_version=infrastructure.c.row_version + 1)
     )
+    return result.rowcount == 1
 
 
 def updated_at(conn: Connection) -> datetime | None:

@@ -19,6 +19,7 @@ class ConfigRow:
     s3: dict[str, Any]
     access_key_encrypted: bytes | None
     secret_key_encrypted: bytes | None
+    row_version: int = 0  # 0: never saved (the defaults); bumped by every save
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +48,15 @@ def configs(conn: Connection) -> dict[str, ConfigRow]:
             s3=dict(r.s3),
             access_key_encrypted=r.s3_access_key_encrypted,
             secret_key_encrypted=r.s3_secret_key_encrypted,
+            row_version=r.row_version,
         )
         for r in rows
     }
 
 
-def save_config(conn: Connection, row: ConfigRow, *, now: datetime) -> None:
+def save_config(conn: Connection, row: ConfigRow, *, now: datetime) -> bool:
+    """Save one kind and bump its version: a compare-and-set on `row.row_version` (the
+    version it was read at; 0 inserts). False when another transaction saved it first."""
     values = {
         "backend": row.backend,
         "local_path": row.local_path,
@@ -61,11 +65,15 @@ def save_config(conn: Connection, row: ConfigRow, *, now: datetime) -> None:
         "s3_secret_key_encrypted": row.secret_key_encrypted,
         "updated_at": now,
     }
+    if row.row_version == 0:
+        conn.execute(insert(storage_config).values(kind=row.kind, row_version=1, **values))
+        return True
     changed = conn.execute(
-        update(storage_config).where(storage_config.c.kind == row.kind).values(**values)
+        update(storage_config)
+        .where(storage_config.c.kind == row.kind, storage_config.c.row_version == row.row_version)
+        .values(row_version=row.row_version + 1, **values)
     ).rowcount
-    if not changed:
-        conn.execute(insert(storage_config).values(kind=row.kind, **values))
+    return changed == 1
 
 
 # --- resources ----------------------------------------------------------------------------

@@ -76,6 +76,8 @@ nodes = Table(
         postgresql_where=text("is_controller"),
     ),
     Index("ix_nodes_status", "status"),
+    # exact lookups by hostname (any status); the partial unique index above covers live ones
+    Index("ix_nodes_hostname", "hostname"),
 )
 
 role_assignments = Table(
@@ -86,6 +88,8 @@ role_assignments = Table(
     Column("parameters", JSON, nullable=False),  # explicit values only
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+    # bumped by every change of the parameters: the assignment's ETag (If-Match)
+    Column("row_version", Integer, nullable=False, default=1, server_default="1"),
     Index("ix_role_assignments_role", "role"),
 )
 
@@ -190,6 +194,8 @@ storage_config = Table(
     Column("s3_access_key_encrypted", LargeBinary, nullable=True),
     Column("s3_secret_key_encrypted", LargeBinary, nullable=True),
     Column("updated_at", UTCDateTime(), nullable=False),
+    # bumped by every save of the kind: part of the configuration's ETag (If-Match)
+    Column("row_version", Integer, nullable=False, default=1, server_default="1"),
 )
 
 # Every stored resource, with the backend that holds its authoritative copy. A migration

@@ -8,10 +8,13 @@ own `[roles.<code>]` section keeps the command handler, and roles without a modu
 from __future__ import annotations
 
 from voipcloud.agent.roles.base import SoftwareContext, SoftwareRole
+from voipcloud.agent.roles.jabber import Prosody
+from voipcloud.agent.roles.que import RabbitMQ
 from voipcloud.agent.roles.sip import Kamailio
+from voipcloud.agent.roles.sql import MariaDB
 
 BUILTIN: dict[str, type[SoftwareRole]] = {
-    Kamailio.code: Kamailio,
+    role.code: role for role in (Kamailio, Prosody, RabbitMQ, MariaDB)
 }
 
 __all__ = ["BUILTIN", "SoftwareContext", "SoftwareRole"]

@@ -11,6 +11,7 @@ stop:   the program stopped (systemd: disabled); its configuration and data are 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import socket
@@ -136,6 +137,10 @@ class SoftwareRole:
         """The role's own health check: None when it answers, else what is wrong."""
         raise NotImplementedError
 
+    def ready(self, params: Params, node: NodeInfo) -> str | None:
+        """The program answers (before after_start); by default the role's check."""
+        return self.check(params, node)
+
     def prepare(self, params: Params, node: NodeInfo) -> None:
         """Before the first start (e.g. create a data dir)."""
 
@@ -169,6 +174,31 @@ class SoftwareRole:
     @property
     def name(self) -> str:
         return self.code
+
+    def short_path(self, name: str) -> str:
+        """A unix socket's path in the role's dir, or in /tmp when that is too long."""
+        path = self.dir / name
+        if len(str(path)) < 100:
+            return str(path)
+        digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
+        return f"/tmp/voipcloud-{digest}-{name}"  # noqa: S108 - unix socket paths are short
+
+    def run(
+        self, argv: list[str], *, env: dict[str, str] | None = None, timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]:
+        try:
+            return subprocess.run(  # noqa: S603 - the role's own tools
+                argv,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                env={**os.environ, **(env or {})},
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return subprocess.CompletedProcess(argv, 124, "", f"timed out after {timeout:g} s")
+        except OSError as exc:
+            return subprocess.CompletedProcess(argv, 127, "", str(exc))
 
     def node(self) -> NodeInfo:
         node = self.context.node()
@@ -215,6 +245,9 @@ class SoftwareRole:
             tail = self._log_tail()
             raise HandlerError(f"{role}: {self.software} is not healthy: {problem}{tail}")
         self.after_start(config, node)
+        problem = self.check(config, node)
+        if problem:
+            raise HandlerError(f"{role}: {self.software} is not healthy: {problem}")
 
     def _reload(self, argv: list[str], env: dict[str, str]) -> None:
         if self.reload_signal is not None:
@@ -230,7 +263,7 @@ class SoftwareRole:
             problem = self.supervisor.problem(self.name)
             if problem and not self.supervisor.running(self.name):
                 return problem  # it died at start: no point waiting
-            problem = problem or self.check(config, node)
+            problem = problem or self.ready(config, node)
             if problem is None:
                 return None
             time.sleep(0.2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from voipcloud.api.deps import CanManageInfrastructure, CanRead, ControllerDep
 from voipcloud.api.errors import REFUSALS
@@ -22,6 +22,7 @@ from voipcloud.api.infrastructure_schemas import (
     WizardRequest,
     WizardRunPublic,
 )
+from voipcloud.api.versions import STALE_RESPONSE, IfMatch, set_etag
 from voipcloud.domain.properties import PROPERTIES
 from voipcloud.domain.roles import SINGLE_NODE_ROLES
 from voipcloud.domain.wizard import WizardPlan
@@ -51,22 +52,33 @@ def _plan(plan: WizardPlan) -> WizardPlanPublic:
 
 
 @router.get("/properties", response_model=PropertiesPublic)
-def get_properties(_reader: CanRead, controller: ControllerDep) -> PropertiesPublic:
-    """The Infrastructure Properties (passwords masked: they are write-only)."""
+def get_properties(
+    _reader: CanRead, controller: ControllerDep, response: Response
+) -> PropertiesPublic:
+    """The Infrastructure Properties (passwords masked: they are write-only). `ETag`: their
+    version, for `If-Match`."""
+    set_etag(response, controller.infrastructure.version())
     return _properties(controller)
 
 
-@router.put("/properties", response_model=PropertiesChangePublic)
+@router.put("/properties", response_model=PropertiesChangePublic, responses=STALE_RESPONSE)
 def put_properties(
     body: PropertiesUpdate,
     admin: CanManageInfrastructure,
     controller: ControllerDep,
+    expected: IfMatch,
+    response: Response,
     dry_run: Annotated[bool, Query()] = False,
 ) -> PropertiesChangePublic:
-    """Change properties; Online nodes whose configuration moves are marked Damaged."""
+    """Change properties; Online nodes whose configuration moves are marked Damaged. With
+    `If-Match`: only if the properties are still at that version (412 otherwise)."""
     result = controller.infrastructure.update(
-        actor=admin, changes=body.model_dump(exclude_unset=True), dry_run=dry_run
+        actor=admin,
+        changes=body.model_dump(exclude_unset=True),
+        dry_run=dry_run,
+        expected=expected,
     )
+    set_etag(response, controller.infrastructure.version())
     return _change(result)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Response
 
 from voipcloud.api import convert
 from voipcloud.api.deps import CanManageNodes, CanRead, ControllerDep, MeReading
@@ -18,6 +18,8 @@ from voipcloud.api.schemas import (
     NodesPublic,
     NodeUpdate,
 )
+from voipcloud.api.versions import STALE_RESPONSE, IfMatch, set_etag
+from voipcloud.domain import versions
 from voipcloud.domain.access import Permission
 from voipcloud.domain.filters import MAX_OFFSET, NodeFilter
 from voipcloud.services.controller import Controller
@@ -25,9 +27,15 @@ from voipcloud.services.controller import Controller
 router = APIRouter(prefix="/nodes", tags=["nodes"], responses=REFUSALS)
 
 
-def detail(controller: Controller, node_id: int) -> NodeDetailPublic:
+def detail(
+    controller: Controller, node_id: int, response: Response | None = None
+) -> NodeDetailPublic:
+    """The node's detail; with `response`, its `ETag` (the version this detail was read at)."""
+    found = controller.nodes.get(node_id)
+    if response is not None:
+        set_etag(response, versions.node_snapshot(found.node))
     return convert.node_detail(
-        controller.nodes.get(node_id),
+        found,
         controller.roles.assigned(node_id),
         controller.agents.presence,
     )
@@ -62,10 +70,13 @@ def add_node(
 
 
 @router.get("/{node_id}", response_model=NodeDetailPublic)
-def get_node(node_id: int, who: MeReading, controller: ControllerDep) -> NodeDetailPublic:
+def get_node(
+    node_id: int, who: MeReading, controller: ControllerDep, response: Response
+) -> NodeDetailPublic:
     """The node with its Quick info, components and role parameters (`session_key` is null
-    for an account without `read-secrets`: viewers)."""
-    found = detail(controller, node_id)
+    for an account without `read-secrets`: viewers). `ETag`: its version, for `If-Match`;
+    each assignment's `etag` is the role's, for editing or deleting the role."""
+    found = detail(controller, node_id, response)
     return (
         found
         if who.may(Permission.READ_SECRETS)
@@ -73,20 +84,35 @@ def get_node(node_id: int, who: MeReading, controller: ControllerDep) -> NodeDet
     )
 
 
-@router.patch("/{node_id}", response_model=NodeDetailPublic)
+@router.patch("/{node_id}", response_model=NodeDetailPublic, responses=STALE_RESPONSE)
 def edit_node(
-    node_id: int, body: NodeUpdate, admin: CanManageNodes, controller: ControllerDep
+    node_id: int,
+    body: NodeUpdate,
+    admin: CanManageNodes,
+    controller: ControllerDep,
+    expected: IfMatch,
+    response: Response,
 ) -> NodeDetailPublic:
-    """Edit hostname, IPs or container id (any status but Deleted)."""
-    controller.nodes.edit(node_id, actor=admin, changes=body.model_dump(exclude_unset=True))
-    return detail(controller, node_id)
+    """Edit hostname, IPs or container id (any status but Deleted). With `If-Match`: only
+    if the node is still at that version (412 otherwise)."""
+    controller.nodes.edit(
+        node_id, actor=admin, changes=body.model_dump(exclude_unset=True), expected=expected
+    )
+    return detail(controller, node_id, response)
 
 
-@router.delete("/{node_id}", response_model=NodeDetailPublic)
-def delete_node(node_id: int, admin: CanManageNodes, controller: ControllerDep) -> NodeDetailPublic:
-    """Delete Node (refused while Online or Damaged)."""
-    controller.nodes.delete(node_id, actor=admin)
-    return detail(controller, node_id)
+@router.delete("/{node_id}", response_model=NodeDetailPublic, responses=STALE_RESPONSE)
+def delete_node(
+    node_id: int,
+    admin: CanManageNodes,
+    controller: ControllerDep,
+    expected: IfMatch,
+    response: Response,
+) -> NodeDetailPublic:
+    """Delete Node (refused while Online or Damaged). With `If-Match`: only if the node is
+    still at that version (412 otherwise)."""
+    controller.nodes.delete(node_id, actor=admin, expected=expected)
+    return detail(controller, node_id, response)
 
 
 @router.post("/{node_id}/actions/{action}", response_model=NodeDetailPublic)

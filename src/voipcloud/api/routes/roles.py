@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from pydantic import Field
 
-from voipcloud.api.enrolment import EnrolmentPublic, for_request
 from voipcloud.api.deps import CanManageNodes, CanRead, ControllerDep
+from voipcloud.api.enrolment import EnrolmentPublic, for_request
 from voipcloud.api.errors import REFUSALS
 from voipcloud.api.routes.nodes import detail
 from voipcloud.api.schemas import (
@@ -19,6 +19,7 @@ from voipcloud.api.schemas import (
     RolePublic,
     RoleUpdate,
 )
+from voipcloud.api.versions import STALE_RESPONSE, IfMatch
 from voipcloud.domain.roles import ROLES, role_resource_access
 
 router = APIRouter(tags=["roles"], responses=REFUSALS)
@@ -69,22 +70,41 @@ def assign_role(
     return NodeEnrolmentPublic(**found.model_dump(), enrolment=for_request(request))
 
 
-@router.patch("/nodes/{node_id}/roles/{code}", response_model=NodeDetailPublic)
+@router.patch(
+    "/nodes/{node_id}/roles/{code}", response_model=NodeDetailPublic, responses=STALE_RESPONSE
+)
 def edit_role(
-    node_id: int, code: str, body: RoleUpdate, admin: CanManageNodes, controller: ControllerDep
+    node_id: int,
+    code: str,
+    body: RoleUpdate,
+    admin: CanManageNodes,
+    controller: ControllerDep,
+    expected: IfMatch,
+    response: Response,
 ) -> NodeDetailPublic:
-    """Change role parameters (null puts one back to its default)."""
-    controller.roles.edit(node_id, actor=admin, role=code, parameters=body.parameters)
-    return detail(controller, node_id)
+    """Change role parameters (null puts one back to its default). `If-Match`: the
+    assignment's `etag` from the node's detail (412 when the role changed since)."""
+    controller.roles.edit(
+        node_id, actor=admin, role=code, parameters=body.parameters, expected=expected
+    )
+    return detail(controller, node_id, response)
 
 
-@router.delete("/nodes/{node_id}/roles/{code}", response_model=NodeDetailPublic)
+@router.delete(
+    "/nodes/{node_id}/roles/{code}", response_model=NodeDetailPublic, responses=STALE_RESPONSE
+)
 def delete_assignment(
-    node_id: int, code: str, admin: CanManageNodes, controller: ControllerDep
+    node_id: int,
+    code: str,
+    admin: CanManageNodes,
+    controller: ControllerDep,
+    expected: IfMatch,
+    response: Response,
 ) -> NodeDetailPublic:
-    """Delete role assignment (Offline, ActivateFailed or Deactivated only)."""
-    controller.roles.unassign(node_id, actor=admin, role=code)
-    return detail(controller, node_id)
+    """Delete role assignment (Offline, ActivateFailed or Deactivated only). `If-Match`: the
+    assignment's `etag` (412 when the role changed since)."""
+    controller.roles.unassign(node_id, actor=admin, role=code, expected=expected)
+    return detail(controller, node_id, response)
 
 
 @router.post("/nodes/{node_id}/roles/{code}/remove", response_model=NodeDetailPublic)

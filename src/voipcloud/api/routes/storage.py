@@ -30,6 +30,7 @@ from voipcloud.api.storage_schemas import (
     resource_public,
     storage_public,
 )
+from voipcloud.api.versions import STALE_RESPONSE, IfMatch, set_etag
 from voipcloud.domain.access import Permission
 from voipcloud.domain.errors import NotAuthenticated, NotFound
 from voipcloud.domain.filters import MAX_OFFSET
@@ -122,17 +123,28 @@ KeyPath = Annotated[str, Path(max_length=512, examples=["1001/2026-11-24T10-00-0
 
 
 @router.get("", response_model=StoragePublic)
-def get_configuration(_reader: CanRead, storage: StorageDep) -> StoragePublic:
-    """Storage Configuration of every resource kind; secrets are never returned."""
+def get_configuration(_reader: CanRead, storage: StorageDep, response: Response) -> StoragePublic:
+    """Storage Configuration of every resource kind; secrets are never returned. `ETag`: its
+    version, for `If-Match`."""
+    set_etag(response, storage.version())
     return storage_public(storage.overview())
 
 
-@router.put("", response_model=StoragePublic)
+@router.put("", response_model=StoragePublic, responses=STALE_RESPONSE)
 def set_configuration(
-    body: StorageUpdate, admin: CanManageStorage, storage: StorageDep
+    body: StorageUpdate,
+    admin: CanManageStorage,
+    storage: StorageDep,
+    expected: IfMatch,
+    response: Response,
 ) -> StoragePublic:
-    """Change the configuration of one or more kinds; secrets left empty keep their value."""
-    return storage_public(storage.configure(actor=admin, changes=body.changes()))
+    """Change the configuration of one or more kinds; secrets left empty keep their value.
+    With `If-Match`: only if no kind changed since that version (412 otherwise)."""
+    result = storage_public(
+        storage.configure(actor=admin, changes=body.changes(), expected=expected)
+    )
+    set_etag(response, storage.version())
+    return result
 
 
 @router.post("/test", response_model=StorageTestPublic)
