@@ -179,6 +179,11 @@ def test_status_changes_reach_the_receiver_once_in_order_and_metrics_count_them(
         assert value(found, "voipcloud_nodes", status="Online") == 3
         assert value(found, "voipcloud_nodes_by_role", role="wk") == 3
         assert value(found, "voipcloud_agents", state="connected") == 3
+        wk_health = [
+            value(found, "voipcloud_role_health", role="wk", state=state)
+            for state in ("healthy", "unhealthy", "unknown")
+        ]
+        assert sum(wk_health) == 3, wk_health
         assert value(found, "voipcloud_agent_heartbeats_total") > 0
         assert value(found, "voipcloud_webhook_attempts_total", result="failure") == 1
         assert value(found, "voipcloud_webhook_attempts_total", result="success") == len(

@@ -42,7 +42,8 @@ def test_node_etag_and_if_match(api: LiveApi) -> None:
     url = f"{API}/nodes/{node['node_id']}"
     first = client.get(url)
     etag = first.headers["ETag"]
-    assert etag.startswith('"') and etag.endswith('"')
+    assert etag.startswith('"')
+    assert etag.endswith('"')
     assert client.get(url).headers["ETag"] == etag  # stable while nothing changes
 
     # Alice saves with the version she read: accepted, a new ETag comes back
@@ -50,7 +51,8 @@ def test_node_etag_and_if_match(api: LiveApi) -> None:
     saved = client.patch(url, json={"hostname": renamed}, headers={"If-Match": etag})
     expect(saved, 200)
     newer = saved.headers["ETag"]
-    assert newer != etag and client.get(url).headers["ETag"] == newer
+    assert newer != etag
+    assert client.get(url).headers["ETag"] == newer
 
     # Bob read before Alice's save: refused, naming what changed; nothing written, no event
     before_events = events_total(client)
@@ -179,31 +181,37 @@ def test_storage_version(api: LiveApi, tmp_path: Any) -> None:
     )
 
 
+def race_once(api: LiveApi, url: str, etag: str) -> list[httpx.Response]:
+    """Two clients PATCH `url` with the same If-Match at the same moment."""
+    token = api.client.headers["Authorization"]
+    barrier = threading.Barrier(2, timeout=30)
+    answers: list[httpx.Response] = []
+
+    def write(ip: str) -> None:
+        with httpx.Client(
+            base_url=api.base_url, timeout=30, headers={"Authorization": token}
+        ) as client:
+            client.get("/healthz")  # the connection is open before the race
+            barrier.wait()
+            answers.append(client.patch(url, json={"private_ip": ip}, headers={"If-Match": etag}))
+
+    threads = [threading.Thread(target=write, args=(f"10.0.1.{i + 1}",)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return answers
+
+
 def test_two_writers_one_version_one_wins(api: LiveApi) -> None:
     """Both read the same ETag and save at the same moment: one 200, one 412 (or 409 when
     both passed the check before either wrote: the compare-and-set); one event per round."""
-    token = api.client.headers["Authorization"]
     for round_ in range(RACE_ROUNDS):
         node = add_node(api.client, unique("ver-race"), "10.0.0.51")
         url = f"{API}/nodes/{node['node_id']}"
         etag = api.client.get(url).headers["ETag"]
         before = events_total(api.client)
-        barrier = threading.Barrier(2, timeout=30)
-        answers: list[httpx.Response] = []
-
-        def write(ip: str) -> None:
-            with httpx.Client(
-                base_url=api.base_url, timeout=30, headers={"Authorization": token}
-            ) as c:
-                c.get("/healthz")
-                barrier.wait()
-                answers.append(c.patch(url, json={"private_ip": ip}, headers={"If-Match": etag}))
-
-        threads = [threading.Thread(target=write, args=(f"10.0.1.{i + 1}",)) for i in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+        answers = race_once(api, url, etag)
         codes = sorted(a.status_code for a in answers)
         assert codes in ([200, 409], [200, 412]), (round_, [a.text for a in answers])
         loser = next(a for a in answers if a.status_code != 200).json()

@@ -4,8 +4,8 @@ Counters and histograms count from this process's start (the Prometheus conventi
 resets them, `rate()` copes). Operations are counted from the event log, which every interface
 (API, web, CLI, the wizard, the controller's own timeouts) writes alike: the metrics read it
 past their own place (store/event_tail.py) on every scrape and every few seconds. The gauges
-(nodes by status and role, agents, storage migrations, pending webhook deliveries) are read
-from the database and from presence at each scrape, so they are never stale.
+(nodes by status and role, agents, role health, storage migrations, pending webhook
+deliveries) are read from the database and from presence at each scrape, never stale.
 
 Not here yet: nodes in maintenance and rollout progress (those features have not landed).
 """
@@ -29,7 +29,9 @@ from voipcloud.domain.statuses import NodeStatus
 from voipcloud.services.context import CONTROLLER_ACTOR
 from voipcloud.services.controller import Controller
 from voipcloud.services.presence import Connectivity
+from voipcloud.services.role_health import HEALTHY, UNHEALTHY, UNKNOWN
 from voipcloud.store import event_tail
+from voipcloud.store import nodes as node_rows
 from voipcloud.store import webhooks as webhook_rows
 from voipcloud.store.tables import nodes, role_assignments, storage_migrations
 
@@ -184,6 +186,7 @@ class _StateCollector(Collector):
                 )
             )
             agents = list(conn.execute(select(nodes.c.id, nodes.c.last_seen).where(live)))
+            roles = node_rows.roles_of(conn, [node_id for node_id, _seen in agents])
             migrations = list(conn.execute(select(storage_migrations)).mappings())
             pending = webhook_rows.pending_total(conn)
         family = GaugeMetricFamily("voipcloud_nodes", "Nodes by status", labels=["status"])
@@ -200,8 +203,15 @@ class _StateCollector(Collector):
         yield family
         counts = dict.fromkeys(Connectivity, 0)
         presence = controller.agents.presence
+        health: dict[tuple[str, str], int] = {}
         for node_id, last_seen in agents:
-            counts[presence.state(node_id, last_seen, now)[0]] += 1
+            connectivity = presence.state(node_id, last_seen, now)[0]
+            counts[connectivity] += 1
+            states = presence.role_health.for_node(
+                node_id, roles.get(node_id, []), connected=connectivity is Connectivity.CONNECTED
+            )
+            for code, reported in states.items():
+                health[(code, reported.state)] = health.get((code, reported.state), 0) + 1
         family = GaugeMetricFamily(
             "voipcloud_agents",
             "Live nodes by agent connectivity (never: no agent joined yet)",
@@ -209,6 +219,15 @@ class _StateCollector(Collector):
         )
         for connectivity, count in counts.items():
             family.add_metric([connectivity.value], count)
+        yield family
+        family = GaugeMetricFamily(
+            "voipcloud_role_health",
+            "Role assignments of live nodes by the health their agents report",
+            labels=["role", "state"],
+        )
+        for code in ROLES:
+            for state_name in (HEALTHY, UNHEALTHY, UNKNOWN):
+                family.add_metric([code, state_name], health.get((code, state_name), 0))
         yield family
         objects = GaugeMetricFamily(
             "voipcloud_storage_migration_objects",

@@ -147,8 +147,9 @@ def load_outbox(conn: Connection, *, lock: bool) -> TailState:
     if lock:
         query = query.with_for_update()
     row = conn.execute(query).mappings().first()
-    if row is None:  # the first round: from now on
-        state = TailState(last_id=newest_id(conn))
+    if row is None:  # the first round: from the oldest webhook's start, else from now on
+        first = conn.execute(select(func.min(webhooks.c.after_event_id))).scalar()
+        state = TailState(last_id=newest_id(conn) if first is None else int(first))
         save_outbox(conn, state, now=utcnow())
         return state
     return TailState.from_json(row["last_event_id"], row["gaps"])
