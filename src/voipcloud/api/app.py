@@ -14,7 +14,7 @@ import anyio
 from fastapi import APIRouter, FastAPI
 
 from voipcloud import __version__, protocol
-from voipcloud.api import errors, versions
+from voipcloud.api import contract, errors, versions
 from voipcloud.api import metrics as metrics_api
 from voipcloud.api.agent_channel import AgentHub
 from voipcloud.api.limits import BodySizeLimit
@@ -287,7 +287,11 @@ def create_app(settings: Settings | None = None, controller: Controller | None =
         title="voipcloud",
         version=__version__,
         summary="Control plane for VoIP clouds: nodes, roles, lifecycle.",
+        description=contract.DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served from vendored assets below: they work offline
+        redoc_url=None,
+        generate_unique_id_function=contract.operation_id,
     )
     app.state.controller = controller
     app.state.hub = hub
@@ -330,4 +334,6 @@ def create_app(settings: Settings | None = None, controller: Controller | None =
     app.include_router(metrics_api.router)
     web.install(app)  # the web management interface: pages, static files
     app.include_router(webhook_pages.router)
+    contract.install(app)  # the completed /openapi.json: operation ids, errors, rule codes
+    contract.install_docs(app)
     return app
