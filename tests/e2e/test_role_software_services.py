@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.e2e.test_role_software_sip import SOFTWARE, add_node, refusal  # noqa: F401
@@ -26,7 +27,7 @@ from voipcloud.agent.roles.jabber import open_stream
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 
-PROGRAMS = ("prosody", "mariadbd", "mariadb-install-db", "rabbitmq-server")
+PROGRAMS = ("prosody", "mariadbd", "mariadb-install-db", "rabbitmq-server", "nginx")
 STARTUP = "startup_timeout = 90\n"
 
 
@@ -86,7 +87,7 @@ def test_jabber_sql_and_queue_nodes_answer_with_the_shared_credentials(
     nodes: dict[str, int] = {}
     spaces = {}
     try:
-        for role in ("jabber", "sql", "que"):
+        for role in ("jabber", "sql", "que", "web"):
             ns = lab.add()
             spaces[role] = ns
             node_id, key = add_node(admin, f"{role}-ns", ns.address, [role])
@@ -167,12 +168,19 @@ def test_jabber_sql_and_queue_nodes_answer_with_the_shared_credentials(
         assert refused.returncode == 3, refused.stdout + refused.stderr
         assert "ACCESS_REFUSED" in refused.stdout
 
+        # Web: nginx on the node's private IP in front of the portal (here: the controller)
+        portal = httpx.get(f"http://{spaces['web'].address}/healthz", timeout=10)
+        assert portal.status_code == 200, portal.text
+        page = httpx.get(f"http://{spaces['web'].address}/login", timeout=10)
+        assert page.status_code == 200
+        assert page.headers["server"].startswith("nginx")
+
         # Deactivate: each program stopped, nothing answers
         for node_id in nodes.values():
             assert admin.post(f"/api/v1/nodes/{node_id}/actions/deactivate").status_code == 200
         for node_id in nodes.values():
             wait_status(admin, node_id, "Deactivated", timeout=60)
-        for role, port in (("jabber", 5222), ("sql", 3306), ("que", 5672)):
+        for role, port in (("jabber", 5222), ("sql", 3306), ("que", 5672), ("web", 80)):
             probe = client_ns.run(
                 [
                     sys.executable,

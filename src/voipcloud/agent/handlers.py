@@ -60,6 +60,7 @@ class NodeInfo:
     private_ip: str | None = None
     public_ip: str | None = None
     hostname: str = ""
+    controller_url: str = ""  # the controller this agent talks to (web: the portal upstream)
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,9 @@ class SoftwareConfig:
     install: bool = False  # apt-get install missing packages (else: fail naming them)
     supervisor: str = "auto"  # auto (systemd when PID 1 is systemd), systemd, agent
     startup_timeout: float = 30.0  # seconds for the first health check to pass after apply
+    web_upstream: str | None = None  # the users' portal nginx serves; default: the controller
+    web_certificate: str | None = None  # PEM files: with both, nginx also serves HTTPS
+    web_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,15 @@ class AgentConfig:
                 raise ValueError(f"{path}: roles.{code}: unknown keys {sorted(unknown)}")
             roles[code] = RoleCommands(**spec)
         software = data.get("software", {})
-        unknown = set(software) - {"enabled", "install", "supervisor", "startup_timeout"}
+        unknown = set(software) - {
+            "enabled",
+            "install",
+            "supervisor",
+            "startup_timeout",
+            "web_upstream",
+            "web_certificate",
+            "web_key",
+        }
         if unknown:
             raise ValueError(f"{path}: software: unknown keys {sorted(unknown)}")
         if software.get("supervisor", "auto") not in ("auto", "systemd", "agent"):

@@ -329,6 +329,7 @@ class Agent:
                 private_ip=desired.node.private_ip,
                 public_ip=desired.node.public_ip,
                 hostname=desired.hostname,
+                controller_url=self.controller_url,
             )
 
     # role health: one task for the agent's life, like the worker

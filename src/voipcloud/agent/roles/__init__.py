@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from voipcloud.agent.roles.base import SoftwareContext, SoftwareRole
 from voipcloud.agent.roles.jabber import Prosody
+from voipcloud.agent.roles.pbx import Asterisk
 from voipcloud.agent.roles.que import RabbitMQ
 from voipcloud.agent.roles.sip import Kamailio
 from voipcloud.agent.roles.sql import MariaDB
+from voipcloud.agent.roles.web import Nginx
 
 BUILTIN: dict[str, type[SoftwareRole]] = {
-    role.code: role for role in (Kamailio, Prosody, RabbitMQ, MariaDB)
+    role.code: role for role in (Kamailio, Prosody, RabbitMQ, MariaDB, Nginx, Asterisk)
 }
 
 __all__ = ["BUILTIN", "SoftwareContext", "SoftwareRole"]

@@ -77,10 +77,7 @@ def amqp_login(
         capability = _shortstr("authentication_failure_close") + b"t\x01"
         properties = _shortstr("capabilities") + b"F" + _longstr(capability)
         start_ok = (
-            _longstr(properties)
-            + _shortstr("PLAIN")
-            + _longstr(response)
-            + _shortstr("en_US")
+            _longstr(properties) + _shortstr("PLAIN") + _longstr(response) + _shortstr("en_US")
         )
         sock.sendall(_method(0, 10, 11, start_ok))
         class_id, method_id, args = _read_method(sock)
