@@ -20,8 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.integration.accounts_helpers import web_login
 from tests.support.netns import BridgeController, Lab, NamespacedAgent, netns_unavailable
-from tests.support.processes import node, wait_for, wait_status
+from tests.support.processes import ADMIN_PASSWORD, node, wait_for, wait_status
 from voipcloud.agent.roles.sip import options_ping
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault]
@@ -134,6 +135,17 @@ def test_sip_node_online_answers_follows_the_domain_restarts_and_stops(
         assert online["role_health"]["sip"]["state"] in ("healthy", "unknown")
         wait_for(lambda: health(admin, node_id)["state"] == "healthy", what="sip healthy")
 
+        # the catalogue states the ports; Quick info and the listing show health and ports
+        catalogue = {r["code"]: r for r in admin.get("/api/v1/roles").json()}
+        assert {"protocol": "udp", "purpose": "SIP", "parameter": "sip_port"}.items() <= (
+            catalogue["sip"]["ports"][0].items()
+        )
+        web = web_login(controller.url, "admin", ADMIN_PASSWORD)
+        info = web.get(f"/nodes/{node_id}/info").text
+        assert 'id="info-health-sip">healthy<' in info
+        assert f"listens on {ns.address}: udp 5060 (SIP), tcp 5060 (SIP)" in info
+        assert f'id="n{node_id}-sip-health"' in web.get("/").text
+
         # a real SIP client from the host side gets 200 from the node's private IP
         domain = admin.get("/api/v1/infrastructure/properties").json()["system_domain"]
         assert options_ping(ns.address, 5060, domain).startswith("SIP/2.0 200")
@@ -171,6 +183,8 @@ def test_sip_node_online_answers_follows_the_domain_restarts_and_stops(
         noticed = time.monotonic() - killed_at
         print(f"killed Kamailio seen unhealthy after {noticed:.2f} s: {seen}")
         assert "exited" in str(seen["message"])
+        shown = web.get(f"/nodes/{node_id}/info").text
+        assert 'id="info-health-sip">unhealthy<' in shown or 'info-health-sip">healthy<' in shown
         wait_for(lambda: health(admin, node_id)["state"] == "healthy", timeout=20, what="back")
         new_pid = int((agent.state_dir / "run" / "sip.pid").read_text().split()[0])
         assert new_pid != pid

@@ -423,3 +423,78 @@ def check_consistency(role: Role, effective: Mapping[str, EffectiveValue]) -> li
             FieldError(("body", "parameters", "rtp_port_max"), "must be greater than rtp_port_min")
         )
     return errors
+
+
+@dataclass(frozen=True, slots=True)
+class RolePort:
+    """A port a role's software listens on: a parameter's value (or a range between two
+    parameters), or a fixed number."""
+
+    protocol: str  # "tcp" or "udp"
+    purpose: str
+    parameter: str | None = None
+    parameter_max: str | None = None  # a range: parameter .. parameter_max
+    port: int | None = None  # fixed (no parameter)
+
+    def schema(self) -> dict[str, Any]:
+        return {
+            "protocol": self.protocol,
+            "purpose": self.purpose,
+            "parameter": self.parameter,
+            "parameter_max": self.parameter_max,
+            "port": self.port,
+        }
+
+    def describe(self, effective: Mapping[str, Any]) -> str:
+        def value(name: str | None) -> Any:
+            found = effective.get(name) if name else None
+            return getattr(found, "value", found)
+
+        if self.parameter is None:
+            number = str(self.port)
+        elif self.parameter_max is not None:
+            number = f"{value(self.parameter)}–{value(self.parameter_max)}"
+        else:
+            number = str(value(self.parameter))
+        return f"{self.protocol} {number} ({self.purpose})"
+
+
+# What each role listens on (the built-in handlers, docs/roles.md): GET /roles `ports`, and
+# Quick info shows them with the node's effective values. Roles not named: none.
+ROLE_PORTS: Mapping[str, tuple[RolePort, ...]] = MappingProxyType(
+    {
+        "ic": (RolePort("tcp", "controller API, web interface, agent channel", "controller_port"),),
+        "web": (
+            RolePort("tcp", "HTTP, users' portal", "http_port"),
+            RolePort("tcp", "HTTPS, users' portal (with a certificate)", "https_port"),
+        ),
+        "sip": (
+            RolePort("udp", "SIP", "sip_port"),
+            RolePort("tcp", "SIP", "sip_port"),
+            RolePort(
+                "tcp", "SIP over TLS (reserved; not rendered by the built-in handler)", "sips_port"
+            ),
+        ),
+        "pbx": (
+            RolePort("udp", "SIP (PJSIP)", port=5080),
+            RolePort("udp", "RTP media", "rtp_port_min", "rtp_port_max"),
+        ),
+        "jabber": (
+            RolePort("tcp", "XMPP clients", "c2s_port"),
+            RolePort("tcp", "XMPP servers", "s2s_port"),
+        ),
+        "que": (RolePort("tcp", "AMQP 0-9-1", "port"),),
+        "sql": (RolePort("tcp", "MariaDB / MySQL protocol", "port"),),
+        "dd": (RolePort("tcp", "CQL", "port"),),
+        "es": (RolePort("tcp", "HTTP API", "http_port"),),
+    }
+)
+
+
+def role_ports(code: str) -> tuple[RolePort, ...]:
+    return ROLE_PORTS.get(code, ())
+
+
+def listening(code: str, effective: Mapping[str, Any]) -> list[str]:
+    """What the role listens on with these effective values, one line per port."""
+    return [port.describe(effective) for port in role_ports(code)]

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from voipcloud import __version__
 from voipcloud.domain.properties import SPECS as PROPERTY_SPECS
 from voipcloud.domain.roles import ROLES
+from voipcloud.domain.roles import listening as role_listening
 from voipcloud.domain.statuses import STATUS_INFO, NodeStatus
 from voipcloud.web import flash
 from voipcloud.web.deps import csrf_token
@@ -81,6 +82,21 @@ templates.env.globals["STATUS_INFO"] = STATUS_INFO
 templates.env.globals["NodeStatus"] = NodeStatus
 templates.env.globals["version"] = __version__
 templates.env.globals["ACTION_LABELS"] = ACTION_LABELS
+templates.env.globals["role_listening"] = role_listening
+
+
+def _role_health(
+    request: Request, node_id: int, roles: list[str], connectivity: str
+) -> dict[str, Any]:
+    """Per-role health as the node's agent last reported it (services/role_health.py)."""
+    controller = getattr(request.app.state, "controller", None)
+    if controller is None:
+        return {}
+    book = controller.agents.presence.role_health
+    return dict(book.for_node(node_id, roles, connected=connectivity == "connected"))
+
+
+templates.env.globals["role_health"] = _role_health
 
 
 # Pages show session keys and carry CSRF tokens: never framed, cached or leaked by referrer.

@@ -212,3 +212,16 @@ def test_web_renders_nginx_in_front_of_the_portal(tmp_path: Path) -> None:
     text = tls.render(params, node)["nginx.conf"]
     assert "listen 10.200.4.2:8443 ssl;" in text
     assert "ssl_certificate /c.pem;" in text
+
+
+def test_every_port_of_the_catalogue_names_a_parameter_of_its_role() -> None:
+    from voipcloud.domain.roles import ROLE_PORTS, ROLES, listening
+
+    for code, ports in ROLE_PORTS.items():
+        for port in ports:
+            for name in (port.parameter, port.parameter_max):
+                assert name is None or ROLES[code].parameter(name) is not None, (code, name)
+    assert listening("pbx", {"rtp_port_min": 10000, "rtp_port_max": 20000}) == [
+        "udp 5080 (SIP (PJSIP))",
+        "udp 10000–20000 (RTP media)",
+    ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from fastapi import APIRouter, Request, Response
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from voipcloud.api.deps import CanManageNodes, CanRead, ControllerDep
 from voipcloud.api.enrolment import EnrolmentPublic, for_request
@@ -20,12 +20,23 @@ from voipcloud.api.schemas import (
     RoleUpdate,
 )
 from voipcloud.api.versions import STALE_RESPONSE, IfMatch
-from voipcloud.domain.roles import ROLES, role_resource_access
+from voipcloud.domain.roles import ROLES, role_ports, role_resource_access
 
 router = APIRouter(tags=["roles"], responses=REFUSALS)
 
 
+class RolePortPublic(BaseModel):
+    protocol: Literal["tcp", "udp"]
+    purpose: str
+    parameter: str | None = Field(description="the parameter giving the port number, if any")
+    parameter_max: str | None = Field(description="a range: from `parameter` to this one")
+    port: int | None = Field(description="a fixed port (no parameter)")
+
+
 class CatalogueRolePublic(RolePublic):
+    ports: list[RolePortPublic] = Field(
+        description="what the role's software listens on (on the node's private IP)"
+    )
     resource_access: Literal["read-write", "read", "none"] = Field(
         description="what a node carrying this role may do with stored faxes, recordings and "
         "voicemail (a node gets the widest of its roles'; `none`: 403)"
@@ -43,6 +54,7 @@ def role_catalogue(_reader: CanRead) -> list[CatalogueRolePublic]:
             admin_removable=role.admin_removable,
             parameters=[ParameterPublic(**p.schema()) for p in role.parameters],
             resource_access=role_resource_access(role.code).value,
+            ports=[RolePortPublic(**p.schema()) for p in role_ports(role.code)],
         )
         for role in ROLES.values()
     ]
