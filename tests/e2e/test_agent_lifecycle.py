@@ -93,7 +93,7 @@ def test_an_agent_that_never_answers_times_out(tmp_path: Path, start_agent) -> N
         connected(admin, node_id)
         admin.post(f"/api/v1/nodes/{node_id}/actions/activate").raise_for_status()
         failed = wait_status(admin, node_id, "ActivateFailed", timeout=10)
-        assert failed["status_reason"] == "timeout"
+        assert failed["status_reason"].startswith("no report from the agent within")
         # the late success report arrives after the deadline and is not recorded
         time.sleep(3.5)
         assert node(admin, node_id)["status"] == "ActivateFailed"

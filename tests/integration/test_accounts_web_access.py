@@ -29,6 +29,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/nodes/{node_id}/actions/force-deactivate"): OPERATOR,
     ("POST", "/nodes/{node_id}/actions/force-deactivate"): OPERATOR,
     ("POST", "/nodes/{node_id}/actions/{action}"): OPERATOR,
+    ("GET", "/nodes/{node_id}/actions/{action}"): OPERATOR,
     ("GET", "/nodes/{node_id}/actions/mark-damaged"): OPERATOR,
     ("GET", "/nodes/{node_id}/delete"): OPERATOR,
     ("POST", "/nodes/{node_id}/delete"): OPERATOR,

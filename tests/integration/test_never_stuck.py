@@ -219,7 +219,8 @@ def test_no_node_stays_transient_without_a_reason_and_a_way_out(live: Controlled
         strict=True,
     ):
         node = get_node(c, node_id)
-        assert (node["status"], node["status_reason"]) == (status, "timeout"), node
+        assert node["status"] == status, node
+        assert "no report from the agent within" in node["status_reason"], node
         # and it is not stuck there: the administrator can try again
         again = Operation.FIX if status == "Damaged" else Operation.ACTIVATE
         assert lifecycle.allowed(again, NodeStatus(status))

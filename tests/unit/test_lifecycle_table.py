@@ -762,7 +762,10 @@ def test_activation_timeout(env: Env) -> None:
     (expired,) = env.c.operations.expire()
     assert expired.id == node_id
     assert expired.status is AF
-    assert expired.status_reason == "timeout"
+    # a sentence: how long, and when the agent was last heard from
+    assert expired.status_reason == (
+        "no report from the agent within 60 s — the agent has never joined"
+    )
     assert expired.pending_operation is None
     latest = env.c.nodes.events(node_id, limit=1).items[0]
     assert latest.operation == "activation-timed-out"
@@ -810,7 +813,8 @@ def test_fix_failure_stays_damaged_with_the_reason(env: Env) -> None:
     assert outcome.recorded
     assert outcome.node.status is DM
     assert env.c.nodes.events(node_id, limit=1).items[0].reason == "disk full"
-    assert outcome.node.status_reason == "disk full"
+    # the failure is shown, and the reason it was Damaged is kept beside it
+    assert outcome.node.status_reason == "Fix failed: disk full — Damaged because: disk errors"
 
 
 @pytest.mark.parametrize("success", [True, False])

@@ -538,7 +538,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             was = due[node.id].pending_operation
             if was == "activate":
                 assert node.status is NodeStatus.ACTIVATE_FAILED
-                assert node.status_reason == "timeout"
+                assert node.status_reason.startswith("no report from the agent within")
             else:
                 assert node.status is NodeStatus.DAMAGED
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from voipcloud.api import schemas
-from voipcloud.domain import versions
+from voipcloud.domain import policy, versions
 from voipcloud.domain.model import Event, Extension, Node
+from voipcloud.domain.policy import Connectivity
 from voipcloud.services.nodes import NodeDetails
 from voipcloud.services.presence import Presence
 from voipcloud.services.roles import AssignedRole
@@ -60,6 +63,7 @@ def node_detail(
             code: schemas.RoleHealthPublic.model_validate({"state": h.state, "message": h.message})
             for code, h in health.items()
         },
+        actions=node_actions(details, fields["connectivity"]),
         session_key=details.session_key,
         components=[
             schemas.ComponentPublic(name=c.name, version=c.version) for c in details.node.components
@@ -77,6 +81,22 @@ def node_detail(
             for a in assigned
         ],
     )
+
+
+def node_actions(details: NodeDetails, connectivity: object) -> list[schemas.NodeActionPublic]:
+    """The rulebook's answers for the node (`GET /nodes/{id}`'s `actions`)."""
+    facts = replace(details.facts, agent=Connectivity(str(connectivity)))
+    return [
+        schemas.NodeActionPublic(
+            name=d.operation.value,
+            allowed=d.allowed,
+            role=d.role,
+            rule=d.rule,
+            reason=d.reason,
+            confirm=d.confirm,
+        )
+        for d in policy.node_actions(facts)
+    ]
 
 
 def event(record: Event) -> schemas.EventPublic:

@@ -97,12 +97,25 @@ class RoleHealthPublic(BaseModel):
     message: str | None = None
 
 
+class NodeActionPublic(BaseModel):
+    """The rulebook's answer for one action on this node now (domain/policy.py)."""
+
+    name: str  # the operation: activate, delete, delete-assignment, admin-remove, ...
+    allowed: bool
+    role: str | None = None  # for a role action: the role it concerns
+    rule: str | None = None  # when refused: the rule's code (the 409 it would answer)
+    reason: str | None = None  # when refused: the sentence, with the way out
+    confirm: str | None = None  # when allowed: the consequence an interface asks about
+
+
 class NodeDetailPublic(NodePublic):
     session_key: str | None
     components: list[ComponentPublic]
     assignments: list[RoleAssignmentPublic]
     # per assigned role, as its agent last checked it; never changes the node's status
     role_health: dict[str, RoleHealthPublic] = Field(default_factory=dict)
+    # every node action and role action with the rulebook's answer now
+    actions: list[NodeActionPublic] = Field(default_factory=list)
 
 
 class NodesPublic(BaseModel):

@@ -22,7 +22,11 @@ def agent_text(node: dict[str, Any]) -> str:
     return f"{node['connectivity']} (last seen {seen})" if seen else node["connectivity"]
 
 
-def print_quick_info(node: dict[str, Any], events: list[dict[str, Any]]) -> None:
+def print_quick_info(
+    node: dict[str, Any], events: list[dict[str, Any]], *, components: bool = False
+) -> None:
+    """The Quick info; the installed components as a count unless `components` (a node
+    reports hundreds of packages: `node info --components` lists them)."""
     pending = node.get("pending_operation")
     print_record(
         f"Node {node['node_id']}: {node['hostname']}",
@@ -56,16 +60,42 @@ def print_quick_info(node: dict[str, Any], events: list[dict[str, Any]]) -> None
             ),
             title=f"Role {assignment['role']}: {assignment['name']}",
         )
-    components = node.get("components") or []
-    if components:
+    print_actions(node.get("actions") or [])
+    installed = node.get("components") or []
+    if installed and components:
         print_table(
             ["Component", "Version"],
-            ([c["name"], c["version"]] for c in components),
-            title=f"Components ({len(components)})",
+            ([c["name"], c["version"]] for c in installed),
+            title=f"Components ({len(installed)})",
+        )
+    elif installed:
+        console().print(
+            f"Components: {len(installed)} installed (list them with "
+            f"`voipcloud node info {node['node_id']} --components`)."
         )
     else:
         console().print("Components: none reported yet (no agent has joined).")
     print_events(events, title="Recent events")
+
+
+def print_actions(actions: list[dict[str, Any]]) -> None:
+    """The controller's rulebook for this node now: what may be done, and why not."""
+    if not actions:
+        return
+    print_table(
+        ["Action", "Role", "Allowed", "Rule", "Why not"],
+        (
+            [
+                a["name"],
+                a.get("role") or "",
+                "yes" if a["allowed"] else "no",
+                a.get("rule") or "",
+                a.get("reason") or "",
+            ]
+            for a in actions
+        ),
+        title="Actions now",
+    )
 
 
 def print_events(events: list[dict[str, Any]], *, title: str) -> None:

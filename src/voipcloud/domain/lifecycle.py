@@ -150,19 +150,107 @@ TRANSITIONS: tuple[Transition, ...] = tuple(
 
 _INDEX: dict[tuple[Operation, S], S] = {(t.operation, t.source): t.target for t in TRANSITIONS}
 
-# Operations that leave work pending for the node's agent.
-PENDING_OPERATIONS = frozenset({Op.ACTIVATE, Op.DEACTIVATE, Op.FIX})
+
+class PendingOperation(StrEnum):
+    """The work an administrator's operation leaves pending for the node's agent."""
+
+    ACTIVATE = "activate"
+    DEACTIVATE = "deactivate"
+    FIX = "fix"
+
+
+class Outcome(StrEnum):
+    """How a pending operation ends."""
+
+    SUCCESS = "success"  # the agent reports it done
+    FAILURE = "failure"  # the agent reports it failed, with a reason
+    TIMEOUT = "timeout"  # no report before the deadline
+    INTERRUPTION = "interruption"  # the controller restarted while it was pending
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """One line of the outcome table: what `outcome` of `pending` does to the node."""
+
+    pending: PendingOperation
+    outcome: Outcome
+    fires: Operation | None  # the transition it fires (None: the node stays as it is)
+    keeps_pending: bool  # True: the operation stays pending (the agent goes on)
+    note: str
+
+
+# Which administrator operation starts which pending operation.
+STARTS: dict[Operation, PendingOperation] = {
+    Op.ACTIVATE: PendingOperation.ACTIVATE,
+    Op.DEACTIVATE: PendingOperation.DEACTIVATE,  # from Online only (StandBy: no agent)
+    Op.FIX: PendingOperation.FIX,
+}
+
+P, E = PendingOperation, Outcome
+OUTCOMES: tuple[Ending, ...] = (
+    Ending(P.ACTIVATE, E.SUCCESS, Op.ACTIVATION_SUCCEEDED, False, "Online"),
+    Ending(P.ACTIVATE, E.FAILURE, Op.ACTIVATION_FAILED, False, "ActivateFailed, agent's reason"),
+    Ending(
+        P.ACTIVATE,
+        E.TIMEOUT,
+        Op.ACTIVATION_TIMED_OUT,
+        False,
+        "ActivateFailed: no report within the activation timeout",
+    ),
+    Ending(
+        P.ACTIVATE,
+        E.INTERRUPTION,
+        None,
+        True,
+        "stays pending; the deadline counts again from the restart plus the agents' longest "
+        "reconnect delay",
+    ),
+    Ending(P.FIX, E.SUCCESS, Op.FIX_SUCCEEDED, False, "Online"),
+    Ending(
+        P.FIX,
+        E.FAILURE,
+        Op.FIX_FAILED,
+        False,
+        "stays Damaged; the failure is shown beside the Damaged reason",
+    ),
+    Ending(P.FIX, E.TIMEOUT, Op.FIX_FAILED, False, "stays Damaged: no report within the timeout"),
+    Ending(P.FIX, E.INTERRUPTION, None, True, "stays pending, as an activation"),
+    Ending(P.DEACTIVATE, E.SUCCESS, Op.DEACTIVATION_COMPLETED, False, "Deactivated"),
+    Ending(
+        P.DEACTIVATE,
+        E.FAILURE,
+        None,
+        True,
+        "stays DeactivatePending; the agent retries with backoff and each attempt is recorded",
+    ),
+    Ending(
+        P.DEACTIVATE,
+        E.TIMEOUT,
+        None,
+        True,
+        "no deadline: the agent retries; the administrator may force the deactivation",
+    ),
+    Ending(P.DEACTIVATE, E.INTERRUPTION, None, True, "stays pending; the agent reports later"),
+)
+_ENDINGS: dict[tuple[PendingOperation, Outcome], Ending] = {
+    (e.pending, e.outcome): e for e in OUTCOMES
+}
+
+
+def ending(pending: PendingOperation | str, outcome: Outcome) -> Ending:
+    return _ENDINGS[(PendingOperation(pending), outcome)]
+
+
+def has_deadline(pending: PendingOperation | str | None) -> bool:
+    return pending is not None and ending(pending, Outcome.TIMEOUT).fires is not None
+
+
 # While an agent operation is pending, only these may run (the rest would race the agent).
 ALLOWED_WHILE_BUSY = frozenset({Op.EDIT_NODE, Op.DELETE, Op.ADMIN_REMOVE})
 # A pending deactivation is what DeactivatePending means, and SPEC 5 keeps every role
 # parameter editable there: the agent stops the roles; new values apply at the next activation.
 # Force deactivation exists to end that pending operation, so it is allowed during it.
 ALLOWED_WHILE_DEACTIVATING = ALLOWED_WHILE_BUSY | {Op.EDIT_ROLE, Op.FORCE_DEACTIVATE}
-
-# Named groups answering "may I?" (Ironic style).
-DELETE_ALLOWED_STATUSES = frozenset(s for s in S if (Op.DELETE, s) in _INDEX)
-ROLE_CHANGE_ALLOWED_STATUSES = frozenset(_CHANGEABLE)
-ACTIVATE_ALLOWED_STATUSES = frozenset(_ACTIVATABLE)
 
 _HINTS: dict[tuple[Operation, S], str] = {
     (Op.DELETE, S.ONLINE): "deactivate it first",
@@ -179,6 +267,11 @@ _HINTS: dict[tuple[Operation, S], str] = {
     (Op.FORCE_DEACTIVATE, S.STANDBY): "use Deactivate, which needs no agent from StandBy",
     (Op.FORCE_DEACTIVATE, S.DEACTIVATED): "it is already Deactivated",
 }
+
+
+def way_out(operation: Operation, status: S) -> str | None:
+    """What to do instead when the status refuses `operation` (None: nothing to suggest)."""
+    return _HINTS.get((operation, status))
 
 
 def allowed(operation: Operation, status: S) -> bool:
@@ -209,8 +302,11 @@ def plan(operation: Operation, status: S, *, hostname: str) -> S:
     raise RuleViolation(f"{operation}-status", message)
 
 
-def check_not_busy(operation: Operation, pending: str | None, *, hostname: str) -> None:
-    allowed_now = ALLOWED_WHILE_DEACTIVATING if pending == "deactivate" else ALLOWED_WHILE_BUSY
+def check_not_busy(
+    operation: Operation, pending: PendingOperation | str | None, *, hostname: str
+) -> None:
+    deactivating = pending == PendingOperation.DEACTIVATE
+    allowed_now = ALLOWED_WHILE_DEACTIVATING if deactivating else ALLOWED_WHILE_BUSY
     if pending and operation not in allowed_now:
         raise RuleViolation(
             "operation-in-progress",

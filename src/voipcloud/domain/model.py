@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+from voipcloud.domain.lifecycle import PendingOperation
 from voipcloud.domain.statuses import NodeStatus
 
 
@@ -36,7 +37,7 @@ class Node:
     status_reason: str | None
     is_controller: bool
     has_session_key: bool
-    pending_operation: str | None
+    pending_operation: PendingOperation | None
     operation_id: str | None
     operation_started_at: datetime | None
     config_generation: int

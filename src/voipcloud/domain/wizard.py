@@ -10,17 +10,17 @@ defaults, so they follow the Infrastructure Properties it sets.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from voipcloud.domain import lifecycle
-from voipcloud.domain.errors import FieldError, InvalidInput, RuleViolation
+from voipcloud.domain import policy
+from voipcloud.domain.errors import FieldError, InvalidInput
 from voipcloud.domain.lifecycle import Operation
 from voipcloud.domain.model import Node
+from voipcloud.domain.policy import Decision, NodeFacts
 from voipcloud.domain.properties import SPECS, validate_value
 from voipcloud.domain.roles import (
     CONTROLLER_ROLE,
-    DISTRIBUTED_DATABASE_ROLE,
     ROLES,
     SECRET_MASK,
     SINGLE_NODE_ROLES,
@@ -28,7 +28,6 @@ from voipcloud.domain.roles import (
 )
 from voipcloud.domain.validation import normalize_ip
 
-DD_MAX_EXTENSIONS = 3  # SPEC.md section 5: dd only while at most three extensions exist
 # The properties the wizard may set besides the two it must ask for.
 OPTIONAL_INPUTS = ("management_hostname", "infrastructure_name", "timezone")
 
@@ -85,23 +84,9 @@ def validate_input(
     )
 
 
-def check_available(controller: Node, live_nodes: list[Node]) -> None:
-    """RuleViolation (409) unless the IC node is the only live node and may be configured."""
-    others = [n for n in live_nodes if n.id != controller.id]
-    if others:
-        shown = ", ".join(f"{n.hostname} ({n.status})" for n in others[:5])
-        more = f" and {len(others) - 5} more" if len(others) > 5 else ""
-        raise RuleViolation(
-            "wizard-single-node",
-            "The Configuration Wizard is available only while the Infrastructure Controller "
-            f"node {controller.hostname} is the only live node; {len(others)} other live "
-            f"node(s) exist: {shown}{more}. Set the Infrastructure Properties and assign "
-            "roles node by node instead, or delete the other nodes first.",
-        )
-    lifecycle.plan(Operation.WIZARD, controller.status, hostname=controller.hostname)
-    lifecycle.check_not_busy(
-        Operation.WIZARD, controller.pending_operation, hostname=controller.hostname
-    )
+def check_available(facts: NodeFacts) -> Decision:
+    """The rulebook's answer: may the wizard run on the IC node (`facts`) now?"""
+    return policy.decide(Operation.WIZARD, facts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,22 +122,25 @@ class WizardPlan:
 def make_plan(
     controller: Node,
     answers: WizardInput,
+    facts: NodeFacts,
     *,
     properties_after: Mapping[str, Any],
     explicit: Mapping[str, Mapping[str, Any]],
-    extension_count: int,
 ) -> WizardPlan:
-    """What the wizard will do to the IC node; `explicit` holds its current assignments."""
+    """What the wizard will do to the IC node; `explicit` holds its current assignments.
+
+    Each role it adds is asked of the rulebook as an Assign Role on the node as the wizard
+    leaves it (its public IP set): a role the rules refuse is left out, with the reason."""
     skipped: dict[str, str] = {}
     codes = [CONTROLLER_ROLE]
+    node = replace(facts, has_public_ip=True)
     for code in SINGLE_NODE_ROLES:
-        dd_refused = extension_count > DD_MAX_EXTENSIONS
-        if code == DISTRIBUTED_DATABASE_ROLE and code not in explicit and dd_refused:
-            skipped[code] = (
-                f"the Distributed Database role can be assigned only while at most "
-                f"{DD_MAX_EXTENSIONS} extensions exist; there are {extension_count}"
-            )
-            continue
+        if code not in explicit:
+            decision = policy.decide(Operation.ASSIGN_ROLE, node, role=code)
+            if not decision.allowed:
+                skipped[code] = decision.reason or "refused"
+                continue
+            node = replace(node, roles=node.roles | {code})
         codes.append(code)
     roles = []
     for code in codes:

@@ -206,10 +206,12 @@ class InfrastructureService:
         return transitions.apply(
             conn,
             node,
-            Operation.CONFIGURATION_CHANGED,
-            actor=CONTROLLER_ACTOR,
+            transitions.Change(
+                Operation.CONFIGURATION_CHANGED,
+                CONTROLLER_ACTOR,
+                reason=f"{impact.reason} ({moved}); use Fix Node to re-apply",
+                status_reason=impact.reason,
+                new_configuration=True,
+            ),
             now=now,
-            reason=impact.reason,
-            event_reason=f"{impact.reason} ({moved}); use Fix Node to re-apply",
-            config_generation=node.config_generation + 1,
         )

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection
 
-from voipcloud.domain import lifecycle, validation, versions
+from voipcloud.domain import lifecycle, policy, validation, versions
 from voipcloud.domain.errors import FieldError, InvalidInput, RuleViolation
 from voipcloud.domain.filters import NodeFilter
 from voipcloud.domain.lifecycle import Operation
 from voipcloud.domain.model import Event, Node, Page
-from voipcloud.domain.roles import ROLES, PublicIp
+from voipcloud.domain.policy import NodeFacts
 from voipcloud.domain.statuses import NodeStatus
 from voipcloud.services import transitions
 from voipcloud.services.context import Context
 from voipcloud.services.secrets_box import new_session_key
-from voipcloud.store import events, infrastructure, roles
+from voipcloud.services.transitions import Change, SessionKey
+from voipcloud.store import events, extensions, infrastructure, roles
 from voipcloud.store import nodes as node_rows
 
 ACTIONS = {
@@ -37,6 +38,39 @@ MAX_REASON = 1000
 class NodeDetails:
     node: Node
     session_key: str | None
+    facts: NodeFacts  # what the rulebook looks at (agent connectivity: added by the caller)
+
+
+def facts_of(conn: Connection, found: Sequence[Node]) -> dict[int, NodeFacts]:
+    """The rulebook's facts about each node, read in the caller's transaction."""
+    count = extensions.count(conn)
+    live: list[Node] | None = None
+    result: dict[int, NodeFacts] = {}
+    for node in found:
+        carried: dict[str, tuple[str, ...]] = {}
+        others: tuple[str, ...] = ()
+        if node.is_controller:  # Administrative Remove's warning and the Wizard
+            live = node_rows.all_live(conn) if live is None else live
+            rest = [n for n in live if n.id != node.id]
+            carried = {r: tuple(n.hostname for n in rest if r in n.roles) for r in node.roles}
+            others = tuple(f"{n.hostname} ({n.status})" for n in rest)
+        result[node.id] = NodeFacts(
+            hostname=node.hostname,
+            status=node.status,
+            roles=frozenset(node.roles),
+            is_controller=node.is_controller,
+            has_public_ip=bool(node.public_ip),
+            extension_count=count,
+            pending=node.pending_operation,
+            has_session_key=node.has_session_key,
+            carried_elsewhere=carried,
+            other_live_nodes=others,
+        )
+    return result
+
+
+def node_facts(conn: Connection, node: Node) -> NodeFacts:
+    return facts_of(conn, [node])[node.id]
 
 
 def _clean_node_fields(values: dict[str, Any]) -> dict[str, Any]:
@@ -90,8 +124,13 @@ class NodeService:
         with self._ctx.db.read() as conn:
             node = transitions.load(conn, node_id)
             encrypted = node_rows.encrypted_session_key(conn, node_id)
+            facts = node_facts(conn, node)
         key = self._ctx.box.decrypt(encrypted) if encrypted else None
-        return NodeDetails(node=node, session_key=key)
+        return NodeDetails(node=node, session_key=key, facts=facts)
+
+    def facts(self, found: Sequence[Node]) -> dict[int, NodeFacts]:
+        with self._ctx.db.read() as conn:
+            return facts_of(conn, found)
 
     def controller_session_key(self) -> str | None:
         with self._ctx.db.read() as conn:
@@ -160,30 +199,25 @@ class NodeService:
             versions.check(expected, versions.node_snapshot(node))
             if "hostname" in clean and clean["hostname"] != node.hostname:
                 _ensure_hostname_free(conn, clean["hostname"], node_id=node.id)
-            if "public_ip" in clean and clean["public_ip"] is None:
-                needing = [r for r in node.roles if ROLES[r].public_ip is PublicIp.REQUIRED]
-                if needing:
-                    raise RuleViolation(
-                        "public-ip-required",
-                        f"Node {node.hostname} carries role(s) {', '.join(needing)}, which "
-                        "need a public IP; it cannot be removed.",
-                    )
+            removing = "public_ip" in clean and clean["public_ip"] is None
+            policy.decide(
+                Operation.EDIT_NODE, node_facts(conn, node), removing_public_ip=removing
+            ).check()
             changed = {k: v for k, v in clean.items() if getattr(node, k) != v}
             if not changed:
                 return node
-            if "public_ip" in changed and node.roles:
-                changed["config_generation"] = node.config_generation + 1
-            described = ", ".join(
-                f"{k} {getattr(node, k)} → {v}" for k, v in changed.items() if k in clean
-            )
+            described = ", ".join(f"{k} {getattr(node, k)} → {v}" for k, v in changed.items())
             return transitions.apply(
                 conn,
                 node,
-                Operation.EDIT_NODE,
-                actor=actor,
+                Change(
+                    Operation.EDIT_NODE,
+                    actor,
+                    reason=f"edited: {described}",
+                    fields=changed,
+                    new_configuration="public_ip" in changed and bool(node.roles),
+                ),
                 now=now,
-                event_reason=f"edited: {described}",
-                **changed,
             )
 
     def delete(
@@ -199,28 +233,22 @@ class NodeService:
         with self._ctx.db.write() as conn:
             node = transitions.load(conn, node_id)
             versions.check(expected, versions.node_snapshot(node))  # If-Match (CAS below)
-            if node.is_controller:
-                raise RuleViolation(
-                    "controller-not-deletable",
-                    f"Node {node.hostname} is the Infrastructure Controller node; it runs this "
-                    "controller and cannot be deleted.",
-                )
+            policy.decide(Operation.DELETE, node_facts(conn, node)).check()
             released = ", ".join(node.roles) or "none"
             roles.remove_all(conn, node_id=node.id)
             return transitions.apply(
                 conn,
                 node,
-                Operation.DELETE,
-                actor=actor,
+                Change(
+                    Operation.DELETE,
+                    actor,
+                    reason=f"{reason or 'deleted'}; roles released: {released}",
+                    status_reason=reason or "deleted by the administrator",
+                    session_key=SessionKey(None, None, end_agent_login=False),
+                    end_pending=True,
+                    new_configuration=True,
+                ),
                 now=now,
-                reason=reason or "deleted by the administrator",
-                event_reason=f"{reason or 'deleted'}; roles released: {released}",
-                session_key_encrypted=None,
-                session_key_digest=None,
-                pending_operation=None,
-                operation_id=None,
-                operation_started_at=None,
-                config_generation=node.config_generation + 1,
             )
 
     def action(
@@ -245,28 +273,21 @@ class NodeService:
         now = self._ctx.clock()
         with self._ctx.db.write() as conn:
             node = transitions.load(conn, node_id)
-            values: dict[str, Any] = {}
+            policy.decide(operation, node_facts(conn, node)).check()
+            key = None
             if operation is Operation.REGENERATE_SESSION_KEY:
-                values.update(self.session_key_values(node))
+                key = self.new_session_key()
                 reason = reason or "session key regenerated; the previous key no longer works"
-            elif operation is Operation.ACTIVATE:
-                # plan first so that a status refusal names the status, not the roles
-                lifecycle.plan(operation, node.status, hostname=node.hostname)
-                if not node.roles:
-                    raise RuleViolation(
-                        "activate-needs-role",
-                        f"Activate is not available: node {node.hostname} has no role; "
-                        "assign at least one role first.",
-                    )
-                values.update(self._pending("activate", now))
-            elif operation is Operation.FIX:
-                values.update(self._pending("fix", now))
-            elif operation is Operation.DEACTIVATE and node.status is NodeStatus.ONLINE:
-                values.update(self._pending("deactivate", now))
             elif operation is Operation.MARK_DAMAGED:
                 reason = reason or "marked Damaged by the administrator"
+            starts = lifecycle.STARTS.get(operation)
+            if operation is Operation.DEACTIVATE and node.status is not NodeStatus.ONLINE:
+                starts = None  # StandBy -> Deactivated at once: no agent involved
             return transitions.apply(
-                conn, node, operation, actor=actor, now=now, reason=reason, **values
+                conn,
+                node,
+                Change(operation, actor, reason=reason, start=starts, session_key=key),
+                now=now,
             )
 
     def force_deactivate(self, node_id: int, *, actor: str, reason: str | None) -> Node:
@@ -286,37 +307,36 @@ class NodeService:
         now = self._ctx.clock()
         with self._ctx.db.write() as conn:
             node = transitions.load(conn, node_id)
-            why = f"forced by administrator: {reason}"
+            policy.decide(Operation.FORCE_DEACTIVATE, node_facts(conn, node)).check()
             return transitions.apply(
                 conn,
                 node,
-                Operation.FORCE_DEACTIVATE,
-                actor=actor,
+                Change(
+                    Operation.FORCE_DEACTIVATE,
+                    actor,
+                    reason=f"forced by administrator: {reason}",
+                    end_pending=True,
+                    # the agent reconciles on a new generation: it stops what still runs
+                    new_configuration=True,
+                ),
                 now=now,
-                reason=why,
-                pending_operation=None,
-                operation_id=None,
-                operation_started_at=None,
-                # the agent reconciles on a new generation: it stops what still runs
-                config_generation=node.config_generation + 1,
             )
 
     def session_key_values(self, node: Node) -> dict[str, Any]:
-        key = new_session_key()
+        """A new session key as the node's column values (the bootstrap writes them)."""
+        key = self.new_session_key()
         return {
-            "session_key_encrypted": self._ctx.box.encrypt(key),
-            "session_key_digest": self._ctx.box.digest(key),
-            # whoever joined with the old key must join again with the new one
+            "session_key_encrypted": key.encrypted,
+            "session_key_digest": key.digest,
             "agent_token_digest": None,
         }
 
-    @staticmethod
-    def _pending(operation: str, now: Any) -> dict[str, Any]:
-        return {
-            "pending_operation": operation,
-            "operation_id": str(uuid.uuid4()),
-            "operation_started_at": now,
-        }
+    def new_session_key(self) -> SessionKey:
+        """A new session key; whoever joined with the old key must join again."""
+        key = new_session_key()
+        return SessionKey(
+            self._ctx.box.encrypt(key), self._ctx.box.digest(key), end_agent_login=True
+        )
 
 
 def _hostname_taken(hostname: str) -> RuleViolation:

@@ -16,22 +16,43 @@ agent that finished while the controller was down can still report (docs/protoco
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection
 
 from voipcloud import protocol
-from voipcloud.domain.errors import ConcurrentChange, RuleViolation
-from voipcloud.domain.lifecycle import Operation
+from voipcloud.domain import lifecycle
+from voipcloud.domain.errors import ConcurrentChange
+from voipcloud.domain.lifecycle import Operation, PendingOperation
 from voipcloud.domain.model import Node
+from voipcloud.domain.statuses import NodeStatus
 from voipcloud.services import transitions
 from voipcloud.services.context import CONTROLLER_ACTOR, Context, node_actor
+from voipcloud.services.transitions import Change
 from voipcloud.store import events
 from voipcloud.store import nodes as node_rows
 
-_CLEARED = {"pending_operation": None, "operation_id": None, "operation_started_at": None}
 MAX_REASON = 2000
+_DAMAGED_BECAUSE = " — Damaged because: "
+
+
+def fix_failed_reason(previous: str | None, failure: str) -> str:
+    """A failed Fix keeps the node Damaged: say why the Fix failed, and keep why it was
+    Damaged (the administrator's own reason, or the configuration change) beside it."""
+    if previous and _DAMAGED_BECAUSE in previous and previous.startswith("Fix failed: "):
+        previous = previous.split(_DAMAGED_BECAUSE, 1)[1]  # an earlier Fix's failure
+    text = f"Fix failed: {failure}"
+    return f"{text}{_DAMAGED_BECAUSE}{previous}" if previous else text
+
+
+def timeout_reason(seconds: float, last_seen: datetime | None) -> str:
+    """A silent agent's failure, as a sentence."""
+    if last_seen is None:
+        seen = "the agent has never joined"
+    else:
+        seen = f"the agent has not been seen since {last_seen:%H:%M:%S} UTC"
+    return f"no report from the agent within {seconds:g} s — {seen}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,33 +84,35 @@ class OperationService:
             node = transitions.load(conn, node_id)
             if node.operation_id != operation_id or node.pending_operation is None:
                 return Outcome(node, recorded=False)
-            kind = node.pending_operation
-            if kind == "activate":
-                op = Operation.ACTIVATION_SUCCEEDED if success else Operation.ACTIVATION_FAILED
-            elif kind == "fix":
-                op = Operation.FIX_SUCCEEDED if success else Operation.FIX_FAILED
-            elif kind == "deactivate" and success:
-                op = Operation.DEACTIVATION_COMPLETED
-            elif kind == "deactivate":
+            ending = lifecycle.ending(
+                node.pending_operation,
+                lifecycle.Outcome.SUCCESS if success else lifecycle.Outcome.FAILURE,
+            )
+            if ending.fires is None:  # a deactivation attempt failed: the agent retries
                 return self._deactivation_attempt_failed(
                     conn, node, now=now, reason=reason, attempt=attempt, retry_in=retry_in
                 )
-            else:  # pragma: no cover - the table has no other pending operations
-                raise RuleViolation("unknown-operation", f"Unknown pending operation {kind}.")
             failure = None if success else (reason or "failed without a reason")
             node = transitions.apply(
-                conn,
-                node,
-                op,
-                actor=actor,
-                now=now,
-                reason=failure,
-                check_busy=False,
-                # a failed Fix keeps the status, but the reason must say why
-                status_reason=failure,
-                **_CLEARED,
+                conn, node, self._ended(node, ending.fires, actor, failure), now=now
             )
             return Outcome(node, recorded=True)
+
+    @staticmethod
+    def _ended(node: Node, operation: Operation, actor: str, failure: str | None) -> Change:
+        """The change that ends the node's pending operation with `operation`."""
+        shown: str | None = failure
+        if failure is not None and node.status is NodeStatus.DAMAGED:
+            # a failed Fix keeps the status; the reason says why, beside why it was Damaged
+            shown = fix_failed_reason(node.status_reason, failure)
+        return Change(
+            operation,
+            actor,
+            reason=failure,
+            status_reason=shown,
+            end_pending=True,
+            check_busy=False,
+        )
 
     @staticmethod
     def _deactivation_attempt_failed(
@@ -127,7 +150,7 @@ class OperationService:
     def deadline(self, node: Node) -> datetime | None:
         """When this pending activation or fix times out (None: it has no deadline)."""
         started = node.operation_started_at
-        if node.pending_operation not in ("activate", "fix") or started is None:
+        if not lifecycle.has_deadline(node.pending_operation) or started is None:
             return None
         if started < self.started_at:  # inherited: its agent may still be reconnecting
             started = self.started_at + timedelta(seconds=protocol.RECONNECT_CAP)
@@ -150,22 +173,14 @@ class OperationService:
                 node = transitions.load(conn, node_id)
                 if not self._overdue(node, now):  # reported meanwhile
                     continue
-                op = (
-                    Operation.ACTIVATION_TIMED_OUT
-                    if node.pending_operation == "activate"
-                    else Operation.FIX_FAILED
-                )
-                expired.append(
-                    transitions.apply(
-                        conn,
-                        node,
-                        op,
-                        actor=CONTROLLER_ACTOR,
-                        now=now,
-                        reason="timeout",
-                        check_busy=False,
-                        status_reason="timeout",
-                        **_CLEARED,
-                    )
-                )
+                assert node.pending_operation is not None
+                ending = lifecycle.ending(node.pending_operation, lifecycle.Outcome.TIMEOUT)
+                assert ending.fires is not None
+                change = self._ended(node, ending.fires, CONTROLLER_ACTOR, "timeout")
+                # the history keeps the word "timeout" (metrics count it); the node says why
+                sentence = timeout_reason(self._ctx.activation_timeout, node.last_seen)
+                if node.pending_operation is PendingOperation.FIX:
+                    sentence = fix_failed_reason(node.status_reason, sentence)
+                change = replace(change, status_reason=sentence)
+                expired.append(transitions.apply(conn, node, change, now=now))
         return expired

@@ -7,17 +7,15 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from voipcloud.domain import lifecycle, versions
-from voipcloud.domain.errors import ConcurrentChange, InvalidInput, NotFound, RuleViolation
+from voipcloud.domain import policy, versions
+from voipcloud.domain.errors import ConcurrentChange, InvalidInput, NotFound
 from voipcloud.domain.lifecycle import Operation
 from voipcloud.domain.model import Node, RoleAssignment
+from voipcloud.domain.policy import removal_warning as _warning
 from voipcloud.domain.roles import (
-    CONTROLLER_ROLE,
-    DISTRIBUTED_DATABASE_ROLE,
     ROLES,
     SECRET_MASK,
     EffectiveValue,
-    PublicIp,
     Role,
     check_consistency,
     effective_parameters,
@@ -26,21 +24,16 @@ from voipcloud.domain.roles import (
 from voipcloud.domain.statuses import NodeStatus
 from voipcloud.services import transitions
 from voipcloud.services.context import CONTROLLER_ACTOR, Context
-from voipcloud.services.nodes import NodeService
+from voipcloud.services.nodes import NodeService, node_facts
 from voipcloud.services.secrets_box import ENCRYPTED, seal, unseal
-from voipcloud.store import extensions, infrastructure
+from voipcloud.services.transitions import Change
+from voipcloud.store import infrastructure
 from voipcloud.store import roles as role_rows
 
-DD_MAX_EXTENSIONS = 3  # dd may be assigned while at most this many extensions exist
-ADMIN_REMOVE_MAX_EXTENSIONS = 2  # "less than three extensions"
 
-
-def removal_warning(role: Role, hostname: str) -> str:
-    return (
-        f"Warning: the {role.name} role will be removed from the Infrastructure Controller "
-        f"node {hostname}, whatever its status, and its agent will stop it. Make sure another "
-        "node carries this role before you continue."
-    )
+def removal_warning(role: Role, hostname: str, others: tuple[str, ...] = ()) -> str:
+    """Administrative Remove's warning (the policy's text; `others`: who else carries it)."""
+    return _warning(role.code, hostname, others)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,34 +91,9 @@ class RoleService:
         now = self._ctx.clock()
         with self._ctx.db.write() as conn:
             node = transitions.load(conn, node_id)
-            lifecycle.plan(Operation.ASSIGN_ROLE, node.status, hostname=node.hostname)
-            if spec.code == CONTROLLER_ROLE:
-                raise RuleViolation(
-                    "controller-role-reserved",
-                    "The Infrastructure Controller role belongs to the controller's own node; "
-                    "it cannot be assigned to another node.",
-                )
-            if spec.code in node.roles:
-                raise RuleViolation(
-                    "role-already-assigned",
-                    f"Node {node.hostname} already has the {spec.name} role; "
-                    "edit its parameters instead.",
-                )
-            if spec.public_ip is PublicIp.REQUIRED and not node.public_ip:
-                raise RuleViolation(
-                    "public-ip-required",
-                    f"The {spec.name} role needs a public IP and node {node.hostname} has none; "
-                    "set the node's public IP first.",
-                )
-            if spec.code == DISTRIBUTED_DATABASE_ROLE:
-                infrastructure.lock(conn)
-                count = extensions.count(conn)
-                if count > DD_MAX_EXTENSIONS:
-                    raise RuleViolation(
-                        "dd-extension-limit",
-                        "The Distributed Database role can be assigned only while at most "
-                        f"{DD_MAX_EXTENSIONS} extensions are provisioned; there are {count}.",
-                    )
+            # the extension count is read under the lock that adding an extension takes
+            infrastructure.lock(conn)
+            policy.decide(Operation.ASSIGN_ROLE, node_facts(conn, node), role=spec.code).check()
             explicit = {k: v for k, v in clean.items() if v is not None}
             self._check_effective(conn, node, spec, explicit)
             role_rows.add(
@@ -135,17 +103,18 @@ class RoleService:
                 parameters=self._encrypt(spec, explicit),
                 now=now,
             )
-            values: dict[str, Any] = {"config_generation": node.config_generation + 1}
-            if not node.has_session_key:
-                values.update(self._nodes.session_key_values(node))
+            key = None if node.has_session_key else self._nodes.new_session_key()
             node = transitions.apply(
                 conn,
                 node,
-                Operation.ASSIGN_ROLE,
-                actor=actor,
+                Change(
+                    Operation.ASSIGN_ROLE,
+                    actor,
+                    reason=f"role {spec.code} assigned",
+                    new_configuration=True,
+                    session_key=key,
+                ),
                 now=now,
-                event_reason=f"role {spec.code} assigned",
-                **values,
             )
         details = self._nodes.get(node.id)
         return AssignResult(node=details.node, session_key=details.session_key)
@@ -167,10 +136,7 @@ class RoleService:
             assignment = _assignment(conn, node, spec)
             # If-Match: set_parameters below is a compare-and-set on this same version
             versions.check(expected, versions.assignment_snapshot(node.hostname, spec, assignment))
-            lifecycle.plan(Operation.EDIT_ROLE, node.status, hostname=node.hostname)
-            lifecycle.check_not_busy(
-                Operation.EDIT_ROLE, node.pending_operation, hostname=node.hostname
-            )
+            policy.decide(Operation.EDIT_ROLE, node_facts(conn, node), role=spec.code).check()
             properties = self.reveal(infrastructure.properties(conn))
             before = self.reveal(assignment.parameters)
             after = dict(before)
@@ -201,11 +167,13 @@ class RoleService:
             node = transitions.apply(
                 conn,
                 node,
-                Operation.EDIT_ROLE,
-                actor=actor,
+                Change(
+                    Operation.EDIT_ROLE,
+                    actor,
+                    reason=f"parameters changed: {summary}",
+                    new_configuration=bool(changed),
+                ),
                 now=now,
-                event_reason=f"parameters changed: {summary}",
-                config_generation=node.config_generation + (1 if changed else 0),
             )
             if node.status is NodeStatus.ONLINE and structural:
                 reason = "role parameter changed: " + ", ".join(
@@ -214,10 +182,8 @@ class RoleService:
                 node = transitions.apply(
                     conn,
                     node,
-                    Operation.CONFIGURATION_CHANGED,
-                    actor=CONTROLLER_ACTOR,
+                    Change(Operation.CONFIGURATION_CHANGED, CONTROLLER_ACTOR, reason=reason),
                     now=now,
-                    reason=reason,
                 )
             return node
 
@@ -236,21 +202,20 @@ class RoleService:
             assignment = _assignment(conn, node, spec)
             # If-Match; the node's compare-and-set below serializes it with any role change
             versions.check(expected, versions.assignment_snapshot(node.hostname, spec, assignment))
-            lifecycle.plan(Operation.DELETE_ASSIGNMENT, node.status, hostname=node.hostname)
-            if spec.code == CONTROLLER_ROLE:
-                raise RuleViolation(
-                    "controller-role-reserved",
-                    "The Infrastructure Controller role cannot be taken off the controller's node.",
-                )
+            policy.decide(
+                Operation.DELETE_ASSIGNMENT, node_facts(conn, node), role=spec.code
+            ).check()
             role_rows.remove(conn, node_id=node.id, role=spec.code)
             return transitions.apply(
                 conn,
                 node,
-                Operation.DELETE_ASSIGNMENT,
-                actor=actor,
+                Change(
+                    Operation.DELETE_ASSIGNMENT,
+                    actor,
+                    reason=f"role {spec.code} unassigned",
+                    new_configuration=True,
+                ),
                 now=now,
-                event_reason=f"role {spec.code} unassigned",
-                config_generation=node.config_generation + 1,
             )
 
     def admin_remove(self, node_id: int, *, actor: str, role: str, confirm: bool) -> Node:
@@ -258,39 +223,23 @@ class RoleService:
         now = self._ctx.clock()
         with self._ctx.db.write() as conn:
             node = transitions.load(conn, node_id)
-            if not spec.admin_removable:
-                allowed = ", ".join(r.name for r in ROLES.values() if r.admin_removable)
-                raise RuleViolation(
-                    "admin-remove-role",
-                    f"Administrative Remove is not available for the {spec.name} role; "
-                    f"it applies only to {allowed}.",
-                )
-            if not node.is_controller:
-                raise RuleViolation(
-                    "admin-remove-controller-only",
-                    f"Administrative Remove applies only to roles on the Infrastructure "
-                    f"Controller node; node {node.hostname} is not it. Use Delete Assignment.",
-                )
+            infrastructure.lock(conn)  # the extension count holds until the commit
+            decision = policy.decide(Operation.ADMIN_REMOVE, node_facts(conn, node), role=spec.code)
+            decision.check()
             _assignment(conn, node, spec)
-            infrastructure.lock(conn)
-            count = extensions.count(conn)
-            if count > ADMIN_REMOVE_MAX_EXTENSIONS:
-                raise RuleViolation(
-                    "admin-remove-extensions",
-                    "Administrative Remove is available only while fewer than three extensions "
-                    f"are provisioned; there are {count}.",
-                )
             if not confirm:
-                raise InvalidInput.one(("body", "confirm"), removal_warning(spec, node.hostname))
+                raise InvalidInput.one(("body", "confirm"), decision.confirm or "confirm it")
             role_rows.remove(conn, node_id=node.id, role=spec.code)
             return transitions.apply(
                 conn,
                 node,
-                Operation.ADMIN_REMOVE,
-                actor=actor,
+                Change(
+                    Operation.ADMIN_REMOVE,
+                    actor,
+                    reason=f"role {spec.code} removed from the Infrastructure Controller node",
+                    new_configuration=True,
+                ),
                 now=now,
-                event_reason=f"role {spec.code} removed from the Infrastructure Controller node",
-                config_generation=node.config_generation + 1,
             )
 
     # secrets at rest (role parameters and the Infrastructure Properties share the format)

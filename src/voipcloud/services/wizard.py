@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
+from voipcloud.domain import policy
 from voipcloud.domain.errors import RuleViolation
-from voipcloud.domain.lifecycle import Operation
+from voipcloud.domain.lifecycle import Operation, PendingOperation
 from voipcloud.domain.model import Node
 from voipcloud.domain.properties import masked, validate_changes
 from voipcloud.domain.wizard import (
@@ -30,9 +30,10 @@ from voipcloud.domain.wizard import (
 from voipcloud.services import transitions
 from voipcloud.services.bootstrap import this_machine
 from voipcloud.services.context import Context
-from voipcloud.services.nodes import NodeService
+from voipcloud.services.nodes import NodeService, node_facts
 from voipcloud.services.roles import RoleService
-from voipcloud.store import extensions, infrastructure
+from voipcloud.services.transitions import Change
+from voipcloud.store import infrastructure
 from voipcloud.store import nodes as node_rows
 from voipcloud.store import roles as role_rows
 
@@ -93,11 +94,7 @@ class WizardService:
             addresses.insert(0, primary)
         with self._ctx.db.read() as conn:
             controller = _controller(conn)
-            reason = None
-            try:
-                check_available(controller, node_rows.all_live(conn))
-            except RuleViolation as refusal:
-                reason = refusal.message
+            reason = check_available(node_facts(conn, controller)).reason
             properties = masked(self._infrastructure.read(conn))
         public = [a for a in addresses if ipaddress.ip_address(a).is_global]
         return Detected(
@@ -132,54 +129,49 @@ class WizardService:
             self._infrastructure.save(conn, before=before, after=after, actor=actor, now=now)
             for code in plan.new_roles:
                 role_rows.add(conn, node_id=controller.id, role=code, parameters={}, now=now)
-            values: dict[str, Any] = {
-                "public_ip": plan.public_ip,
-                "private_ip": plan.private_ip,
-                "config_generation": controller.config_generation + 1,
-            }
-            if not controller.has_session_key:
-                values.update(self._nodes.session_key_values(controller))
+            key = None if controller.has_session_key else self._nodes.new_session_key()
             assigned = ", ".join(plan.new_roles) or "none (all present)"
             node = transitions.apply(
                 conn,
                 controller,
-                Operation.WIZARD,
-                actor=actor,
-                now=now,
-                event_reason=(
-                    f"Configuration Wizard: system domain {after['system_domain']}, public IP "
-                    f"{plan.public_ip}; roles assigned: {assigned}"
+                Change(
+                    Operation.WIZARD,
+                    actor,
+                    reason=(
+                        f"Configuration Wizard: system domain {after['system_domain']}, "
+                        f"public IP {plan.public_ip}; roles assigned: {assigned}"
+                    ),
+                    fields={"public_ip": plan.public_ip, "private_ip": plan.private_ip},
+                    new_configuration=True,
+                    session_key=key,
                 ),
-                **values,
+                now=now,
             )
+            # the node as the wizard leaves it: the rulebook must accept its activation
+            policy.decide(Operation.ACTIVATE, node_facts(conn, node)).check()
             node = transitions.apply(
                 conn,
                 node,
-                Operation.ACTIVATE,
-                actor=actor,
+                Change(
+                    Operation.ACTIVATE,
+                    actor,
+                    reason="activation started by the Configuration Wizard",
+                    start=PendingOperation.ACTIVATE,
+                ),
                 now=now,
-                event_reason="activation started by the Configuration Wizard",
-                pending_operation="activate",
-                operation_id=str(uuid.uuid4()),
-                operation_started_at=now,
             )
         return WizardRun(node=node, plan=plan)
 
     def _plan(self, conn: Connection, wanted: WizardInput) -> WizardPlan:
         controller = _controller(conn)
-        check_available(controller, node_rows.all_live(conn))
+        facts = node_facts(conn, controller)
+        check_available(facts).check()
         after = validate_changes(self._infrastructure.read(conn), wanted.property_changes())
         explicit = {
             a.role: self._roles.reveal(a.parameters)
             for a in role_rows.for_node(conn, controller.id)
         }
-        return make_plan(
-            controller,
-            wanted,
-            properties_after=after,
-            explicit=explicit,
-            extension_count=extensions.count(conn),
-        )
+        return make_plan(controller, wanted, facts, properties_after=after, explicit=explicit)
 
 
 def _controller(conn: Connection) -> Node:

@@ -21,6 +21,7 @@ from sqlalchemy import (
 )
 
 from voipcloud.domain.filters import NodeFilter
+from voipcloud.domain.lifecycle import PendingOperation
 from voipcloud.domain.model import Component, Node, Page
 from voipcloud.domain.numbers import is_whole
 from voipcloud.domain.statuses import NodeStatus
@@ -44,7 +45,9 @@ def _node(data: RowMapping, roles: list[str]) -> Node:
         status_reason=data["status_reason"],
         is_controller=bool(data["is_controller"]),
         has_session_key=bool(data["has_session_key"]),
-        pending_operation=data["pending_operation"],
+        pending_operation=PendingOperation(data["pending_operation"])
+        if data["pending_operation"]
+        else None,
         operation_id=data["operation_id"],
         operation_started_at=data["operation_started_at"],
         config_generation=data["config_generation"],

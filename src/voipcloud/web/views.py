@@ -1,28 +1,29 @@
 """View models: what the templates show, computed from the services (no HTTP here).
 
-The actions offered for a node come from the domain's own rules (`lifecycle.allowed`,
-`check_not_busy`) plus the few extra conditions the services check, so a button is shown
-exactly when the operation would be accepted.
+Every action a page offers comes from the domain's rulebook (`voipcloud.domain.policy`):
+an allowed action is a button (one that asks first when the rulebook names a consequence), a
+refused one is shown disabled with the rulebook's reason. Nothing here decides a rule.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from voipcloud.domain import lifecycle
-from voipcloud.domain.errors import InvalidInput, RuleViolation
+from voipcloud.domain import policy
+from voipcloud.domain.errors import InvalidInput
 from voipcloud.domain.filters import NodeFilter
 from voipcloud.domain.lifecycle import Operation
 from voipcloud.domain.model import Event, Node
 from voipcloud.domain.numbers import parse_whole
+from voipcloud.domain.policy import Connectivity, Decision, NodeFacts
 from voipcloud.domain.roles import CONTROLLER_ROLE, ROLES, Role
 from voipcloud.domain.statuses import STATUS_INFO, NodeStatus, StatusInfo
 from voipcloud.services.controller import Controller
-from voipcloud.services.roles import ADMIN_REMOVE_MAX_EXTENSIONS, AssignedRole
+from voipcloud.services.roles import AssignedRole
 
 PAGE_SIZES = (25, 50, 100)
 MAX_PAGE = 999_999
@@ -39,48 +40,72 @@ ROW_ACTIONS: tuple[tuple[str, Operation, str], ...] = (
     ("fix", Operation.FIX, "Fix Node"),
     ("delete", Operation.DELETE, "Delete Node"),
 )
-ACTION_LABELS = {key: label for key, _op, label in ROW_ACTIONS}
-# actions that ask first (they open a confirmation layer); the rest post straight away
-CONFIRMED_ACTIONS = frozenset({"mark-damaged", "force-deactivate", "delete"})
+INFO_ACTIONS: tuple[tuple[str, Operation, str], ...] = (
+    ("regenerate-session-key", Operation.REGENERATE_SESSION_KEY, "Regenerate session key"),
+)
+ACTION_LABELS = {key: label for key, _op, label in ROW_ACTIONS + INFO_ACTIONS}
+ACTION_OPERATIONS = {key: op for key, op, _label in ROW_ACTIONS + INFO_ACTIONS}
 FORM_ACTIONS = frozenset({"assign-role", "edit"})
+# actions with a page of their own before the post (a reason to give, a form to fill)
+OWN_PAGE_ACTIONS = frozenset({"assign-role", "edit", "mark-damaged", "force-deactivate", "delete"})
 
 
-def _may(operation: Operation, node: Node) -> bool:
-    """May the administrator run `operation` on `node` now, as far as its status goes?"""
-    if not lifecycle.allowed(operation, node.status):
-        return False
-    try:
-        lifecycle.check_not_busy(operation, node.pending_operation, hostname=node.hostname)
-    except RuleViolation:
-        return False
-    return True
+@dataclass(frozen=True, slots=True)
+class ActionView:
+    """One action button: allowed (perhaps asking first), or disabled with the reason."""
+
+    key: str
+    label: str
+    decision: Decision
+
+    @property
+    def allowed(self) -> bool:
+        return self.decision.allowed
+
+    @property
+    def reason(self) -> str:
+        return self.decision.reason or ""
+
+    @property
+    def asks_first(self) -> bool:
+        return self.decision.confirm is not None or self.key in OWN_PAGE_ACTIONS
 
 
-def node_actions(node: Node) -> list[str]:
-    """The row actions the node's status allows (View Info is always there)."""
-    actions = []
-    for key, operation, _label in ROW_ACTIONS:
-        if not _may(operation, node):
-            continue
-        if key == "activate" and not node.roles:
-            continue  # Activate needs at least one role
-        if key == "delete" and node.is_controller:
-            continue  # the IC node runs this controller: never deletable
-        if key == "assign-role" and not assignable_roles(node):
-            continue
-        actions.append(key)
-    return actions
+def facts_with_agent(
+    controller: Controller, node: Node, facts: NodeFacts
+) -> tuple[NodeFacts, str, datetime | None]:
+    """The rulebook's facts with the agent's connectivity as the controller sees it now."""
+    connectivity, last_seen = controller.connectivity(node)
+    seen = f"{last_seen:%Y-%m-%d %H:%M:%S} UTC" if last_seen else None
+    return (
+        replace(facts, agent=Connectivity(connectivity.value), last_seen=seen),
+        connectivity.value,
+        last_seen,
+    )
 
 
-def require_action(node: Node, key: str) -> None:
-    """A form or confirmation reached by its address offers only what the listing offers."""
-    if key not in node_actions(node):
-        raise RuleViolation(
-            f"{key}-not-available",
-            f"{ACTION_LABELS[key]} is not available for node {node.hostname} while it is "
-            f"{node.status.value}. Go back to Cloud Management: each row offers what its "
-            "status allows.",
-        )
+def decide(controller: Controller, facts: NodeFacts, key: str) -> Decision:
+    return policy.decide(
+        ACTION_OPERATIONS[key], facts, activation_timeout=controller.ctx.activation_timeout
+    )
+
+
+def action_views(controller: Controller, facts: NodeFacts) -> list[ActionView]:
+    return [
+        ActionView(key, label, decide(controller, facts, key)) for key, _op, label in ROW_ACTIONS
+    ]
+
+
+def current_facts(controller: Controller, node: Node) -> NodeFacts:
+    facts = controller.nodes.facts([node])[node.id]
+    return facts_with_agent(controller, node, facts)[0]
+
+
+def require_action(controller: Controller, node: Node, key: str) -> Decision:
+    """A form or confirmation reached by its address offers only what the rulebook allows."""
+    decision = decide(controller, current_facts(controller, node), key)
+    decision.check()
+    return decision
 
 
 def assignable_roles(node: Node) -> list[Role]:
@@ -90,25 +115,29 @@ def assignable_roles(node: Node) -> list[Role]:
 @dataclass(frozen=True, slots=True)
 class RoleView:
     role: Role
-    can_delete_assignment: bool
-    can_remove: bool
+    delete_assignment: Decision | None  # None: not offered for this role (ic)
+    remove: Decision | None  # None: Administrative Remove does not apply here
+
+    @property
+    def can_delete_assignment(self) -> bool:
+        return self.delete_assignment is not None and self.delete_assignment.allowed
+
+    @property
+    def can_remove(self) -> bool:
+        return self.remove is not None and self.remove.allowed
 
 
-def role_views(node: Node, extension_count: int) -> list[RoleView]:
+def role_views(node: Node, facts: NodeFacts) -> list[RoleView]:
     views = []
     for code in node.roles:
         role = ROLES[code]
-        views.append(
-            RoleView(
-                role=role,
-                can_delete_assignment=code != CONTROLLER_ROLE
-                and _may(Operation.DELETE_ASSIGNMENT, node),
-                can_remove=node.is_controller
-                and role.admin_removable
-                and extension_count <= ADMIN_REMOVE_MAX_EXTENSIONS
-                and _may(Operation.ADMIN_REMOVE, node),
-            )
-        )
+        delete = None
+        if code != CONTROLLER_ROLE:
+            delete = policy.decide(Operation.DELETE_ASSIGNMENT, facts, role=code)
+        remove = None
+        if node.is_controller and role.admin_removable:
+            remove = policy.decide(Operation.ADMIN_REMOVE, facts, role=code)
+        views.append(RoleView(role=role, delete_assignment=delete, remove=remove))
     return views
 
 
@@ -119,18 +148,25 @@ class NodeRow:
     connectivity: str  # connected / lost / never
     last_seen: datetime | None
     roles: list[RoleView]
-    actions: list[str]
+    buttons: list[ActionView]
+    facts: NodeFacts
+
+    @property
+    def actions(self) -> list[str]:
+        """The keys of the allowed row actions."""
+        return [b.key for b in self.buttons if b.allowed]
 
 
-def node_row(controller: Controller, node: Node, extension_count: int) -> NodeRow:
-    connectivity, last_seen = controller.connectivity(node)
+def node_row(controller: Controller, node: Node, facts: NodeFacts) -> NodeRow:
+    facts, connectivity, last_seen = facts_with_agent(controller, node, facts)
     return NodeRow(
         node=node,
         status=STATUS_INFO[node.status],
-        connectivity=connectivity.value,
+        connectivity=connectivity,
         last_seen=last_seen,
-        roles=role_views(node, extension_count),
-        actions=node_actions(node),
+        roles=role_views(node, facts),
+        buttons=action_views(controller, facts),
+        facts=facts,
     )
 
 
@@ -186,6 +222,8 @@ class Listing:
     pages: int
     error: str | None = None
     fingerprint: str = ""
+    extension_count: int = 0
+    extension_rules: str = policy.EXTENSION_RULES
     statuses: list[NodeStatus] = field(default_factory=lambda: list(NodeStatus))
     roles: list[Role] = field(default_factory=lambda: list(ROLES.values()))
 
@@ -252,8 +290,11 @@ def listing(controller: Controller, request: ListingRequest) -> Listing:
         request = ListingRequest(per_page=request.per_page)
         flt = NodeFilter(limit=request.per_page)
     page = controller.nodes.list(flt)
-    extension_count = controller.extensions.count()
-    rows = [node_row(controller, node, extension_count) for node in page.items]
+    facts = controller.nodes.facts(page.items)
+    extension_count = next(iter(facts.values())).extension_count if facts else 0
+    if not facts:
+        extension_count = controller.extensions.count()
+    rows = [node_row(controller, node, facts[node.id]) for node in page.items]
     pages = max(1, -(-page.total // request.per_page))
     return Listing(
         request=request,
@@ -262,6 +303,7 @@ def listing(controller: Controller, request: ListingRequest) -> Listing:
         pages=pages,
         error=error,
         fingerprint=fingerprint(rows, page.total, extension_count),
+        extension_count=extension_count,
     )
 
 
@@ -272,7 +314,7 @@ def fingerprint(rows: list[NodeRow], total: int, extension_count: int) -> str:
         n = row.node
         digest.update(
             f"|{n.id}:{n.row_version}:{n.updated_at}:{n.status}:{n.pending_operation}:"
-            f"{','.join(n.roles)}:{row.connectivity}".encode()
+            f"{','.join(n.roles)}:{row.connectivity}:{n.status_reason}".encode()
         )
     return digest.hexdigest()[:16]
 
@@ -286,18 +328,24 @@ class NodeInfo:
     session_key: str | None
     assigned: list[AssignedRole]
     events: list[Event]
-    can_regenerate_key: bool
+    regenerate: ActionView
+
+    @property
+    def can_regenerate_key(self) -> bool:
+        return self.regenerate.allowed
 
 
 def node_info(controller: Controller, node_id: int) -> NodeInfo:
     details = controller.nodes.get(node_id)
     node = details.node
+    row = node_row(controller, node, details.facts)
+    key, _op, label = INFO_ACTIONS[0]
     return NodeInfo(
-        row=node_row(controller, node, controller.extensions.count()),
+        row=row,
         session_key=details.session_key,
         assigned=controller.roles.assigned(node_id),
         events=controller.nodes.events(node_id, limit=10).items,
-        can_regenerate_key=node.has_session_key and _may(Operation.REGENERATE_SESSION_KEY, node),
+        regenerate=ActionView(key, label, decide(controller, row.facts, key)),
     )
 
 

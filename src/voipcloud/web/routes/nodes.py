@@ -6,8 +6,9 @@ from typing import Annotated
 
 from fastapi import Form, Query, Request, Response
 
-from voipcloud.domain.errors import InvalidInput, RuleViolation
+from voipcloud.domain.errors import InvalidInput, NotFound, RuleViolation
 from voipcloud.domain.model import Node
+from voipcloud.domain.policy import Decision
 from voipcloud.services.nodes import ACTIONS
 from voipcloud.web import flash, views
 from voipcloud.web.deps import ControllerDep, PageNodes, PageRead, PostNodes, web_router
@@ -86,7 +87,7 @@ def edit_node_form(
 ) -> Response:
     """The Edit node form (hostname and IPs)."""
     node = controller.nodes.get(node_id).node
-    views.require_action(node, "edit")
+    views.require_action(controller, node, "edit")
     values = {
         "hostname": node.hostname,
         "private_ip": node.private_ip,
@@ -182,7 +183,7 @@ def confirm_force_deactivate(
 ) -> Response:
     """Say what forcing means and ask for the reason before it."""
     node = controller.nodes.get(node_id).node
-    views.require_action(node, "force-deactivate")
+    views.require_action(controller, node, "force-deactivate")
     return _force_page(request, node, back=local_url(next))
 
 
@@ -222,17 +223,62 @@ def node_action(
     admin: PostNodes,
     controller: ControllerDep,
     reason: Annotated[str, Form(max_length=1000)] = "",
+    confirm: Annotated[str, Form(max_length=8)] = "",
     next: NextField = "/",
 ) -> Response:
-    """Set StandBy, Activate, Deactivate, Mark Damaged, Fix Node, regenerate the session key."""
+    """Set StandBy, Activate, Deactivate, Mark Damaged, Fix Node, regenerate the session key.
+
+    An action whose consequence the rulebook names is carried out only once confirmed: a post
+    without `confirm=yes` (a stale page, a script) is answered with the confirmation page."""
     back = local_url(next)
     if action not in ACTIONS:
         return flash.redirect(request, back, "error", f"There is no action {action!r}.")
+    if confirm != "yes" and action in views.ACTION_OPERATIONS:
+        node = controller.nodes.get(node_id).node
+        decision = views.decide(controller, views.current_facts(controller, node), action)
+        if decision.allowed and decision.confirm:
+            return _confirm_page(request, node, action, decision, back=back)
     try:
         node = controller.nodes.action(node_id, action, actor=admin, reason=reason or None)
     except (RuleViolation, InvalidInput) as exc:
         return flash.redirect(request, back, "error", str(exc))
+    if action == "regenerate-session-key":
+        return flash.redirect(
+            request,
+            f"/nodes/{node.id}/session-key",
+            "success",
+            f"New session key for {node.hostname}: the previous key no longer works. Start "
+            "the node's agent again with this one (the command is below).",
+        )
     return flash.redirect(request, back, "success", views.action_done(action, node))
+
+
+CONFIRM_BUTTONS = {
+    "deactivate": "Deactivate",
+    "activate": "Activate anyway",
+    "fix": "Fix anyway",
+    "regenerate-session-key": "Regenerate session key",
+    "standby": "Set StandBy",
+}
+
+
+def _confirm_page(
+    request: Request, node: Node, action: str, decision: Decision, *, back: str
+) -> Response:
+    label = views.ACTION_LABELS[action]
+    return render(
+        request,
+        "nodes/confirm.html",
+        nav="cloud",
+        title=f"{label}: {node.hostname}",
+        question=f"{label} node {node.hostname} (NodeID {node.id}, {node.status.value})?",
+        warning=decision.confirm,
+        action=f"/nodes/{node.id}/actions/{action}",
+        button=CONFIRM_BUTTONS.get(action, label),
+        danger=action in ("deactivate", "regenerate-session-key"),
+        confirm_field=True,
+        back=back,
+    )
 
 
 @router.get("/nodes/{node_id}/actions/mark-damaged")
@@ -241,7 +287,7 @@ def confirm_mark_damaged(
 ) -> Response:
     """Ask for the reason before marking the node Damaged."""
     node = controller.nodes.get(node_id).node
-    views.require_action(node, "mark-damaged")
+    views.require_action(controller, node, "mark-damaged")
     return render(
         request,
         "nodes/confirm.html",
@@ -261,7 +307,7 @@ def confirm_delete(
 ) -> Response:
     """Ask before Delete Node."""
     node = controller.nodes.get(node_id).node
-    views.require_action(node, "delete")
+    views.require_action(controller, node, "delete")
     return render(
         request,
         "nodes/confirm.html",
@@ -292,3 +338,20 @@ def delete_node(
     except RuleViolation as exc:
         return flash.redirect(request, back, "error", exc.message)
     return flash.redirect(request, back, "success", f"Node {node.hostname} deleted.")
+
+
+@router.get("/nodes/{node_id}/actions/{action}")
+def confirm_action(
+    request: Request,
+    node_id: int,
+    action: str,
+    _admin: PageNodes,
+    controller: ControllerDep,
+    next: Next = None,
+) -> Response:
+    """Say what the action will do (the rulebook's consequence) and ask before it."""
+    if action not in ACTIONS:
+        raise NotFound(f"There is no action {action!r}.")
+    node = controller.nodes.get(node_id).node
+    decision = views.require_action(controller, node, action)
+    return _confirm_page(request, node, action, decision, back=local_url(next))

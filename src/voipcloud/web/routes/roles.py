@@ -61,7 +61,7 @@ def assign_form(
 ) -> Response:
     """The Assign Role form; its parameters come from the role catalogue."""
     node = controller.nodes.get(node_id).node
-    views.require_action(node, "assign-role")
+    views.require_action(controller, node, "assign-role")
     chosen = ROLES.get(role or "")
     return render(
         request,
