@@ -15,9 +15,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, WithJsonSchema
 
+from voipcloud.domain.filters import SORT_KEYS
 from voipcloud.domain.numbers import parse_whole
+from voipcloud.domain.roles import ROLES
+from voipcloud.domain.statuses import NodeStatus
 
 
 def strict_whole(value: Any) -> Any:
@@ -29,3 +32,20 @@ def strict_whole(value: Any) -> Any:
 STRICT = BeforeValidator(strict_whole)
 Whole = Annotated[int, STRICT]
 OptionalWhole = Annotated[int | None, STRICT]  # the validator runs before the union
+
+
+# Filters checked by the domain (`NodeFilter.parse`, one 422 naming every field at fault)
+# and published as enums in the schema: exactly the values the domain accepts (an empty
+# value is refused here, by `min_length=1` beside them).
+ROLE_CODES = list(ROLES)
+SORT_VALUES = [*SORT_KEYS, *(f"-{key}" for key in SORT_KEYS)]
+StatusFilter = Annotated[
+    str | None, WithJsonSchema({"type": "string", "enum": [s.value for s in NodeStatus]})
+]
+RoleFilter = Annotated[str | None, WithJsonSchema({"type": "string", "enum": ROLE_CODES})]
+SortFilter = Annotated[
+    str | None,
+    WithJsonSchema(
+        {"type": "string", "enum": SORT_VALUES, "description": "a field; '-' in front: descending"}
+    ),
+]

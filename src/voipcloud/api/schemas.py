@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema
 
 from voipcloud.domain import validation
 from voipcloud.domain.statuses import NodeStatus
@@ -14,6 +14,35 @@ from voipcloud.domain.statuses import NodeStatus
 # with a 422 naming the field, before anything reaches the services.
 OneLine = Annotated[str, AfterValidator(validation.check_text)]
 Text = Annotated[str, AfterValidator(lambda v: validation.check_text(v, multiline=True))]
+
+# What the services accept, published in the schema (they check it: a 422 naming the field).
+# A host name: RFC 1123 labels, any case, an optional final dot, spaces around ignored.
+_LABEL = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOSTNAME_PATTERN = rf"^ *{_LABEL}(?:\.{_LABEL})*\.? *$"
+Hostname = Annotated[
+    OneLine,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": validation.MAX_HOSTNAME,
+            "pattern": HOSTNAME_PATTERN,
+            "examples": ["sip-01.example.com"],
+        }
+    ),
+]
+# an IPv4 or IPv6 address
+IpAddress = Annotated[
+    str,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "maxLength": 45,
+            "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}],
+            "examples": ["10.0.0.11"],
+        }
+    ),
+]
 
 
 class Strict(BaseModel):
@@ -32,16 +61,16 @@ class TokenPublic(BaseModel):
 
 
 class NodeCreate(Strict):
-    hostname: OneLine = Field(max_length=253, examples=["sip-01.example.com"])
-    private_ip: str = Field(max_length=45, examples=["10.0.0.11"])
-    public_ip: str | None = Field(default=None, max_length=45, examples=["203.0.113.11"])
+    hostname: Hostname = Field(max_length=253)
+    private_ip: IpAddress = Field(max_length=45)
+    public_ip: IpAddress | None = Field(default=None, max_length=45)
     container_id: OneLine | None = Field(default=None, max_length=128)
 
 
 class NodeUpdate(Strict):
-    hostname: OneLine | None = Field(default=None, max_length=253)
-    private_ip: str | None = Field(default=None, max_length=45)
-    public_ip: str | None = Field(default=None, max_length=45)
+    hostname: Hostname | None = Field(default=None, max_length=253)
+    private_ip: IpAddress | None = Field(default=None, max_length=45)
+    public_ip: IpAddress | None = Field(default=None, max_length=45)
     container_id: OneLine | None = Field(default=None, max_length=128)
 
 

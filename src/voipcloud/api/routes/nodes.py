@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Query, Response
 from voipcloud.api import convert
 from voipcloud.api.deps import CanManageNodes, CanRead, ControllerDep, MeReading
 from voipcloud.api.errors import REFUSALS
-from voipcloud.api.params import Whole
+from voipcloud.api.params import RoleFilter, SortFilter, StatusFilter, Whole
 from voipcloud.api.schemas import (
     ActionRequest,
     EventsPublic,
@@ -45,10 +45,10 @@ def detail(
 def list_nodes(
     _reader: CanRead,
     controller: ControllerDep,
-    status: Annotated[str | None, Query(max_length=32)] = None,
-    role: Annotated[str | None, Query(max_length=16)] = None,
+    status: Annotated[StatusFilter, Query(min_length=1, max_length=32)] = None,
+    role: Annotated[RoleFilter, Query(min_length=1, max_length=16)] = None,
     q: Annotated[str | None, Query(max_length=253)] = None,
-    sort: Annotated[str | None, Query(max_length=32)] = None,
+    sort: Annotated[SortFilter, Query(min_length=1, max_length=32)] = None,
     limit: Annotated[Whole, Query(ge=1, le=500)] = 50,
     offset: Annotated[Whole, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> NodesPublic:
@@ -115,7 +115,64 @@ def delete_node(
     return detail(controller, node_id, response)
 
 
-@router.post("/{node_id}/actions/{action}", response_model=NodeDetailPublic)
+# one operation per action (`activate_node`...), so a generated client has a call for each;
+# the same path template, hidden, answers an unknown action with the usual 422
+ACTION_OPERATIONS = {
+    "standby": ("standby_node", "Set StandBy"),
+    "activate": ("activate_node", "Activate"),
+    "deactivate": ("deactivate_node", "Deactivate"),
+    "mark-damaged": ("mark_node_damaged", "Mark Damaged"),
+    "fix": ("fix_node", "Fix"),
+    "regenerate-session-key": ("regenerate_session_key", "Regenerate session key"),
+}
+FORCE_HELP = (
+    '`deactivate` with `{"force": true, "reason": ...}` ends a DeactivatePending node\'s '
+    "deactivation that its agent cannot complete (409 in any other status; 422 without a "
+    "reason)."
+)
+
+
+def run_action(
+    node_id: int,
+    action: str,
+    admin: str,
+    controller: Controller,
+    body: ActionRequest | None,
+) -> NodeDetailPublic:
+    reason = body.reason if body else None
+    force = body.force if body else False
+    controller.nodes.action(node_id, action, actor=admin, reason=reason, force=force)
+    return detail(controller, node_id)
+
+
+def _action_route(action: str, operation_id: str, title: str) -> None:
+    def endpoint(
+        node_id: int,
+        admin: CanManageNodes,
+        controller: ControllerDep,
+        body: Annotated[ActionRequest | None, Body()] = None,
+    ) -> NodeDetailPublic:
+        return run_action(node_id, action, admin, controller, body)
+
+    router.add_api_route(
+        f"/{{node_id}}/actions/{action}",
+        endpoint,
+        methods=["POST"],
+        response_model=NodeDetailPublic,
+        operation_id=operation_id,
+        summary=title,
+        description=f"{title} (`{action}`); optional `reason`."
+        + (f" {FORCE_HELP}" if action == "deactivate" else ""),
+    )
+
+
+for _action, (_operation_id, _title) in ACTION_OPERATIONS.items():
+    _action_route(_action, _operation_id, _title)
+
+
+@router.post(
+    "/{node_id}/actions/{action}", response_model=NodeDetailPublic, include_in_schema=False
+)
 def node_action(
     node_id: int,
     action: str,
@@ -123,15 +180,8 @@ def node_action(
     controller: ControllerDep,
     body: Annotated[ActionRequest | None, Body()] = None,
 ) -> NodeDetailPublic:
-    """standby, activate, deactivate, mark-damaged, fix or regenerate-session-key.
-
-    `deactivate` with `{"force": true, "reason": ...}` ends a DeactivatePending node's
-    deactivation that its agent cannot complete (409 in any other status; 422 without a reason).
-    """
-    reason = body.reason if body else None
-    force = body.force if body else False
-    controller.nodes.action(node_id, action, actor=admin, reason=reason, force=force)
-    return detail(controller, node_id)
+    """Any other action: 422 naming `path.action` (the services know the actions)."""
+    return run_action(node_id, action, admin, controller, body)
 
 
 @router.get("/{node_id}/events", response_model=EventsPublic)

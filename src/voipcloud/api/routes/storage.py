@@ -34,7 +34,7 @@ from voipcloud.api.versions import STALE_RESPONSE, IfMatch, set_etag
 from voipcloud.domain.access import Permission
 from voipcloud.domain.errors import NotAuthenticated, NotFound
 from voipcloud.domain.filters import MAX_OFFSET
-from voipcloud.domain.storage import ResourceKind, served_content_type
+from voipcloud.domain.storage import KEY, MAX_KEY, ResourceKind, served_content_type
 from voipcloud.services.context import node_actor
 from voipcloud.services.storage import ResourceAccessDenied, StorageService
 
@@ -119,7 +119,14 @@ def get_storage(request: Request) -> StorageService:
 
 StorageDep = Annotated[StorageService, Depends(get_storage)]
 KindPath = Annotated[ResourceKind, Path(description="faxes, recordings or voicemail")]
-KeyPath = Annotated[str, Path(max_length=512, examples=["1001/2026-11-24T10-00-00.wav"])]
+KeyPath = Annotated[
+    str,
+    Path(
+        max_length=MAX_KEY,
+        examples=["1001/2026-11-24T10-00-00.wav"],
+        json_schema_extra={"pattern": KEY.pattern},  # checked by domain.storage.check_key
+    ),
+]
 
 
 @router.get("", response_model=StoragePublic)
@@ -177,7 +184,11 @@ def list_resources(
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "the resource's bytes; its Content-Type header (any media type, "
+            "application/octet-stream when absent) is stored with it",
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
         }
     },
 )
