@@ -207,6 +207,7 @@ class ApiClient:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         if timeout is None:
             timeout = timeout_from_environment()
+        self.last_etag: str | None = None  # the ETag of the last answer (If-Match later)
         self._http = httpx.Client(
             base_url=self.controller_url + API_PREFIX,
             headers=headers,
@@ -232,13 +233,18 @@ class ApiClient:
         *,
         json: Any = None,
         params: Mapping[str, Any] | None = None,
+        if_match: str | None = None,
     ) -> Any:
-        """The parsed JSON answer (None for 204); a CliError for anything else."""
+        """The parsed JSON answer (None for 204); a CliError for anything else. `if_match`:
+        the ETag the change was prepared from (412 `stale-version` when it changed since)."""
         import httpx
 
         clean = {k: v for k, v in (params or {}).items() if v is not None}
+        headers = {"If-Match": if_match} if if_match else None
         try:
-            answer = self._http.request(method, path, json=json, params=clean or None)
+            answer = self._http.request(
+                method, path, json=json, params=clean or None, headers=headers
+            )
         except httpx.TimeoutException as exc:
             raise Unreachable(
                 f"the controller at {self.controller_url} did not answer in time "
@@ -258,6 +264,7 @@ class ApiClient:
             ) from exc
         except httpx.InvalidURL as exc:
             raise UsageProblem(f"invalid controller URL {self.controller_url!r}: {exc}") from exc
+        self.last_etag = answer.headers.get("etag")
         body: Any = None
         if answer.content:
             try:
@@ -286,14 +293,19 @@ class ApiClient:
     def post(self, path: str, *, json: Any = None) -> Any:
         return self.request("POST", path, json=json)
 
-    def put(self, path: str, *, json: Any = None) -> Any:
-        return self.request("PUT", path, json=json)
+    def put(self, path: str, *, json: Any = None, if_match: str | None = None) -> Any:
+        return self.request("PUT", path, json=json, if_match=if_match)
 
-    def patch(self, path: str, *, json: Any = None) -> Any:
-        return self.request("PATCH", path, json=json)
+    def patch(self, path: str, *, json: Any = None, if_match: str | None = None) -> Any:
+        return self.request("PATCH", path, json=json, if_match=if_match)
 
-    def delete(self, path: str) -> Any:
-        return self.request("DELETE", path)
+    def delete(self, path: str, *, if_match: str | None = None) -> Any:
+        return self.request("DELETE", path, if_match=if_match)
+
+    def etag_of(self, path: str) -> str | None:
+        """The current ETag of the resource at `path` (one GET)."""
+        self.get(path)
+        return self.last_etag
 
 
 def selected_profile(ctx: typer.Context | None) -> str:

@@ -10,6 +10,7 @@ import typer
 from voipcloud.cli.client import ApiClient, UsageProblem, client_from_context
 from voipcloud.cli.follow import follow_and_report, label
 from voipcloud.cli.output import (
+    IfMatchOption,
     OutputFormat,
     OutputOption,
     console,
@@ -122,14 +123,20 @@ def set_properties(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Only say which nodes would be marked Damaged.")
     ] = False,
+    if_match: IfMatchOption = None,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
-    """Change properties; Online nodes whose configuration moves are marked Damaged."""
+    """Change properties; Online nodes whose configuration moves are marked Damaged. Sends
+    If-Match: refused if the properties changed since read."""
     changes = parse_assignments(assignments)
     client = client_from_context(ctx)
     check_names(client, changes)
     answer = client.request(
-        "PUT", PROPERTIES, json=changes, params={"dry_run": "true" if dry_run else None}
+        "PUT",
+        PROPERTIES,
+        json=changes,
+        params={"dry_run": "true" if dry_run else None},
+        if_match=if_match or client.etag_of(PROPERTIES),
     )
     if wants_json(output):
         print_json(answer)

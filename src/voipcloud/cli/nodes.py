@@ -17,6 +17,7 @@ from voipcloud.cli.client import (
 from voipcloud.cli.follow import follow_and_report, label
 from voipcloud.cli.node_views import agent_text, print_events, print_quick_info, report
 from voipcloud.cli.output import (
+    IfMatchOption,
     OutputFormat,
     OutputOption,
     note,
@@ -46,11 +47,13 @@ def node_id_of(client: ApiClient, ref: str) -> int:
     """A NodeID given as digits, or the one live (or Deleted) node with that hostname."""
     if is_whole(ref.strip()):  # ASCII digits only: '³' is a hostname to look up, not a NodeID
         return int(ref.strip())
-    for status in (None, "Deleted"):
-        page = client.get("/nodes", params={"q": ref, "status": status, "limit": 500})
-        exact = [n for n in page["items"] if n["hostname"].lower() == ref.strip().lower()]
-        if exact:
-            return int(exact[0]["node_id"])
+    # the exact hostname (one indexed query on the server): live first, else the latest Deleted
+    for status, sort in ((None, "id"), ("Deleted", "-id")):
+        page = client.get(
+            "/nodes", params={"hostname": ref.strip(), "status": status, "sort": sort, "limit": 1}
+        )
+        if page["items"]:
+            return int(page["items"][0]["node_id"])
     raise Refused(f"not found: no node has the hostname {ref!r}", status_code=404)
 
 
@@ -114,19 +117,24 @@ def info(
     ctx: typer.Context,
     node: NodeArgument,
     events: Annotated[int, typer.Option(min=0, max=500, help="How many recent events.")] = 10,
+    components: Annotated[
+        bool, typer.Option("--components", help="List every installed component (a count else).")
+    ] = False,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
-    """The node's Quick info: identity, status, roles, session key, components, history."""
+    """The node's Quick info: identity, status, roles, session key, history, and how many
+    components are installed (`--components` lists them). `-o json` adds `etag`: the version
+    read, for `--if-match` of a later edit or delete."""
     client = client_from_context(ctx)
     node_id = node_id_of(client, node)
     detail = client.get(f"/nodes/{node_id}")
     if wants_json(output):
-        print_json(detail)
+        print_json({**detail, "etag": client.last_etag})
         return
     recent = (
         client.get(f"/nodes/{node_id}/events", params={"limit": events})["items"] if events else []
     )
-    print_quick_info(detail, recent)
+    print_quick_info(detail, recent, components=components)
 
 
 @app.command("add")
@@ -165,9 +173,11 @@ def edit(
     container_id: Annotated[
         str | None, typer.Option("--container-id", help='"" removes it.')
     ] = None,
+    if_match: IfMatchOption = None,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
-    """Edit the hostname, IPs or container id (any status but Deleted)."""
+    """Edit the hostname, IPs or container id (any status but Deleted). Sends If-Match:
+    refused (exit 1, naming what changed) if the node changed since it was read."""
     changes: dict[str, Any] = {}
     if hostname is not None:
         changes["hostname"] = hostname
@@ -182,7 +192,8 @@ def edit(
             "nothing to change: give --hostname, --private-ip, --public-ip or --container-id"
         )
     client = client_from_context(ctx)
-    edited = client.patch(f"/nodes/{node_id_of(client, node)}", json=changes)
+    path = f"/nodes/{node_id_of(client, node)}"
+    edited = client.patch(path, json=changes, if_match=if_match or client.etag_of(path))
     report(edited, output, f"Edited {label(edited)}: {', '.join(changes)}.")
 
 
@@ -191,16 +202,19 @@ def delete(
     ctx: typer.Context,
     node: NodeArgument,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    if_match: IfMatchOption = None,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Delete Node: roles released, session key revoked, agent told to stop (not when
-    Online or Damaged). The record stays for history."""
+    Online or Damaged). The record stays for history. Sends If-Match with the version that
+    was shown for confirmation: refused if the node changed meanwhile."""
     client = client_from_context(ctx)
     node_id = node_id_of(client, node)
+    current = client.get(f"/nodes/{node_id}")
+    read = if_match or client.last_etag
     if not yes:
-        current = client.get(f"/nodes/{node_id}")
         confirm(f"Delete {label(current)} ({current['status']})?")
-    deleted = client.delete(f"/nodes/{node_id}")
+    deleted = client.delete(f"/nodes/{node_id}", if_match=read)
     report(deleted, output, f"Deleted {label(deleted)}.")
 
 

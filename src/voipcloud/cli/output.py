@@ -4,6 +4,11 @@ Read commands take `output: OutputOption = "table"` and branch on `wants_json(ou
 JSON goes to stdout exactly as the API answered it (indented), so `jq` and scripts can rely
 on the field names of API.md. Tables, confirmations and progress go through Rich; messages
 for the operator that are not the command's result go to stderr (`note`).
+
+Without a terminal (a pipe, a file, CI) Rich would lay everything out for 80 columns and fold
+IPs, keys and hostnames in the middle; there the console is as wide as the content needs
+(`NO_TERMINAL_WIDTH`), so a value is never split across lines. On a terminal, long values
+fold to its width as before.
 """
 
 from __future__ import annotations
@@ -46,16 +51,39 @@ def wants_json(output: OutputFormat | str) -> bool:
     return str(output) == OutputFormat.JSON.value
 
 
+# wide enough for any row: a table is as wide as its content, never padded to this
+NO_TERMINAL_WIDTH = 100_000
+
+IfMatchOption = Annotated[
+    str | None,
+    typer.Option(
+        "--if-match",
+        help="The ETag you read the resource at (`-o json` of its read command shows it): "
+        "refused if it changed since. Default: the version this command reads first.",
+    ),
+]
+
+
+def _width(stream: Any) -> int | None:
+    """None on a terminal (Rich measures it); else a width no value has to fold at."""
+    try:
+        if stream.isatty():
+            return None
+    except (AttributeError, ValueError):
+        pass
+    return NO_TERMINAL_WIDTH
+
+
 def console() -> Console:
     from rich.console import Console
 
-    return Console(highlight=False, soft_wrap=False)
+    return Console(highlight=False, soft_wrap=False, width=_width(sys.stdout))
 
 
 def error_console() -> Console:
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, width=_width(sys.stderr))
 
 
 def print_json(data: Any) -> None:

@@ -19,6 +19,7 @@ from voipcloud.cli.follow import label
 from voipcloud.cli.node_views import report
 from voipcloud.cli.nodes import NodeArgument, node_id_of
 from voipcloud.cli.output import (
+    IfMatchOption,
     OutputFormat,
     OutputOption,
     note,
@@ -55,6 +56,14 @@ def parse_parameters(pairs: list[str] | None) -> dict[str, str]:
 def _role_path(client: ApiClient, node: str, role: str) -> tuple[int, str]:
     node_id = node_id_of(client, node)
     return node_id, f"/nodes/{node_id}/roles/{role.strip().lower()}"
+
+
+def _role_etag(client: ApiClient, node_id: int, role: str) -> str | None:
+    """The assignment's version as read now (its `etag` in the node's detail)."""
+    code = role.strip().lower()
+    detail = client.get(f"/nodes/{node_id}")
+    found = [a.get("etag") for a in detail.get("assignments", []) if a["role"] == code]
+    return found[0] if found else None
 
 
 @app.command("list")
@@ -152,18 +161,20 @@ def edit(
         list[str] | None,
         typer.Option("--reset", help="NAME: put this parameter back to its default; repeatable."),
     ] = None,
+    if_match: IfMatchOption = None,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Change role parameters. While Online only Customer Connectivity may change; any other
-    change marks the node Damaged."""
+    change marks the node Damaged. Sends If-Match: refused if the role changed since read."""
     parameters: dict[str, str | None] = dict(parse_parameters(param))
     for name in reset or []:
         parameters[name.strip()] = None
     if not parameters:
         raise UsageProblem("nothing to change: give --param NAME=VALUE or --reset NAME")
     client = client_from_context(ctx)
-    _node_id, path = _role_path(client, node, role)
-    edited = client.patch(path, json={"parameters": parameters})
+    node_id, path = _role_path(client, node, role)
+    read = if_match or _role_etag(client, node_id, role)
+    edited = client.patch(path, json={"parameters": parameters}, if_match=read)
     message = (
         f"Edited {role} on {label(edited)}: {', '.join(parameters)}; it is {edited['status']}."
     )
@@ -175,12 +186,14 @@ def unassign(
     ctx: typer.Context,
     node: NodeArgument,
     role: RoleArgument,
+    if_match: IfMatchOption = None,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
-    """Delete a role assignment (Offline, ActivateFailed or Deactivated nodes only)."""
+    """Delete a role assignment (Offline, ActivateFailed or Deactivated nodes only). Sends
+    If-Match: refused if the role changed since read."""
     client = client_from_context(ctx)
-    _node_id, path = _role_path(client, node, role)
-    changed = client.delete(path)
+    node_id, path = _role_path(client, node, role)
+    changed = client.delete(path, if_match=if_match or _role_etag(client, node_id, role))
     report(changed, output, f"Unassigned {role} from {label(changed)}.")
 
 

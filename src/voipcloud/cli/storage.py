@@ -28,6 +28,7 @@ from voipcloud.cli.client import (
     client_from_context,
 )
 from voipcloud.cli.output import (
+    IfMatchOption,
     OutputFormat,
     OutputOption,
     error_console,
@@ -114,6 +115,7 @@ def set_kind(
     sse: Annotated[
         bool | None, typer.Option("--sse/--no-sse", help="S3 server-side encryption.")
     ] = None,
+    if_match: IfMatchOption = None,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """Change where a kind is stored; options left out keep their value."""
@@ -143,7 +145,9 @@ def set_kind(
         change["s3"] = s3
     if not change:
         raise UsageProblem("nothing to change: give --backend, --path or S3 options")
-    data = client_from_context(ctx).put("/storage", json={kind.value: change})
+    client = client_from_context(ctx)
+    read = if_match or client.etag_of("/storage")
+    data = client.put("/storage", json={kind.value: change}, if_match=read)
     if wants_json(output):
         print_json(data[kind.value])
         return

@@ -20,6 +20,7 @@ class NodeFilter:
     status: NodeStatus | None = None
     role: str | None = None
     q: str | None = None  # hostname, NodeID or IP, substring match
+    hostname: str | None = None  # exact (any case): one indexed query, no page cap to miss it
     sort: str = "id"  # a SORT_KEYS entry, "-" in front for descending
     limit: int = 50
     offset: int = 0
@@ -34,6 +35,7 @@ class NodeFilter:
         sort: str | None = None,
         limit: int | None = None,
         offset: int | None = None,
+        hostname: str | None = None,
     ) -> NodeFilter:
         errors: list[FieldError] = []
         parsed_status: NodeStatus | None = None
@@ -53,6 +55,15 @@ class NodeFilter:
                 check_text(q)
             except ValueError as exc:
                 errors.append(FieldError(("query", "q"), str(exc)))
+        if hostname and len(hostname) > MAX_QUERY:
+            errors.append(
+                FieldError(("query", "hostname"), f"must be at most {MAX_QUERY} characters")
+            )
+        elif hostname:
+            try:
+                check_text(hostname)
+            except ValueError as exc:
+                errors.append(FieldError(("query", "hostname"), str(exc)))
         sort = sort or "id"
         if sort.removeprefix("-") not in SORT_KEYS:
             errors.append(
@@ -70,6 +81,8 @@ class NodeFilter:
             status=parsed_status,
             role=role or None,
             q=(q or "").strip() or None,
+            # stored host names are lower case without a final dot (validation.py)
+            hostname=(hostname or "").strip().lower().rstrip(".") or None,
             sort=sort,
             limit=limit,
             offset=offset,

@@ -163,6 +163,8 @@ def _where(flt: NodeFilter) -> list[Any]:
         clauses.append(nodes.c.status != NodeStatus.DELETED.value)
     else:
         clauses.append(nodes.c.status == flt.status.value)
+    if flt.hostname:  # exact: ix_nodes_hostname
+        clauses.append(nodes.c.hostname == flt.hostname)
     if flt.role:
         clauses.append(
             exists().where(

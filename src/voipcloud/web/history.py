@@ -69,14 +69,14 @@ def _find_node(controller: Controller, text: str) -> Node | None:
             return controller.nodes.get(int(text)).node
         except NotFound:
             return None
-    for status in (None, "Deleted"):
+    for status, sort in ((None, "id"), ("Deleted", "-id")):  # live first, else the latest
         try:
-            flt = NodeFilter.parse(q=text, status=status, limit=50)
+            flt = NodeFilter.parse(hostname=text, status=status, sort=sort, limit=1)
         except InvalidInput:
             return None
-        for node in controller.nodes.list(flt).items:
-            if node.hostname == text.lower():
-                return node
+        found = controller.nodes.list(flt).items  # exact: one indexed query, no page cap
+        if found:
+            return found[0]
     return None
 
 

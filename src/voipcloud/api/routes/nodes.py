@@ -48,12 +48,23 @@ def list_nodes(
     status: Annotated[StatusFilter, Query(min_length=1, max_length=32)] = None,
     role: Annotated[RoleFilter, Query(min_length=1, max_length=16)] = None,
     q: Annotated[str | None, Query(max_length=253)] = None,
+    hostname: Annotated[
+        str | None,
+        Query(
+            max_length=253,
+            description="exactly this hostname (any case): one indexed query; with "
+            "status=Deleted, the deleted nodes that had it",
+        ),
+    ] = None,
     sort: Annotated[SortFilter, Query(min_length=1, max_length=32)] = None,
     limit: Annotated[Whole, Query(ge=1, le=500)] = 50,
     offset: Annotated[Whole, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> NodesPublic:
-    """List nodes; Deleted ones only with status=Deleted."""
-    flt = NodeFilter.parse(status=status, role=role, q=q, sort=sort, limit=limit, offset=offset)
+    """List nodes; Deleted ones only with status=Deleted. `q` matches part of a hostname or
+    IP; `hostname` only the exact one."""
+    flt = NodeFilter.parse(
+        status=status, role=role, q=q, hostname=hostname, sort=sort, limit=limit, offset=offset
+    )
     page = controller.nodes.list(flt)
     return NodesPublic(
         items=[convert.node(n, controller.agents.presence) for n in page.items], total=page.total
