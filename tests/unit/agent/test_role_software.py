@@ -225,3 +225,21 @@ def test_every_port_of_the_catalogue_names_a_parameter_of_its_role() -> None:
         "udp 5080 (SIP (PJSIP))",
         "udp 10000–20000 (RTP media)",
     ]
+
+
+def test_software_already_running_outside_voipcloud_is_not_taken_over(tmp_path: Path) -> None:
+    import shutil
+    import socket
+
+    if shutil.which("kamailio") is None:
+        pytest.skip("kamailio not installed (scripts/install-role-software)")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        port = squatter.getsockname()[1]
+        node = NodeInfo(private_ip="127.0.0.1")
+        handler = Kamailio(context(tmp_path, node))
+        with pytest.raises(
+            HandlerError, match=f"outside voipcloud already listens on udp 127.0.0.1:{port}"
+        ):
+            handler.apply("sip", {"sip_domain": "a.example", "sip_port": port})
+    assert not handler.supervisor.running("sip")

@@ -6,11 +6,12 @@ from typing import Annotated
 
 from fastapi import Form, Query, Request, Response
 
+from voipcloud.domain import versions
 from voipcloud.domain.errors import InvalidInput, NotFound, RuleViolation
 from voipcloud.domain.model import Node
 from voipcloud.domain.policy import Decision
 from voipcloud.services.nodes import ACTIONS
-from voipcloud.web import flash, views
+from voipcloud.web import flash, stale, views
 from voipcloud.web.deps import ControllerDep, PageNodes, PageRead, PostNodes, web_router
 from voipcloud.web.forms import GENERAL, field_errors, local_url
 from voipcloud.web.templating import render
@@ -88,21 +89,37 @@ def edit_node_form(
     """The Edit node form (hostname and IPs)."""
     node = controller.nodes.get(node_id).node
     views.require_action(controller, node, "edit")
-    values = {
-        "hostname": node.hostname,
-        "private_ip": node.private_ip,
-        "public_ip": node.public_ip or "",
-        "container_id": node.container_id or "",
-    }
     return render(
         request,
         "nodes/form.html",
         nav="cloud",
         node=node,
-        values=values,
+        values=_current_values(node),
+        version=versions.node_snapshot(node).etag,
         errors={},
         back=local_url(next),
     )
+
+
+def _current_values(node: Node) -> dict[str, str]:
+    return {
+        "hostname": node.hostname,
+        "private_ip": node.private_ip,
+        "public_ip": node.public_ip or "",
+        "container_id": node.container_id or "",
+    }
+
+
+NODE_LABELS = {
+    "hostname": "Hostname",
+    "private_ip": "Private IP",
+    "public_ip": "Public IP",
+    "container_id": "Container ID",
+    "status": "status",
+    "status_reason": "status reason",
+    "pending_operation": "pending operation",
+    "roles": "roles",
+}
 
 
 @router.post("/nodes/{node_id}/edit")
@@ -115,12 +132,30 @@ def edit_node(
     private_ip: Text = "",
     public_ip: Text = "",
     next: NextField = "/",
+    version: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
-    """Save the node's hostname and IPs."""
+    """Save the node's hostname and IPs; refused, with the current values shown, when the
+    node changed since the form was opened (its hidden `version`)."""
     values = {"hostname": hostname, "private_ip": private_ip, "public_ip": public_ip}
     try:
         node = controller.nodes.edit(
-            node_id, actor=admin, changes={**values, "public_ip": public_ip or None}
+            node_id,
+            actor=admin,
+            changes={**values, "public_ip": public_ip or None},
+            expected=stale.expected(version),
+        )
+    except versions.StaleVersion as exc:
+        current = controller.nodes.get(node_id).node
+        return render(
+            request,
+            "nodes/form.html",
+            status_code=409,
+            nav="cloud",
+            node=current,
+            values=_current_values(current),
+            version=versions.node_snapshot(current).etag,
+            errors={GENERAL: stale.notice(exc, values, NODE_LABELS)},
+            back=local_url(next),
         )
     except (InvalidInput, RuleViolation) as exc:
         return render(
@@ -130,6 +165,7 @@ def edit_node(
             nav="cloud",
             node=controller.nodes.get(node_id).node,
             values=values,
+            version=version,
             errors=_node_form_errors(exc),
             back=local_url(next),
         )
