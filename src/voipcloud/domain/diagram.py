@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from voipcloud.domain.lifecycle import TRANSITIONS, Actor
+from voipcloud.domain.lifecycle import OUTCOMES, STARTS, TRANSITIONS, Actor
 from voipcloud.domain.statuses import STATUS_INFO, NodeStatus
 
 _ARROW = {Actor.ADMIN: "-->", Actor.AGENT: "-->", Actor.CONTROLLER: "-->"}
@@ -35,6 +35,21 @@ def staying_operations() -> dict[NodeStatus, list[str]]:
     return result
 
 
+def outcomes() -> str:
+    """The outcome table: how each pending operation ends."""
+    starts = {pending: op for op, pending in STARTS.items()}
+    rows = "\n".join(
+        f"| {e.pending} (started by {starts[e.pending]}) | {e.outcome} | "
+        f"{e.fires or '—'} | {'yes' if e.keeps_pending else 'no'} | {e.note} |"
+        for e in OUTCOMES
+    )
+    return (
+        "| pending operation | outcome | transition fired | still pending | the node |\n"
+        "|---|---|---|---|---|\n"
+        f"{rows}\n"
+    )
+
+
 def document() -> str:
     staying = staying_operations()
     rows = "\n".join(
@@ -51,7 +66,9 @@ def document() -> str:
         f"```mermaid\n{mermaid()}\n```\n\n"
         "| status | colour | meaning | operations that keep the status |\n"
         "|---|---|---|---|\n"
-        f"{rows}\n"
+        f"{rows}\n\n"
+        "## How pending operations end (generated from `lifecycle.OUTCOMES`)\n\n"
+        f"{outcomes()}"
     )
 
 

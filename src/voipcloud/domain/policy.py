@@ -44,6 +44,10 @@ EXTENSION_RULES = (
 )
 
 
+# The form field a refusal is about, for the interfaces that show it beside the field.
+RULE_FIELDS = {"hostname-unique": "hostname", "public-ip-required": "public_ip"}
+
+
 class Connectivity(StrEnum):
     """The node's agent as the controller sees it (the same words as the API's)."""
 

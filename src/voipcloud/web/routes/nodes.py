@@ -9,7 +9,7 @@ from fastapi import Form, Query, Request, Response
 from voipcloud.domain import versions
 from voipcloud.domain.errors import InvalidInput, NotFound, RuleViolation
 from voipcloud.domain.model import Node
-from voipcloud.domain.policy import Decision
+from voipcloud.domain.policy import RULE_FIELDS, Decision
 from voipcloud.services.nodes import ACTIONS
 from voipcloud.web import flash, stale, views
 from voipcloud.web.deps import ControllerDep, PageNodes, PageRead, PostNodes, web_router
@@ -26,11 +26,7 @@ Text = Annotated[str, Form(max_length=1024)]
 def _node_form_errors(exc: InvalidInput | RuleViolation) -> dict[str, str]:
     if isinstance(exc, InvalidInput):
         return field_errors(exc, fields=NODE_FIELDS)
-    if exc.rule in ("hostname-unique",):
-        return {"hostname": exc.message}
-    if exc.rule == "public-ip-required":
-        return {"public_ip": exc.message}
-    return {GENERAL: exc.message}
+    return {RULE_FIELDS.get(exc.rule, GENERAL): exc.message}
 
 
 @router.get("/nodes/new")
