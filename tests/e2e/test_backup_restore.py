@@ -7,7 +7,10 @@ SQLite and on PostgreSQL (a fresh database per test on the shared server).
 - a restore without the key, or with another key, is refused and changes nothing;
 - a restore over a running controller, or into a non-empty database, is refused;
 - a controller whose secret.key is missing (or wrong) over existing data refuses to start;
-- the stale-WAL trap: a restore over a data dir left with -wal/-shm by a killed controller.
+- the stale-WAL trap: a restore over a data dir left with -wal/-shm by a killed controller;
+- DATA_DIR/tls travels with the archive: a controller restored onto a fresh data dir serves the
+  same CA, so a client pinned to the old fingerprint connects; an archive of format 1 (no tls
+  members) still restores; a damaged or escaping tls member is refused and changes nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import io
 import json
 import os
 import shutil
+import ssl
 import stat
 import subprocess
 import tarfile
@@ -33,9 +37,10 @@ import pytest
 from cryptography.fernet import Fernet
 
 from tests.support import databases
-from tests.support.processes import Controller, voipcloud_executable
+from tests.support.processes import ADMIN_PASSWORD, Controller, voipcloud_executable
 from voipcloud.api.app import build_controller
 from voipcloud.config import Settings
+from voipcloud.services import tls
 from voipcloud.services.secrets_box import key_fingerprint
 
 pytestmark = pytest.mark.e2e
@@ -534,3 +539,180 @@ def test_restore_over_a_stale_wal(tmp_path: Path, running: list[Controller]) -> 
     revived.start()
     with closing(revived.admin()) as client:
         assert ok(client.get(f"{API}/nodes"))["total"] == len(expected) + 3
+
+
+# --- the controller's TLS material (DATA_DIR/tls) ------------------------------------------
+
+TLS_FILES = {  # after `tls ca begin`: the CA, the server pair and the announced next CA
+    "tls/ca.pem": 0o644,
+    "tls/ca.key": 0o600,
+    "tls/server.pem": 0o644,
+    "tls/server.key": 0o600,
+    "tls/next-ca.pem": 0o644,
+    "tls/next-ca.key": 0o600,
+}
+
+
+def tls_modes(data_dir: Path) -> dict[str, int]:
+    root = data_dir / "tls"
+    return {
+        f"tls/{path.name}": stat.S_IMODE(path.stat().st_mode)
+        for path in root.iterdir()
+        if path.is_file() and not path.name.startswith(".")
+    }
+
+
+def repack(
+    archive: Path,
+    out: Path,
+    *,
+    drop_tls: bool = False,
+    change: dict[str, bytes] | None = None,
+    rename: tuple[str, str] | None = None,
+) -> None:
+    """A copy of `archive` rewritten: without its tls/ members as a format 1 archive (what a
+    voipcloud before them wrote), a member's bytes changed (manifest untouched: damaged), or a
+    member renamed in both the manifest and the tar."""
+    with tarfile.open(archive, "r:*") as source:
+        members = {m.name: source.extractfile(m).read() for m in source.getmembers()}  # type: ignore[union-attr]
+    manifest = json.loads(members.pop("manifest.json"))
+    if drop_tls:
+        for name in [n for n in members if n.startswith("tls/")]:
+            members.pop(name)
+            manifest["members"].pop(name)
+        manifest["format_version"] = 1
+        manifest.pop("tls_ca_fingerprint")
+    for name, data in (change or {}).items():
+        members[name] = data
+    if rename is not None:
+        members[rename[1]] = members.pop(rename[0])
+        manifest["members"][rename[1]] = manifest["members"].pop(rename[0])
+    with tarfile.open(out, "w:gz") as target:
+        for name, data in [("manifest.json", json.dumps(manifest).encode()), *members.items()]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            target.addfile(info, io.BytesIO(data))
+
+
+def shown_fingerprint(data_dir: Path) -> str:
+    shown = cli("tls", "show", "--data-dir", str(data_dir), env={})
+    assert shown.returncode == 0, shown.stderr
+    line = next(x for x in shown.stdout.splitlines() if x.startswith("CA fingerprint: "))
+    return line.removeprefix("CA fingerprint: ")
+
+
+def test_restore_keeps_the_ca_agents_pinned(
+    sites: Sites, tmp_path: Path, running: list[Controller]
+) -> None:
+    from tests.e2e.cli_support import Cli
+    from tests.support.tls_netns import HttpsController
+
+    source = sites.new("original")
+    original = HttpsController(data_dir=source.data_dir, env={**source.env, "VOIPCLOUD_TLS": "on"})
+    running.append(original.start())
+    pinned = shown_fingerprint(source.data_dir)
+    assert pinned == original.fingerprint()
+    old_ca = tmp_path / "old-ca.pem"  # what a pinned client kept: the old CA, nothing else
+    old_ca.write_bytes((source.data_dir / "tls" / "ca.pem").read_bytes())
+    with closing(original.admin()) as client:
+        ok(client.post(f"{API}/nodes", json={"hostname": "kept-1", "private_ip": "10.0.0.9"}), 201)
+    # a CA replacement under way: the next CA is announced, its key must come along too
+    begun = cli("tls", "ca", "begin", "--data-dir", str(source.data_dir), env={})
+    assert begun.returncode == 0, begun.stderr
+    assert tls_modes(source.data_dir) == TLS_FILES
+    originals = {n: (source.data_dir / n).read_bytes() for n in TLS_FILES}
+
+    archive = tmp_path / "backup.tar.gz"
+    brought = {"VOIPCLOUD_TLS_CERT": "/etc/ssl/elsewhere/fullchain.pem"}
+    made = cli("backup", str(archive), env={**source.env, **brought})
+    assert made.returncode == 0, made.stderr
+    assert f"TLS: {len(TLS_FILES)} files of {source.data_dir.resolve() / 'tls'}" in made.stdout
+    assert pinned in made.stdout
+    assert "/etc/ssl/elsewhere/fullchain.pem) is outside" in made.stderr
+    with tarfile.open(archive, "r:*") as packed:
+        manifest = json.loads(packed.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        in_tar = {m.name: m for m in packed.getmembers()}
+        for name, data in originals.items():
+            assert packed.extractfile(name).read() == data, name  # type: ignore[union-attr]
+    assert manifest["format_version"] == 2
+    assert manifest["tls_ca_fingerprint"] == pinned
+    for name, mode in TLS_FILES.items():
+        described = manifest["members"][name]
+        assert described["sha256"] == hashlib.sha256(originals[name]).hexdigest(), name
+        assert described["size"] == len(originals[name])
+        assert described["mode"] == f"{mode:04o}"
+        assert stat.S_IMODE(in_tar[name].mode) == mode
+    assert "tls/.lock" not in in_tar
+    original.stop()
+
+    # a damaged or misplaced tls member: refused, nothing of it restored
+    target = sites.new("refused")
+    damaged = tmp_path / "damaged-key.tar.gz"
+    repack(archive, damaged, change={"tls/ca.key": b"not the key"})
+    escaping = tmp_path / "escaping.tar.gz"
+    repack(archive, escaping, rename=("tls/ca.key", "tls/../ca.key"))
+    for file, says in ((damaged, "tls/ca.key does not match"), (escaping, "not a path inside")):
+        answer = cli("restore", str(file), env=target.env)
+        assert answer.returncode == 1, answer.stdout
+        assert says in answer.stderr, answer.stderr
+        assert untouched(target), file.name
+        assert not (target.data_dir / "tls").exists()
+        assert not (target.data_dir / "ca.key").exists()
+
+    # into a fresh data dir (a new host): the same CA, keys 0600, directory 0700
+    copy = sites.new("restored")
+    answer = cli("restore", str(archive), env=copy.env)
+    assert answer.returncode == 0, answer.stderr
+    assert f"TLS: {len(TLS_FILES)} files placed" in answer.stdout
+    assert pinned in answer.stdout
+    assert stat.S_IMODE((copy.data_dir / "tls").stat().st_mode) == 0o700
+    assert tls_modes(copy.data_dir) == TLS_FILES
+    assert {n: (copy.data_dir / n).read_bytes() for n in TLS_FILES} == originals
+    restored = HttpsController(data_dir=copy.data_dir, env={**copy.env, "VOIPCLOUD_TLS": "on"})
+    running.append(restored.start())
+    assert shown_fingerprint(copy.data_dir) == pinned
+    # an https client trusting only the old CA file
+    trusting_old = ssl.create_default_context(cafile=str(old_ca))
+    health = httpx.get(f"{restored.url}/healthz", verify=trusting_old, timeout=10)
+    assert health.status_code == 200
+    # the operator's CLI pinned to the old fingerprint logs in and reads the restored data
+    operator = Cli(config_dir=tmp_path / "operator")
+    login = operator.run(
+        "login",
+        "--controller",
+        restored.url,
+        "--password-stdin",
+        "--ca-fingerprint",
+        pinned,
+        stdin=ADMIN_PASSWORD + "\n",
+    )
+    assert login.returncode == 0, login.stderr
+    assert "kept-1" in operator.ok("node", "list").stdout
+    restored.stop()
+
+    # an archive from before the tls members (format 1): restores; no CA comes with it
+    legacy = tmp_path / "format-1.tar.gz"
+    repack(archive, legacy, drop_tls=True)
+    older = sites.new("from-format-1")
+    answer = cli("restore", str(legacy), env=older.env)
+    assert answer.returncode == 0, answer.stderr
+    assert "holds no TLS files" in answer.stderr
+    assert not (older.data_dir / "tls").exists()
+    fresh = HttpsController(data_dir=older.data_dir, env={**older.env, "VOIPCLOUD_TLS": "on"})
+    running.append(fresh.start())
+    with closing(fresh.admin()) as client:
+        names = {n["hostname"] for n in paged(client, f"{API}/nodes")}
+    assert "kept-1" in names
+    new_ca = fresh.fingerprint()
+    assert new_ca != pinned  # a new CA: what the tls members are for
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{fresh.url}/healthz", verify=trusting_old, timeout=10)
+    fresh.stop()
+    if sites.dialect == "sqlite":
+        # the same data dir, now restored from the archive with tls: its new CA moves aside
+        answer = cli("restore", str(archive), env=older.env)
+        assert answer.returncode == 0, answer.stderr
+        [aside] = list(older.data_dir.glob("before-restore-*"))
+        assert tls.chain_fingerprint(aside / "tls" / "ca.pem") == new_ca
+        assert shown_fingerprint(older.data_dir) == pinned
+        assert tls_modes(older.data_dir) == TLS_FILES

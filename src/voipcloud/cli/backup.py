@@ -34,8 +34,11 @@ def _target(data_dir: Path | None, database_url: str | None) -> Target:
         if value is not None
     }
     settings = Settings.model_validate(overrides)
+    brought = tuple(path for path in (settings.tls_cert, settings.tls_key) if path is not None)
     return Target(
-        data_dir=settings.data_dir.resolve(), database_url=settings.resolved_database_url()
+        data_dir=settings.data_dir.resolve(),
+        database_url=settings.resolved_database_url(),
+        brought_tls=brought,
     )
 
 
@@ -81,6 +84,25 @@ def backup(
             "made after this backup holds them all)",
             err=True,
         )
+    if report.tls_members:
+        typer.echo(
+            f"TLS: {len(report.tls_members)} files of {target.tls_path} "
+            f"(CA {report.manifest.get('tls_ca_fingerprint') or 'none'}, with its private key): "
+            "a restore keeps the CA agents pinned"
+        )
+    else:
+        typer.echo(
+            f"note: no {target.tls_path} (the controller has not served HTTPS with its own CA): "
+            "no TLS files in this archive; a certificate brought with --tls-cert/--tls-key is "
+            "never copied: back those files up yourself",
+            err=True,
+        )
+    if report.tls_not_copied:
+        typer.echo(
+            f"note: the certificate you brought ({', '.join(map(str, report.tls_not_copied))}) "
+            f"is outside {target.tls_path} and NOT in this archive: back those files up yourself",
+            err=True,
+        )
 
 
 def restore(
@@ -101,6 +123,24 @@ def restore(
         f"key {report.manifest['key_fingerprint']} placed at {target.key_path}; "
         f"it decrypts all {report.sealed_checked} sealed values"
     )
+    if report.tls_members:
+        typer.echo(
+            f"TLS: {len(report.tls_members)} files placed in {target.tls_path}; CA "
+            f"{report.manifest.get('tls_ca_fingerprint') or '(none)'}: agents pinned to it "
+            "accept the restored controller"
+        )
+    elif target.tls_path.exists():
+        typer.echo(
+            f"note: the archive holds no TLS files; {target.tls_path} is left as it was",
+            err=True,
+        )
+    else:
+        typer.echo(
+            "note: the archive holds no TLS files (made before they were included, or the "
+            "controller had no CA of its own): HTTPS starts with a new CA, and agents pinned "
+            "to the old one must be pinned again (docs/security.md)",
+            err=True,
+        )
     if report.moved_aside is not None:
         typer.echo(f"the files it replaced are kept in {report.moved_aside}")
     for files in report.local_files:

@@ -8,18 +8,28 @@ The archive is a gzip'd tar of exactly these members:
 - `database.sqlite3` (SQLite: a copy made with SQLite's online backup API, one consistent
   snapshot even while the controller writes) or `database.pgdump` (PostgreSQL: `pg_dump -Fc`
   of an exported snapshot, the same snapshot the key is checked against);
-- `secret.key`: the key every sealed value needs. So the archive is written with mode 0600.
+- `secret.key`: the key every sealed value needs. So the archive is written with mode 0600;
+- `tls/...` (format 2, when the controller has its own CA): every regular file of
+  `DATA_DIR/tls` (`voipcloud.services.tls`: the CA's certificate and key, the server
+  certificate and key, a next or retired CA during a CA replacement), each with its mode in
+  the manifest, copied under the TLS directory's lock (one consistent set). Its `.lock` and
+  the temporaries of an atomic write (dot files) are left out. A certificate brought with
+  `--tls-cert`/`--tls-key` outside `DATA_DIR/tls` is not copied (the command says so).
 
 A backup refuses to run without the key, or with a key that does not open the data. A restore
 verifies the archive (manifest, sizes, sha256, the key's fingerprint), refuses a running
 controller (the data dir's lock, `instance_lock`) and a non-empty PostgreSQL database, checks
 that the key decrypts every sealed value of the restored data, and only then puts the files in
 place; the files it replaces are moved aside, never deleted. On any failure nothing is changed.
+With `tls/` members, `DATA_DIR/tls` is replaced as one directory (0700, keys 0600): the restored
+controller keeps its CA, so agents pinned with `--ca-fingerprint` accept it. An archive of
+format 1 (no `tls/` members) restores as before and leaves `DATA_DIR/tls` as it is.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import hashlib
 import io
@@ -27,6 +37,7 @@ import json
 import os
 import shutil
 import sqlite3
+import stat
 import subprocess
 import tarfile
 import tempfile
@@ -34,7 +45,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import sqlalchemy as sa
@@ -43,18 +54,20 @@ from sqlalchemy import Connection
 from sqlalchemy.engine import URL, make_url
 
 from voipcloud import __version__
-from voipcloud.services import instance_lock, key_guard
+from voipcloud.services import instance_lock, key_guard, tls
 from voipcloud.services.secrets_box import KEY_FILE, SecretBox, key_fingerprint
 from voipcloud.store import tables
 from voipcloud.store.database import alembic_config
 
 FORMAT = "voipcloud-backup"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the tls/ members; 1 (without them) is still read
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 SQLITE_MEMBER = "database.sqlite3"
 POSTGRES_MEMBER = "database.pgdump"
 KEY_MEMBER = "secret.key"
 DATABASE_MEMBERS = {"sqlite": SQLITE_MEMBER, "postgresql": POSTGRES_MEMBER}
+TLS_MEMBER_DIR = tls.TLS_DIR  # members "tls/<path>", as in DATA_DIR
 MAX_MANIFEST_BYTES = 1 << 20
 SQLITE_SUFFIXES = ("", "-wal", "-shm", "-journal")
 COUNTED = ("nodes", "role_assignments", "events", "administrators", "extensions")
@@ -71,6 +84,7 @@ class Target:
 
     data_dir: Path
     database_url: str
+    brought_tls: tuple[Path, ...] = ()  # --tls-cert / --tls-key as configured, if any
 
     @property
     def url(self) -> URL:
@@ -95,6 +109,10 @@ class Target:
         return (self.data_dir / KEY_FILE).resolve()
 
     @property
+    def tls_path(self) -> Path:
+        return tls.tls_dir(self.data_dir.resolve())
+
+    @property
     def label(self) -> str:
         return key_guard.database_label(self.database_url)
 
@@ -112,6 +130,9 @@ class BackupReport:
     size: int
     manifest: dict[str, Any]
     local_files: list[LocalFiles] = field(default_factory=list)
+    tls_members: list[str] = field(default_factory=list)
+    # configured certificate files outside DATA_DIR/tls: not in the archive
+    tls_not_copied: list[Path] = field(default_factory=list)
 
 
 @dataclass
@@ -120,6 +141,7 @@ class RestoreReport:
     sealed_checked: int
     moved_aside: Path | None
     local_files: list[LocalFiles] = field(default_factory=list)
+    tls_members: list[str] = field(default_factory=list)  # placed in DATA_DIR/tls
 
 
 # --- backup -------------------------------------------------------------------------------
@@ -142,6 +164,8 @@ def create_backup(target: Target, file: Path, *, overwrite: bool = False) -> Bac
             facts = _snapshot_postgres(target, database, box)
         key_copy = scratch / KEY_MEMBER
         key_copy.write_bytes(target.key_path.read_bytes())
+        tls_copies = _copy_tls(target, scratch)
+        members = [database, key_copy, *tls_copies]
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -152,12 +176,68 @@ def create_backup(target: Target, file: Path, *, overwrite: bool = False) -> Bac
             "key_fingerprint": box.fingerprint,
             "sealed_values": facts.sealed,
             "counts": facts.counts,
-            "members": {path.name: _describe(path) for path in (database, key_copy)},
+            "tls_ca_fingerprint": tls.own_ca_fingerprint(scratch) if tls_copies else None,
+            "members": {
+                _arcname(scratch, path): _describe(path, mode=path in tls_copies)
+                for path in members
+            },
         }
-        _write_archive(file, manifest, [database, key_copy], overwrite=overwrite)
+        _write_archive(file, manifest, scratch, members, overwrite=overwrite)
+    tls_dir = target.tls_path
     return BackupReport(
-        file=file, size=file.stat().st_size, manifest=manifest, local_files=facts.local_files
+        file=file,
+        size=file.stat().st_size,
+        manifest=manifest,
+        local_files=facts.local_files,
+        tls_members=[_arcname(scratch, path) for path in tls_copies],
+        tls_not_copied=[
+            path
+            for path in target.brought_tls
+            if not path.resolve().is_relative_to(tls_dir.resolve())
+        ],
     )
+
+
+def _arcname(scratch: Path, path: Path) -> str:
+    return path.relative_to(scratch).as_posix()
+
+
+def _copy_tls(target: Target, scratch: Path) -> list[Path]:
+    """Every regular file of DATA_DIR/tls into scratch/tls, under the TLS lock (serve's
+    renewal, `tls rotate` and `tls ca ...` write under it: the copy is one consistent set)."""
+    source = target.tls_path
+    if not source.is_dir():
+        return []
+    out = scratch / TLS_MEMBER_DIR
+    out.mkdir(mode=tls.DIR_MODE)
+    copies: list[Path] = []
+    try:
+        with tls.locked(target.data_dir.resolve()) as directory:
+            for root, dirs, files in os.walk(directory):  # symbolic links are not followed
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                for name in sorted(files):
+                    path = Path(root) / name
+                    if name.startswith(".") or not stat.S_ISREG(path.lstat().st_mode):
+                        continue  # .lock, an atomic write's temporary, a link
+                    copy = out / path.relative_to(directory)
+                    copy.parent.mkdir(parents=True, exist_ok=True, mode=tls.DIR_MODE)
+                    fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                    with os.fdopen(fd, "wb") as sink:
+                        sink.write(path.read_bytes())
+                    os.chmod(copy, _member_mode(copy.name, stat.S_IMODE(path.lstat().st_mode)))
+                    copies.append(copy)
+    except OSError as exc:
+        raise BackupError(
+            f"could not read {source} ({exc.strerror or exc}): run the backup as the "
+            "controller's user"
+        ) from None
+    return copies
+
+
+def _member_mode(name: str, mode: int) -> int:
+    """A private key is 0600 whatever it was; nothing else is executable or writable by
+    others."""
+    return tls.KEY_MODE if name.endswith(".key") else mode & 0o644
 
 
 @dataclass
@@ -313,8 +393,11 @@ def _snapshot_postgres(target: Target, out: Path, box: SecretBox) -> _Facts:
         engine.dispose()
 
 
-def _describe(path: Path) -> dict[str, Any]:
-    return {"size": path.stat().st_size, "sha256": _sha256(path)}
+def _describe(path: Path, *, mode: bool = False) -> dict[str, Any]:
+    described: dict[str, Any] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+    if mode:
+        described["mode"] = f"{stat.S_IMODE(path.stat().st_mode):04o}"
+    return described
 
 
 def _sha256(path: Path) -> str:
@@ -326,7 +409,7 @@ def _sha256(path: Path) -> str:
 
 
 def _write_archive(
-    file: Path, manifest: dict[str, Any], members: list[Path], *, overwrite: bool
+    file: Path, manifest: dict[str, Any], scratch: Path, members: list[Path], *, overwrite: bool
 ) -> None:
     fd, temporary = tempfile.mkstemp(prefix=f".{file.name}.", suffix=".part", dir=file.parent)
     try:
@@ -338,7 +421,12 @@ def _write_archive(
             ):
                 _add_bytes(archive, MANIFEST, json.dumps(manifest, indent=2).encode())
                 for member in members:
-                    archive.add(member, arcname=member.name, filter=_plain)
+                    mode = stat.S_IMODE(member.stat().st_mode)
+                    archive.add(
+                        member,
+                        arcname=_arcname(scratch, member),
+                        filter=functools.partial(_plain, mode=mode),
+                    )
             raw.flush()
             os.fsync(raw.fileno())
         if overwrite:
@@ -354,10 +442,10 @@ def _write_archive(
             os.unlink(temporary)
 
 
-def _plain(info: tarfile.TarInfo) -> tarfile.TarInfo:
+def _plain(info: tarfile.TarInfo, mode: int = 0o600) -> tarfile.TarInfo:
     info.uid = info.gid = 0
     info.uname = info.gname = ""
-    info.mode = 0o600
+    info.mode = mode
     return info
 
 
@@ -419,6 +507,8 @@ def read_archive(file: Path, into: Path) -> dict[str, Any]:
                         f"{file} is damaged or incomplete: {name} is missing; restore refused"
                     )
                 _extract_checked(archive, info, into / name, described[name], file)
+            for name in sorted(n for n in described if n.split("/", 1)[0] == TLS_MEMBER_DIR):
+                _extract_tls(archive, members.get(name), name, into, described[name], file)
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
         if isinstance(exc, BackupError):
             raise
@@ -445,10 +535,10 @@ def _manifest(archive: tarfile.TarFile, info: tarfile.TarInfo | None, file: Path
         raise BackupError(f"{file}: {MANIFEST} is not JSON") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BackupError(f"{file} is not a voipcloud backup")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") not in READABLE_VERSIONS:
         raise BackupError(
             f"{file} is a backup of format {manifest.get('format_version')!r}; this voipcloud "
-            f"reads format {FORMAT_VERSION}"
+            f"reads formats {', '.join(map(str, READABLE_VERSIONS))}"
         )
     if manifest.get("dialect") not in DATABASE_MEMBERS or not isinstance(
         manifest.get("members"), dict
@@ -486,6 +576,36 @@ def _extract_checked(
             f"{file}: {info.name} does not match its sha256 in the manifest; the archive is "
             "damaged, restore refused"
         )
+
+
+def _extract_tls(
+    archive: tarfile.TarFile,
+    info: tarfile.TarInfo | None,
+    name: str,
+    into: Path,
+    described: Any,
+    file: Path,
+) -> None:
+    """One `tls/...` member: a plain relative path, a regular file, its sha256, its mode."""
+    parts = PurePosixPath(name).parts
+    if (
+        name.startswith("/")
+        or "\\" in name
+        or len(parts) < 2
+        or any(part in ("", ".", "..") for part in parts)
+    ):
+        raise BackupError(f"{file}: {name!r} is not a path inside tls/; restore refused")
+    if info is None or not info.isfile():
+        raise BackupError(f"{file} is damaged or incomplete: {name} is missing; restore refused")
+    out = into.joinpath(*parts)
+    out.parent.mkdir(parents=True, exist_ok=True, mode=tls.DIR_MODE)
+    _extract_checked(archive, info, out, described, file)
+    recorded = described.get("mode") if isinstance(described, dict) else None
+    try:
+        mode = int(recorded, 8) if isinstance(recorded, str) else 0o600
+    except ValueError:
+        mode = 0o600
+    os.chmod(out, _member_mode(out.name, mode))
 
 
 # --- restore ------------------------------------------------------------------------------
@@ -569,8 +689,11 @@ def _restore_sqlite(
         shutil.copyfile(staged, beside)
         staged = beside
     old = [database.with_name(database.name + s) for s in SQLITE_SUFFIXES] + [target.key_path]
+    tls_members = _staged_tls(staging)
+    if tls_members:
+        old.append(target.tls_path)
     try:
-        aside = _move_aside(target.data_dir, [p for p in old if p.exists()])
+        aside = _move_aside(target.data_dir, [p for p in old if os.path.lexists(p)])
     except BaseException:
         if staged.parent != staging:
             staged.unlink(missing_ok=True)
@@ -582,6 +705,7 @@ def _restore_sqlite(
         os.replace(staging / KEY_MEMBER, target.key_path)
         placed.append(target.key_path)
         os.chmod(target.key_path, 0o600)
+        _place_tls(target, staging, tls_members, placed)
         _fsync_dir(database.parent)
         _fsync_dir(target.key_path.parent)
         # the placed files, as the controller will open them, before declaring success
@@ -592,9 +716,7 @@ def _restore_sqlite(
             key_path=str(target.key_path),
         )
     except BaseException:
-        for path in placed:
-            with contextlib.suppress(OSError):
-                path.unlink()
+        _remove(placed)
         _move_back(aside)
         raise
     return RestoreReport(
@@ -602,7 +724,43 @@ def _restore_sqlite(
         sealed_checked=check.checked,
         moved_aside=aside[0] if aside else None,
         local_files=local,
+        tls_members=tls_members,
     )
+
+
+def _staged_tls(staging: Path) -> list[str]:
+    """The `tls/...` members `read_archive` extracted (none from an archive of format 1)."""
+    root = staging / TLS_MEMBER_DIR
+    if not root.is_dir():
+        return []
+    return sorted(
+        f"{TLS_MEMBER_DIR}/{path.relative_to(root).as_posix()}"
+        for path in root.rglob("*")
+        if path.is_file()
+    )
+
+
+def _place_tls(target: Target, staging: Path, members: list[str], placed: list[Path]) -> None:
+    """The staged tls/ directory renamed into DATA_DIR/tls in one step (same file system:
+    the staging directory is inside the data dir); the old one was moved aside before."""
+    if not members:
+        return
+    staged = staging / TLS_MEMBER_DIR
+    os.chmod(staged, tls.DIR_MODE)
+    os.replace(staged, target.tls_path)
+    placed.append(target.tls_path)
+    _fsync_dir(target.tls_path)
+    _fsync_dir(target.tls_path.parent)
+
+
+def _remove(placed: list[Path]) -> None:
+    """Undo the placed files (and the placed tls directory), newest first."""
+    for path in reversed(placed):
+        with contextlib.suppress(OSError):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
 
 
 def _move_aside(data_dir: Path, paths: list[Path]) -> tuple[Path, list[tuple[Path, Path]]] | None:
@@ -670,6 +828,7 @@ def _restore_postgres(
             "pg_restore",
         )
         aside = None
+        placed: list[Path] = []
         try:
             with engine.connect() as conn:
                 check = key_guard.check_key(conn, box)
@@ -681,14 +840,17 @@ def _restore_postgres(
                     )
                     + "; restore refused, the database is left empty"
                 )
-            aside = _move_aside(
-                target.data_dir, [target.key_path] if target.key_path.exists() else []
-            )
+            tls_members = _staged_tls(staging)
+            replaced = [target.key_path] + ([target.tls_path] if tls_members else [])
+            aside = _move_aside(target.data_dir, [p for p in replaced if os.path.lexists(p)])
             os.replace(staging / KEY_MEMBER, target.key_path)
+            placed.append(target.key_path)
             os.chmod(target.key_path, 0o600)
+            _place_tls(target, staging, tls_members, placed)
             _fsync_dir(target.key_path.parent)
         except BaseException:
             _empty(engine)
+            _remove(placed)
             _move_back(aside)
             raise
     finally:
@@ -698,6 +860,7 @@ def _restore_postgres(
         sealed_checked=check.checked,
         moved_aside=aside[0] if aside else None,
         local_files=local,
+        tls_members=tls_members,
     )
 
 
