@@ -23,6 +23,7 @@ def test_stale_node_edit_refused_with_current_values(admin_page: Page, site: Sit
     expect(alert).to_contain_text("Private IP: 10.9.9.9")  # what was typed is not lost
     expect(page.get_by_label("Hostname")).to_have_value("renamed-meanwhile")
     expect(page.get_by_label("Private IP")).to_have_value(node.private_ip)
+    expect(page.locator("footer")).not_to_contain_text('"')  # the app's version, not an ETag
     screenshot(page, "stale-node-edit-refused")
     assert site.node(node.id).private_ip == node.private_ip  # nothing overwritten
     assert site.node(node.id).hostname == "renamed-meanwhile"

@@ -91,7 +91,7 @@ def edit_node_form(
         nav="cloud",
         node=node,
         values=_current_values(node),
-        version=versions.node_snapshot(node).etag,
+        form_version=versions.node_snapshot(node).etag,
         errors={},
         back=local_url(next),
     )
@@ -149,7 +149,7 @@ def edit_node(
             nav="cloud",
             node=current,
             values=_current_values(current),
-            version=versions.node_snapshot(current).etag,
+            form_version=versions.node_snapshot(current).etag,
             errors={GENERAL: stale.notice(exc, values, NODE_LABELS)},
             back=local_url(next),
         )
@@ -161,7 +161,7 @@ def edit_node(
             nav="cloud",
             node=controller.nodes.get(node_id).node,
             values=values,
-            version=version,
+            form_version=version,
             errors=_node_form_errors(exc),
             back=local_url(next),
         )
