@@ -600,6 +600,9 @@ def test_unknown_node_is_404_on_every_node_path(live: ControlledApi) -> None:
             )
             assert str(node_id) in data["detail"], data
     refused(c, None, "GET", f"{API}/events", status=404, params={"node_id": UNKNOWN})
+    for fmt in ("csv", "jsonl"):  # an export is refused before it starts streaming
+        params = {"node_id": UNKNOWN, "format": fmt}
+        refused(c, None, "GET", f"{API}/events", status=404, params=params)
 
 
 @pytest.mark.parametrize("node_id", [2**31, 2**63, 10**20], ids=["2^31", "2^63", "10^20"])

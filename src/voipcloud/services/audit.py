@@ -14,8 +14,11 @@ import json
 from collections.abc import Iterator
 from datetime import UTC
 
+from sqlalchemy import Connection
+
 from voipcloud.domain.audit import EventFilter
 from voipcloud.domain.model import Event, Page
+from voipcloud.services import transitions
 from voipcloud.services.context import Context
 from voipcloud.store import events as event_rows
 
@@ -35,7 +38,20 @@ _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 def page(ctx: Context, flt: EventFilter, *, limit: int, offset: int) -> Page[Event]:
     with ctx.db.read() as conn:
+        _node_exists(conn, flt)
         return event_rows.search(conn, flt, limit=limit, offset=offset)
+
+
+def check(ctx: Context, flt: EventFilter) -> None:
+    """Before an export starts streaming: NotFound for a node that does not exist (a 404,
+    not an empty download; a huge id included)."""
+    with ctx.db.read() as conn:
+        _node_exists(conn, flt)
+
+
+def _node_exists(conn: Connection, flt: EventFilter) -> None:
+    if flt.node_id is not None:
+        transitions.load(conn, flt.node_id)
 
 
 def _batches(ctx: Context, flt: EventFilter) -> Iterator[list[Event]]:

@@ -58,6 +58,7 @@ def list_events(
         node_id=node_id, actor=actor, operation=operation, since=since, until=until
     )
     if format in ("csv", "jsonl"):
+        audit.check(controller.ctx, flt)
         return StreamingResponse(
             audit.export(controller.ctx, flt, format),
             media_type=audit.MEDIA_TYPES[format],
