@@ -17,7 +17,7 @@ pick_python() {
 
 ensure_venv() {  # $1: extras, such as "[test]" or ""
   local extras="$1" stamp
-  stamp="$(sha256sum pyproject.toml | cut -c1-16)${extras}"
+  stamp="$(cat pyproject.toml tests/requirements-generator.txt | sha256sum | cut -c1-16)${extras}"
   if [ ! -x .venv/bin/python ]; then
     if ! "$(pick_python)" -m venv .venv 2>/dev/null; then
       # Debian ships venv separately
@@ -29,6 +29,11 @@ ensure_venv() {  # $1: extras, such as "[test]" or ""
     echo "voipcloud: installing into .venv ..." >&2
     .venv/bin/python -m pip install --quiet --upgrade pip
     .venv/bin/python -m pip install --quiet -e ".${extras}"
+    if [ "$extras" = "[test]" ]; then
+      # openapi-python-client pins an older typer for its own command line; the tests use
+      # its library only, so it is installed without its dependencies (see that file)
+      .venv/bin/python -m pip install --quiet --no-deps -r tests/requirements-generator.txt
+    fi
     echo "$stamp" > .venv/.voipcloud-installed
   fi
 }
