@@ -7,13 +7,14 @@ from typing import Any
 
 from fastapi import Request, Response
 
+from voipcloud.domain import versions
 from voipcloud.domain.errors import InvalidInput
 from voipcloud.domain.properties import PROPERTIES, PropertyKind, PropertySpec
 from voipcloud.services.controller import Controller
 from voipcloud.services.infrastructure import PropertiesChange
-from voipcloud.web import flash
+from voipcloud.web import flash, stale
 from voipcloud.web.deps import ControllerDep, PageRead, PostInfrastructure, web_router
-from voipcloud.web.forms import FormData, field_errors
+from voipcloud.web.forms import GENERAL, FormData, field_errors
 from voipcloud.web.templating import is_htmx, render
 
 router = web_router()
@@ -62,18 +63,27 @@ def _page(
     errors: dict[str, str] | None = None,
     preview: PropertiesChange | None = None,
     status_code: int = 200,
+    form_version: str | None = None,
 ) -> Response:
+    """The page; `form_version` is the version the form's values were read at (None: now,
+    with the current values)."""
+    if form_version is None or values is None:  # values and version read together
+        snapshot = controller.infrastructure.version()
+        form_version = snapshot.etag
+        if values is None:
+            values = _shown(dict(snapshot.fields))
     return render(
         request,
         "infrastructure/index.html",
         nav="infrastructure",
         status_code=status_code,
         fields=FIELDS,
-        values=values if values is not None else _shown(controller.infrastructure.properties()),
+        values=values,
         errors=errors or {},
         preview=preview,
         labels=LABELS,
         updated_at=controller.infrastructure.updated_at(),
+        form_version=form_version,
     )
 
 
@@ -109,6 +119,7 @@ def preview_properties(
         errors=errors,
         preview=result,
         status_code=422 if errors else 200,
+        form_version=form.get("version", "")[:200],
     )
 
 
@@ -116,9 +127,21 @@ def preview_properties(
 def save_properties(
     request: Request, admin: PostInfrastructure, controller: ControllerDep, form: FormData
 ) -> Response:
-    """Save the properties; Online nodes whose configuration moves are marked Damaged."""
+    """Save the properties; Online nodes whose configuration moves are marked Damaged.
+    Refused, with the current values shown, when the properties changed since the form was
+    opened (its hidden `version`)."""
+    version = form.get("version", "")[:200]
     try:
-        result = controller.infrastructure.update(actor=admin, changes=_changes(form))
+        result = controller.infrastructure.update(
+            actor=admin, changes=_changes(form), expected=stale.expected(version)
+        )
+    except versions.StaleVersion as exc:
+        return _page(
+            request,
+            controller,
+            errors={GENERAL: stale.notice(exc, _typed(form, dict(exc.current.fields)), LABELS)},
+            status_code=409,
+        )
     except InvalidInput as exc:
         values = {k: v for k, v in form.items() if k in _NAMES}
         return _page(
@@ -127,8 +150,25 @@ def save_properties(
             values={**values, **{s.name: "" for s in PROPERTIES if s.secret}},
             errors=field_errors(exc, fields=_NAMES),
             status_code=422,
+            form_version=version,
         )
     return flash.redirect(request, PAGE, "success", _saved_message(result))
+
+
+def _typed(form: dict[str, str], now: dict[str, Any]) -> dict[str, str]:
+    """What the administrator had typed that differs from the values now saved (all the
+    visible fields when none does); a typed password is only said to be typed."""
+    current = _shown(now)
+    typed = {}
+    for spec in PROPERTIES:
+        text = form.get(spec.name, "")
+        if spec.secret:
+            if text:
+                typed[spec.name] = "a new password (not shown; type it again)"
+        else:
+            typed[spec.name] = text
+    differing = {k: v for k, v in typed.items() if current.get(k) != v}
+    return differing or typed
 
 
 def _saved_message(result: PropertiesChange) -> str:

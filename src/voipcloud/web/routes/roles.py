@@ -8,9 +8,11 @@ from typing import Annotated, Any
 from fastapi import Form, Query, Request, Response
 
 from voipcloud.api import enrolment
+from voipcloud.domain import versions
 from voipcloud.domain.errors import InvalidInput, NotFound, RuleViolation
 from voipcloud.domain.roles import ROLES, SECRET_MASK, Role
-from voipcloud.web import flash, views
+from voipcloud.services.roles import AssignedRole
+from voipcloud.web import flash, stale, views
 from voipcloud.web.deps import ControllerDep, PageNodes, PageSecrets, PostNodes, web_router
 from voipcloud.web.forms import GENERAL, FormData, field_errors, local_url
 from voipcloud.web.templating import render
@@ -148,11 +150,6 @@ def edit_parameters_form(
     assigned = {a.role.code: a for a in controller.roles.assigned(node_id)}
     if code not in assigned:
         raise NotFound(f"Node {node.hostname} has no {spec.name} role.")
-    explicit = {
-        PREFIX + name: ("" if spec.is_secret(name) else value.value)
-        for name, value in assigned[code].effective.items()
-        if value.source == "explicit"
-    }
     return render(
         request,
         "roles/edit.html",
@@ -160,10 +157,22 @@ def edit_parameters_form(
         node=node,
         role=spec,
         assigned=assigned[code],
-        values=explicit,
+        values=_explicit(spec, assigned[code]),
+        form_version=versions.assignment_snapshot(
+            node.hostname, spec, assigned[code].assignment
+        ).etag,
         errors={},
         back=local_url(next),
     )
+
+
+def _explicit(spec: Role, assigned: AssignedRole) -> dict[str, str]:
+    """The form's values: the explicit ones (secrets never shown), empty for defaults."""
+    return {
+        PREFIX + name: ("" if spec.is_secret(name) else value.value)
+        for name, value in assigned.effective.items()
+        if value.source == "explicit"
+    }
 
 
 @router.post("/nodes/{node_id}/roles/{code}/edit")
@@ -175,15 +184,50 @@ def edit_parameters(
     controller: ControllerDep,
     form: FormData,
 ) -> Response:
-    """Save the role's parameters (an Online node: Customer Connectivity only keeps it Online)."""
+    """Save the role's parameters (an Online node: Customer Connectivity only keeps it Online);
+    refused, with the current values shown, when the assignment changed since the form was
+    opened (its hidden `version`)."""
     spec = _role(code)
     back = local_url(form.get("next"))
     values = _parameters(spec, form, keep_blank=True)
     for param in spec.parameters:  # a blank secret keeps the stored one
         if param.secret and param.name not in values:
             values[param.name] = SECRET_MASK
+    version = form.get("version", "")[:200]
     try:
-        node = controller.roles.edit(node_id, actor=admin, role=code, parameters=values)
+        node = controller.roles.edit(
+            node_id,
+            actor=admin,
+            role=code,
+            parameters=values,
+            expected=stale.expected(version),
+        )
+    except versions.StaleVersion as exc:
+        current_node = controller.nodes.get(node_id).node
+        current = {a.role.code: a for a in controller.roles.assigned(node_id)}.get(code)
+        if current is None:
+            raise NotFound(f"Node {current_node.hostname} has no {spec.name} role.") from exc
+        labels = {p.name: p.label for p in spec.parameters}
+        typed = {
+            p.name: form.get(PREFIX + p.name, "").strip() or "(default)"
+            for p in spec.parameters
+            if not p.secret
+        }
+        return render(
+            request,
+            "roles/edit.html",
+            status_code=409,
+            nav="cloud",
+            node=current_node,
+            role=spec,
+            assigned=current,
+            values=_explicit(spec, current),
+            form_version=versions.assignment_snapshot(
+                current_node.hostname, spec, current.assignment
+            ).etag,
+            errors={GENERAL: stale.notice(exc, typed, labels)},
+            back=back,
+        )
     except (InvalidInput, RuleViolation) as exc:
         assigned = {a.role.code: a for a in controller.roles.assigned(node_id)}
         return render(
@@ -195,6 +239,7 @@ def edit_parameters(
             role=spec,
             assigned=assigned.get(code),
             values=form,
+            form_version=version,
             errors=_errors(spec, exc),
             back=back,
         )

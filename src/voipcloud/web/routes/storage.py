@@ -6,10 +6,11 @@ from typing import Any
 
 from fastapi import Request, Response
 
+from voipcloud.domain import versions
 from voipcloud.domain.errors import InvalidInput, RuleViolation
 from voipcloud.domain.storage import ResourceKind, parse_kind
 from voipcloud.services.storage import KindOverview, StorageService
-from voipcloud.web import flash
+from voipcloud.web import flash, stale
 from voipcloud.web.deps import ControllerDep, PageRead, PostStorage, web_router
 from voipcloud.web.forms import GENERAL, FormData, field_errors
 from voipcloud.web.templating import render
@@ -72,20 +73,70 @@ def _change(form: dict[str, str]) -> dict[str, Any]:
     }
 
 
+def _labels() -> dict[str, str]:
+    """The names a stale refusal uses for the version's fields (domain/versions.py)."""
+    labels: dict[str, str] = {}
+    for kind in ResourceKind:
+        of = f" of {kind.label.lower()}"
+        labels[f"{kind.value}.backend"] = "Backend" + of
+        labels[f"{kind.value}.local.path"] = "Directory" + of
+        labels[f"{kind.value}.s3"] = "Amazon S3 settings" + of
+        for name, label in (
+            ("backend", "Backend"),
+            ("path", "Directory"),
+            ("bucket", "Bucket"),
+            ("region", "Region"),
+            ("endpoint_url", "Endpoint URL"),
+            ("prefix", "Key prefix"),
+        ):
+            labels.setdefault(name, label)
+    return labels
+
+
+LABELS = _labels()
+
+
+def _expected(storage: StorageService, kind: ResourceKind, token: str) -> versions.Expected | None:
+    """The version a kind's form was read at, as the whole configuration's expected version.
+    The configuration's version is one number per kind; a form only cares about its own
+    kind, so a change to another kind since (or a first save that merely stored this kind's
+    unchanged defaults) does not refuse it; the check in the write transaction still refuses
+    anything that moves after this read."""
+    read = stale.expected(token)
+    if read is None or read.any or not read.versions:
+        return read
+    version, digest = read.versions[0]
+    current = storage.version()
+    index = list(ResourceKind).index(kind)
+    mine, now = version.split("."), current.version.split(".")
+    if len(mine) != len(now):
+        return read
+    changed = current.changed_since(digest)
+    unchanged_here = mine[index] == now[index] or (
+        changed is not None and not any(n.startswith(f"{kind.value}.") for n in changed)
+    )
+    return versions.Expected(((current.version, digest),)) if unchanged_here else read
+
+
 def _page(
     request: Request,
     storage: StorageService,
     *,
     posted: tuple[ResourceKind, dict[str, Any], dict[str, str]] | None = None,
+    posted_version: str | None = None,
     status_code: int = 200,
 ) -> Response:
+    """The page; the posted kind keeps what was typed (and the version it was read at, when
+    `posted_version` is given: a refused invalid submit must not refresh it)."""
+    etag = storage.version().etag
     kinds = []
     for view in storage.overview():
-        values, errors = _values(view), {}
+        values, errors, version = _values(view), {}, etag
         if posted and posted[0] is view.config.kind:
             values = {**values, **posted[1], **dict.fromkeys(SECRETS, "")}
             errors = posted[2]
-        kinds.append({"view": view, "values": values, "errors": errors})
+            version = posted_version if posted_version is not None else etag
+        kinds.append({"view": view, "values": values, "errors": errors, "version": version})
     return render(
         request, "storage/index.html", nav="storage", status_code=status_code, kinds=kinds
     )
@@ -104,14 +155,37 @@ def save_kind(
     """Save the configuration of one kind; empty key fields keep the stored keys."""
     storage = _storage(request, controller)
     resource_kind = parse_kind(kind)
+    version = form.get("version", "")[:200]
     try:
-        storage.configure(actor=admin, changes={kind: _change(form)})
+        storage.configure(
+            actor=admin,
+            changes={kind: _change(form)},
+            expected=_expected(storage, resource_kind, version),
+        )
+    except versions.StaleVersion as exc:
+        typed = {
+            name: ("on" if form.get(name) == "on" else "off")
+            if name == "server_side_encryption"
+            else form.get(name, "")
+            for name in FIELDS
+            if name not in SECRETS and (name == "backend" or form.get(name))
+        }
+        notice = stale.notice(exc, typed, LABELS)
+        return _page(
+            request, storage, posted=(resource_kind, {}, {GENERAL: notice}), status_code=409
+        )
     except InvalidInput as exc:
         errors = field_errors(exc, fields=set(FIELDS))
-        return _page(request, storage, posted=(resource_kind, form, errors), status_code=422)
+        return _page(
+            request,
+            storage,
+            posted=(resource_kind, form, errors),
+            posted_version=version,
+            status_code=422,
+        )
     except RuleViolation as exc:
         posted = (resource_kind, dict(form), {GENERAL: exc.message})
-        return _page(request, storage, posted=posted, status_code=409)
+        return _page(request, storage, posted=posted, posted_version=version, status_code=409)
     view = next(v for v in storage.overview() if v.config.kind is resource_kind)
     message = f"Saved the storage of {resource_kind.label.lower()}: {view.config.backend.label}."
     if view.pending:
