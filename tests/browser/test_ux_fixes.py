@@ -11,6 +11,19 @@ from pathlib import Path
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import ADMIN, Site, screenshot
+from tests.support.processes import wait_for
+
+
+def online(site: Site, node_id: int) -> None:
+    """Start the node's agent (a real `voipcloud agent`) and bring the node Online."""
+    site.start_agent(node_id)
+    wait_for(
+        lambda: site.controller.connectivity(site.node(node_id))[0].value == "connected",
+        timeout=20,
+        what=f"the agent of node {node_id} to connect",
+    )
+    site.controller.nodes.action(node_id, "activate", actor=ADMIN)
+    site.wait_status(node_id, "Online")
 
 
 def test_stale_role_parameters_refused_with_current_values(admin_page: Page, site: Site) -> None:
@@ -101,3 +114,41 @@ def _kind(value: str) -> object:
     from voipcloud.domain.storage import ResourceKind
 
     return ResourceKind(value)
+
+
+def test_properties_save_that_damages_online_nodes_asks_first(admin_page: Page, site: Site) -> None:
+    page = admin_page
+    jabber = site.add_node("chat-01", roles=("jabber",))
+    online(site, jabber.id)
+    page.goto("/infrastructure/properties")
+    page.get_by_label("System domain").fill("new.example.com")
+    page.locator("#save-button").click()
+    ask = page.locator("#confirm-damaged")
+    expect(ask).to_contain_text("marks 1 Online node Damaged")
+    expect(ask).to_contain_text("chat-01")
+    expect(ask).to_contain_text("Nothing has been saved yet")
+    expect(page.locator("#preview-affected tr[data-node]")).to_have_count(1)
+    expect(page.locator("#preview-affected")).to_contain_text("jabber.xmpp_domain")
+    expect(page.get_by_label("System domain")).to_have_value("new.example.com")
+    screenshot(page, "ux-properties-confirm-damaged")
+    assert site.node(jabber.id).status.value == "Online"  # nothing happened yet
+    assert site.controller.infrastructure.properties()["system_domain"] != "new.example.com"
+    # Cancel leaves everything as it was
+    page.locator("#confirm-damaged").get_by_role("link", name="Cancel").click()
+    expect(page.locator("#confirm-damaged")).to_have_count(0)
+    assert site.node(jabber.id).status.value == "Online"
+
+    page.get_by_label("System domain").fill("new.example.com")
+    page.locator("#save-button").click()
+    page.get_by_role("button", name="Save and mark 1 node Damaged").click()
+    flash = page.locator(".flash-info")
+    expect(flash).to_contain_text("Nodes marked Damaged: chat-01")
+    expect(page.locator(".flash-success")).to_have_count(0)
+    screenshot(page, "ux-properties-saved-damaged")
+    assert site.node(jabber.id).status.value == "Damaged"
+    assert site.controller.infrastructure.properties()["system_domain"] == "new.example.com"
+
+    # a change no Online node uses saves in one click
+    page.get_by_label("Infrastructure name").fill("renamed-cloud")
+    page.locator("#save-button").click()
+    expect(page.locator(".flash-success")).to_contain_text("No Online node was affected")

@@ -14,6 +14,7 @@ from voipcloud.services.controller import Controller
 from voipcloud.services.infrastructure import PropertiesChange
 from voipcloud.web import flash, stale
 from voipcloud.web.deps import ControllerDep, PageRead, PostInfrastructure, web_router
+from voipcloud.web.flash import Kind
 from voipcloud.web.forms import GENERAL, FormData, field_errors
 from voipcloud.web.templating import is_htmx, render
 
@@ -64,6 +65,8 @@ def _page(
     preview: PropertiesChange | None = None,
     status_code: int = 200,
     form_version: str | None = None,
+    confirm: bool = False,
+    asked_again: bool = False,
 ) -> Response:
     """The page; `form_version` is the version the form's values were read at (None: now,
     with the current values)."""
@@ -84,6 +87,8 @@ def _page(
         labels=LABELS,
         updated_at=controller.infrastructure.updated_at(),
         form_version=form_version,
+        confirm=confirm,
+        asked_again=asked_again,
     )
 
 
@@ -127,13 +132,33 @@ def preview_properties(
 def save_properties(
     request: Request, admin: PostInfrastructure, controller: ControllerDep, form: FormData
 ) -> Response:
-    """Save the properties; Online nodes whose configuration moves are marked Damaged.
-    Refused, with the current values shown, when the properties changed since the form was
-    opened (its hidden `version`)."""
+    """Save the properties; Online nodes whose configuration moves are marked Damaged, so a
+    save that would mark any asks first: the page shows the preview's list of those nodes and
+    a confirmation button (`confirm=yes`, the node ids confirmed in `damaged`); a confirmed
+    save that would now mark a node not confirmed asks again. Refused, with the current
+    values shown, when the properties changed since the form was opened (its `version`)."""
     version = form.get("version", "")[:200]
+    expected = stale.expected(version)
     try:
+        versions.check(expected, controller.infrastructure.version())  # before asking
+        confirmed = _confirmed(form)
+        preview = controller.infrastructure.update(
+            actor=admin, changes=_changes(form), dry_run=True
+        )
+        marked = {impact.node_id for impact in preview.affected}
+        if marked and not marked <= confirmed:
+            values = {k: v for k, v in form.items() if k in _NAMES}
+            return _page(
+                request,
+                controller,
+                values=values,
+                preview=preview,
+                form_version=version,
+                confirm=True,
+                asked_again=bool(confirmed),
+            )
         result = controller.infrastructure.update(
-            actor=admin, changes=_changes(form), expected=stale.expected(version)
+            actor=admin, changes=_changes(form), expected=expected
         )
     except versions.StaleVersion as exc:
         return _page(
@@ -152,7 +177,15 @@ def save_properties(
             status_code=422,
             form_version=version,
         )
-    return flash.redirect(request, PAGE, "success", _saved_message(result))
+    kind: Kind = "info" if result.affected else "success"
+    return flash.redirect(request, PAGE, kind, _saved_message(result))
+
+
+def _confirmed(form: dict[str, str]) -> set[int]:
+    """The node ids the administrator confirmed marking Damaged (none without `confirm`)."""
+    if form.get("confirm") != "yes":
+        return set()
+    return {int(part) for part in form.get("damaged", "").split(",") if part.strip().isdigit()}
 
 
 def _typed(form: dict[str, str], now: dict[str, Any]) -> dict[str, str]:
