@@ -152,3 +152,37 @@ def test_properties_save_that_damages_online_nodes_asks_first(admin_page: Page, 
     page.get_by_label("Infrastructure name").fill("renamed-cloud")
     page.locator("#save-button").click()
     expect(page.locator(".flash-success")).to_contain_text("No Online node was affected")
+
+
+def test_wizard_opens_more_settings_on_error_and_shows_the_real_address(
+    admin_page: Page, site: Site
+) -> None:
+    page = admin_page
+    page.goto("/wizard")
+    more = page.locator("#more-settings")
+    expect(more).not_to_have_attribute("open", "")  # collapsed at first
+    page.get_by_label("System domain (SIP domain)").fill("voip.example.com")
+    page.get_by_label("Public IP address").fill("203.0.113.10")
+    page.locator("#more-settings summary").click()
+    page.get_by_label("Time zone").fill("Mars/Olympus_Mons")
+    page.locator("#more-settings summary").click()  # collapsed again before submitting
+    page.get_by_role("button", name="Show the plan").click()
+    expect(page.locator("#more-settings")).to_have_attribute("open", "")
+    error = page.locator("#e-timezone")
+    expect(error).to_be_visible()
+    expect(page.get_by_label("Time zone")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#more-settings-error")).to_be_visible()
+    screenshot(page, "ux-wizard-more-settings-error")
+
+    page.get_by_label("Time zone").fill("Europe/Bucharest")
+    page.get_by_role("button", name="Show the plan").click()
+    expect(page.get_by_role("heading", name="The plan")).to_be_visible()
+    port = site.url.rsplit(":", 1)[1]
+    assert port != "8080"
+    expect(page.locator("#plan-served")).to_have_text(site.url)
+    ic_row = page.locator('#plan-roles tr[data-role="ic"]')
+    expect(ic_row.locator('[data-param="controller_port"]')).to_contain_text(
+        f"Controller port: {port}"
+    )
+    expect(ic_row).not_to_contain_text("8080")
+    screenshot(page, "ux-wizard-plan-address")

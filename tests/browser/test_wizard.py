@@ -87,6 +87,9 @@ def test_properties_page_previews_then_saves_and_names_the_damaged_nodes(
     assert site.node(node.id).status.value == "Online"  # a preview changes nothing
 
     page.get_by_role("button", name="Save").click()
+    expect(page.locator("#confirm-damaged")).to_contain_text("sip-01")  # asks first
+    assert site.node(node.id).status.value == "Online"
+    page.get_by_role("button", name="Save and mark 1 node Damaged").click()
     expect(page.get_by_role("status").filter(has_text="Nodes marked Damaged")).to_contain_text(
         "sip-01"
     )

@@ -9,9 +9,11 @@ with a retry button.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import Request, Response
 
+from voipcloud.api import enrolment
 from voipcloud.domain.errors import InvalidInput, RuleViolation
 from voipcloud.domain.model import Node
 from voipcloud.domain.roles import SINGLE_NODE_ROLES
@@ -95,7 +97,17 @@ def wizard_plan(
         return _start(request, controller, values=form, errors=errors, status_code=422)
     except RuleViolation as exc:
         return _start(request, controller, values=form, refusal=exc.message, status_code=409)
-    return render(request, "wizard/plan.html", nav="cloud", plan=plan, answers=answers)
+    served = urlsplit(enrolment.for_request(request).controller_url)
+    port = served.port or (443 if served.scheme == "https" else 80)
+    return render(
+        request,
+        "wizard/plan.html",
+        nav="cloud",
+        plan=plan,
+        answers=answers,
+        served_url=served.geturl(),
+        served_port=port,
+    )
 
 
 @router.post("/wizard/run")
