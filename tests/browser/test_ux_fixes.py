@@ -6,11 +6,14 @@ Assign Role form keeps untouched defaults as defaults; wording."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import Page, expect
 
 from tests.browser.conftest import ADMIN, Site, screenshot
+from tests.support.moto import MotoServer, moto_server
 from tests.support.processes import wait_for
 
 
@@ -186,3 +189,56 @@ def test_wizard_opens_more_settings_on_error_and_shows_the_real_address(
     )
     expect(ic_row).not_to_contain_text("8080")
     screenshot(page, "ux-wizard-plan-address")
+
+
+@pytest.fixture
+def moto_auth(tmp_path: Path) -> Iterator[MotoServer]:
+    with moto_server(tmp_path / "moto", authenticating=True) as server:
+        yield server
+
+
+def test_failing_s3_configuration_is_not_saved_as_a_success(
+    admin_page: Page, site: Site, moto_auth: MotoServer
+) -> None:
+    assert moto_auth.bucket
+    storage = site.controller.storage
+    page = admin_page
+    page.goto("/storage")
+    section = page.locator("#kind-voicemail")
+    section.get_by_label("Amazon S3").check()
+    section.get_by_label("Bucket").fill(moto_auth.bucket)
+    section.get_by_label("Region").fill("us-east-1")
+    section.get_by_label("Endpoint URL").fill(moto_auth.endpoint_url)
+    section.get_by_label("Key prefix").fill("voicemail")
+    section.get_by_label("Access key ID").fill(moto_auth.access_key_id)
+    section.get_by_label("Secret access key").fill("not-the-secret")
+    section.get_by_role("button", name="Save", exact=True).click()
+
+    section = page.locator("#kind-voicemail")
+    ask = section.locator("#save-anyway-voicemail")
+    expect(ask).to_contain_text("Not saved")
+    expect(ask).to_have_attribute("data-probe", "bad-credentials")
+    expect(page.locator(".flash-success")).to_have_count(0)
+    # what was typed is still there, keys included (masked), for "Save anyway"
+    expect(section.get_by_label("Bucket")).to_have_value(moto_auth.bucket)
+    expect(section.get_by_label("Secret access key")).to_have_value("not-the-secret")
+    expect(section.get_by_label("Amazon S3")).to_be_checked()
+    screenshot(page, "ux-storage-test-failed-not-saved")
+    assert storage.configuration()[_kind("voicemail")].backend.value == "local"
+
+    ask.get_by_role("button", name="Save anyway").click()
+    warning = page.locator(".flash-warning")
+    expect(warning).to_contain_text("Saved anyway")
+    expect(warning).to_contain_text("test failed")
+    expect(page.locator(".flash-success")).to_have_count(0)
+    screenshot(page, "ux-storage-saved-anyway")
+    saved = storage.configuration()[_kind("voicemail")]
+    assert saved.backend.value == "s3"
+    assert saved.s3.secret_access_key == "not-the-secret"
+
+    # with the right secret the test passes and the save is a plain success
+    section = page.locator("#kind-voicemail")
+    section.get_by_label("Secret access key").fill(moto_auth.secret_access_key)
+    section.get_by_role("button", name="Save", exact=True).click()
+    expect(page.locator(".flash-success")).to_contain_text("Saved the storage of voicemail")
+    expect(page.locator("#save-anyway-voicemail")).to_have_count(0)

@@ -12,7 +12,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from voipcloud.web.deps import get_controller
 
 FLASH_COOKIE = "voipcloud_flash"
-Kind = Literal["success", "error", "info"]
+Kind = Literal["success", "error", "info", "warning"]
 
 
 def _serializer(request: Request) -> URLSafeSerializer:

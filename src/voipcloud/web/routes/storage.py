@@ -9,7 +9,7 @@ from fastapi import Request, Response
 from voipcloud.domain import versions
 from voipcloud.domain.errors import InvalidInput, RuleViolation
 from voipcloud.domain.storage import ResourceKind, parse_kind
-from voipcloud.services.storage import KindOverview, StorageService
+from voipcloud.services.storage import KindOverview, ProbeResult, StorageService
 from voipcloud.web import flash, stale
 from voipcloud.web.deps import ControllerDep, PageRead, PostStorage, web_router
 from voipcloud.web.forms import GENERAL, FormData, field_errors
@@ -124,6 +124,7 @@ def _page(
     *,
     posted: tuple[ResourceKind, dict[str, Any], dict[str, str]] | None = None,
     posted_version: str | None = None,
+    probe: ProbeResult | None = None,
     status_code: int = 200,
 ) -> Response:
     """The page; the posted kind keeps what was typed (and the version it was read at, when
@@ -133,10 +134,22 @@ def _page(
     for view in storage.overview():
         values, errors, version = _values(view), {}, etag
         if posted and posted[0] is view.config.kind:
-            values = {**values, **posted[1], **dict.fromkeys(SECRETS, "")}
+            # typed keys are echoed (into password fields) only to ask "save anyway"
+            typed_keys = {k: str(posted[1].get(k, "")) if probe else "" for k in SECRETS}
+            values = {**values, **posted[1], **typed_keys}
+            if posted[1]:  # an unchecked box is absent from the form
+                values["server_side_encryption"] = posted[1].get("server_side_encryption") == "on"
             errors = posted[2]
             version = posted_version if posted_version is not None else etag
-        kinds.append({"view": view, "values": values, "errors": errors, "version": version})
+        kinds.append(
+            {
+                "view": view,
+                "values": values,
+                "errors": errors,
+                "version": version,
+                "probe": probe if posted and posted[0] is view.config.kind else None,
+            }
+        )
     return render(
         request, "storage/index.html", nav="storage", status_code=status_code, kinds=kinds
     )
@@ -156,7 +169,21 @@ def save_kind(
     storage = _storage(request, controller)
     resource_kind = parse_kind(kind)
     version = form.get("version", "")[:200]
+    anyway = form.get("save_anyway") == "yes"
+    failed: ProbeResult | None = None
     try:
+        if form.get("backend") == "s3":  # an S3 configuration is tested before it is saved
+            (result,) = storage.test(kinds=[resource_kind], changes={kind: _change(form)})
+            if not result.ok and not anyway:
+                return _page(
+                    request,
+                    storage,
+                    posted=(resource_kind, dict(form), {}),
+                    posted_version=version,
+                    probe=result,
+                    status_code=409,
+                )
+            failed = None if result.ok else result
         storage.configure(
             actor=admin,
             changes={kind: _change(form)},
@@ -187,6 +214,15 @@ def save_kind(
         posted = (resource_kind, dict(form), {GENERAL: exc.message})
         return _page(request, storage, posted=posted, posted_version=version, status_code=409)
     view = next(v for v in storage.overview() if v.config.kind is resource_kind)
+    if failed is not None:
+        return flash.redirect(
+            request,
+            PAGE,
+            "warning",
+            f"Saved anyway: the storage of {resource_kind.label.lower()} is now "
+            f"{view.config.backend.label}, but its test failed ({failed.message}). Until "
+            f"this is fixed, storing {resource_kind.value} fails.",
+        )
     message = f"Saved the storage of {resource_kind.label.lower()}: {view.config.backend.label}."
     if view.pending:
         message += (
