@@ -106,7 +106,10 @@ def _all() -> Any:
 
 
 @pytest.fixture
-def site(tmp_path: Path, sqlite_template: Path) -> Iterator[Site]:
+def site(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> Iterator[Site]:
+    """The controller; settings can be changed per test with
+    `@pytest.mark.parametrize("site", [{"activation_timeout": 2}], indirect=True)`."""
+    overrides: dict[str, Any] = getattr(request, "param", {})
     (tmp_path / "data").mkdir()
     shutil.copy(sqlite_template, tmp_path / "data" / "voipcloud.sqlite3")  # already migrated
     settings = Settings.model_validate(
@@ -116,6 +119,7 @@ def site(tmp_path: Path, sqlite_template: Path) -> Iterator[Site]:
             "heartbeat_interval": 0.5,
             "missed_beats": 3,
             "activation_timeout": 20,
+            **overrides,
         }
     )
     app = create_app(settings)
@@ -159,18 +163,52 @@ def screenshot(page: Page, name: str, *, full_page: bool = True) -> Path:
     return path
 
 
+ENABLED = ":not([aria-disabled=true])"
+DISABLED = "[aria-disabled=true]"
+ALL_ROW_ACTIONS = frozenset(
+    {
+        "assign-role",
+        "edit",
+        "standby",
+        "activate",
+        "deactivate",
+        "force-deactivate",
+        "mark-damaged",
+        "fix",
+        "delete",
+    }
+)
+"""Every row action the listing shows for every node (besides View Info): allowed ones as
+buttons, refused ones disabled with the rulebook's reason -- never hidden."""
+
+
 def row_actions(page: Page, node_id: int) -> set[str]:
-    """The data-action of every action button or link in the node's row."""
+    """The data-action of every action button or link in the node's row that can be used
+    (the disabled ones, shown with their reason, are in `disabled_actions`)."""
     row = page.locator(f"#node-{node_id}")
-    return set(row.locator("[data-action]").evaluate_all("els => els.map(e => e.dataset.action)"))
+    return set(
+        row.locator(f"[data-action]{ENABLED}").evaluate_all("els => els.map(e => e.dataset.action)")
+    )
 
 
-def role_actions(page: Page, node_id: int) -> dict[str, set[str]]:
+def disabled_actions(page: Page, node_id: int) -> dict[str, str]:
+    """The row's disabled actions: data-action -> the reason shown (its title)."""
+    row = page.locator(f"#node-{node_id}")
+    pairs = row.locator(f"[data-action]{DISABLED}").evaluate_all(
+        "els => els.map(e => [e.dataset.action, e.getAttribute('title') || ''])"
+    )
+    return dict(pairs)
+
+
+def role_actions(page: Page, node_id: int, *, disabled: bool = False) -> dict[str, set[str]]:
+    """Per role of the node: the role actions that can be used (or, with `disabled`, the
+    ones shown disabled with their reason)."""
+    which = DISABLED if disabled else ENABLED
     found: dict[str, set[str]] = {}
     for item in page.locator(f"#node-{node_id} li[data-role]").all():
         code = item.get_attribute("data-role") or ""
         found[code] = set(
-            item.locator("[data-role-action]").evaluate_all(
+            item.locator(f"[data-role-action]{which}").evaluate_all(
                 "els => els.map(e => e.dataset.roleAction)"
             )
         )

@@ -1,6 +1,7 @@
-"""Every action button appears exactly when the node's status allows it (SPEC.md section 5,
-written out here independently of the code's own table), Delete Node is never offered for
-an Online or Damaged node, and Administrative Remove shows its warning before it acts.
+"""Every action button can be used exactly when the node's status allows it (SPEC.md section
+5, written out here independently of the code's own table) and is otherwise shown disabled with
+the reason (never hidden), Delete Node is never offered for an Online or Damaged node, and
+Administrative Remove shows its warning before it acts.
 (Online, Damaged, DeactivatePending and ActivateFailed, which need a real agent, are in
 test_live.py.)"""
 
@@ -10,7 +11,15 @@ import re
 
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import ADMIN, Site, role_actions, row_actions, screenshot
+from tests.browser.conftest import (
+    ADMIN,
+    ALL_ROW_ACTIONS,
+    Site,
+    disabled_actions,
+    role_actions,
+    row_actions,
+    screenshot,
+)
 from voipcloud.domain.filters import NodeFilter
 from voipcloud.domain.roles import ROLES
 from voipcloud.services.roles import removal_warning
@@ -47,13 +56,22 @@ def test_actions_follow_the_status(admin_page: Page, site: Site) -> None:
     ):
         expect(page.locator(f"#node-{node.id}")).to_have_attribute("data-status", status)
         assert row_actions(page, node.id) == EXPECTED[status], status
+        refused = disabled_actions(page, node.id)
+        assert set(refused) == ALL_ROW_ACTIONS - EXPECTED[status], status  # shown, not hidden
+        assert all(reason.strip() for reason in refused.values()), refused
         expected_roles = {"delete-assignment"} if DELETE_ASSIGNMENT[status] else set()
         assert role_actions(page, node.id) == {node.roles[0]: expected_roles}, status
-    # Activate needs a role
+        assert role_actions(page, node.id, disabled=True) == {
+            node.roles[0]: {"delete-assignment"} - expected_roles
+        }, status
+    # Activate needs a role: shown disabled, saying so
     assert row_actions(page, empty.id) == EXPECTED["Offline"] - {"activate"}
+    assert "assign at least one role" in disabled_actions(page, empty.id)["activate"]
     # the IC node is never deletable; its ic role is never unassigned nor removed
     assert row_actions(page, 1) == EXPECTED["Offline"] - {"delete"}
+    assert "cannot be deleted" in disabled_actions(page, 1)["delete"]
     assert role_actions(page, 1) == {"ic": set()}
+    assert role_actions(page, 1, disabled=True) == {"ic": set()}
     screenshot(page, "cloud-management-statuses")
     # Deleted nodes are hidden from the default listing, shown behind the filter
     expect(page.locator(f"#node-{deleted.id}")).to_have_count(0)
@@ -61,6 +79,7 @@ def test_actions_follow_the_status(admin_page: Page, site: Site) -> None:
     page.get_by_role("button", name="Apply").click()
     expect(page.locator(f"#node-{deleted.id}")).to_have_attribute("data-status", "Deleted")
     assert row_actions(page, deleted.id) == EXPECTED["Deleted"]
+    assert set(disabled_actions(page, deleted.id)) == ALL_ROW_ACTIONS
     assert page.locator(f"#node-{deleted.id} li[data-role]").count() == 0  # roles released
 
 
@@ -114,9 +133,10 @@ def test_administrative_remove_shows_the_warning_then_removes(admin_page: Page, 
     }
     page.locator("#node-1 li[data-role=jabber]").get_by_role("link", name="Remove").click()
     layer = page.locator("#layer")
-    warning = removal_warning(ROLES["jabber"], ic.hostname)
+    warning = removal_warning(ROLES["jabber"], ic.hostname)  # no other node carries it
     expect(layer.locator("#remove-warning")).to_have_text(warning)
     expect(layer).to_contain_text("removed from the Infrastructure Controller node")
+    expect(layer).to_contain_text("No other node carries this role")
     screenshot(page, "remove-warning", full_page=False)
     layer.get_by_role("button", name="Remove Jabber").click()
     expect(
@@ -124,11 +144,15 @@ def test_administrative_remove_shows_the_warning_then_removes(admin_page: Page, 
     ).to_be_visible()
     assert site.node(1).roles == ["ic", "que", "wk"]
 
-    # with three extensions provisioned, Remove is no longer offered
+    # with three extensions provisioned, Remove is shown disabled, saying why
     for number in ("101", "102", "103"):
         c.extensions.add(actor=ADMIN, number=number)
     page.reload()
     assert role_actions(page, 1)["que"] == {"delete-assignment"}
+    assert role_actions(page, 1, disabled=True)["que"] == {"remove"}
+    remove = page.locator("#node-1 li[data-role=que] [data-role-action=remove]")
+    expect(remove).to_have_attribute("aria-disabled", "true")
+    expect(remove).to_have_attribute("title", re.compile("fewer than three extensions"))
 
 
 def test_search_filters_sort_and_pages(admin_page: Page, site: Site) -> None:

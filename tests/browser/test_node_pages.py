@@ -76,11 +76,19 @@ def test_regenerate_the_session_key_from_view_info(admin_page: Page, site: Site)
     page.locator(f"#node-{node.id}").get_by_role("link", name="View Info").click()
     layer = page.locator("#layer")
     expect(layer.locator("#info-session-key")).to_have_text(old)
-    layer.get_by_role("button", name="Regenerate").click()
-    expect(page.get_by_text("New session key: node rekey-01 is Offline.")).to_be_visible()
+    # it asks first, saying what happens to the current key
+    layer.get_by_role("link", name="Regenerate…").click()
+    expect(layer.locator(".warning")).to_have_text(
+        "The current session key of node rekey-01 stops working at once."
+    )
+    assert site.session_key(node.id) == old  # asking changed nothing
+    layer.get_by_role("button", name="Regenerate session key").click()
+    expect(page.get_by_text("New session key for rekey-01: the previous key")).to_be_visible()
     new = site.session_key(node.id)
     assert new != old
-    expect(page.locator("#info-session-key")).to_have_text(new)
+    # the new key and the command that starts the agent with it
+    expect(page.locator("#session-key")).to_have_text(new)
+    expect(page.locator("#agent-command")).to_contain_text("voipcloud agent")
 
 
 def test_reconnecting_note_while_the_controller_is_unreachable(

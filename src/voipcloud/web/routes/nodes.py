@@ -329,6 +329,7 @@ def confirm_mark_damaged(
         action=f"/nodes/{node.id}/actions/mark-damaged",
         button="Mark Damaged",
         reason_field=True,
+        confirm_field=True,  # this page is the confirmation: the post carries it out
         back=local_url(next),
     )
 
