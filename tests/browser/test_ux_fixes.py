@@ -6,6 +6,7 @@ Assign Role form keeps untouched defaults as defaults; wording."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -242,3 +243,25 @@ def test_failing_s3_configuration_is_not_saved_as_a_success(
     section.get_by_role("button", name="Save", exact=True).click()
     expect(page.locator(".flash-success")).to_contain_text("Saved the storage of voicemail")
     expect(page.locator("#save-anyway-voicemail")).to_have_count(0)
+
+
+def test_assign_role_stores_only_what_the_administrator_changed(
+    admin_page: Page, site: Site
+) -> None:
+    page = admin_page
+    node = site.add_node("sql-assign")
+    page.goto(f"/nodes/{node.id}/roles/new?role=sql")
+    expect(page.get_by_label("Port")).to_have_value("3306")  # the default, shown
+    expect(page.get_by_label("Maximum connections")).to_have_value("500")
+    page.get_by_label("Maximum connections").fill("600")
+    page.get_by_label("Username").fill("billing")
+    page.get_by_role("button", name="Assign SQL Database").click()
+    expect(page).to_have_url(re.compile(rf"/nodes/{node.id}/session-key"))
+    assert _explicit(site, node.id, "sql") == {"max_connections": 600, "username": "billing"}
+
+    page.goto(f"/nodes/{node.id}/roles/sql/edit")
+    expect(page.locator("#effective-port")).to_contain_text("default")
+    expect(page.locator("#effective-port")).not_to_contain_text("explicit")
+    expect(page.locator("#effective-max_connections")).to_contain_text("explicit value")
+    expect(page.locator("#effective-password")).to_contain_text("SQL password")
+    screenshot(page, "ux-assign-defaults-kept")

@@ -30,11 +30,18 @@ def _role(code: str) -> Role:
     return role
 
 
-def _parameters(role: Role, form: dict[str, str], *, keep_blank: bool) -> dict[str, Any]:
-    """The role's parameters from the form; a blank field means "the default"."""
+def _parameters(
+    role: Role, form: dict[str, str], *, keep_blank: bool, drop_shown_defaults: bool = False
+) -> dict[str, Any]:
+    """The role's parameters from the form; a blank field means "the default". With
+    `drop_shown_defaults` (the Assign Role form, which fills each field with its catalogue
+    default), a field still holding that default is left at the default, as the wizard and
+    the CLI do: only what the administrator changed becomes an explicit value."""
     values: dict[str, Any] = {}
     for param in role.parameters:
         text = form.get(PREFIX + param.name, "").strip()
+        if drop_shown_defaults and param.default is not None and text == str(param.default):
+            continue
         if text:
             values[param.name] = text
         elif keep_blank and not param.secret:
@@ -93,7 +100,10 @@ def assign_role(
         if spec is None:
             raise InvalidInput.one(("body", "role"), "choose a role")
         controller.roles.assign(
-            node_id, actor=admin, role=code, parameters=_parameters(spec, form, keep_blank=False)
+            node_id,
+            actor=admin,
+            role=code,
+            parameters=_parameters(spec, form, keep_blank=False, drop_shown_defaults=True),
         )
     except (InvalidInput, RuleViolation) as exc:
         node = controller.nodes.get(node_id).node
