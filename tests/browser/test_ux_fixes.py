@@ -265,3 +265,72 @@ def test_assign_role_stores_only_what_the_administrator_changed(
     expect(page.locator("#effective-max_connections")).to_contain_text("explicit value")
     expect(page.locator("#effective-password")).to_contain_text("SQL password")
     screenshot(page, "ux-assign-defaults-kept")
+
+
+def test_wording_damaged_is_not_a_success_and_deleted_has_no_agent(
+    admin_page: Page, site: Site
+) -> None:
+    page = admin_page
+    # the probe of a local directory names its backend once
+    page.goto("/storage")
+    faxes = page.locator("#kind-faxes")
+    faxes.get_by_role("button", name="Test").click()
+    probe = faxes.locator("[data-probe]")
+    expect(probe).to_have_attribute("data-probe", "ok")
+    expect(probe).to_contain_text("in the storage of faxes (Local storage)")
+    expect(probe).not_to_contain_text("storage storage")
+
+    # Mark Damaged: a neutral message, not a green success
+    node = site.add_node("damage-me", roles=("wk",))
+    online(site, node.id)
+    gone = site.add_node("gone-agent", roles=("wk",))
+    agent = site.start_agent(gone.id)
+    wait_for(
+        lambda: site.controller.connectivity(site.node(gone.id))[0].value == "connected",
+        timeout=20,
+        what="the agent of gone-agent to connect",
+    )
+    agent.stop()
+    wait_for(
+        lambda: site.controller.connectivity(site.node(gone.id))[0].value == "lost",
+        timeout=20,
+        what="the agent of gone-agent to be lost",
+    )
+    site.controller.nodes.delete(gone.id, actor=ADMIN)
+
+    page.goto("/")
+    row = page.locator(f"#node-{node.id}")
+    row.get_by_role("link", name="Mark Damaged").click()
+    page.locator("#layer").get_by_label("Reason").fill("fan noise")
+    page.locator("#layer").get_by_role("button", name="Mark Damaged").click()
+    expect(row).to_have_attribute("data-status", "Damaged")
+    message = page.locator(".flash", has_text="damage-me is Damaged")
+    expect(message).to_have_class(re.compile(r"\bflash-info\b"))
+    expect(page.locator(".flash-success")).to_have_count(0)
+    screenshot(page, "ux-mark-damaged-neutral", full_page=False)
+
+    # a Deleted node's agent: not applicable, not a red "lost"
+    page.goto("/?status=Deleted")
+    deleted = page.locator(f"#node-{gone.id}")
+    expect(deleted).to_have_attribute("data-status", "Deleted")
+    expect(deleted.locator('[data-agent="not-applicable"]')).to_have_text("—")
+    expect(deleted).to_contain_text("not applicable")
+    expect(deleted.locator(".conn-lost")).to_have_count(0)
+    screenshot(page, "ux-deleted-agent-not-applicable", full_page=False)
+
+
+def test_role_edit_that_damages_the_node_is_not_a_green_success(
+    admin_page: Page, site: Site
+) -> None:
+    page = admin_page
+    node = site.add_node("edit-online", roles=("wk",))
+    online(site, node.id)
+    page.goto(f"/nodes/{node.id}/roles/wk/edit?next=/")
+    page.get_by_label("Concurrent jobs").fill("4")
+    page.get_by_role("button", name="Save").click()
+    message = page.locator(".flash", has_text="Worker parameters of edit-online saved")
+    expect(message).to_contain_text("the node is now Damaged")
+    expect(message).to_contain_text("Fix Node")
+    expect(message).to_have_class(re.compile(r"\bflash-info\b"))
+    expect(page.locator(".flash-success")).to_have_count(0)
+    assert site.node(node.id).status.value == "Damaged"

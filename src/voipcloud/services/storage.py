@@ -393,13 +393,13 @@ class StorageService:
         if read_back != hashlib.sha256(payload).hexdigest():
             return result(
                 FailureReason.CHECKSUM_MISMATCH,
-                f"The {config.backend.label} storage of {config.kind.value} returned different "
+                f"The storage of {config.kind.value} ({config.backend.label}) returned different "
                 "bytes than were written (sha256 mismatch). Check the store's health.",
             )
         return result(
             None,
             f"Wrote, read back (sha256 verified) and deleted a {PROBE_BYTES // 1024} KiB probe "
-            f"object in the {config.backend.label} storage of {config.kind.value}.",
+            f"object in the storage of {config.kind.value} ({config.backend.label}).",
         )
 
     # --- who may reach resources ---------------------------------------------------------

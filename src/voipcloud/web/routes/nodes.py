@@ -282,7 +282,8 @@ def node_action(
             f"New session key for {node.hostname}: the previous key no longer works. Start "
             "the node's agent again with this one (the command is below).",
         )
-    return flash.redirect(request, back, "success", views.action_done(action, node))
+    kind: flash.Kind = "info" if action == "mark-damaged" else "success"  # not a success
+    return flash.redirect(request, back, kind, views.action_done(action, node))
 
 
 CONFIRM_BUTTONS = {

@@ -11,6 +11,7 @@ from voipcloud.api import enrolment
 from voipcloud.domain import versions
 from voipcloud.domain.errors import InvalidInput, NotFound, RuleViolation
 from voipcloud.domain.roles import ROLES, SECRET_MASK, Role
+from voipcloud.domain.statuses import NodeStatus
 from voipcloud.services.roles import AssignedRole
 from voipcloud.web import flash, stale, views
 from voipcloud.web.deps import ControllerDep, PageNodes, PageSecrets, PostNodes, web_router
@@ -252,6 +253,14 @@ def edit_parameters(
             form_version=version,
             errors=_errors(spec, exc),
             back=back,
+        )
+    if node.status is NodeStatus.DAMAGED:  # saved, but the node is not fine: not green
+        return flash.redirect(
+            request,
+            back,
+            "info",
+            f"{spec.name} parameters of {node.hostname} saved; the node is now Damaged (its "
+            "running configuration is out of date): use Fix Node to apply them.",
         )
     return flash.redirect(
         request,
