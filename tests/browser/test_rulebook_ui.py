@@ -1,7 +1,8 @@
 """The web interface explains itself from the rulebook (issue 13): a state change on an Online
 node, or one that cuts an agent off, asks first and says the consequence; an unavailable action
 is shown disabled with the same reason the API gives; failure reasons are sentences in the
-listing; the extension count is on the Cloud Management page; nothing is cut off at 800 px."""
+listing; the extension count is on the Cloud Management page; nothing is cut off at 800 px;
+dialogs do not put the keyboard on their close button."""
 
 from __future__ import annotations
 
@@ -310,3 +311,31 @@ def test_every_action_button_is_inside_an_800px_window(browser: Browser, site: S
                 assert _outside(page, node_id) == [], (width, node_id)
     finally:
         context.close()
+
+
+def test_enter_in_a_dialog_does_its_primary_action_not_close(admin_page: Page, site: Site) -> None:
+    node = site.add_node("enter-01", roles=("wk",))
+    doomed = site.add_node("enter-02", roles=("wk",))
+    site.controller.nodes.action(doomed.id, "standby", actor=ADMIN)
+    page = admin_page
+    page.reload()
+    layer = page.locator("#layer")
+
+    # View Info has no form: Enter leaves it open
+    page.locator(f"#node-{node.id}").get_by_role("link", name="View Info").click()
+    expect(layer).to_be_visible()
+    assert page.evaluate("document.activeElement.classList.contains('layer-close')") is False
+    expect(layer.locator("#layer-title")).to_be_focused()  # read first; Enter does nothing
+    page.keyboard.press("Enter")
+    page.wait_for_timeout(300)
+    expect(layer).to_be_visible()
+    page.keyboard.press("Escape")
+    expect(layer).to_be_hidden()
+
+    # a confirmation: the keyboard is on the primary button, Enter confirms
+    page.locator(f"#node-{doomed.id}").get_by_role("link", name="Delete Node").click()
+    primary = layer.get_by_role("button", name="Delete Node")
+    expect(primary).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(page.get_by_text("Node enter-02 deleted.")).to_be_visible()
+    assert site.node(doomed.id).status.value == "Deleted"

@@ -8,10 +8,31 @@
     if (event.detail.target && event.detail.target.id === "layer-body") {
       const dialog = layer();
       if (!dialog.open) dialog.showModal();
-      const first = dialog.querySelector("[autofocus], form input:not([type=hidden]), .layer-close");
-      if (first) first.focus();
+      focusInLayer(dialog);
     }
   });
+
+  // Where the keyboard goes when the layer opens: never the × button (Enter would close the
+  // dialog). An [autofocus] element, else the first field of its form, else the form's primary
+  // (submit) button, else the layer's title -- Enter then does nothing, Escape still closes.
+  function focusInLayer(dialog) {
+    const shown = (el) => el && !el.disabled && el.getClientRects().length > 0;
+    const pick = (selector) => [...dialog.querySelectorAll(selector)].find(shown);
+    const target =
+      pick("[autofocus]") ||
+      pick("form input:not([type=hidden]), form select, form textarea") ||
+      pick("form button[type=submit].button-primary, form button[type=submit].button-danger") ||
+      pick("form button[type=submit]");
+    if (target) {
+      target.focus();
+      return;
+    }
+    const title = dialog.querySelector("#layer-title");
+    if (title) {
+      title.setAttribute("tabindex", "-1");
+      title.focus();
+    }
+  }
 
   document.addEventListener("click", (event) => {
     const target = event.target instanceof Element ? event.target : null;
