@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Table, and_, delete, func, insert, select, update
 
 from voipcloud.domain.access import AccountRole, TokenScope
 from voipcloud.store.tables import account_tokens, administrators, api_tokens
@@ -68,17 +68,24 @@ def _account(row: Any) -> AccountRow:
     )
 
 
-def _token(row: Any) -> ApiTokenRow:
+def _token(row: Any, prefix: str = "") -> ApiTokenRow:
+    """`prefix`: how the token's columns are labelled where a query selects others beside."""
+    value = row._mapping
     return ApiTokenRow(
-        id=row.id,
-        account_id=row.administrator_id,
-        username=row.username,
-        name=row.name,
-        scope=TokenScope(row.scope),
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-        last_used_at=row.last_used_at,
+        id=value[f"{prefix}id"],
+        account_id=value[f"{prefix}administrator_id"],
+        username=value[f"{prefix}username"],
+        name=value[f"{prefix}name"],
+        scope=TokenScope(value[f"{prefix}scope"]),
+        created_at=value[f"{prefix}created_at"],
+        expires_at=value[f"{prefix}expires_at"],
+        last_used_at=value[f"{prefix}last_used_at"],
     )
+
+
+def _insert(conn: Connection, table: Table, **values: Any) -> int:
+    """Insert one row; its new id."""
+    return int(conn.execute(insert(table).values(**values).returning(table.c.id)).scalar_one())
 
 
 # --- accounts ---------------------------------------------------------------------------
@@ -92,19 +99,16 @@ def administrator_count(conn: Connection) -> int:
 def add_account(
     conn: Connection, *, username: str, password_hash: str, role: AccountRole, now: datetime
 ) -> int:
-    result = conn.execute(
-        insert(administrators)
-        .values(
-            username=username,
-            password_hash=password_hash,
-            role=role.value,
-            disabled=False,
-            created_at=now,
-            updated_at=now,
-        )
-        .returning(administrators.c.id)
+    return _insert(
+        conn,
+        administrators,
+        username=username,
+        password_hash=password_hash,
+        role=role.value,
+        disabled=False,
+        created_at=now,
+        updated_at=now,
     )
-    return int(result.scalar_one())
 
 
 def add_administrator(conn: Connection, *, username: str, password_hash: str, now: datetime) -> int:
@@ -244,42 +248,29 @@ def add_api_token(
     now: datetime,
     expires_at: datetime,
 ) -> int:
-    result = conn.execute(
-        insert(account_tokens)
-        .values(
-            administrator_id=account_id,
-            name=name,
-            scope=scope.value,
-            digest=digest,
-            created_at=now,
-            expires_at=expires_at,
-        )
-        .returning(account_tokens.c.id)
+    return _insert(
+        conn,
+        account_tokens,
+        administrator_id=account_id,
+        name=name,
+        scope=scope.value,
+        digest=digest,
+        created_at=now,
+        expires_at=expires_at,
     )
-    return int(result.scalar_one())
 
 
 def api_token_owner(
     conn: Connection, *, digest: str, now: datetime
 ) -> tuple[AccountRow, ApiTokenRow] | None:
     row = conn.execute(
-        select(*_ACCOUNT_COLUMNS, *_TOKEN_COLUMNS[3:], account_tokens.c.id.label("token_id"))
+        select(*_ACCOUNT_COLUMNS, *(c.label(f"token_{c.name}") for c in _TOKEN_COLUMNS))
         .join(account_tokens, account_tokens.c.administrator_id == administrators.c.id)
         .where(account_tokens.c.digest == digest, account_tokens.c.expires_at > now)
     ).first()
     if row is None:
         return None
-    token = ApiTokenRow(
-        id=row.token_id,
-        account_id=row.id,
-        username=row.username,
-        name=row.name,
-        scope=TokenScope(row.scope),
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-        last_used_at=row.last_used_at,
-    )
-    return _account(row), token
+    return _account(row), _token(row, prefix="token_")
 
 
 def list_api_tokens(conn: Connection, account_id: int | None) -> list[ApiTokenRow]:
