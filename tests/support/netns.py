@@ -18,6 +18,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 from tests.support.processes import AgentProcess, Controller, voipcloud_executable
 
@@ -26,10 +27,10 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
 
 
-def netns_unavailable() -> str | None:
+def netns_unavailable(probe_prefix: str = "vcprobe") -> str | None:
     if os.geteuid() != 0:
         return "network namespaces need root"
-    name = f"vcprobe{secrets.token_hex(3)}"
+    name = f"{probe_prefix}{secrets.token_hex(3)}"
     made = _ip("netns", "add", name, check=False)
     if made.returncode != 0:
         return f"the kernel refused a network namespace: {made.stderr.strip()}"
@@ -68,7 +69,10 @@ class Namespace:
 
 @dataclass
 class Lab:
-    """A bridge and namespaces on it; `close()` removes everything it made."""
+    """A bridge and namespaces on it; `close()` removes everything it made.
+
+    Subclasses pick their own address range (`net`) and interface names (`bridge_name`,
+    `names`), so labs of different tests never collide."""
 
     net: int = field(default_factory=lambda: 100 + secrets.randbelow(150))
     tag: str = field(default_factory=lambda: secrets.token_hex(2))
@@ -79,8 +83,15 @@ class Lab:
     def host_address(self) -> str:
         return f"10.200.{self.net}.1"
 
-    def open(self) -> Lab:
-        self.bridge = f"vcb{self.tag}"
+    def bridge_name(self) -> str:
+        return f"vcb{self.tag}"
+
+    def names(self, n: int) -> tuple[str, str, str]:
+        """Namespace, host-side veth and namespace-side veth of the n-th namespace."""
+        return f"vc{self.tag}-{n}", f"vh{self.tag}{n}", f"vn{self.tag}{n}"
+
+    def open(self) -> Self:
+        self.bridge = self.bridge_name()
         _ip("link", "add", self.bridge, "type", "bridge")
         _ip("addr", "add", f"{self.host_address}/24", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
@@ -88,8 +99,8 @@ class Lab:
 
     def add(self) -> Namespace:
         n = len(self.namespaces) + 1
-        ns = Namespace(f"vc{self.tag}-{n}", f"10.200.{self.net}.{n + 1}", f"vh{self.tag}{n}")
-        peer = f"vn{self.tag}{n}"
+        name, host_veth, peer = self.names(n)
+        ns = Namespace(name, f"10.200.{self.net}.{n + 1}", host_veth)
         self.namespaces.append(ns)
         _ip("netns", "add", ns.name)
         _ip("link", "add", ns.host_veth, "type", "veth", "peer", "name", peer)

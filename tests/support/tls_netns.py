@@ -11,17 +11,13 @@ middle) that records every byte a client sends it after the handshake.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import ipaddress
 import os
-import secrets
-import signal
 import socket
 import ssl
 import subprocess
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,91 +27,28 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.support.netns import Lab, Namespace
+from tests.support.netns import netns_unavailable as _netns_unavailable
 from tests.support.processes import ADMIN_PASSWORD, Controller, voipcloud_executable, wait_for
 from voipcloud.agent.trust import client_context
 from voipcloud.services import tls
 
-NET = "10.200.77"
 
+@dataclass
+class TlsLab(Lab):
+    """The lab of the TLS tests: 10.200.77.x, interfaces named vct*."""
 
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, check=check)
+    net: int = 77
+
+    def bridge_name(self) -> str:
+        return f"vctb{self.tag}"
+
+    def names(self, n: int) -> tuple[str, str, str]:
+        return f"vct-{self.tag}-{n}", f"vcth{self.tag}{n}", f"vctn{self.tag}{n}"
 
 
 def netns_unavailable() -> str | None:
-    if os.geteuid() != 0:
-        return "network namespaces need root"
-    name = f"vct-probe{secrets.token_hex(2)}"
-    made = _ip("netns", "add", name, check=False)
-    if made.returncode != 0:
-        return f"the kernel refused a network namespace: {made.stderr.strip()}"
-    _ip("netns", "del", name, check=False)
-    return None
-
-
-@dataclass
-class Namespace:
-    name: str
-    address: str
-    host_veth: str
-
-    def exec_argv(self, argv: list[str]) -> list[str]:
-        return ["ip", "netns", "exec", self.name, *argv]
-
-    def pids(self) -> list[int]:
-        listed = _ip("netns", "pids", self.name, check=False).stdout.split()
-        return [int(p) for p in listed if p.isdigit()]
-
-    def kill_all(self) -> None:
-        for _ in range(50):
-            pids = self.pids()
-            if not pids:
-                return
-            for pid in pids:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.1)
-
-
-@dataclass
-class TlsLab:
-    tag: str = field(default_factory=lambda: secrets.token_hex(2))
-    namespaces: list[Namespace] = field(default_factory=list)
-    bridge: str = ""
-
-    @property
-    def host_address(self) -> str:
-        return f"{NET}.1"
-
-    def open(self) -> TlsLab:
-        self.bridge = f"vctb{self.tag}"
-        _ip("link", "add", self.bridge, "type", "bridge")
-        _ip("addr", "add", f"{self.host_address}/24", "dev", self.bridge)
-        _ip("link", "set", self.bridge, "up")
-        return self
-
-    def add(self) -> Namespace:
-        n = len(self.namespaces) + 1
-        ns = Namespace(f"vct-{self.tag}-{n}", f"{NET}.{n + 1}", f"vcth{self.tag}{n}")
-        peer = f"vctn{self.tag}{n}"
-        self.namespaces.append(ns)
-        _ip("netns", "add", ns.name)
-        _ip("link", "add", ns.host_veth, "type", "veth", "peer", "name", peer)
-        _ip("link", "set", peer, "netns", ns.name)
-        _ip("link", "set", ns.host_veth, "master", self.bridge)
-        _ip("link", "set", ns.host_veth, "up")
-        _ip("netns", "exec", ns.name, "ip", "addr", "add", f"{ns.address}/24", "dev", peer)
-        _ip("netns", "exec", ns.name, "ip", "link", "set", peer, "up")
-        _ip("netns", "exec", ns.name, "ip", "link", "set", "lo", "up")
-        return ns
-
-    def close(self) -> None:
-        for ns in self.namespaces:
-            ns.kill_all()
-            _ip("netns", "del", ns.name, check=False)
-            _ip("link", "del", ns.host_veth, check=False)
-        if self.bridge:
-            _ip("link", "del", self.bridge, check=False)
+    return _netns_unavailable(probe_prefix="vct-probe")
 
 
 @dataclass
