@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
-from tests.support.processes import AgentProcess, Controller, voipcloud_executable
+from tests.support.processes import AgentProcess, Controller
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -144,27 +144,9 @@ class NamespacedAgent(AgentProcess):
 
     namespace: Namespace | None = None
 
-    def start(self) -> NamespacedAgent:
+    def wrap(self, argv: list[str]) -> list[str]:
         assert self.namespace is not None
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        config_file = self.state_dir / "agent.toml"
-        config_file.write_text(self.config)
-        env = {**os.environ, "VOIPCLOUD_SESSION_KEY": self.session_key}
-        argv = [
-            voipcloud_executable(),
-            "agent",
-            "--controller",
-            self.controller_url,
-            "--state-dir",
-            str(self.state_dir),
-            "--config",
-            str(config_file),
-        ]
-        with (self.state_dir / "agent.log").open("ab") as log:
-            self.process = subprocess.Popen(
-                self.namespace.exec_argv(argv), env=env, stdout=log, stderr=subprocess.STDOUT
-            )
-        return self
+        return self.namespace.exec_argv(argv)
 
 
 def state_dir(base: Path, name: str) -> Path:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 import httpx
 
@@ -61,7 +62,7 @@ class Controller:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> Controller:
+    def start(self) -> Self:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.data_dir / "serve.log"
         env = {
@@ -105,8 +106,12 @@ class Controller:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:] if self.log_path else ""
 
+    def verify(self) -> ssl.SSLContext | bool:
+        """How clients check the server's certificate (plain HTTP here: nothing to check)."""
+        return True
+
     def admin(self) -> httpx.Client:
-        client = httpx.Client(base_url=self.url, timeout=30)
+        client = httpx.Client(base_url=self.url, timeout=30, verify=self.verify())
         answer = client.post(
             "/api/v1/auth/token", json={"username": "admin", "password": ADMIN_PASSWORD}
         )
@@ -115,39 +120,16 @@ class Controller:
         return client
 
 
-@dataclass
-class AgentProcess:
-    controller_url: str
-    session_key: str
-    state_dir: Path
-    config: str = ""  # TOML for the agent configuration file
-    process: subprocess.Popen[bytes] | None = None
+class AgentLog:
+    """`log`, `wait` and `stop` of a process that writes `state_dir/agent.log`."""
 
-    def start(self) -> AgentProcess:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        config_file = self.state_dir / "agent.toml"
-        config_file.write_text(self.config)
-        env = {**os.environ, "VOIPCLOUD_SESSION_KEY": self.session_key}
-        with (self.state_dir / "agent.log").open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    voipcloud_executable(),
-                    "agent",
-                    "--controller",
-                    self.controller_url,
-                    "--state-dir",
-                    str(self.state_dir),
-                    "--config",
-                    str(config_file),
-                ],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        return self
+    state_dir: Path
+    process: subprocess.Popen[bytes] | None
+    log_tail: ClassVar[int | None] = 4000  # how much of the log `log()` returns (None: all)
 
     def log(self) -> str:
-        return (self.state_dir / "agent.log").read_text(errors="replace")[-4000:]
+        text = (self.state_dir / "agent.log").read_text(errors="replace")
+        return text if self.log_tail is None else text[-self.log_tail :]
 
     def wait(self, timeout: float = 15) -> int:
         assert self.process is not None
@@ -161,6 +143,40 @@ class AgentProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+
+
+@dataclass
+class AgentProcess(AgentLog):
+    controller_url: str
+    session_key: str
+    state_dir: Path
+    config: str = ""  # TOML for the agent configuration file
+    process: subprocess.Popen[bytes] | None = None
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        """The command line that runs `argv` (subclasses run it elsewhere)."""
+        return argv
+
+    def start(self) -> Self:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        config_file = self.state_dir / "agent.toml"
+        config_file.write_text(self.config)
+        env = {**os.environ, "VOIPCLOUD_SESSION_KEY": self.session_key}
+        argv = [
+            voipcloud_executable(),
+            "agent",
+            "--controller",
+            self.controller_url,
+            "--state-dir",
+            str(self.state_dir),
+            "--config",
+            str(config_file),
+        ]
+        with (self.state_dir / "agent.log").open("ab") as log:
+            self.process = subprocess.Popen(
+                self.wrap(argv), env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        return self
 
 
 def node(client: httpx.Client, node_id: int) -> dict[str, Any]:

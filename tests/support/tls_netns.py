@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 import socket
 import ssl
 import subprocess
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar, Self
 
 import httpx
 from cryptography import x509
@@ -29,7 +29,7 @@ from cryptography.x509.oid import NameOID
 
 from tests.support.netns import Lab, Namespace
 from tests.support.netns import netns_unavailable as _netns_unavailable
-from tests.support.processes import ADMIN_PASSWORD, Controller, voipcloud_executable, wait_for
+from tests.support.processes import AgentLog, Controller, voipcloud_executable
 from voipcloud.agent.trust import client_context
 from voipcloud.services import tls
 
@@ -71,30 +71,15 @@ class HttpsController(Controller):
     def verify(self) -> ssl.SSLContext:
         return client_context(self.ca_file.read_text())
 
-    def start(self) -> HttpsController:
+    def start(self) -> Self:
         self.env = {
             **self.env,
             "VOIPCLOUD_HOST": self.host,
             "VOIPCLOUD_TLS_RELOAD_INTERVAL": "0.3",
         }
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.data_dir / "serve.log"
-        env = {
-            **os.environ,
-            "VOIPCLOUD_DATA_DIR": str(self.data_dir),
-            "VOIPCLOUD_ADMIN_PASSWORD": ADMIN_PASSWORD,
-            "VOIPCLOUD_HEARTBEAT_INTERVAL": "0.5",
-            "VOIPCLOUD_MISSED_BEATS": "3",
-            "VOIPCLOUD_ACTIVATION_TIMEOUT": "20",
-            **self.env,
-        }
-        command = [voipcloud_executable(), "serve", "--port", str(self.port), "--no-ic-agent"]
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        wait_for(self._up, timeout=30, what=f"voipcloud serve on {self.url}")
-        return self
+        return super().start()
 
-    def _up(self) -> bool:
+    def _healthy(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
             raise AssertionError(f"voipcloud serve exited: {self.log()}")
         if not self.ca_file.exists():
@@ -104,15 +89,6 @@ class HttpsController(Controller):
         except httpx.TransportError:
             return False
         return answer.status_code == 200
-
-    def admin(self) -> httpx.Client:
-        client = httpx.Client(base_url=self.url, timeout=30, verify=self.verify())
-        answer = client.post(
-            "/api/v1/auth/token", json={"username": "admin", "password": ADMIN_PASSWORD}
-        )
-        answer.raise_for_status()
-        client.headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
-        return client
 
 
 def presented_leaf(host: str, port: int) -> x509.Certificate:
@@ -124,13 +100,14 @@ def presented_leaf(host: str, port: int) -> x509.Certificate:
 
 
 @dataclass
-class NodeAgent:
+class NodeAgent(AgentLog):
     """A real `voipcloud agent` in a namespace, started with the enrolment's agent command."""
 
     namespace: Namespace
     argv: list[str]
     state_dir: Path
     process: subprocess.Popen[bytes] | None = None
+    log_tail: ClassVar[int | None] = None
 
     def start(self) -> NodeAgent:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -139,22 +116,6 @@ class NodeAgent:
                 self.namespace.exec_argv(self.argv), stdout=log, stderr=subprocess.STDOUT
             )
         return self
-
-    def log(self) -> str:
-        return (self.state_dir / "agent.log").read_text(errors="replace")
-
-    def wait(self, timeout: float) -> int:
-        assert self.process is not None
-        return self.process.wait(timeout=timeout)
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
 
 
 def agent_argv(command: str, *, key_file: Path, state_dir: Path) -> list[str]:
