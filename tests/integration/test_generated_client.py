@@ -82,7 +82,7 @@ def test_a_generated_client_reads_the_rule_of_a_refusal(
     assert node.status == models.NodeStatus.OFFLINE
 
     assigned = _module("api.roles.assign_role").sync_detailed(
-        node.node_id, client=client, body=models.RoleAssign(role="wk")
+        node.node_id, client=client, body=models.RoleAssign(role=models.RoleAssignRole.WK)
     )
     assert assigned.status_code == 201, assigned.content
 

@@ -7,25 +7,36 @@ from datetime import datetime
 from pydantic import AwareDatetime, BaseModel, Field, StrictBool
 
 from voipcloud.api.schemas import OneLine, Strict
-from voipcloud.domain.access import AccountRole, Permission, Principal, TokenScope
+from voipcloud.domain.access import USERNAME_PATTERN, AccountRole, Permission, Principal, TokenScope
+from voipcloud.domain.passwords import MIN_LENGTH
 from voipcloud.store.accounts import AccountRow, ApiTokenRow
 
 Password = Field(max_length=1024, json_schema_extra={"format": "password", "writeOnly": True})
+# a password being set: the policy's length is published (domain/passwords.py; it also refuses
+# the username and common passwords, which a schema cannot say)
+NewPassword = Field(
+    max_length=1024,
+    json_schema_extra={"format": "password", "writeOnly": True, "minLength": MIN_LENGTH},
+)
 
 
 class PasswordChange(Strict):
     current_password: str = Password
-    new_password: str = Password
+    new_password: str = NewPassword
 
 
 class PasswordReset(Strict):
-    new_password: str = Password
+    new_password: str = NewPassword
 
 
 class AccountCreate(Strict):
-    username: OneLine = Field(max_length=64, examples=["alice"])
+    username: OneLine = Field(
+        max_length=64,
+        examples=["alice"],
+        json_schema_extra={"pattern": USERNAME_PATTERN.pattern},
+    )
     role: AccountRole
-    password: str = Password
+    password: str = NewPassword
     disabled: StrictBool = False
 
 

@@ -15,7 +15,8 @@ Which statuses an operation can answer follows from what it is (tests/integratio
 test_schemathesis.py checks the server never answers an undocumented one):
 401 for every `/api/v1` operation (a missing or wrong credential), 403 where an account's
 role or token scope is checked, 404 where something is looked up, 409 for every write, 412
-with `If-Match`, 413 with a body, 422 with any input, 429 for the password checks, 503 where
+with `If-Match`, 413 with a body, 414 with a query or path parameter (uvicorn's 8 KiB
+request line), 422 with any input, 429 for the password checks, 503 where
 the database is used.
 """
 
@@ -88,6 +89,8 @@ DESCRIPTIONS = {
     412: "`If-Match` names an older version: nothing was written; `rule` is `stale-version`, "
     "`changed` names the fields that changed, `ETag` is the current one",
     413: "The request body is larger than the limit",
+    414: "The request line (path and query) is longer than the server reads (8 KiB); "
+    "answered by the HTTP layer, before the API, in text/plain",
     422: "Invalid input: `detail` lists each field at fault (`loc`) and what is wrong (`msg`)",
     429: "Too many failed attempts from this address; see Retry-After",
     503: "The database is unavailable: nothing was changed; try again after Retry-After",
@@ -181,6 +184,8 @@ def error_statuses(method: str, path: str, operation: dict[str, Any]) -> set[int
         found.add(422)
     if (method, path) in THROTTLED:
         found.add(429)
+    if any(p["in"] in ("query", "path") for p in parameters):
+        found.add(414)  # the server's HTTP layer: a request line over 8 KiB
     return found
 
 
@@ -198,6 +203,8 @@ def _document_errors(spec: dict[str, Any]) -> None:
                     "description": given.get("description") or DESCRIPTIONS[status],
                     "content": {"application/json": {"schema": {"$ref": PROBLEM}}},
                 }
+                if status == 414:  # answered before the app, by the HTTP layer
+                    answer["content"]["text/plain"] = {"schema": {"type": "string"}}
                 if status in HEADERS:
                     answer["headers"] = HEADERS[status]
                 responses[str(status)] = answer
@@ -205,6 +212,44 @@ def _document_errors(spec: dict[str, Any]) -> None:
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     schemas.update(SCHEMAS)
+
+
+# pydantic leaves a Query(ge=..., le=...) on a type with a validator (params.Whole) under its
+# Python names; JSON Schema calls them minimum and maximum
+_BOUNDS = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum"}
+
+
+def _parameter_bounds(spec: dict[str, Any]) -> None:
+    """Publish a parameter's bounds under their JSON Schema names (a client would otherwise
+    send limit=5000 and be refused)."""
+
+    def fix(schema: dict[str, Any]) -> None:
+        for python, json_name in _BOUNDS.items():
+            if python in schema:
+                schema[json_name] = schema.pop(python)
+        for branch in schema.get("anyOf", []):
+            fix(branch)
+
+    for methods in spec.get("paths", {}).values():
+        for operation in methods.values():
+            for parameter in operation.get("parameters", []):
+                fix(parameter.get("schema", {}))
+
+
+def _optional_headers(spec: dict[str, Any]) -> None:
+    """An optional header is a string, left out when not sent: HTTP has no null header, so
+    the `anyOf [..., null]` FastAPI derives from `str | None` is dropped (a client would send
+    the text "null")."""
+    for methods in spec.get("paths", {}).values():
+        for operation in methods.values():
+            for parameter in operation.get("parameters", []):
+                schema = parameter.get("schema", {})
+                if parameter["in"] != "header" or "anyOf" not in schema:
+                    continue
+                kept = [s for s in schema["anyOf"] if s != {"type": "null"}]
+                if len(kept) == 1:
+                    del schema["anyOf"]
+                    parameter["schema"] = {**kept[0], **schema}
 
 
 def _check_operation_ids(spec: dict[str, Any]) -> None:
@@ -231,6 +276,8 @@ def install(app: FastAPI) -> None:
                 tags=app.openapi_tags,
             )
             _document_errors(spec)
+            _optional_headers(spec)
+            _parameter_bounds(spec)
             _check_operation_ids(spec)
             app.openapi_schema = spec
         return app.openapi_schema

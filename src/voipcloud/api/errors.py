@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from voipcloud.domain.access import AccessDenied
 from voipcloud.domain.errors import (
@@ -61,6 +62,27 @@ def as_unavailable(exc: Exception) -> DatabaseUnavailable:
     return found if isinstance(found, DatabaseUnavailable) else DatabaseUnavailable("too busy")
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route answers at this path. Starlette's own 405 names only the
+    first route that matched the path, and FastAPI has one route per method."""
+    found: set[str] = set()
+    for route in request.app.router.routes:
+        methods = getattr(route, "methods", None)
+        if methods and route.matches(request.scope)[0] != Match.NONE:
+            found.update(methods)
+    return sorted(found)
+
+
+def _method_not_allowed(request: Request) -> JSONResponse:
+    """405 with `Allow` listing all the methods of the path (RFC 9110 15.5.6)."""
+    allow = allowed_methods(request)
+    return JSONResponse(
+        {"detail": f"Method Not Allowed; this path answers {', '.join(allow)}"},
+        status_code=405,
+        headers={"Allow": ", ".join(allow)},
+    )
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _request_invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -80,6 +102,8 @@ def install(app: FastAPI) -> None:
                 }
             ]
             return JSONResponse({"detail": detail}, status_code=422)
+        if exc.status_code == 405:
+            return _method_not_allowed(request)
         return await http_exception_handler(request, exc)
 
     @app.exception_handler(NotFound)

@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, WithJsonSchema
 
+from voipcloud.domain.audit import MAX_OPERATIONS
 from voipcloud.domain.filters import SORT_KEYS
 from voipcloud.domain.numbers import parse_whole
 from voipcloud.domain.roles import ROLES
@@ -49,3 +50,18 @@ SortFilter = Annotated[
         {"type": "string", "enum": SORT_VALUES, "description": "a field; '-' in front: descending"}
     ),
 ]
+
+# `operation` of the events filters: names (`domain/audit.py` _OPERATION) separated by commas,
+# spaces around ignored, at most MAX_OPERATIONS of them
+_OPERATION = "[a-z0-9][a-z0-9._-]{0,63}"
+OPERATIONS_PATTERN = (
+    rf"^[\s,]*(?:{_OPERATION}(?:\s*,[\s,]*{_OPERATION}){{0,{MAX_OPERATIONS - 1}}})?[\s,]*$"
+)
+
+# `since` / `until` of the events filters: what `domain/audit.py` parse_moment reads, published
+# as its common form (a date, or a date and time with an optional offset; no offset: UTC)
+_YEAR = "(?:000[1-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-9][0-9]{3})"
+_DAY = rf"{_YEAR}-(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
+_TIME = r"(?:[01][0-9]|2[0-3]):[0-5][0-9](?::[0-5][0-9](?:\.[0-9]{1,6})?)?"
+_OFFSET = "(?:[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
+MOMENT_PATTERN = rf"^(?: *|{_DAY}|{_DAY}[T ]{_TIME}{_OFFSET}?)$"  # empty: no bound

@@ -5,15 +5,66 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    StrictBool,
+    WithJsonSchema,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from voipcloud.domain import validation
+from voipcloud.domain.roles import ROLES
 from voipcloud.domain.statuses import NodeStatus
+
+
+class SchemaPattern:
+    """Publishes a `pattern` in the JSON schema without pydantic enforcing it: the validator
+    beside it checks, with its own message (a 422 naming the field)."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        schema["pattern"] = self.pattern
+        return schema
+
+
+class NotNull:
+    """Publishes `X | None` as X: the field may be left out, but null is refused (by the
+    services, naming the field), so the schema does not offer it."""
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        kept = [s for s in schema.get("anyOf", []) if s != {"type": "null"}]
+        if "anyOf" in schema and len(kept) == 1:
+            rest = {k: v for k, v in schema.items() if k != "anyOf"}
+            schema = {**kept[0], **rest}
+        return schema
+
+
+# what `validation.check_text` refuses: C0 and C1 controls and DEL (and lone surrogates, which
+# JSON Schema cannot name); a multi-line text may hold tabs and line breaks
+ONE_LINE_PATTERN = r"^[^\u0000-\u001f\u007f-\u009f]*$"
+TEXT_PATTERN = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$"
 
 # Text fields: NUL (which PostgreSQL cannot store) and other control characters are refused
 # with a 422 naming the field, before anything reaches the services.
-OneLine = Annotated[str, AfterValidator(validation.check_text)]
-Text = Annotated[str, AfterValidator(lambda v: validation.check_text(v, multiline=True))]
+OneLine = Annotated[str, AfterValidator(validation.check_text), SchemaPattern(ONE_LINE_PATTERN)]
+Text = Annotated[
+    str,
+    AfterValidator(lambda v: validation.check_text(v, multiline=True)),
+    SchemaPattern(TEXT_PATTERN),
+]
 
 # What the services accept, published in the schema (they check it: a 422 naming the field).
 # A host name: RFC 1123 labels, any case, an optional final dot, spaces around ignored.
@@ -44,6 +95,25 @@ IpAddress = Annotated[
     ),
 ]
 
+# a public IP, or empty / null for none (the services read both as "no public IP")
+OptionalIp = Annotated[
+    str | None,
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "null"},
+                {"type": "string", "enum": [""]},
+                {
+                    "type": "string",
+                    "maxLength": 45,
+                    "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}],
+                },
+            ],
+            "examples": ["203.0.113.10"],
+        }
+    ),
+]
+
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -63,14 +133,17 @@ class TokenPublic(BaseModel):
 class NodeCreate(Strict):
     hostname: Hostname = Field(max_length=253)
     private_ip: IpAddress = Field(max_length=45)
-    public_ip: IpAddress | None = Field(default=None, max_length=45)
+    public_ip: OptionalIp = Field(default=None, max_length=45)
     container_id: OneLine | None = Field(default=None, max_length=128)
 
 
 class NodeUpdate(Strict):
-    hostname: Hostname | None = Field(default=None, max_length=253)
-    private_ip: IpAddress | None = Field(default=None, max_length=45)
-    public_ip: IpAddress | None = Field(default=None, max_length=45)
+    """Fields left out keep their value; null removes the public IP or the container id (a
+    node always has a hostname and a private IP: null is refused there)."""
+
+    hostname: Annotated[Hostname | None, NotNull()] = Field(default=None, max_length=253)
+    private_ip: Annotated[IpAddress | None, NotNull()] = Field(default=None, max_length=45)
+    public_ip: OptionalIp = Field(default=None, max_length=45)
     container_id: OneLine | None = Field(default=None, max_length=128)
 
 
@@ -153,7 +226,10 @@ class NodesPublic(BaseModel):
 
 
 class RoleAssign(Strict):
-    role: OneLine = Field(max_length=16, examples=["sip"])
+    # the role codes the services know (they check: 422 naming `role`)
+    role: Annotated[
+        OneLine, WithJsonSchema({"type": "string", "enum": list(ROLES), "examples": ["sip"]})
+    ] = Field(max_length=16)
     parameters: dict[str, Any] = Field(default_factory=dict, max_length=64)
 
 
@@ -166,12 +242,30 @@ class RemoveRequest(Strict):
 
 
 class ActionRequest(Strict):
+    """The body of an action (optional): the reason, recorded in the event."""
+
     reason: Text | None = Field(default=None, max_length=1000)
+
+
+class DeactivateRequest(ActionRequest):
+    """Deactivate's body: the only action that can be forced. A forced deactivation needs a
+    reason (a non-empty one), published as `if force then reason` in the schema."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"force": {"const": True}}, "required": ["force"]},
+            "then": {
+                "required": ["reason"],
+                "properties": {"reason": {"type": "string", "minLength": 1, "pattern": r"\S"}},
+            },
+        }
+    )
+
     force: StrictBool = Field(
         default=False,
-        description="deactivate only: end a DeactivatePending node's deactivation without "
-        "its agent's signature (Deactivated at once); needs a reason, recorded with who forced "
-        "it. The roles may still be running on the machine.",
+        description="end a DeactivatePending node's deactivation without its agent's "
+        "signature (Deactivated at once); needs a reason, recorded with who forced it. The "
+        "roles may still be running on the machine.",
     )
 
 
@@ -214,7 +308,10 @@ class EventsPublic(BaseModel):
 
 
 class ExtensionCreate(Strict):
-    number: OneLine = Field(max_length=20, examples=["1001"])
+    # what the extension service accepts (spaces around are ignored)
+    number: OneLine = Field(
+        max_length=20, examples=["1001"], json_schema_extra={"pattern": "^ *[0-9]{1,20} *$"}
+    )
     label: OneLine = Field(default="", max_length=255)
 
 

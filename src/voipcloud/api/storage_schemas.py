@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from pydantic.config import JsonDict
 
 from voipcloud.domain.storage import BackendType, FailureReason, ResourceKind
 from voipcloud.services.storage import KindOverview, ProbeResult, Resource
@@ -15,22 +16,71 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# What domain/storage.py accepts, published (the domain checks, naming each field at fault).
+# Whether a kind's directories differ from the others' and whether an s3 backend has all it
+# needs are rules across fields and the stored configuration: tests/integration/
+# test_schemathesis.py names them.
+_NO_CONTROL = "[^\\u0000-\\u001f\\u007f-\\u009f]"
+PATH_PATTERN = f"^/{_NO_CONTROL}*$"
+_LABEL = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PORT = "(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+ENDPOINT_PATTERN = rf"^(?:|https?://{_LABEL}(?:\.{_LABEL})*(?::{_PORT})?/?)$"
+BUCKET_PATTERN = "^(?:|[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])$"
+REGION_PATTERN = "^(?:[a-z]{2}(?:-[a-z0-9]+)+-[0-9]|[a-z0-9][a-z0-9-]{0,30})$"
+PREFIX_PATTERN = "^[A-Za-z0-9!_.*'()/-]{0,200}$"
+ACCESS_KEY_PATTERN = "^(?:|[A-Za-z0-9+/=._-]{3,128})$"
+_EDGE = "[^\\s\\u0000-\\u001f\\u007f-\\u009f]"
+SECRET_PATTERN = f"^(?:|{_EDGE}|{_EDGE}{_NO_CONTROL}*{_EDGE})$"
+
+
+def _pattern(pattern: str) -> JsonDict:
+    return {"pattern": pattern}
+
+
 class LocalSettingsIn(Strict):
-    path: str = Field(max_length=1024, examples=["/var/lib/voipcloud/storage/faxes"])
+    path: str = Field(
+        max_length=1024,
+        examples=["/var/lib/voipcloud/storage/faxes"],
+        json_schema_extra=_pattern(PATH_PATTERN),
+    )
 
 
 class S3SettingsIn(Strict):
-    bucket: str | None = Field(default=None, max_length=63, examples=["pbx-faxes"])
-    region: str | None = Field(default=None, max_length=32, examples=["eu-west-1"])
-    endpoint_url: str | None = Field(
-        default=None, max_length=255, description="S3-compatible stores only; empty for AWS"
+    bucket: str | None = Field(
+        default=None,
+        max_length=63,
+        examples=["pbx-faxes"],
+        json_schema_extra=_pattern(BUCKET_PATTERN),
     )
-    prefix: str | None = Field(default=None, max_length=200, examples=["faxes"])
+    region: str | None = Field(
+        default=None,
+        max_length=32,
+        examples=["eu-west-1"],
+        json_schema_extra=_pattern(REGION_PATTERN),
+    )
+    endpoint_url: str | None = Field(
+        default=None,
+        max_length=255,
+        description="S3-compatible stores only; empty for AWS",
+        json_schema_extra=_pattern(ENDPOINT_PATTERN),
+    )
+    prefix: str | None = Field(
+        default=None,
+        max_length=200,
+        examples=["faxes"],
+        json_schema_extra=_pattern(PREFIX_PATTERN),
+    )
     access_key_id: str | None = Field(
-        default=None, max_length=128, description="write-only; leave empty to keep"
+        default=None,
+        max_length=128,
+        description="write-only; leave empty to keep",
+        json_schema_extra=_pattern(ACCESS_KEY_PATTERN),
     )
     secret_access_key: str | None = Field(
-        default=None, max_length=256, description="write-only; leave empty to keep"
+        default=None,
+        max_length=256,
+        description="write-only; leave empty to keep",
+        json_schema_extra=_pattern(SECRET_PATTERN),
     )
     server_side_encryption: StrictBool | None = Field(
         default=None, description="JSON true or false only"

@@ -18,6 +18,9 @@ from fastapi.responses import JSONResponse
 from voipcloud.domain.errors import InvalidInput
 from voipcloud.domain.versions import Expected, Snapshot, StaleVersion
 
+# what `Expected.parse` accepts, published so a client knows: `*`, or ETags separated by commas
+_ETAG = r'(?:W/)?"?[0-9]{1,10}(?:\.[0-9]{1,10}){0,7}(?:-[A-Za-z0-9_-]*)?"?'
+IF_MATCH_PATTERN = rf"^(?:\*|{_ETAG}(?:[ \t]*,[ \t]*{_ETAG})*)?$"
 IF_MATCH_HELP = (
     "the ETag this resource was read with: the write is refused with 412 (rule "
     "`stale-version`) when it changed since; without it the write proceeds as before"
@@ -26,7 +29,15 @@ IF_MATCH_HELP = (
 
 def if_match(
     if_match: Annotated[
-        str | None, Header(alias="If-Match", max_length=1024, description=IF_MATCH_HELP)
+        str | None,
+        Header(
+            alias="If-Match",
+            max_length=1024,
+            # the schema says what parses; the check stays `Expected.parse` (its own message)
+            # published as a string (absent when not sent), never as null
+            json_schema_extra={"type": "string", "pattern": IF_MATCH_PATTERN},
+            description=IF_MATCH_HELP,
+        ),
     ] = None,
 ) -> Expected | None:
     """The `If-Match` header as the versions the writer read (None when absent)."""

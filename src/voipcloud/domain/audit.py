@@ -103,7 +103,10 @@ def parse_moment(text: str) -> datetime:
         raise ValueError(f"{text!r} is not an ISO 8601 time such as 2026-01-31T08:00:00Z") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:00-05:00 is after the last representable moment
+        raise ValueError(f"{text!r} is outside the years 1 to 9999 in UTC") from None
 
 
 def actor_matches(pattern: str, actor: str) -> bool:

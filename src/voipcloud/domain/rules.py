@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from voipcloud.domain.lifecycle import Operation
+from voipcloud.domain.storage import FailureReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +89,11 @@ RULES: dict[str, Rule] = {
         *_status_rules(),
         *(Rule(code, 409, summary) for code, summary in _CONFLICTS.items()),
         *_OTHERS,
+        # a storage backend's failure (storage.BackendFailure): `storage-<reason>`, 409
+        *(
+            Rule(f"storage-{r.value}", 409, "the storage backend refused or failed")
+            for r in FailureReason
+        ),
     ]
 }
 

@@ -9,8 +9,8 @@ from fastapi.responses import StreamingResponse
 
 from voipcloud.api import convert
 from voipcloud.api.deps import CanRead, ControllerDep
-from voipcloud.api.params import OptionalWhole, Whole
-from voipcloud.api.schemas import EventsPublic
+from voipcloud.api.params import MOMENT_PATTERN, OPERATIONS_PATTERN, OptionalWhole, Whole
+from voipcloud.api.schemas import ONE_LINE_PATTERN, EventsPublic
 from voipcloud.domain.audit import MAX_TEXT, EventFilter
 from voipcloud.domain.filters import MAX_OFFSET
 from voipcloud.services import audit
@@ -31,19 +31,38 @@ router = APIRouter(tags=["events"])
 def list_events(
     _reader: CanRead,
     controller: ControllerDep,
-    node_id: Annotated[OptionalWhole, Query()] = None,
+    node_id: Annotated[OptionalWhole, Query(json_schema_extra={"minimum": 0})] = None,
     actor: Annotated[
         str | None,
-        Query(max_length=MAX_TEXT, description="`admin:alice` exactly, or `alice` in any role"),
+        Query(
+            max_length=MAX_TEXT,
+            description="`admin:alice` exactly, or `alice` in any role",
+            json_schema_extra={"pattern": ONE_LINE_PATTERN},
+        ),
     ] = None,
     operation: Annotated[
-        str | None, Query(max_length=1400, description="operation names, comma-separated")
+        str | None,
+        Query(
+            max_length=1400,
+            description="operation names, comma-separated",
+            json_schema_extra={"pattern": OPERATIONS_PATTERN},
+        ),
     ] = None,
     since: Annotated[
-        str | None, Query(max_length=40, description="ISO 8601, inclusive; no offset: UTC")
+        str | None,
+        Query(
+            max_length=40,
+            description="ISO 8601, inclusive; no offset: UTC",
+            json_schema_extra={"pattern": MOMENT_PATTERN},
+        ),
     ] = None,
     until: Annotated[
-        str | None, Query(max_length=40, description="ISO 8601, exclusive; no offset: UTC")
+        str | None,
+        Query(
+            max_length=40,
+            description="ISO 8601, exclusive; no offset: UTC",
+            json_schema_extra={"pattern": MOMENT_PATTERN},
+        ),
     ] = None,
     format: Annotated[
         Literal["json", "csv", "jsonl"] | None,

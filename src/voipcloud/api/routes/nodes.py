@@ -11,7 +11,9 @@ from voipcloud.api.deps import CanManageNodes, CanRead, ControllerDep, MeReading
 from voipcloud.api.errors import REFUSALS
 from voipcloud.api.params import RoleFilter, SortFilter, StatusFilter, Whole
 from voipcloud.api.schemas import (
+    ONE_LINE_PATTERN,
     ActionRequest,
+    DeactivateRequest,
     EventsPublic,
     NodeCreate,
     NodeDetailPublic,
@@ -47,13 +49,16 @@ def list_nodes(
     controller: ControllerDep,
     status: Annotated[StatusFilter, Query(min_length=1, max_length=32)] = None,
     role: Annotated[RoleFilter, Query(min_length=1, max_length=16)] = None,
-    q: Annotated[str | None, Query(max_length=253)] = None,
+    q: Annotated[
+        str | None, Query(max_length=253, json_schema_extra={"pattern": ONE_LINE_PATTERN})
+    ] = None,
     hostname: Annotated[
         str | None,
         Query(
             max_length=253,
             description="exactly this hostname (any case): one indexed query; with "
             "status=Deleted, the deleted nodes that had it",
+            json_schema_extra={"pattern": ONE_LINE_PATTERN},
         ),
     ] = None,
     sort: Annotated[SortFilter, Query(min_length=1, max_length=32)] = None,
@@ -151,7 +156,7 @@ def run_action(
     body: ActionRequest | None,
 ) -> NodeDetailPublic:
     reason = body.reason if body else None
-    force = body.force if body else False
+    force = body.force if isinstance(body, DeactivateRequest) else False
     controller.nodes.action(node_id, action, actor=admin, reason=reason, force=force)
     return detail(controller, node_id)
 
@@ -165,9 +170,17 @@ def _action_route(action: str, operation_id: str, title: str) -> None:
     ) -> NodeDetailPublic:
         return run_action(node_id, action, admin, controller, body)
 
+    def deactivate(
+        node_id: int,
+        admin: CanManageNodes,
+        controller: ControllerDep,
+        body: Annotated[DeactivateRequest | None, Body()] = None,
+    ) -> NodeDetailPublic:
+        return run_action(node_id, action, admin, controller, body)
+
     router.add_api_route(
         f"/{{node_id}}/actions/{action}",
-        endpoint,
+        deactivate if action == "deactivate" else endpoint,
         methods=["POST"],
         response_model=NodeDetailPublic,
         operation_id=operation_id,

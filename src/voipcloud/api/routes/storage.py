@@ -198,9 +198,16 @@ async def put_resource(
     request: Request,
     user: Writer,
     storage: StorageDep,
-    content_type: Annotated[str | None, Header(max_length=255)] = None,
+    # the body's media type: OpenAPI describes it with the request body, not as a parameter
+    content_type: Annotated[str | None, Header(max_length=255, include_in_schema=False)] = None,
     x_checksum_sha256: Annotated[
-        str | None, Header(max_length=64, description="optional: refused if it differs")
+        str | None,
+        Header(
+            max_length=64,
+            description="optional: the SHA-256 of the body (hex); refused if it differs",
+            # published as a string (absent when not sent), never as null
+            json_schema_extra={"type": "string", "pattern": "^[0-9A-Fa-f]{64}$"},
+        ),
     ] = None,
 ) -> ResourcePublic | JSONResponse:
     """Store the request body as a resource (streamed through a temporary file)."""

@@ -41,12 +41,26 @@ EventName = Literal[
 assert set(EventName.__args__) == set(EVENT_NAMES)  # type: ignore[attr-defined]
 
 
+# what the service checks (services/webhooks.py), published: an http(s) address with a host
+# name and a valid port, no spaces or control characters; a secret without control characters,
+# not starting or ending with a space
+_PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
+URL_PATTERN = rf"^https?://[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.?(?::{_PORT})?(?:[/?#][!-~]*)?$"
+_SECRET_CHAR = r"[^\s\u0000-\u001f\u007f-\u009f]"  # noqa: S105 - a pattern
+SECRET_PATTERN = rf"^(?:{_SECRET_CHAR}(?:[^\u0000-\u001f\u007f-\u009f]*{_SECRET_CHAR})?)?$"
+
+
 class WebhookCreate(Strict):
-    url: str = Field(max_length=MAX_URL, examples=["https://hooks.example.com/voipcloud"])
+    url: str = Field(
+        max_length=MAX_URL,
+        examples=["https://hooks.example.com/voipcloud"],
+        json_schema_extra={"pattern": URL_PATTERN},
+    )
     secret: str = Field(
         min_length=MIN_SECRET,
         max_length=MAX_SECRET,
         description="Signs every delivery (HMAC-SHA256); write-only, never shown again.",
+        json_schema_extra={"pattern": SECRET_PATTERN},
     )
     events: list[EventName] = Field(min_length=1, max_length=len(EVENT_NAMES))
     description: OneLine = Field(default="", max_length=255)
@@ -54,8 +68,15 @@ class WebhookCreate(Strict):
 
 
 class WebhookUpdate(Strict):
-    url: str | None = Field(default=None, max_length=MAX_URL)
-    secret: str | None = Field(default=None, min_length=MIN_SECRET, max_length=MAX_SECRET)
+    url: str | None = Field(
+        default=None, max_length=MAX_URL, json_schema_extra={"pattern": URL_PATTERN}
+    )
+    secret: str | None = Field(
+        default=None,
+        min_length=MIN_SECRET,
+        max_length=MAX_SECRET,
+        json_schema_extra={"pattern": SECRET_PATTERN},
+    )
     events: list[EventName] | None = Field(default=None, min_length=1, max_length=len(EVENT_NAMES))
     description: OneLine | None = Field(default=None, max_length=255)
     enabled: StrictBool | None = None

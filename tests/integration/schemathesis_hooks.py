@@ -1,0 +1,218 @@
+"""schemathesis hooks for tests/integration/test_schemathesis.py (loaded by SCHEMATHESIS_HOOKS).
+
+One hook, `filter_failure`, and it drops only "schema-valid request rejected" (ST202) failures
+whose 422 names, field by field, a rule listed in EXPLAINED for that very operation: a rule
+that JSON Schema cannot state (it compares two fields, depends on the stored state or on the
+path, or needs a computation). A 422 with any other field or message still fails the run, and
+every other check is untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from typing import Any
+
+import schemathesis
+
+# operation id -> [(where, what the 422 says, why the schema cannot say it)]
+EXPLAINED: dict[str, list[tuple[tuple[str, ...], str, str]]] = {}
+
+
+def explain(operations: tuple[str, ...], loc: tuple[str, ...], message: str, why: str) -> None:
+    for operation in operations:
+        EXPLAINED.setdefault(operation, []).append((loc, message, why))
+
+
+PROPERTIES = ("set_infrastructure_properties", "preview_infrastructure_properties")
+explain(
+    PROPERTIES,
+    ("body", "rtp_port_max"),
+    "the RTP port range is reversed or empty",
+    "compares two fields: the end of the RTP range must be above its start",
+)
+explain(
+    PROPERTIES,
+    ("body", "rtp_port_min"),
+    "overlaps port",
+    "compares two fields with the roles' catalogue: the RTP range must avoid their ports",
+)
+explain(
+    PROPERTIES,
+    ("body", "private_network"),
+    "has host bits set|is not a private range|is not a valid CIDR range",
+    "a CIDR range's host bits and the private ranges need address arithmetic",
+)
+explain(
+    PROPERTIES,
+    ("body", "dns_servers"),
+    "is listed twice",
+    "two spellings of one IPv6 address are one address only after normalization",
+)
+explain(
+    (*PROPERTIES, "run_wizard", "plan_wizard"),
+    ("body", "timezone"),
+    "is not a known time zone",
+    "the IANA tz database's names (about 600) are checked by the domain, not listed as an enum",
+)
+explain(
+    ("assign_role", "edit_role_assignment"),
+    ("body", "parameters"),
+    "unknown parameter for role|must be|is not",
+    "a role's parameters depend on the role (in the body, or in the path for an edit); "
+    "GET /api/v1/roles lists each role's parameters with their types and bounds",
+)
+explain(
+    ("remove_role_administratively",),
+    ("body", "confirm"),
+    "Warning:",
+    "removing a role from the IC node needs confirm=true, the answer to the warning it "
+    "returns; on any other node the same request is accepted (state, not shape)",
+)
+explain(
+    ("set_storage_configuration", "test_storage_configuration"),
+    ("body",),
+    "each kind needs a directory of its own|is inside|contains",
+    "compares the kinds' local directories with each other",
+)
+explain(
+    ("set_storage_configuration", "test_storage_configuration"),
+    ("body",),
+    "is required when the backend is s3",
+    "which s3 settings are needed depends on the backend chosen and on those already stored",
+)
+explain(
+    ("list_events",),
+    ("query", "until"),
+    "must be later than since",
+    "compares two parameters: the end of the period after its start",
+)
+explain(
+    ("put_storage_resource",),
+    ("header", "x-checksum-sha256"),
+    "does not match the content received",
+    "the header must be the SHA-256 of the body: a computation, not a shape",
+)
+explain(
+    ("create_api_token",),
+    ("body", "expires_at"),
+    "must be in the future|must be at most 366 days ahead",
+    "depends on the clock at the time of the request",
+)
+explain(
+    ("create_api_token",),
+    ("body", "name"),
+    "printable characters",
+    "Unicode's printable property (str.isprintable) has no JSON Schema pattern",
+)
+explain(
+    ("add_account", "reset_password"),
+    ("body",),
+    "must not be the username|is a commonly used password",
+    "the password policy refuses the username and a list of common passwords",
+)
+for moment in ("since", "until"):
+    explain(
+        ("list_events",),
+        ("query", moment),
+        "is outside the years 1 to 9999 in UTC",
+        "a moment near year 1 or 9999 with an offset leaves the calendar once in UTC",
+    )
+
+
+# The run's own account (the `api` fixture signs in as admin). Disabling, demoting or deleting
+# it, or resetting its password, ends the run's session, and every later request would be a
+# 401 testing nothing; the stateful phase finds the name in GET /api/v1/accounts. These
+# operations still run, on every other username: a case aimed at the run's own account goes
+# to an account that does not exist instead (a 404, checked like any other answer).
+OWN_ACCOUNT = "admin"
+STAND_IN = "nobody-schemathesis"
+ACCOUNT_WRITES = ("change_account", "delete_account", "reset_password")
+
+
+@schemathesis.hook
+def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
+    if case.operation.definition.raw.get("operationId") not in ACCOUNT_WRITES:
+        return
+    username = (case.path_parameters or {}).get("username")
+    if str(username).strip().lower() == OWN_ACCOUNT:
+        case.path_parameters["username"] = STAND_IN
+
+
+def _detail_entries(response: Any) -> list[dict[str, Any]] | None:
+    try:
+        body = response.json()
+    except Exception:  # not JSON: not an explained refusal
+        return None
+    detail = body.get("detail") if isinstance(body, dict) else None
+    if not isinstance(detail, list) or not detail:
+        return None
+    return [entry for entry in detail if isinstance(entry, dict)]
+
+
+def is_explained(operation_id: str | None, status: int, entries: list[dict[str, Any]]) -> bool:
+    rules = EXPLAINED.get(operation_id or "", [])
+    if status != 422 or not rules:
+        return False
+    for entry in entries:
+        loc = tuple(str(part) for part in entry.get("loc", []))
+        msg = str(entry.get("msg", ""))
+        if not any(
+            loc[: len(where)] == where and re.search(message, msg) for where, message, _ in rules
+        ):
+            return False
+    return True
+
+
+# ST201 ("schema-violating request accepted") as reported by schemathesis 4.32.5 on the
+# storage settings, for two requests that conform to the published schema:
+# - "<kind> -> s3 -> Missing required property: secret_access_key": no property of
+#   S3SettingsIn is required (all optional, "leave empty to keep");
+# - "<kind> -> s3: Incorrect type" (or `local`) where the value sent is null, which the schema
+#   allows (`anyOf [..., null]`: a kind's part left unchanged).
+# Only these reports, on these two operations, are dropped; the check stays on for the rest.
+STORAGE_SETTINGS = ("set_storage_configuration", "test_storage_configuration")
+MISSING_OPTIONAL = re.compile(r"s3 -> Missing required property: \w+$", re.MULTILINE)
+WRONG_TYPE = re.compile(r"in body - ([\w -]+?) -> (s3|local): Incorrect type$", re.MULTILINE)
+
+
+def _conforming_storage_report(case: Any, message: str) -> bool:
+    if MISSING_OPTIONAL.search(message):
+        return True
+    found = WRONG_TYPE.search(message)
+    if not found or not isinstance(case.body, dict):
+        return False
+    value: Any = case.body
+    for key in [*found.group(1).split(" -> "), found.group(2)]:
+        if key == "config" and "config" in value:  # test_storage_configuration's wrapper
+            value = value[key]
+            continue
+        if not isinstance(value, dict) or key not in value:
+            return False
+        value = value[key]
+    return value is None
+
+
+@schemathesis.hook
+def filter_failure(context: Any, failure: Any, case: Any, response: Any) -> bool:
+    """False (drop) only for an ST202 whose every field at fault is explained above (and the
+    ST201 report on an optional S3 setting)."""
+    code = getattr(failure, "code", None)
+    operation_id = case.operation.definition.raw.get("operationId")
+    if code == "ST201" and operation_id in STORAGE_SETTINGS:
+        return not _conforming_storage_report(case, str(getattr(failure, "message", "")))
+    if code != "ST202":
+        return True
+    entries = _detail_entries(response)
+    if entries is None:
+        return True
+    if not is_explained(operation_id, response.status_code, entries):
+        return True
+    record = os.environ.get("VOIPCLOUD_ST_EXPLAINED")
+    if record:  # the test lists what was dropped
+        fields = ",".join(sorted({".".join(map(str, e.get("loc", []))) for e in entries}))
+        line = {"operation": operation_id, "status": response.status_code, "fields": fields}
+        with open(record, "a", encoding="utf-8") as out:
+            out.write(json.dumps(line) + "\n")
+    return False
