@@ -11,7 +11,6 @@ under the agent's state dir.
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -21,7 +20,13 @@ import httpx
 import pytest
 
 from tests.e2e.test_role_software_sip import SOFTWARE, add_node, refusal  # noqa: F401
-from tests.support.netns import BridgeController, Lab, NamespacedAgent
+from tests.support.netns import (
+    BridgeController,
+    Lab,
+    NamespacedAgent,
+    bridge_controller,
+    role_lab,
+)
 from tests.support.processes import node, wait_for, wait_status
 from voipcloud.agent.roles.jabber import open_stream
 
@@ -33,27 +38,14 @@ STARTUP = "startup_timeout = 90\n"
 
 @pytest.fixture
 def lab(refusal: str | None) -> Iterator[Lab]:  # noqa: F811
-    if refusal:
-        pytest.skip(f"NETWORK NAMESPACES UNAVAILABLE: {refusal}")
-    absent = [p for p in PROGRAMS if shutil.which(p) is None]
-    if absent:
-        pytest.fail(f"{absent} not installed: run scripts/install-role-software")
-    made = Lab().open()
-    try:
+    with role_lab(refusal, PROGRAMS) as made:
         yield made
-    finally:
-        made.close()
 
 
 @pytest.fixture
 def controller(lab: Lab, tmp_path: Path) -> Iterator[BridgeController]:
-    started = BridgeController(
-        data_dir=tmp_path / "controller",
-        host=lab.host_address,
-        env={"VOIPCLOUD_ACTIVATION_TIMEOUT": "120"},
-    ).start()
-    yield started
-    started.stop()
+    with bridge_controller(lab, tmp_path / "controller", activation_timeout=120) as started:
+        yield started
 
 
 AMQP = (

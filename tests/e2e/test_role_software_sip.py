@@ -10,7 +10,6 @@ leaves nothing answering.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -21,7 +20,14 @@ import httpx
 import pytest
 
 from tests.integration.accounts_helpers import web_login
-from tests.support.netns import BridgeController, Lab, NamespacedAgent, netns_unavailable
+from tests.support.netns import (
+    BridgeController,
+    Lab,
+    NamespacedAgent,
+    bridge_controller,
+    netns_unavailable,
+    role_lab,
+)
 from tests.support.processes import ADMIN_PASSWORD, node, wait_for, wait_status
 from voipcloud.agent.roles.sip import options_ping
 
@@ -43,26 +49,14 @@ def refusal() -> str | None:
 
 @pytest.fixture
 def lab(refusal: str | None) -> Iterator[Lab]:
-    if refusal:
-        pytest.skip(f"NETWORK NAMESPACES UNAVAILABLE: {refusal}")
-    if shutil.which("kamailio") is None:
-        pytest.fail("kamailio is not installed: run scripts/install-role-software")
-    made = Lab().open()
-    try:
+    with role_lab(refusal, ("kamailio",)) as made:
         yield made
-    finally:
-        made.close()
 
 
 @pytest.fixture
 def controller(lab: Lab, tmp_path: Path) -> Iterator[BridgeController]:
-    started = BridgeController(
-        data_dir=tmp_path / "controller",
-        host=lab.host_address,
-        env={"VOIPCLOUD_ACTIVATION_TIMEOUT": "60"},
-    ).start()
-    yield started
-    started.stop()
+    with bridge_controller(lab, tmp_path / "controller", activation_timeout=60) as started:
+        yield started
 
 
 def add_node(

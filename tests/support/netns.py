@@ -13,12 +13,16 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
+
+import pytest
 
 from tests.support.processes import AgentProcess, Controller
 
@@ -153,3 +157,35 @@ def state_dir(base: Path, name: str) -> Path:
     path = base / name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def role_lab(refusal: str | None, programs: Iterable[str]) -> Iterator[Lab]:
+    """A lab for role-software tests: skipped loudly without namespaces, failed when a
+    program the roles run is not installed; closed afterwards."""
+    if refusal:
+        pytest.skip(f"NETWORK NAMESPACES UNAVAILABLE: {refusal}")
+    absent = [p for p in programs if shutil.which(p) is None]
+    if absent:
+        pytest.fail(f"{', '.join(absent)} not installed: run scripts/install-role-software")
+    made = Lab().open()
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+@contextlib.contextmanager
+def bridge_controller(
+    lab: Lab, data_dir: Path, *, activation_timeout: int
+) -> Iterator[BridgeController]:
+    """A started controller on the lab's bridge address; stopped afterwards."""
+    started = BridgeController(
+        data_dir=data_dir,
+        host=lab.host_address,
+        env={"VOIPCLOUD_ACTIVATION_TIMEOUT": str(activation_timeout)},
+    ).start()
+    try:
+        yield started
+    finally:
+        started.stop()
