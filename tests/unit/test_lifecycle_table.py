@@ -10,6 +10,7 @@ database), bringing a node into each status through real operations.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import re
 import shutil
@@ -299,16 +300,25 @@ def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture
-def env(template_db: Path, tmp_path: Path) -> Iterator[Env]:
-    shutil.copyfile(template_db, tmp_path / template_db.name)
-    db = Database(sqlite_url(tmp_path))
-    box = SecretBox.in_data_dir(tmp_path)
+@contextlib.contextmanager
+def open_env(template: Path, directory: Path) -> Iterator[Env]:
+    """Services on a copy of a migrated SQLite file in `directory`, with the controller node."""
+    shutil.copyfile(template, directory / template.name)
+    db = Database(sqlite_url(directory))
+    box = SecretBox.in_data_dir(directory)
     clock = Clock()
     c = Controller.build(Context(db=db, box=box, clock=clock))
     ensure_controller_node(c.ctx, c.nodes)
-    yield Env(c=c, clock=clock, db=db, box=box)
-    db.dispose()
+    try:
+        yield Env(c=c, clock=clock, db=db, box=box)
+    finally:
+        db.dispose()
+
+
+@pytest.fixture
+def env(template_db: Path, tmp_path: Path) -> Iterator[Env]:
+    with open_env(template_db, tmp_path) as opened:
+        yield opened
 
 
 def add_node(env: Env, hostname: str = "edge-01", *, public: bool = True) -> int:

@@ -4,33 +4,22 @@ controller gets time for its agent to come back before it times out."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from tests.unit.test_lifecycle_table import ADMIN, Clock, Env, add_node, bring_to
+from tests.unit.test_lifecycle_table import ADMIN, Env, add_node, bring_to, open_env
 from voipcloud import protocol
 from voipcloud.domain.statuses import NodeStatus
-from voipcloud.services.bootstrap import ensure_controller_node
-from voipcloud.services.context import Context
 from voipcloud.services.controller import Controller
-from voipcloud.services.secrets_box import SecretBox
-from voipcloud.store.database import Database, sqlite_url
 
 
 @pytest.fixture
 def fresh(tmp_path: Path, sqlite_template: Path) -> Iterator[Env]:
-    shutil.copyfile(sqlite_template, tmp_path / sqlite_template.name)
-    db = Database(sqlite_url(tmp_path))
-    box = SecretBox.in_data_dir(tmp_path)
-    clock = Clock()
-    c = Controller.build(Context(db=db, box=box, clock=clock))
-    ensure_controller_node(c.ctx, c.nodes)
-    yield Env(c=c, clock=clock, db=db, box=box)
-    db.dispose()
+    with open_env(sqlite_template, tmp_path) as opened:
+        yield opened
 
 
 def attempts_recorded(env: Env, node_id: int) -> list[str | None]:
