@@ -165,7 +165,12 @@ def test_offered_iff_accepted(template: Path, place: Path, drawn: dict[str, Any]
         info = views.node_info(world.c, node_id)
         web[("regenerate-session-key", None)] = info.can_regenerate_key
         # the API
-        api = {(a.name, a.role): a for a in node_actions(details, "never")}
+        api = {
+            (a.name, a.role): a
+            for a in node_actions(
+                details, "never", None, activation_timeout=world.c.ctx.activation_timeout
+            )
+        }
         checked = 0
         for (name, role), answer in api.items():
             if name == Operation.ASSIGN_ROLE.value:

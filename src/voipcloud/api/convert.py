@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import datetime
 
 from voipcloud.api import schemas
 from voipcloud.domain import policy, versions
@@ -49,7 +50,11 @@ def _node_fields(record: Node, presence: Presence) -> dict[str, object]:
 
 
 def node_detail(
-    details: NodeDetails, assigned: list[AssignedRole], presence: Presence
+    details: NodeDetails,
+    assigned: list[AssignedRole],
+    presence: Presence,
+    *,
+    activation_timeout: float,
 ) -> schemas.NodeDetailPublic:
     fields = _node_fields(details.node, presence)
     health = presence.role_health.for_node(
@@ -63,7 +68,12 @@ def node_detail(
             code: schemas.RoleHealthPublic.model_validate({"state": h.state, "message": h.message})
             for code, h in health.items()
         },
-        actions=node_actions(details, fields["connectivity"]),
+        actions=node_actions(
+            details,
+            fields["connectivity"],
+            fields["last_seen"],
+            activation_timeout=activation_timeout,
+        ),
         session_key=details.session_key,
         components=[
             schemas.ComponentPublic(name=c.name, version=c.version) for c in details.node.components
@@ -83,9 +93,17 @@ def node_detail(
     )
 
 
-def node_actions(details: NodeDetails, connectivity: object) -> list[schemas.NodeActionPublic]:
-    """The rulebook's answers for the node (`GET /nodes/{id}`'s `actions`)."""
-    facts = replace(details.facts, agent=Connectivity(str(connectivity)))
+def node_actions(
+    details: NodeDetails,
+    connectivity: object,
+    last_seen: object,
+    *,
+    activation_timeout: float,
+) -> list[schemas.NodeActionPublic]:
+    """The rulebook's answers for the node (`GET /nodes/{id}`'s `actions`), from the same facts
+    the web's buttons read: connectivity, last seen, this controller's activation timeout."""
+    seen = f"{last_seen:%Y-%m-%d %H:%M:%S} UTC" if isinstance(last_seen, datetime) else None
+    facts = replace(details.facts, agent=Connectivity(str(connectivity)), last_seen=seen)
     return [
         schemas.NodeActionPublic(
             name=d.operation.value,
@@ -95,7 +113,7 @@ def node_actions(details: NodeDetails, connectivity: object) -> list[schemas.Nod
             reason=d.reason,
             confirm=d.confirm,
         )
-        for d in policy.node_actions(facts)
+        for d in policy.node_actions(facts, activation_timeout=activation_timeout)
     ]
 
 

@@ -40,6 +40,7 @@ def detail(
         found,
         controller.roles.assigned(node_id),
         controller.agents.presence,
+        activation_timeout=controller.ctx.activation_timeout,
     )
 
 
