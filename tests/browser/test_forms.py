@@ -51,6 +51,9 @@ def test_add_node_error_then_success_then_assign_role_and_read_the_key(
         f"voipcloud agent --controller {site.url} --session-key-file /etc/voipcloud/session-key"
     )
     assert key not in command
+    # an Offline node: the next steps are activating it, or assigning more roles first
+    expect(page.locator("#next-step")).to_contain_text("Then activate the node")
+    expect(page.get_by_role("link", name="Assign another role")).to_be_visible()
     screenshot(page, "session-key")
     assert site.node(node_id).roles == ["sip"]
 

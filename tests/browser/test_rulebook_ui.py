@@ -126,6 +126,10 @@ def test_regenerate_the_key_of_a_connected_agent_says_it_is_cut_off(
     expect(page.locator("#session-key")).to_have_text(new)
     expect(page.locator("#agent-command")).to_contain_text("voipcloud agent")
     expect(page.locator("#agent-command")).to_contain_text(site.url)
+    # an Online node needs no activation after a new key: the page says so
+    expect(page.locator("#next-step")).to_contain_text("stays Online")
+    expect(page.locator("#next-step")).not_to_contain_text("activate the node")
+    expect(page.get_by_role("link", name="Assign another role")).to_have_count(0)
     screenshot(page, "regenerated-key")
     # as announced: still Online, its agent lost
     page.goto("/")

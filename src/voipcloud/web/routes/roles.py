@@ -134,11 +134,15 @@ def session_key(
     """The session key confirmation: write it down, run the agent with it."""
     details = controller.nodes.get(node_id)
     joining = enrolment.for_request(request)
+    facts = views.current_facts(controller, details.node)
     return render(
         request,
         "roles/session_key.html",
         nav="cloud",
         node=details.node,
+        # what comes next, as the rulebook says for the node now
+        can_activate=views.decide(controller, facts, "activate").allowed,
+        can_assign=views.decide(controller, facts, "assign-role").allowed,
         role=ROLES.get(role or ""),
         session_key=details.session_key,
         command=joining.agent_command,
