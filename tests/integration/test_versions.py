@@ -141,6 +141,18 @@ def test_properties_version(api: LiveApi) -> None:
     )
     assert client.get(url).json()["infrastructure_name"] == "alpha"
     assert events_total(client) == before
+    # invalid input is answered as such even with a stale version (RFC 9110 13.2.1)
+    for bad in ({"infrastructure_name": "\u0016x"}, {"rtp_port_min": 70000}):
+        refused = client.put(url, json=bad, headers={"If-Match": etag})
+        expect(refused, 422)
+    # and for a node: an invalid hostname with a stale ETag is a 422, not a 412
+    node = client.post(f"{API}/nodes", json={"hostname": "v-422", "private_ip": "10.4.0.2"})
+    node_url = f"{API}/nodes/{node.json()['node_id']}"
+    old_tag = client.get(node_url).headers["ETag"]
+    expect(client.patch(node_url, json={"private_ip": "10.4.0.3"}), 200)
+    expect(
+        client.patch(node_url, json={"hostname": "bad host"}, headers={"If-Match": old_tag}), 422
+    )
     # a preview (dry run) never writes, so it is not refused
     expect(
         client.put(

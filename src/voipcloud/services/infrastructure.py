@@ -107,10 +107,12 @@ class InfrastructureService:
             if not dry_run:
                 infrastructure.lock(conn)
             current = self.snapshot(conn)
+            before = self.read(conn)
+            # invalid input is a 422 whatever the precondition says (RFC 9110 13.2.1: a request
+            # that would fail anyway is answered as such, not with 412)
+            after = validate_changes(before, changes)
             if not dry_run:
                 versions.check(expected, current)
-            before = self.read(conn)
-            after = validate_changes(before, changes)
             return self.save(
                 conn,
                 before=before,
