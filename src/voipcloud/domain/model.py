@@ -27,6 +27,16 @@ class RoleAssignment:
 
 
 @dataclass(frozen=True, slots=True)
+class Maintenance:
+    """A node in maintenance: left out of bulk actions and rollouts unless chosen explicitly,
+    its notifications muted. Orthogonal to the status."""
+
+    reason: str
+    by: str
+    since: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Node:
     id: int
     hostname: str
@@ -50,6 +60,7 @@ class Node:
     updated_at: datetime
     row_version: int
     roles: list[str] = field(default_factory=list)
+    maintenance: Maintenance | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from sqlalchemy import (
 
 from voipcloud.domain.filters import NodeFilter
 from voipcloud.domain.lifecycle import PendingOperation
-from voipcloud.domain.model import Component, Node, Page
+from voipcloud.domain.model import Component, Maintenance, Node, Page
 from voipcloud.domain.numbers import is_whole
 from voipcloud.domain.statuses import NodeStatus
 from voipcloud.store.tables import nodes, role_assignments
@@ -60,6 +60,13 @@ def _node(data: RowMapping, roles: list[str]) -> Node:
         updated_at=data["updated_at"],
         row_version=data["row_version"],
         roles=roles,
+        maintenance=Maintenance(
+            reason=data["maintenance_reason"] or "",
+            by=data["maintenance_by"] or "",
+            since=data["maintenance_since"],
+        )
+        if data["maintenance_since"] is not None
+        else None,
     )
 
 

@@ -7,6 +7,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -61,6 +62,10 @@ nodes = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
     # optimistic lock: every write is UPDATE ... WHERE id = ? AND row_version = ?
     Column("row_version", Integer, nullable=False, default=1),
+    # maintenance mode (orthogonal to the status): all NULL when not in maintenance
+    Column("maintenance_reason", Text, nullable=True),
+    Column("maintenance_by", String(64), nullable=True),
+    Column("maintenance_since", UTCDateTime(), nullable=True),
     Index(
         "uq_nodes_live_hostname",
         "hostname",
@@ -308,4 +313,47 @@ webhook_outbox = Table(
     Column("last_event_id", Integer, nullable=False),
     Column("gaps", JSON, nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+
+# --- Fleet operations: rollouts (docs/operations.md, "Rollouts") -------------------------
+
+# One action (fix, activate, deactivate) over chosen nodes in batches of `batch_size`, with
+# `pause_seconds` between batches; stops when more than `failure_tolerance` nodes failed.
+# `state`: running, paused, cancelled, stopped (tolerance exceeded or refused), finished.
+rollouts = Table(
+    "rollouts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("action", String(32), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("batch_size", Integer, nullable=False),
+    Column("pause_seconds", Float, nullable=False),
+    Column("failure_tolerance", Integer, nullable=False),
+    Column("reason", Text, nullable=True),  # the administrator's, recorded on each node
+    Column("state_reason", Text, nullable=True),  # why it stopped or was cancelled
+    Column("created_by", String(64), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("finished_at", UTCDateTime(), nullable=True),
+    Column("next_batch_at", UTCDateTime(), nullable=True),
+    Column("row_version", Integer, nullable=False, default=1),
+    Index("ix_rollouts_state", "state"),
+)
+
+# Each node of a rollout: its place, its batch and its outcome (pending, running, done,
+# failed, refused, skipped), kept so that a restarted controller knows where it was.
+rollout_nodes = Table(
+    "rollout_nodes",
+    metadata,
+    Column("rollout_id", Integer, ForeignKey("rollouts.id", ondelete="CASCADE"), primary_key=True),
+    Column("node_id", Integer, primary_key=True),
+    Column("position", Integer, nullable=False),
+    Column("batch", Integer, nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("rule", String(64), nullable=True),
+    Column("reason", Text, nullable=True),
+    Column("started_at", UTCDateTime(), nullable=True),
+    Column("finished_at", UTCDateTime(), nullable=True),
+    Index("ix_rollout_nodes_rollout_batch", "rollout_id", "batch"),
 )
