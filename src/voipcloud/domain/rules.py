@@ -51,6 +51,10 @@ _CONFLICTS = {
     "storage-location-in-use": "another kind already stores into this location",
     "storage-migration-running": "a storage migration is running",
     "storage-resource-busy": "the resource is being migrated",
+    # rollouts (domain/rollouts.py)
+    "rollout-pause-state": "only a running rollout can be paused",
+    "rollout-resume-state": "only a paused rollout can be resumed",
+    "rollout-cancel-state": "only a running or paused rollout can be cancelled",
     # the database's constraints, as races between two requests (store/errors.py)
     "hostname-unique": "another live node has this hostname",
     "single-controller-node": "there can be only one Infrastructure Controller node",

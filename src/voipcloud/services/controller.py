@@ -16,6 +16,8 @@ from voipcloud.services.nodes import NodeService
 from voipcloud.services.operations import OperationService
 from voipcloud.services.presence import Connectivity, Presence
 from voipcloud.services.roles import RoleService
+from voipcloud.services.rollout_runner import RolloutRunner
+from voipcloud.services.rollouts import RolloutService
 from voipcloud.services.storage import StorageService
 
 
@@ -30,12 +32,17 @@ class Controller:
     agents: AgentService
     infrastructure: InfrastructureService
     storage: StorageService
+    rollouts: RolloutService
+    rollout_runner: RolloutRunner
 
     @classmethod
     def build(cls, ctx: Context) -> Controller:
         nodes = NodeService(ctx)
         roles = RoleService(ctx, nodes)
         operations = OperationService(ctx)
+        rollouts = RolloutService(ctx)
+        runner = RolloutRunner(ctx)
+        rollouts.on_created.append(runner.wake)
         presence = Presence(
             heartbeat_interval=ctx.heartbeat_interval, missed_beats=ctx.missed_beats
         )
@@ -49,6 +56,8 @@ class Controller:
             agents=AgentService(ctx, roles=roles, operations=operations, presence=presence),
             infrastructure=InfrastructureService(ctx, nodes=nodes, roles=roles),
             storage=StorageService(ctx),
+            rollouts=rollouts,
+            rollout_runner=runner,
         )
 
     def connectivity(self, node: Node) -> tuple[Connectivity, datetime | None]:

@@ -266,3 +266,31 @@ def touch_last_seen(conn: Connection, seen: dict[int, datetime]) -> None:
     """Many heartbeats in one statement batch (built once, see STACK-NOTES)."""
     if seen:
         conn.execute(_TOUCH, [{"node_id": k, "seen": v} for k, v in seen.items()])
+
+
+def ids_matching(conn: Connection, flt: NodeFilter, *, limit: int) -> list[int]:
+    """Every node id the listing's filter matches (no page), in id order, at most `limit`."""
+    rows = conn.execute(
+        select(nodes.c.id).where(*_where(flt)).order_by(nodes.c.id).limit(limit)
+    ).scalars()
+    return list(rows)
+
+
+def brief(conn: Connection, node_ids: Iterable[int]) -> dict[int, tuple[str, str, str | None]]:
+    """Node id -> (hostname, status, maintenance reason or None when not in maintenance)."""
+    ids = list(node_ids)
+    if not ids:
+        return {}
+    rows = conn.execute(
+        select(
+            nodes.c.id,
+            nodes.c.hostname,
+            nodes.c.status,
+            nodes.c.maintenance_since,
+            nodes.c.maintenance_reason,
+        ).where(nodes.c.id.in_(ids))
+    )
+    return {
+        r.id: (r.hostname, r.status, (r.maintenance_reason or "") if r.maintenance_since else None)
+        for r in rows
+    }
