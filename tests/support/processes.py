@@ -22,6 +22,16 @@ from tests.support.server import free_port
 ADMIN_PASSWORD = "e2e-admin-password"
 T = TypeVar("T")
 
+# The built-in role software handlers are on by default (docs/roles.md): an agent given a sip
+# role runs Kamailio. Tests of the lifecycle only (not of the software) turn them off here,
+# explicitly; the role-software tests ask for them (`software=True`, or a [software] section).
+SOFTWARE_OFF = "\n[software]\nenabled = false\n"
+
+
+def lifecycle_only(config: str) -> str:
+    """The agent configuration `config` with the software handlers off, unless it says."""
+    return config if "[software]" in config else config + SOFTWARE_OFF
+
 
 def voipcloud_executable() -> str:
     found = Path(sys.executable).with_name("voipcloud")
@@ -55,12 +65,18 @@ class Controller:
     port: int = field(default_factory=free_port)
     env: dict[str, str] = field(default_factory=dict)
     ic_agent: bool = False
+    # the IC agent runs the role software (the product's default); False: lifecycle only
+    software: bool = False
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        """The command line that runs `argv` (subclasses run it elsewhere)."""
+        return argv
 
     def start(self) -> Self:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -77,8 +93,14 @@ class Controller:
         command = [voipcloud_executable(), "serve", "--port", str(self.port)]
         if not self.ic_agent:
             command.append("--no-ic-agent")
+        elif not self.software:
+            config = self.data_dir / "ic-agent" / "agent.toml"
+            config.parent.mkdir(parents=True, exist_ok=True)
+            config.write_text(lifecycle_only(config.read_text() if config.exists() else ""))
         with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                self.wrap(command), env=env, stdout=log, stderr=subprocess.STDOUT
+            )
         wait_for(self._healthy, timeout=30, what=f"voipcloud serve on {self.url}")
         return self
 
@@ -152,6 +174,7 @@ class AgentProcess(AgentLog):
     state_dir: Path
     config: str = ""  # TOML for the agent configuration file
     process: subprocess.Popen[bytes] | None = None
+    software: bool = False  # True: the role software handlers as by default; False: off
 
     def wrap(self, argv: list[str]) -> list[str]:
         """The command line that runs `argv` (subclasses run it elsewhere)."""
@@ -160,7 +183,7 @@ class AgentProcess(AgentLog):
     def start(self) -> Self:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         config_file = self.state_dir / "agent.toml"
-        config_file.write_text(self.config)
+        config_file.write_text(self.config if self.software else lifecycle_only(self.config))
         env = {**os.environ, "VOIPCLOUD_SESSION_KEY": self.session_key}
         argv = [
             voipcloud_executable(),

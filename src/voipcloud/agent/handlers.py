@@ -9,8 +9,8 @@ optionally `health(role, config) -> Health` (without it the role's health is "un
 Which handler a role gets, first match:
 1. an entry point named after the role;
 2. a `[roles.<code>]` section in the agent's configuration file: the command handler;
-3. with `[software] enabled = true`, the built-in software handler of the role
-   (sip, jabber, que, sql, web, pbx: src/voipcloud/agent/roles/, docs/roles.md);
+3. the built-in software handler of the role (sip, jabber, que, sql, web, pbx:
+   src/voipcloud/agent/roles/, docs/roles.md), unless `[software] enabled = false`;
 4. the `default` entry point, else the command handler.
 
 The command handler writes the role's effective configuration to `roles/<code>.json` in
@@ -65,7 +65,7 @@ class NodeInfo:
 
 @dataclass(frozen=True)
 class SoftwareConfig:
-    enabled: bool = False  # run the built-in software handlers (docs/roles.md)
+    enabled: bool = True  # run the built-in software handlers (docs/roles.md)
     install: bool = False  # apt-get install missing packages (else: fail naming them)
     supervisor: str = "auto"  # auto (systemd when PID 1 is systemd), systemd, agent
     startup_timeout: float = 30.0  # seconds for the first health check to pass after apply

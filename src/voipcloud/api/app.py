@@ -35,6 +35,7 @@ from voipcloud.api.routes import (
 from voipcloud.config import Settings
 from voipcloud.domain.errors import DatabaseUnavailable
 from voipcloud.services.agent_watch import AgentWatch
+from voipcloud.services.cluster import Cluster, Duties, Duty
 from voipcloud.services.context import Context
 from voipcloud.services.controller import Controller
 from voipcloud.services.key_guard import check_data_key
@@ -140,6 +141,34 @@ async def _every(
         await outage.confirm_up()
 
 
+def _duty(
+    duties: Duties,
+    duty: Duty,
+    work: Callable[[], object],
+    *,
+    gained: Callable[[], None] | None = None,
+    idle: Callable[[], None] | None = None,
+) -> Callable[[], object]:
+    """`work`, done only while this controller holds the duty (always on SQLite): several
+    controllers on one PostgreSQL do each periodic duty once (services/cluster.py).
+    `gained` runs when the duty becomes this process's, `idle` while another has it."""
+    leading = [not duties.enabled]
+
+    def guarded() -> object:
+        if not duties.leads(duty):
+            leading[0] = False
+            if idle is not None:
+                idle()
+            return None
+        if not leading[0]:
+            leading[0] = True
+            if gained is not None:
+                gained()
+        return work()
+
+    return guarded
+
+
 async def _start_when_available(
     app: FastAPI, controller: Controller, settings: Settings, outage: Outage, started: asyncio.Event
 ) -> None:
@@ -195,13 +224,41 @@ def _fleet(controller: Controller, settings: Settings) -> tuple[Metrics, Webhook
     return collected, worker, watch
 
 
+def _cluster(controller: Controller, hub: AgentHub, worker: WebhookWorker) -> Cluster | None:
+    """Several controllers on one PostgreSQL: wake this process's channels (and webhook
+    worker) on the others' commits, and share who holds which agent's channel."""
+    db = controller.ctx.db
+    if db.dialect != "postgresql":
+        return None
+    presence = controller.agents.presence
+    presence.clustered = True
+
+    def on_nodes(node_ids: set[int]) -> None:
+        hub.notify_threadsafe(node_ids)
+        worker.wake()
+
+    def on_agents(sender: str, kind: str, node_ids: set[int]) -> None:
+        if kind == "open":
+            presence.remote_open(sender, node_ids)
+        else:
+            presence.remote_closed(sender, node_ids)
+
+    link = Cluster(
+        db, on_nodes=on_nodes, on_agents=on_agents, local_channels=presence.local_channels
+    )
+    presence.listeners.append(link.announce)
+    return link
+
+
 def create_app(settings: Settings | None = None, controller: Controller | None = None) -> FastAPI:
     settings = settings or Settings()
     controller = controller or build_controller(settings)
     # a controller built elsewhere keeps its local storage under this app's data dir
     controller.storage.bind_data_dir(settings.data_dir)
     hub = AgentHub(controller)
+    duties = Duties(controller.ctx.db)
     collected, worker, watch = _fleet(controller, settings)
+    worker.gate = _duty(duties, Duty.WEBHOOKS, lambda: True)
 
     async def begin_metrics(started: asyncio.Event) -> None:
         await started.wait()
@@ -228,13 +285,17 @@ def create_app(settings: Settings | None = None, controller: Controller | None =
         hub.bind(asyncio.get_running_loop())
         controller.ctx.db.listeners.append(hub.notify_threadsafe)
         controller.ctx.db.listeners.append(worker.wake)
+        link = _cluster(controller, hub, worker)
+        app.state.cluster = link
+        if link is not None:
+            tasks.append(asyncio.create_task(link.run()))
         tasks += [
             asyncio.create_task(begin_metrics(started)),
             asyncio.create_task(worker.run(started=started, report=outage.down)),
             asyncio.create_task(
                 _every(
                     PRESENCE_FLUSH_SECONDS,
-                    watch.check,
+                    _duty(duties, Duty.AGENT_WATCH, watch.check, idle=watch.forget),
                     "agent lost/back watch",
                     outage=outage,
                     after=started,
@@ -252,7 +313,12 @@ def create_app(settings: Settings | None = None, controller: Controller | None =
             asyncio.create_task(
                 _every(
                     min(1.0, settings.activation_timeout / 10),
-                    controller.operations.expire,
+                    _duty(
+                        duties,
+                        Duty.EXPIRE_OPERATIONS,
+                        controller.operations.expire,
+                        gained=controller.operations.took_over,
+                    ),
                     "expiring pending operations",
                     outage=outage,
                     after=started,
@@ -281,6 +347,7 @@ def create_app(settings: Settings | None = None, controller: Controller | None =
                 await anyio.to_thread.run_sync(controller.agents.flush_presence)
             except DatabaseUnavailable as exc:
                 log.warning("last presence flush lost: database unavailable (%s)", exc.reason)
+            await anyio.to_thread.run_sync(duties.close)  # the others take the duties now
             controller.ctx.db.dispose()
 
     app = FastAPI(

@@ -54,6 +54,11 @@ class AgentWatch:
         }
         return {node_id: node_id not in lost for node_id in self._agent_nodes(conn)}
 
+    def forget(self) -> None:
+        """Another controller records these events now: when this one takes over again, it
+        starts from what the events say, not from what it remembered."""
+        self._connected = None
+
     @staticmethod
     def _agent_nodes(conn: Any) -> dict[int, Any]:
         query = select(nodes.c.id, nodes.c.last_seen, nodes.c.status).where(

@@ -67,6 +67,12 @@ class OperationService:
         # operations pending from before this moment were inherited from an earlier process
         self.started_at = ctx.clock()
 
+    def took_over(self) -> None:
+        """This process now keeps the deadlines (another controller of the cluster kept them
+        before): operations pending since before now count as inherited, so agents moving
+        over from a lost controller have time to reconnect and report."""
+        self.started_at = max(self.started_at, self._ctx.clock())
+
     def report(
         self,
         node_id: int,

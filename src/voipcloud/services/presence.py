@@ -2,11 +2,17 @@
 
 The last-seen times are flushed to the database in one batch every few seconds, so a
 restart loses at most that much, and the listing can still say when a node was last seen.
+
+Several controllers on one PostgreSQL (services/cluster.py): an agent's channel is held by one
+of them. The others learn of its opening and closing from the cluster's announcements
+(`remote_open` / `remote_closed`) and read its last-seen time from the database, so every
+controller answers the same connectivity.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 
@@ -28,6 +34,12 @@ class Presence:
         self._unflushed: dict[int, datetime] = {}
         self._connected: dict[int, int] = {}  # node id -> open channels
         self.role_health = RoleHealthBook()  # per-role health the agents report
+        # several controllers: node id -> (controller, channel open) as last announced
+        self._remote: dict[int, tuple[str, bool]] = {}
+        self.clustered = False  # set when the database is shared (PostgreSQL)
+        # called with ("open" | "closed", node id) when this process's first channel of a
+        # node opens or its last one closes (the cluster announces it to the others)
+        self.listeners: list[Callable[[str, int], None]] = []
 
     def beat(self, node_id: int, now: datetime) -> None:
         with self._lock:
@@ -36,9 +48,13 @@ class Presence:
 
     def opened(self, node_id: int, now: datetime) -> None:
         with self._lock:
+            first = node_id not in self._connected
             self._connected[node_id] = self._connected.get(node_id, 0) + 1
             self._seen[node_id] = now
             self._unflushed[node_id] = now
+        if first:
+            for listener in self.listeners:
+                listener("open", node_id)
 
     def closed(self, node_id: int) -> None:
         with self._lock:
@@ -47,12 +63,37 @@ class Presence:
                 self._connected[node_id] = left
             else:
                 self._connected.pop(node_id, None)
+                self._remote[node_id] = ("", False)  # "" is this process
+        if left <= 0:
+            for listener in self.listeners:
+                listener("closed", node_id)
+
+    def local_channels(self) -> set[int]:
+        """The nodes whose agents hold a channel to this process."""
+        with self._lock:
+            return set(self._connected)
+
+    def remote_open(self, controller: str, node_ids: set[int]) -> None:
+        """Another controller announced that it holds these nodes' channels."""
+        with self._lock:
+            for node_id in node_ids:
+                self._remote[node_id] = (controller, True)
+
+    def remote_closed(self, controller: str, node_ids: set[int]) -> None:
+        """Another controller announced these channels closed; an announcement of a
+        channel held by a third controller since is not undone by it."""
+        with self._lock:
+            for node_id in node_ids:
+                holder = self._remote.get(node_id)
+                if holder is None or holder[0] == controller:
+                    self._remote[node_id] = (controller, False)
 
     def forget(self, node_id: int) -> None:
         with self._lock:
             self._seen.pop(node_id, None)
             self._unflushed.pop(node_id, None)
             self._connected.pop(node_id, None)
+            self._remote.pop(node_id, None)
 
     def drain(self) -> dict[int, datetime]:
         with self._lock:
@@ -65,6 +106,11 @@ class Presence:
         with self._lock:
             seen = self._seen.get(node_id)
             channel_open = node_id in self._connected
+            if self.clustered and not channel_open:
+                # held by another controller, unless the last word about it was a close
+                # (nothing heard: trust the last-seen time the holder flushes)
+                remote = self._remote.get(node_id)
+                channel_open = remote is None or remote[1]
         last = max((t for t in (seen, stored_last_seen) if t is not None), default=None)
         if last is None:
             return Connectivity.NEVER, None

@@ -32,6 +32,7 @@ from voipcloud.domain.storage import (
     KindConfig,
     ResourceKind,
 )
+from voipcloud.services import cluster
 from voipcloud.services.context import CONTROLLER_ACTOR, Context
 from voipcloud.services.storage_backends import ChunkReader, digest
 from voipcloud.store import events
@@ -117,8 +118,11 @@ class StorageMigrations:
         self._workers: dict[ResourceKind, tuple[threading.Thread, threading.Event]] = {}
 
     def running(self, kind: ResourceKind) -> bool:
+        """Running here, or (several controllers on one PostgreSQL) on another controller."""
         worker = self._workers.get(kind)
-        return worker is not None and worker[0].is_alive()
+        if worker is not None and worker[0].is_alive():
+            return True
+        return cluster.held_anywhere(self.ctx.db, _lock_key(kind))
 
     def progress(self, kind: ResourceKind) -> MigrationProgress | None:
         # Ask whether the worker lives *before* reading its row: a worker that ends between
@@ -164,40 +168,23 @@ class StorageMigrations:
             probe = self.storage.test(kinds=[kind])[0]
             if not probe.ok and probe.reason is not None:
                 raise BackendFailure(probe.reason, f"Cannot migrate: {probe.message}")
+            lock = cluster.MigrationLock(self.ctx.db, _lock_key(kind))
+            if not lock.acquire():  # another controller of the cluster runs it
+                raise RuleViolation(
+                    "storage-migration-running",
+                    f"A migration of {kind.value} is already running on another controller; "
+                    "follow its progress, or pause it there before starting again.",
+                )
             now = self.ctx.clock()
-            with self.ctx.db.write() as conn:
-                total, done, bytes_total, bytes_done = rows.progress_counts(
-                    conn, kind.value, target.value
-                )
-                rows.save_migration(
-                    conn,
-                    kind.value,
-                    source=source.value,
-                    target=target.value,
-                    status=MigrationStatus.RUNNING.value,
-                    total=total,
-                    done=done,
-                    failed=0,
-                    bytes_total=bytes_total,
-                    bytes_done=bytes_done,
-                    last_error=None,
-                    started_at=now,
-                    updated_at=now,
-                    finished_at=None,
-                )
-                events.append(
-                    conn,
-                    at=now,
-                    actor=actor,
-                    node_id=None,
-                    operation="migrate-storage",
-                    reason=f"storage of {kind.value}: moving {total - done} of {total} "
-                    f"resources to {target.label}",
-                )
+            try:
+                self._save_started(kind, source, target, actor, now)
+            except BaseException:
+                lock.release()
+                raise
             stop = threading.Event()
             thread = threading.Thread(
-                target=self._run,
-                args=(config, stop),
+                target=self._run_holding,
+                args=(config, stop, lock),
                 name=f"storage-migration-{kind.value}",
                 daemon=True,
             )
@@ -209,6 +196,44 @@ class StorageMigrations:
         assert progress is not None
         return progress
 
+    def _save_started(
+        self,
+        kind: ResourceKind,
+        source: BackendType,
+        target: BackendType,
+        actor: str,
+        now: datetime,
+    ) -> None:
+        with self.ctx.db.write() as conn:
+            total, done, bytes_total, bytes_done = rows.progress_counts(
+                conn, kind.value, target.value
+            )
+            rows.save_migration(
+                conn,
+                kind.value,
+                source=source.value,
+                target=target.value,
+                status=MigrationStatus.RUNNING.value,
+                total=total,
+                done=done,
+                failed=0,
+                bytes_total=bytes_total,
+                bytes_done=bytes_done,
+                last_error=None,
+                started_at=now,
+                updated_at=now,
+                finished_at=None,
+            )
+            events.append(
+                conn,
+                at=now,
+                actor=actor,
+                node_id=None,
+                operation="migrate-storage",
+                reason=f"storage of {kind.value}: moving {total - done} of {total} "
+                f"resources to {target.label}",
+            )
+
     def pause(self, kind: ResourceKind) -> MigrationProgress | None:
         """Ask a running migration to stop after the object it is moving; waits for it."""
         worker = self._workers.get(kind)
@@ -218,6 +243,14 @@ class StorageMigrations:
         return self.progress(kind)
 
     # --- the worker ----------------------------------------------------------------------
+
+    def _run_holding(
+        self, config: KindConfig, stop: threading.Event, lock: cluster.MigrationLock
+    ) -> None:
+        try:
+            self._run(config, stop)
+        finally:
+            lock.release()
 
     def _run(self, config: KindConfig, stop: threading.Event) -> None:
         kind, target = config.kind, config.backend
@@ -355,6 +388,11 @@ class StorageMigrations:
                     f"{done} of {total} resources there"
                     + (f", {failed} failed: {last_error}" if failed else ""),
                 )
+
+
+def _lock_key(kind: ResourceKind) -> int:
+    """The kind's advisory lock (services/cluster.py): one migration per kind in a cluster."""
+    return cluster.storage_migration_key(list(ResourceKind).index(kind))
 
 
 def _mismatch(resource: ResourceRow, what: str) -> BackendFailure:

@@ -562,6 +562,8 @@ class WebhookWorker:
         self.interval = interval
         self.on_attempt = on_attempt
         self._inflight: dict[int, asyncio.Task[None]] = {}
+        # several controllers: a round runs only where this answers truthy (services/cluster.py)
+        self.gate: Callable[[], object] | None = None
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -587,6 +589,8 @@ class WebhookWorker:
                         await asyncio.wait_for(self._wake.wait(), self.interval)
                     self._wake.clear()
                     try:
+                        if self.gate is not None and not await anyio.to_thread.run_sync(self.gate):
+                            continue
                         await self._round(client)
                     except DatabaseUnavailable as exc:
                         report("webhook deliveries", exc)

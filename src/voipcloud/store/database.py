@@ -10,6 +10,7 @@ PostgreSQL runs at READ COMMITTED; races on a node are settled by compare-and-se
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,12 +18,16 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 
 from voipcloud.store import errors, tables
 
 _IMMEDIATE = "voipcloud_begin_immediate"
 CHANGED_NODES = "voipcloud_changed_nodes"
+# PostgreSQL: the ids of the nodes a commit changed are announced on this channel, in the
+# same transaction (so only if it commits), to the other controllers (services/cluster.py)
+NODES_CHANNEL = "voipcloud_nodes"
+MAX_NOTIFY_PAYLOAD = 7000  # PostgreSQL's limit is 8000 bytes
 ChangeListener = Callable[[set[int]], None]
 SQLITE_SYNCHRONOUS = ("full", "normal")
 
@@ -66,6 +71,8 @@ class Database:
         errors.install(self.engine)  # driver exceptions -> RuleViolation / DatabaseUnavailable
         # called after each commit that changed nodes, with their ids (wakes their agents)
         self.listeners: list[ChangeListener] = []
+        # this process among the controllers sharing the database (notifications name it)
+        self.instance = secrets.token_hex(6)
 
     @property
     def dialect(self) -> str:
@@ -84,6 +91,8 @@ class Database:
             try:
                 with conn.begin():
                     yield conn
+                    if self.dialect == "postgresql" and conn.info.get(CHANGED_NODES):
+                        self._announce(conn, conn.info[CHANGED_NODES])
                 changed: set[int] = conn.info.pop(CHANGED_NODES, set())
             finally:
                 conn.info.pop(_IMMEDIATE, None)
@@ -91,6 +100,14 @@ class Database:
         if changed:
             for listener in self.listeners:
                 listener(changed)
+
+    def _announce(self, conn: Connection, node_ids: set[int]) -> None:
+        """NOTIFY the other controllers, inside the transaction: delivered only on commit."""
+        for payload in node_payloads(self.instance, node_ids):
+            conn.execute(
+                text("SELECT pg_notify(:channel, :payload)"),
+                {"channel": NODES_CHANNEL, "payload": payload},
+            )
 
     @staticmethod
     def mark_changed(conn: Connection, node_id: int) -> None:
@@ -102,6 +119,23 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def node_payloads(sender: str, node_ids: set[int]) -> list[str]:
+    """`sender:id,id,...` notification payloads, each under PostgreSQL's size limit."""
+    payloads: list[str] = []
+    current: list[str] = []
+    size = len(sender) + 1
+    for node_id in sorted(node_ids):
+        item = str(node_id)
+        if current and size + len(item) + 1 > MAX_NOTIFY_PAYLOAD:
+            payloads.append(f"{sender}:{','.join(current)}")
+            current, size = [], len(sender) + 1
+        current.append(item)
+        size += len(item) + 1
+    if current:
+        payloads.append(f"{sender}:{','.join(current)}")
+    return payloads
 
 
 def alembic_config() -> Config:

@@ -9,7 +9,13 @@ import pytest
 
 from voipcloud import protocol
 from voipcloud.agent import inventory
-from voipcloud.agent.handlers import AgentConfig, CommandHandler, HandlerError, HandlerRegistry
+from voipcloud.agent.handlers import (
+    AgentConfig,
+    CommandHandler,
+    HandlerError,
+    HandlerRegistry,
+    SoftwareConfig,
+)
 from voipcloud.agent.runner import Agent, Backoff, deactivate_retry_delay
 from voipcloud.agent.state import AgentState, SavedOutcome, StateStore
 
@@ -93,8 +99,13 @@ def test_unknown_config_keys_are_refused(tmp_path: Path) -> None:
 
 
 def test_registry_falls_back_to_the_builtin_handler(tmp_path: Path) -> None:
+    # the role software is on by default (docs/roles.md); a role without software (wk) and
+    # every role with the software turned off get the command handler
     registry = HandlerRegistry(tmp_path, AgentConfig())
-    assert isinstance(registry.for_role("sip"), CommandHandler)
+    assert not isinstance(registry.for_role("sip"), CommandHandler)
+    assert isinstance(registry.for_role("wk"), CommandHandler)
+    off = AgentConfig(software=SoftwareConfig(enabled=False))
+    assert isinstance(HandlerRegistry(tmp_path, off).for_role("sip"), CommandHandler)
 
 
 def test_state_round_trips_atomically_with_private_permissions(tmp_path: Path) -> None:

@@ -30,12 +30,15 @@ def load(tmp_path: Path, text: str) -> AgentConfig:
     return AgentConfig.load(path)
 
 
-def test_software_is_off_by_default_and_a_roles_section_keeps_the_command_handler(
+def test_software_is_on_by_default_and_a_roles_section_keeps_the_command_handler(
     tmp_path: Path,
 ) -> None:
     plain = HandlerRegistry(tmp_path, load(tmp_path, ""))
-    assert isinstance(plain.for_role("sip"), CommandHandler)
-    config = load(tmp_path, "health_interval = 2\n[software]\nenabled = true\n[roles.que]\n")
+    assert isinstance(plain.for_role("sip"), Kamailio)  # no configuration file: software on
+    assert isinstance(HandlerRegistry(tmp_path, AgentConfig.load(None)).for_role("sip"), Kamailio)
+    off = HandlerRegistry(tmp_path, load(tmp_path, "[software]\nenabled = false\n"))
+    assert isinstance(off.for_role("sip"), CommandHandler)
+    config = load(tmp_path, "health_interval = 2\n[roles.que]\n")
     assert config.health_interval == 2
     registry = HandlerRegistry(tmp_path, config)
     assert isinstance(registry.for_role("sip"), Kamailio)
@@ -228,6 +231,7 @@ def test_every_port_of_the_catalogue_names_a_parameter_of_its_role() -> None:
 
 
 def test_software_already_running_outside_voipcloud_is_not_taken_over(tmp_path: Path) -> None:
+    import os
     import shutil
     import socket
 
@@ -238,8 +242,127 @@ def test_software_already_running_outside_voipcloud_is_not_taken_over(tmp_path: 
         port = squatter.getsockname()[1]
         node = NodeInfo(private_ip="127.0.0.1")
         handler = Kamailio(context(tmp_path, node))
-        with pytest.raises(
-            HandlerError, match=f"outside voipcloud already listens on udp 127.0.0.1:{port}"
-        ):
+        with pytest.raises(HandlerError) as refused:
             handler.apply("sip", {"sip_domain": "a.example", "sip_port": port})
+    # the port and the process holding it (this test's own), from /proc
+    message = str(refused.value)
+    assert f"outside voipcloud already listens on udp 127.0.0.1:{port} (" in message
+    assert f", pid {os.getpid()})" in message
     assert not handler.supervisor.running("sip")
+
+
+def shim(directory: Path, name: str, script: str) -> Path:
+    """An executable `name` in `directory` (put first on PATH) running the shell `script`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text("#!/bin/sh\n" + script)
+    path.chmod(0o755)
+    return path
+
+
+class Uninstalled(Kamailio):
+    """A role whose program and Debian package this machine has not got."""
+
+    binary = "voipcloud-test-sipd"
+    packages = ("voipcloud-test-sip-server", "voipcloud-test-sip-tools")
+
+
+def test_a_missing_package_is_installed_with_apt_get_only_when_allowed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from voipcloud.agent.roles import base
+
+    bin_dir, calls = tmp_path / "bin", tmp_path / "apt-calls"
+    policy = tmp_path / "policy-rc.d"
+    monkeypatch.setattr(base, "APT_POLICY", policy)
+    # records its command line, its DEBIAN_FRONTEND and whether services were held back,
+    # then "installs" the program (a script in the same PATH directory); installs nothing
+    shim(
+        bin_dir,
+        "apt-get",
+        f'echo "$DEBIAN_FRONTEND|$(test -x {policy} && {policy}; echo $?)|$*" >> {calls}\n'
+        f'printf "#!/bin/sh\\n" > {bin_dir}/voipcloud-test-sipd\n'
+        f"chmod 755 {bin_dir}/voipcloud-test-sipd\n",
+    )
+    monkeypatch.setenv("PATH", f"{bin_dir}:{__import__('os').environ['PATH']}")
+    node = NodeInfo(private_ip="127.0.0.1")
+
+    # not allowed (the default): no apt-get, the exact package names in the reason
+    assert SoftwareConfig().install is False
+    refused = Uninstalled(context(tmp_path, node)).missing()
+    assert refused == (
+        "Kamailio is not installed (voipcloud-test-sipd not found): install the Debian "
+        "package(s) voipcloud-test-sip-server voipcloud-test-sip-tools, or allow the agent to "
+        "(software.install = true)"
+    )
+    assert not calls.exists()
+
+    # a role whose program is installed: no apt-get even when allowed
+    if __import__("shutil").which("kamailio"):
+        assert Kamailio(context(tmp_path, node, install=True)).missing() is None
+        assert not calls.exists()
+
+    # allowed: one apt-get install, non-interactive, services held back while it runs
+    assert Uninstalled(context(tmp_path, node, install=True)).missing() is None
+    assert calls.read_text().splitlines() == [
+        "noninteractive|101|install -y --no-install-recommends "
+        "voipcloud-test-sip-server voipcloud-test-sip-tools"
+    ]
+    assert not policy.exists()  # removed afterwards
+
+    # apt-get failing: the lists are updated and it is tried once more; its words are shown
+    (bin_dir / "voipcloud-test-sipd").unlink()
+    calls.unlink()
+    shim(
+        bin_dir,
+        "apt-get",
+        f'echo "$*" >> {calls}\necho "E: Unable to locate package $4" >&2\nexit 100\n',
+    )
+    failed = Uninstalled(context(tmp_path, node, install=True)).missing()
+    assert calls.read_text().splitlines() == [
+        "install -y --no-install-recommends voipcloud-test-sip-server voipcloud-test-sip-tools",
+        "update -q",
+        "install -y --no-install-recommends voipcloud-test-sip-server voipcloud-test-sip-tools",
+    ]
+    assert failed is not None
+    assert failed.startswith(
+        "apt-get install -y --no-install-recommends voipcloud-test-sip-server "
+        "voipcloud-test-sip-tools failed (status 100): E: Unable to locate package"
+    )
+    with pytest.raises(HandlerError, match=r"^sip: apt-get install .* failed"):
+        Uninstalled(context(tmp_path, node, install=True)).apply("sip", {"sip_domain": "a.b"})
+    assert not (tmp_path / "run" / "sip.pid").exists()  # nothing started
+
+
+def test_the_distributions_own_service_running_is_not_taken_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import shutil
+
+    from voipcloud.agent.roles import base
+
+    if shutil.which("kamailio") is None:
+        pytest.skip("kamailio not installed (scripts/install-role-software)")
+    bin_dir = tmp_path / "bin"
+    # systemd (faked: this machine has none) says Debian's kamailio.service is active
+    shim(
+        bin_dir,
+        "systemctl",
+        'if [ "$2" = kamailio.service ]; then echo active; exit 0; fi\necho inactive; exit 3\n',
+    )
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setattr(base, "systemd_running", lambda: True)
+    handler = Kamailio(context(tmp_path, NodeInfo(private_ip="127.0.0.1"), supervisor="agent"))
+    with pytest.raises(HandlerError) as refused:
+        handler.apply("sip", {"sip_domain": "a.example", "sip_port": 5060})
+    assert str(refused.value) == (
+        "sip: Kamailio already runs on this node outside voipcloud (systemd unit "
+        "kamailio.service is active); stop and disable it (systemctl disable --now "
+        "kamailio.service): voipcloud does not take over software it did not start"
+    )
+    assert not handler.supervisor.running("sip")
+    # the sibling: another role's distro unit inactive → not in the way
+    from voipcloud.agent.roles.web import Nginx
+
+    assert Nginx(context(tmp_path, NodeInfo(private_ip="127.0.0.1"))).outside_service() is None

@@ -1,8 +1,8 @@
 """The built-in software handlers, one module per role (docs/roles.md).
 
-Enabled with `[software] enabled = true` in the agent's configuration file; a role with its
-own `[roles.<code>]` section keeps the command handler, and roles without a module here
-(wk, dd, es, us, ic) always do.
+On by default (`[software] enabled = false` in the agent's configuration file turns them
+off); a role with its own `[roles.<code>]` section keeps the command handler, and roles
+without a module here (wk, dd, es, us, ic) always do.
 """
 
 from __future__ import annotations

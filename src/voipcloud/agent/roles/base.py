@@ -30,7 +30,7 @@ from voipcloud.agent.handlers import (
     NodeInfo,
     SoftwareConfig,
 )
-from voipcloud.agent.supervise import Supervisor
+from voipcloud.agent.supervise import Supervisor, systemd_running
 
 Params = Mapping[str, Any]
 
@@ -96,6 +96,90 @@ def port_taken(listen: Listen) -> bool:
     return False
 
 
+def _socket_inodes(listen: Listen) -> set[str]:
+    """Inodes of this network namespace's sockets bound to the port (/proc/net/*)."""
+    inodes = set()
+    for table in (listen.protocol, listen.protocol + "6"):
+        try:
+            lines = Path(f"/proc/net/{table}").read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10:
+                continue
+            port = int(fields[1].rsplit(":", 1)[1], 16)
+            listening = listen.protocol == "udp" or fields[3] == "0A"  # TCP_LISTEN
+            if port == listen.port and listening:
+                inodes.add(fields[9])
+    return inodes
+
+
+def holder(listen: Listen) -> str:
+    """The process holding the port as " (program, pid N)", when /proc tells; else ""."""
+    inodes = {f"socket:[{inode}]" for inode in _socket_inodes(listen)}
+    if not inodes:
+        return ""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fds = list((proc / "fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target in inodes:
+                try:
+                    name = (proc / "comm").read_text().strip()
+                except OSError:
+                    name = "?"
+                return f" ({name}, pid {proc.name})"
+    return ""
+
+
+APT_POLICY = Path("/usr/sbin/policy-rc.d")  # makes the packages' scripts not start services
+
+
+def apt_install(packages: list[str]) -> str | None:
+    """`apt-get install` the packages without starting their services (the agent starts the
+    software itself); after a failure the package lists are updated and it is tried once
+    more. None on success, else what apt-get said."""
+    argv = ["apt-get", "install", "-y", "--no-install-recommends", *packages]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    made_policy = False
+    try:
+        if not APT_POLICY.exists():
+            APT_POLICY.write_text("#!/bin/sh\n# voipcloud agent: installing\nexit 101\n")
+            APT_POLICY.chmod(0o755)
+            made_policy = True
+        result = _run_apt(argv, env)
+        if result.returncode != 0:
+            _run_apt(["apt-get", "update", "-q"], env)
+            result = _run_apt(argv, env)
+    except OSError as exc:
+        return f"{' '.join(argv)} could not run: {exc}"
+    finally:
+        if made_policy:
+            APT_POLICY.unlink(missing_ok=True)
+    if result.returncode == 0:
+        return None
+    tail = (result.stdout + result.stderr).strip()[-500:]
+    return f"{' '.join(argv)} failed (status {result.returncode}): {tail}"
+
+
+def _run_apt(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(  # noqa: S603 - apt-get with the role's package names
+            argv, capture_output=True, text=True, timeout=1800, env=env, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(argv, 124, "", "timed out after 1800 s")
+
+
 def address_bound(address: str | None) -> bool:
     """Whether this node (its network namespace) holds the address (public IPs often not)."""
     if not address:
@@ -115,6 +199,8 @@ class SoftwareRole:
     packages: ClassVar[tuple[str, ...]]  # Debian packages
     binary: ClassVar[str]  # its executable: present means installed
     reload_signal: ClassVar[int | None] = None  # None: a changed configuration restarts it
+    # the distribution's own systemd unit(s) of the software: active means not ours
+    distro_units: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, context: SoftwareContext) -> None:
         self.context = context
@@ -153,22 +239,27 @@ class SoftwareRole:
             return None
         absent = [p for p in self.packages if not package_installed(p)]
         if self.context.config.install and absent:
-            result = subprocess.run(  # noqa: S603
-                ["apt-get", "install", "-y", "-q", "--no-install-recommends", *absent],  # noqa: S607
-                capture_output=True,
-                text=True,
-                check=False,
-                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-            )
-            if result.returncode == 0 and shutil.which(self.binary) is not None:
+            failure = apt_install(absent)
+            if failure is None and shutil.which(self.binary) is not None:
                 return None
-            tail = (result.stdout + result.stderr).strip()[-500:]
-            return f"apt-get install {' '.join(absent)} failed: {tail}"
+            return failure or (
+                f"apt-get install {' '.join(absent)} succeeded but {self.binary} is still not found"
+            )
         names = " ".join(absent or self.packages)
         return (
             f"{self.software} is not installed ({self.binary} not found): install the Debian "
             f"package(s) {names}, or allow the agent to (software.install = true)"
         )
+
+    def outside_service(self) -> str | None:
+        """The distribution's own service of this software, when systemd runs it."""
+        if not self.distro_units or not systemd_running():
+            return None
+        for unit in self.distro_units:
+            state = self.run(["systemctl", "is-active", unit], timeout=10).stdout.strip()
+            if state in ("active", "activating", "reloading"):
+                return unit
+        return None
 
     # the framework
     @property
@@ -219,7 +310,18 @@ class SoftwareRole:
         argv, env = self.command(config, node)
         running = self.supervisor.running(self.name) or self.supervisor.adopt(self.name, argv, env)
         if not running:
-            taken = [str(listen) for listen in self.listens(config, node) if port_taken(listen)]
+            unit = self.outside_service()
+            if unit:
+                raise HandlerError(
+                    f"{role}: {self.software} already runs on this node outside voipcloud "
+                    f"(systemd unit {unit} is active); stop and disable it (systemctl disable "
+                    f"--now {unit}): voipcloud does not take over software it did not start"
+                )
+            taken = [
+                f"{listen}{holder(listen)}"
+                for listen in self.listens(config, node)
+                if port_taken(listen)
+            ]
             if taken:
                 raise HandlerError(
                     f"{role}: something outside voipcloud already listens on "

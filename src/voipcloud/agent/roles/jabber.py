@@ -50,6 +50,7 @@ class Prosody(SoftwareRole):
     software = "Prosody"
     packages = ("prosody",)
     binary = "prosody"
+    distro_units = ("prosody.service",)
     reload_signal = None  # a changed VirtualHost or port: restarted
 
     def listens(self, params: Params, node: NodeInfo) -> list[Listen]:

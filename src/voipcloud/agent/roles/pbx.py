@@ -26,6 +26,7 @@ class Asterisk(SoftwareRole):
     software = "Asterisk"
     packages = ()
     binary = "asterisk"
+    distro_units = ("asterisk.service",)
 
     def apply(self, role: str, config: Params) -> None:
         # rendered even without Asterisk, so the operator sees what it will run with

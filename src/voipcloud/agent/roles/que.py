@@ -105,6 +105,7 @@ class RabbitMQ(SoftwareRole):
     software = "RabbitMQ"
     packages = ("rabbitmq-server",)
     binary = "rabbitmq-server"
+    distro_units = ("rabbitmq-server.service",)
 
     def listens(self, params: Params, node: NodeInfo) -> list[Listen]:
         return [Listen("tcp", str(node.private_ip), int(params.get("port") or 5672))]

@@ -66,6 +66,7 @@ class Kamailio(SoftwareRole):
     software = "Kamailio"
     packages = ("kamailio",)
     binary = "kamailio"
+    distro_units = ("kamailio.service",)
 
     def ctl_socket(self) -> str:
         path = self.dir / "kamailio.ctl"

@@ -29,6 +29,7 @@ class MariaDB(SoftwareRole):
     software = "MariaDB"
     packages = ("mariadb-server", "mariadb-client")
     binary = "mariadbd"
+    distro_units = ("mariadb.service",)
 
     def listens(self, params: Params, node: NodeInfo) -> list[Listen]:
         return [Listen("tcp", str(node.private_ip), int(params.get("port") or 3306))]

@@ -26,6 +26,7 @@ class Nginx(SoftwareRole):
     software = "nginx"
     packages = ("nginx",)
     binary = "nginx"
+    distro_units = ("nginx.service",)
     reload_signal = signal.SIGHUP
 
     def tls(self) -> tuple[str, str] | None:
