@@ -411,3 +411,27 @@ def read_session_key(path: str) -> str:
     if not key:
         raise Untrusted(f"--session-key-file {path}: no session key in it")
     return key
+
+
+def install_command(controller_url: str, ca_fingerprint: str | None) -> str:
+    """The one line that installs and starts the agent on a Debian node (docs/operations.md,
+    Enrolling a node). The key is read from SESSION_KEY_FILE, never an argument. Over https
+    nothing is trusted before the CA is: its certificate is downloaded without verification,
+    checked against the fingerprint (sha256sum of its DER), and only then used (curl
+    --cacert) to fetch the install script."""
+    url = controller_url.rstrip("/")
+    tail = f"--controller {url}"
+    if ca_fingerprint is None:
+        return (
+            f"curl -fsS {url}/agent/install.sh | sh -s -- {tail} "
+            f"--session-key-file {SESSION_KEY_FILE}"
+        )
+    digest = tls.parse_fingerprint(ca_fingerprint).removeprefix("sha256:")
+    return (
+        f'( cd "$(mktemp -d)" && curl -fsSko ca.der {url}/agent/ca.der'
+        f' && echo "{digest}  ca.der" | sha256sum -c --quiet'
+        " && openssl x509 -inform der -in ca.der -out ca.pem"
+        f" && curl -fsS --cacert ca.pem {url}/agent/install.sh"
+        f" | sh -s -- {tail} --ca-fingerprint sha256:{digest}"
+        f" --session-key-file {SESSION_KEY_FILE} )"
+    )

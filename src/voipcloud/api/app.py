@@ -14,7 +14,7 @@ import anyio
 from fastapi import APIRouter, FastAPI
 
 from voipcloud import __version__, protocol
-from voipcloud.api import contract, errors, versions
+from voipcloud.api import agent_package, contract, errors, versions
 from voipcloud.api import metrics as metrics_api
 from voipcloud.api.agent_channel import AgentHub
 from voipcloud.api.limits import BodySizeLimit
@@ -399,6 +399,7 @@ def create_app(settings: Settings | None = None, controller: Controller | None =
     app.include_router(api)
     app.include_router(health.router)
     app.include_router(metrics_api.router)
+    agent_package.install(app)  # GET /agent/package, /agent/install.sh, /agent/ca.der
     web.install(app)  # the web management interface: pages, static files
     app.include_router(webhook_pages.router)
     contract.install(app)  # the completed /openapi.json: operation ids, errors, rule codes

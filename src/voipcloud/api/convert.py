@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
+from voipcloud import __version__
 from voipcloud.api import schemas
-from voipcloud.domain import policy, versions
+from voipcloud.domain import agent_versions, policy, versions
 from voipcloud.domain.model import Event, Extension, Node
 from voipcloud.domain.policy import Connectivity
 from voipcloud.services.nodes import NodeDetails
@@ -41,6 +42,9 @@ def _node_fields(record: Node, presence: Presence) -> dict[str, object]:
         "created_at": record.created_at,
         "updated_at": record.updated_at,
         "version": record.agent_version,
+        "agent_outdated": agent_versions.is_outdated(
+            record.agent_version, __version__, status=record.status
+        ),
         "os": record.os,
         "kernel": record.kernel,
         "last_seen": last_seen,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -31,6 +31,11 @@ class EnrolmentPublic(BaseModel):
     ca_fingerprint: str | None  # null: plain http (loopback, or TLS ended by a proxy)
     session_key_file: str
     agent_command: str
+    install_command: str = Field(
+        description="one line that installs and starts the agent as a systemd service on a "
+        "Debian node (the key read from session_key_file; over https the CA is checked "
+        "against ca_fingerprint before anything is trusted)"
+    )
 
 
 def for_request(request: Request) -> EnrolmentPublic:
@@ -45,6 +50,7 @@ def for_request(request: Request) -> EnrolmentPublic:
         ca_fingerprint=fingerprint,
         session_key_file=KEY_FILE,
         agent_command=trust.agent_command(url, fingerprint),
+        install_command=trust.install_command(url, fingerprint),
     )
 
 

@@ -171,6 +171,11 @@ class NodePublic(BaseModel):
     created_at: datetime
     updated_at: datetime
     version: str | None
+    agent_outdated: bool = Field(
+        default=False,
+        description="the agent reported a version older than the controller's "
+        "(unknown versions are not flagged)",
+    )
     os: str | None
     kernel: str | None
     last_seen: datetime | None

@@ -348,6 +348,13 @@ def agent_command(client: ApiClient) -> str:
     return command(client.controller_url, client.ca_fingerprint)
 
 
+def install_command(client: ApiClient) -> str:
+    """The one line that installs the agent as a service (docs/operations.md, Enrolling)."""
+    from voipcloud.agent.trust import install_command as command
+
+    return command(client.controller_url, client.ca_fingerprint)
+
+
 def client_from_context(ctx: typer.Context | None) -> ApiClient:
     """An authenticated client for the profile chosen on the command line."""
     login = stored_login(ctx)

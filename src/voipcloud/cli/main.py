@@ -77,7 +77,17 @@ app = VoipcloudApp(
 
 
 def _register_groups() -> None:
-    from voipcloud.cli import accounts, backup, extensions, infra, nodes, roles, session, storage
+    from voipcloud.cli import (
+        accounts,
+        agent_commands,
+        backup,
+        extensions,
+        infra,
+        nodes,
+        roles,
+        session,
+        storage,
+    )
     from voipcloud.cli import tls as tls_commands
 
     session.register(app)
@@ -89,6 +99,7 @@ def _register_groups() -> None:
     app.add_typer(infra.app, name="infra")
     app.add_typer(storage.app, name="storage")
     app.add_typer(tls_commands.app, name="tls")
+    app.add_typer(agent_commands.app, name="agent")
 
 
 def _version(value: bool) -> None:
@@ -168,68 +179,6 @@ def serve(
     }
     settings = Settings.model_validate(overrides)
     serving.run(settings, with_ic_agent=not no_ic_agent)
-
-
-@app.command()
-def agent(
-    controller: Annotated[str, typer.Option(help="The controller's URL, e.g. https://ic:8080.")],
-    session_key: Annotated[
-        str | None,
-        typer.Option(
-            envvar="VOIPCLOUD_SESSION_KEY",
-            help="The node's session key (prefer --session-key-file: a command line is "
-            "visible to every user of the machine).",
-        ),
-    ] = None,
-    session_key_file: Annotated[
-        str | None,
-        typer.Option(help="Read the session key from this file ('-': standard input)."),
-    ] = None,
-    ca_fingerprint: Annotated[
-        str | None,
-        typer.Option(
-            help="sha256:HEX of the controller's CA: trusted at first contact, then kept in "
-            "the state dir."
-        ),
-    ] = None,
-    ca_file: Annotated[
-        Path | None, typer.Option(help="Trust the controller's CA from this PEM file instead.")
-    ] = None,
-    state_dir: Annotated[Path, typer.Option(help="Where the agent keeps its state.")] = Path(
-        "./voipcloud-agent"
-    ),
-    config: Annotated[
-        Path | None,
-        typer.Option(help="Agent configuration (TOML); default: STATE_DIR/agent.toml."),
-    ] = None,
-    inventory_interval: Annotated[
-        float, typer.Option(help="Seconds between inventory checks.")
-    ] = 60.0,
-) -> None:
-    """Run a node's agent: join with the session key, then carry out the node's roles."""
-    from voipcloud.agent.trust import Untrusted, read_session_key
-    from voipcloud.cli import agent as agent_command
-    from voipcloud.cli.client import UsageProblem
-
-    if session_key_file is not None:
-        if session_key is not None:
-            raise UsageProblem("give the session key once: --session-key-file or --session-key")
-        try:
-            session_key = read_session_key(session_key_file)
-        except (OSError, Untrusted) as exc:
-            raise UsageProblem(f"--session-key-file {session_key_file}: {exc}") from None
-    if not session_key:
-        raise UsageProblem("no session key: give --session-key-file FILE (or - for standard input)")
-    code = agent_command.run(
-        controller=controller,
-        session_key=session_key,
-        state_dir=state_dir,
-        config_file=config,
-        inventory_interval=inventory_interval,
-        ca_fingerprint=ca_fingerprint,
-        ca_file=ca_file,
-    )
-    raise typer.Exit(code)
 
 
 _register_groups()

@@ -19,7 +19,10 @@ from voipcloud.cli.output import (
 
 def agent_text(node: dict[str, Any]) -> str:
     seen = when(node.get("last_seen"))
-    return f"{node['connectivity']} (last seen {seen})" if seen else node["connectivity"]
+    text = f"{node['connectivity']} (last seen {seen})" if seen else node["connectivity"]
+    if node.get("agent_outdated"):  # older than the controller (domain/agent_versions)
+        text += f", version {node.get('version')} OUTDATED"
+    return text
 
 
 def print_quick_info(

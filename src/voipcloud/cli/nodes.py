@@ -13,6 +13,7 @@ from voipcloud.cli.client import (
     UsageProblem,
     agent_command,
     client_from_context,
+    install_command,
 )
 from voipcloud.cli.follow import follow_and_report, label
 from voipcloud.cli.node_views import agent_text, print_events, print_quick_info, report
@@ -372,5 +373,7 @@ def session_key(
     typer.echo(key)
     if regenerate:
         note(f"The previous key no longer works. Put the new one in {SESSION_KEY_FILE} on the")
-        note("node and restart its agent:")
+        note("node and install the agent again (it restarts the voipcloud-agent service):")
+        note(f"  {install_command(client)}")
+        note("or restart an agent you run yourself:")
         note(f"  {agent_command(client)}")

@@ -14,6 +14,7 @@ from voipcloud.cli.client import (
     UsageProblem,
     agent_command,
     client_from_context,
+    install_command,
 )
 from voipcloud.cli.follow import label
 from voipcloud.cli.node_views import report
@@ -146,9 +147,11 @@ def assign(
         note("Session key (write it down, you will need it later):")
         typer.echo(key)
         joining = assigned.get("enrolment") or {}
-        command = joining.get("agent_command") or agent_command(client)
-        note(f"Put the key in {SESSION_KEY_FILE} on the node (root only), then start its agent:")
-        typer.echo(command)
+        note(f"Save the key in {SESSION_KEY_FILE} on the node (root only; never on a command")
+        note("line), then install and start its agent as a service with this one line:")
+        typer.echo(joining.get("install_command") or install_command(client))
+        note("or, with the agent installed already, run it:")
+        note(f"  {joining.get('agent_command') or agent_command(client)}")
 
 
 @app.command("edit")
