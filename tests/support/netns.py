@@ -143,6 +143,18 @@ class BridgeController(Controller):
 
 
 @dataclass
+class NamespacedController(BridgeController):
+    """`voipcloud serve` (and its IC node's agent) run inside a namespace, listening on the
+    namespace's address: the role software its agent starts never meets the machine's own."""
+
+    namespace: Namespace | None = None
+
+    def wrap(self, argv: list[str]) -> list[str]:
+        assert self.namespace is not None
+        return self.namespace.exec_argv(argv)
+
+
+@dataclass
 class NamespacedAgent(AgentProcess):
     """A real `voipcloud agent` run inside a namespace (`ip netns exec`)."""
 
