@@ -24,6 +24,7 @@ from voipcloud.api.routes import (
     auth,
     events,
     extensions,
+    fleet,
     health,
     infrastructure,
     nodes,
@@ -385,6 +386,7 @@ def create_app(settings: Settings | None = None, controller: Controller | None =
         auth,
         accounts,
         tokens,
+        fleet,  # before nodes: /nodes/summary is not a node id
         nodes,
         roles,
         events,

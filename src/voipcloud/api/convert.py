@@ -50,6 +50,13 @@ def _node_fields(record: Node, presence: Presence) -> dict[str, object]:
         "last_seen": last_seen,
         "connectivity": connectivity.value,
         "is_controller": record.is_controller,
+        "maintenance": None
+        if record.maintenance is None
+        else schemas.MaintenancePublic(
+            reason=record.maintenance.reason,
+            by=record.maintenance.by,
+            since=record.maintenance.since,
+        ),
     }
 
 

@@ -158,6 +158,15 @@ class PendingOperationPublic(BaseModel):
     started_at: datetime | None
 
 
+class MaintenancePublic(BaseModel):
+    """The node is in maintenance: left out of bulk actions and rollouts unless included
+    explicitly; no webhook deliveries about it. Orthogonal to the status."""
+
+    reason: str
+    by: str  # the actor who put it in maintenance ("operator:alice")
+    since: datetime
+
+
 class NodePublic(BaseModel):
     node_id: int
     hostname: str
@@ -181,6 +190,7 @@ class NodePublic(BaseModel):
     last_seen: datetime | None
     connectivity: str  # "connected", "lost" or "never" (no agent joined yet)
     is_controller: bool
+    maintenance: MaintenancePublic | None = None  # null: not in maintenance
 
 
 class EffectiveParameterPublic(BaseModel):

@@ -21,6 +21,7 @@ class NodeFilter:
     role: str | None = None
     q: str | None = None  # hostname, NodeID or IP, substring match
     hostname: str | None = None  # exact (any case): one indexed query, no page cap to miss it
+    maintenance: bool | None = None  # True: only nodes in maintenance; False: only the others
     sort: str = "id"  # a SORT_KEYS entry, "-" in front for descending
     limit: int = 50
     offset: int = 0
@@ -36,6 +37,7 @@ class NodeFilter:
         limit: int | None = None,
         offset: int | None = None,
         hostname: str | None = None,
+        maintenance: bool | str | None = None,
     ) -> NodeFilter:
         errors: list[FieldError] = []
         parsed_status: NodeStatus | None = None
@@ -64,6 +66,7 @@ class NodeFilter:
                 check_text(hostname)
             except ValueError as exc:
                 errors.append(FieldError(("query", "hostname"), str(exc)))
+        in_maintenance = _flag(maintenance, errors)
         sort = sort or "id"
         if sort.removeprefix("-") not in SORT_KEYS:
             errors.append(
@@ -83,7 +86,27 @@ class NodeFilter:
             q=(q or "").strip() or None,
             # stored host names are lower case without a final dot (validation.py)
             hostname=(hostname or "").strip().lower().rstrip(".") or None,
+            maintenance=in_maintenance,
             sort=sort,
             limit=limit,
             offset=offset,
         )
+
+
+_TRUE = ("true", "yes", "1", "on")
+_FALSE = ("false", "no", "0", "off")
+
+
+def _flag(value: bool | str | None, errors: list[FieldError]) -> bool | None:
+    """`maintenance`: true / false (a form's yes / no), empty or None for either."""
+    if value is None or isinstance(value, bool):
+        return value
+    text = value.strip().lower()
+    if not text:
+        return None
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    errors.append(FieldError(("query", "maintenance"), "must be true or false"))
+    return None

@@ -74,6 +74,8 @@ class NodeFacts:
     carried_elsewhere: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # the Configuration Wizard: the other live nodes, "hostname (Status)"
     other_live_nodes: tuple[str, ...] = ()
+    # maintenance mode (orthogonal to the status): who set it and why, for the sentences
+    maintenance: str | None = None  # "reason (by alice since 2026-01-31 08:00 UTC)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,17 +201,32 @@ def decide(
     role: str | None = None,
     removing_public_ip: bool = False,
     activation_timeout: float = 60.0,
+    leave_out_maintenance: bool = False,
 ) -> Decision:
     """The answer of the rulebook for `operation` on the node described by `facts`.
 
     `role` names the role of a role operation (assign, delete assignment, administrative
     remove, edit parameters); for ASSIGN_ROLE without a role the answer says whether any role
     could be assigned now. `removing_public_ip` asks Edit node about taking the public IP away.
+    `leave_out_maintenance`: the node was selected by a bulk action or a rollout, which leave
+    the nodes in maintenance out (refused with `node-in-maintenance`).
     """
     op = operation
     host = facts.hostname
     spec = ROLES.get(role) if role else None
 
+    # a selection (bulk action, rollout) leaves out the nodes in maintenance; chosen one by
+    # one, or with include_maintenance, they are acted on as any other node
+    if leave_out_maintenance and facts.maintenance is not None:
+        return _refuse(
+            op,
+            "node-in-maintenance",
+            f"Node {host} is in maintenance ({facts.maintenance}); {TITLES[op]} leaves it "
+            "out of this selection.",
+            way_out="choose it explicitly (include nodes in maintenance), or take it out of "
+            "maintenance first",
+            role=role,
+        )
     # rules that come before the status (they hold whatever the status)
     if op is Operation.DELETE and facts.is_controller:
         return _refuse(
@@ -385,3 +402,47 @@ def node_actions(facts: NodeFacts, *, activation_timeout: float = 60.0) -> list[
     for code in sorted(facts.roles):
         answers.extend(decide(op, facts, role=code) for op in ROLE_ACTIONS)
     return answers
+
+
+# --- maintenance mode ----------------------------------------------------------------------
+MAX_MAINTENANCE_REASON = 500
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceAnswer:
+    """May the node enter (or leave) maintenance now? Refused: the rule and the sentence."""
+
+    entering: bool
+    allowed: bool
+    rule: str | None = None
+    reason: str | None = None
+
+    def check(self) -> None:
+        if not self.allowed:
+            raise RuleViolation(self.rule or "refused", self.reason or "refused")
+
+
+def maintenance_change(facts: NodeFacts, *, entering: bool) -> MaintenanceAnswer:
+    """Enter Maintenance: any live node not already in it; Leave Maintenance: a node in it
+    (a node deleted while in maintenance may still leave it)."""
+    host = facts.hostname
+    if entering and facts.status is NodeStatus.DELETED:
+        return MaintenanceAnswer(
+            True,
+            False,
+            "maintenance-deleted",
+            f"Node {host} is Deleted; a Deleted node cannot enter maintenance.",
+        )
+    if entering and facts.maintenance is not None:
+        return MaintenanceAnswer(
+            True,
+            False,
+            "maintenance-already-on",
+            f"Node {host} is already in maintenance ({facts.maintenance}); take it out of "
+            "maintenance first to give another reason.",
+        )
+    if not entering and facts.maintenance is None:
+        return MaintenanceAnswer(
+            False, False, "maintenance-not-on", f"Node {host} is not in maintenance."
+        )
+    return MaintenanceAnswer(entering, True)

@@ -41,6 +41,12 @@ _CONFLICTS = {
     "admin-remove-extensions": "Administrative Remove needs fewer than three extensions",
     "wizard-single-node": "the Configuration Wizard runs only with the IC node alone",
     "no-controller-node": "there is no Infrastructure Controller node",
+    # maintenance mode (domain/policy.py)
+    "node-in-maintenance": "a bulk action or rollout leaves nodes in maintenance out "
+    "unless they are included explicitly",
+    "maintenance-deleted": "a Deleted node cannot enter maintenance",
+    "maintenance-already-on": "the node is already in maintenance",
+    "maintenance-not-on": "the node is not in maintenance",
     # accounts and tokens
     "last-admin": "the last enabled administrator is kept",
     "username-taken": "another account has this username",

@@ -168,6 +168,7 @@ def node_snapshot(node: Any) -> Snapshot:
             "status_reason": node.status_reason,
             "pending_operation": node.pending_operation,
             "roles": tuple(node.roles),
+            "maintenance": node.maintenance.reason if node.maintenance else None,
         },
     )
 

@@ -9,9 +9,11 @@ from voipcloud.domain.model import Node
 from voipcloud.services.agents import AgentService
 from voipcloud.services.auth import AuthService
 from voipcloud.services.bootstrap import ensure_controller_node
+from voipcloud.services.bulk import BulkService
 from voipcloud.services.context import Context
 from voipcloud.services.extensions import ExtensionService
 from voipcloud.services.infrastructure import InfrastructureService
+from voipcloud.services.maintenance import MaintenanceService
 from voipcloud.services.nodes import NodeService
 from voipcloud.services.operations import OperationService
 from voipcloud.services.presence import Connectivity, Presence
@@ -34,6 +36,8 @@ class Controller:
     storage: StorageService
     rollouts: RolloutService
     rollout_runner: RolloutRunner
+    maintenance: MaintenanceService
+    bulk: BulkService
 
     @classmethod
     def build(cls, ctx: Context) -> Controller:
@@ -58,6 +62,8 @@ class Controller:
             storage=StorageService(ctx),
             rollouts=rollouts,
             rollout_runner=runner,
+            maintenance=MaintenanceService(ctx),
+            bulk=BulkService(ctx, nodes=nodes, roles=roles),
         )
 
     def connectivity(self, node: Node) -> tuple[Connectivity, datetime | None]:

@@ -7,7 +7,7 @@ past their own place (store/event_tail.py) on every scrape and every few seconds
 (nodes by status and role, agents, role health, storage migrations, pending webhook
 deliveries) are read from the database and from presence at each scrape, never stale.
 
-Not here yet: nodes in maintenance and rollout progress (those features have not landed).
+Not here yet: rollout progress (that feature has not landed).
 """
 
 from __future__ import annotations
@@ -186,6 +186,11 @@ class _StateCollector(Collector):
                 )
             )
             agents = list(conn.execute(select(nodes.c.id, nodes.c.last_seen).where(live)))
+            in_maintenance = conn.execute(
+                select(func.count())
+                .select_from(nodes)
+                .where(live, nodes.c.maintenance_since.is_not(None))
+            ).scalar_one()
             roles = node_rows.roles_of(conn, [node_id for node_id, _seen in agents])
             migrations = list(conn.execute(select(storage_migrations)).mappings())
             pending = webhook_rows.pending_total(conn)
@@ -200,6 +205,12 @@ class _StateCollector(Collector):
         )
         for code in ROLES:
             family.add_metric([code], by_role.get(code, 0))
+        yield family
+        family = GaugeMetricFamily(
+            "voipcloud_nodes_in_maintenance",
+            "Live (not Deleted) nodes in maintenance (orthogonal to the status)",
+        )
+        family.add_metric([], in_maintenance)
         yield family
         counts = dict.fromkeys(Connectivity, 0)
         presence = controller.agents.presence

@@ -65,8 +65,16 @@ def facts_of(conn: Connection, found: Sequence[Node]) -> dict[int, NodeFacts]:
             has_session_key=node.has_session_key,
             carried_elsewhere=carried,
             other_live_nodes=others,
+            maintenance=_maintenance_text(node),
         )
     return result
+
+
+def _maintenance_text(node: Node) -> str | None:
+    found = node.maintenance
+    if found is None:
+        return None
+    return f"{found.reason}; set by {found.by} at {found.since:%Y-%m-%d %H:%M} UTC"
 
 
 def node_facts(conn: Connection, node: Node) -> NodeFacts:
@@ -227,13 +235,20 @@ class NodeService:
         actor: str,
         reason: str | None = None,
         expected: versions.Expected | None = None,
+        leave_out_maintenance: bool = False,
     ) -> Node:
+        """Delete Node. `leave_out_maintenance`: a selection's (a bulk action's) call, which
+        refuses a node in maintenance (policy.decide)."""
         reason = _check_reason(reason)
         now = self._ctx.clock()
         with self._ctx.db.write() as conn:
             node = transitions.load(conn, node_id)
             versions.check(expected, versions.node_snapshot(node))  # If-Match (CAS below)
-            policy.decide(Operation.DELETE, node_facts(conn, node)).check()
+            policy.decide(
+                Operation.DELETE,
+                node_facts(conn, node),
+                leave_out_maintenance=leave_out_maintenance,
+            ).check()
             released = ", ".join(node.roles) or "none"
             roles.remove_all(conn, node_id=node.id)
             return transitions.apply(
@@ -259,7 +274,9 @@ class NodeService:
         actor: str,
         reason: str | None = None,
         force: bool = False,
+        leave_out_maintenance: bool = False,
     ) -> Node:
+        """One lifecycle action. `leave_out_maintenance`: see `delete`."""
         operation = ACTIONS.get(action)
         if operation is None:
             raise InvalidInput.one(("path", "action"), f"must be one of {', '.join(ACTIONS)}")
@@ -269,11 +286,15 @@ class NodeService:
                 raise InvalidInput.one(
                     ("body", "force"), "only deactivate can be forced; leave force out"
                 )
-            return self.force_deactivate(node_id, actor=actor, reason=reason)
+            return self.force_deactivate(
+                node_id, actor=actor, reason=reason, leave_out_maintenance=leave_out_maintenance
+            )
         now = self._ctx.clock()
         with self._ctx.db.write() as conn:
             node = transitions.load(conn, node_id)
-            policy.decide(operation, node_facts(conn, node)).check()
+            policy.decide(
+                operation, node_facts(conn, node), leave_out_maintenance=leave_out_maintenance
+            ).check()
             key = None
             if operation is Operation.REGENERATE_SESSION_KEY:
                 key = self.new_session_key()
@@ -290,7 +311,14 @@ class NodeService:
                 now=now,
             )
 
-    def force_deactivate(self, node_id: int, *, actor: str, reason: str | None) -> Node:
+    def force_deactivate(
+        self,
+        node_id: int,
+        *,
+        actor: str,
+        reason: str | None,
+        leave_out_maintenance: bool = False,
+    ) -> Node:
         """End a deactivation its agent cannot complete: Deactivated, the pending operation
         dropped, who and why recorded. Only from DeactivatePending; a reason is required.
 
@@ -307,7 +335,11 @@ class NodeService:
         now = self._ctx.clock()
         with self._ctx.db.write() as conn:
             node = transitions.load(conn, node_id)
-            policy.decide(Operation.FORCE_DEACTIVATE, node_facts(conn, node)).check()
+            policy.decide(
+                Operation.FORCE_DEACTIVATE,
+                node_facts(conn, node),
+                leave_out_maintenance=leave_out_maintenance,
+            ).check()
             return transitions.apply(
                 conn,
                 node,

@@ -84,8 +84,16 @@ class RoleService:
 
     # changes
     def assign(
-        self, node_id: int, *, actor: str, role: str, parameters: dict[str, Any]
+        self,
+        node_id: int,
+        *,
+        actor: str,
+        role: str,
+        parameters: dict[str, Any],
+        leave_out_maintenance: bool = False,
     ) -> AssignResult:
+        """Assign a role. `leave_out_maintenance`: a selection's (a bulk action's) call, which
+        refuses a node in maintenance (policy.decide)."""
         spec = _known_role(role, in_path=False)
         clean = validate_parameters(spec, parameters)
         now = self._ctx.clock()
@@ -93,7 +101,12 @@ class RoleService:
             node = transitions.load(conn, node_id)
             # the extension count is read under the lock that adding an extension takes
             infrastructure.lock(conn)
-            policy.decide(Operation.ASSIGN_ROLE, node_facts(conn, node), role=spec.code).check()
+            policy.decide(
+                Operation.ASSIGN_ROLE,
+                node_facts(conn, node),
+                role=spec.code,
+                leave_out_maintenance=leave_out_maintenance,
+            ).check()
             explicit = {k: v for k, v in clean.items() if v is not None}
             self._check_effective(conn, node, spec, explicit)
             role_rows.add(
@@ -194,6 +207,7 @@ class RoleService:
         actor: str,
         role: str,
         expected: versions.Expected | None = None,
+        leave_out_maintenance: bool = False,
     ) -> Node:
         spec = _known_role(role)
         now = self._ctx.clock()
@@ -203,7 +217,10 @@ class RoleService:
             # If-Match; the node's compare-and-set below serializes it with any role change
             versions.check(expected, versions.assignment_snapshot(node.hostname, spec, assignment))
             policy.decide(
-                Operation.DELETE_ASSIGNMENT, node_facts(conn, node), role=spec.code
+                Operation.DELETE_ASSIGNMENT,
+                node_facts(conn, node),
+                role=spec.code,
+                leave_out_maintenance=leave_out_maintenance,
             ).check()
             role_rows.remove(conn, node_id=node.id, role=spec.code)
             return transitions.apply(

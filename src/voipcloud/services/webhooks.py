@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 import anyio
 import httpx
+from sqlalchemy import Connection
 
 from voipcloud import __version__
 from voipcloud.domain.errors import DatabaseUnavailable, FieldError, InvalidInput, NotFound
@@ -37,6 +38,7 @@ from voipcloud.domain.model import Page
 from voipcloud.domain.validation import check_text, sanitize_text
 from voipcloud.services.context import Context
 from voipcloud.store import event_tail
+from voipcloud.store import maintenance as maintenance_rows
 from voipcloud.store import webhooks as rows
 from voipcloud.store.webhooks import DELIVERED, FAILED, PENDING, Attempt, Delivery, WebhookRow
 
@@ -260,6 +262,27 @@ def _validated(values: dict[str, Any], *, required: tuple[str, ...]) -> dict[str
     return clean
 
 
+class _Muted:
+    """Notifications are muted for a node in maintenance: an event about a node that was in
+    maintenance when it happened makes no delivery. "When it happened" is read from the event
+    log itself (the last Enter/Leave Maintenance event before it), so a dispatcher running
+    late still mutes exactly the events of the maintenance window."""
+
+    def __init__(self, conn: Connection, found: list[Any]) -> None:
+        about = {e.node_id for e in found if e.node_id is not None}
+        first = min((e.id for e in found), default=0)
+        self._state = maintenance_rows.in_maintenance_before(conn, about, first)
+
+    def silences(self, event: Any) -> bool:
+        """Call in event-id order: follows the node's Enter/Leave Maintenance events."""
+        if event.node_id is None:
+            return False
+        if event.operation in (maintenance_rows.ENTER, maintenance_rows.LEAVE):
+            self._state[event.node_id] = event.operation == maintenance_rows.ENTER
+            return False
+        return self._state.get(event.node_id, False)
+
+
 class WebhookService:
     def __init__(self, ctx: Context, policy: RetryPolicy | None = None) -> None:
         self._ctx = ctx
@@ -412,12 +435,13 @@ class WebhookService:
                     rows.save_outbox(conn, event_tail.TailState(last_id=newest), now=now)
                 return 0, False
             found, after = event_tail.read(conn, state, now=time.time())
+            muted = _Muted(conn, found)
             wanted = []
             for event in found:
                 name = event_name(
                     event.operation, event.node_id, event.status_before, event.status_after
                 )
-                if name is None:
+                if muted.silences(event) or name is None:
                     continue
                 targets = [h for h in hooks if name in h.events and event.id > h.after_event_id]
                 if targets:

@@ -172,6 +172,9 @@ def _where(flt: NodeFilter) -> list[Any]:
         clauses.append(nodes.c.status == flt.status.value)
     if flt.hostname:  # exact: ix_nodes_hostname
         clauses.append(nodes.c.hostname == flt.hostname)
+    if flt.maintenance is not None:
+        in_maintenance = nodes.c.maintenance_since.is_not(None)
+        clauses.append(in_maintenance if flt.maintenance else ~in_maintenance)
     if flt.role:
         clauses.append(
             exists().where(
@@ -205,6 +208,15 @@ def list_page(conn: Connection, flt: NodeFilter) -> Page[Node]:
     ).all()
     roles = roles_of(conn, [row.id for row in rows])
     return Page(items=[_node(row._mapping, roles[row.id]) for row in rows], total=total)
+
+
+def matching_ids(conn: Connection, flt: NodeFilter, *, at_most: int) -> tuple[list[int], int]:
+    """The ids of the nodes `flt` matches (sort and page ignored), in id order, at most
+    `at_most` of them; and how many it matches in all."""
+    where = _where(flt)
+    total = conn.execute(select(func.count()).select_from(nodes).where(*where)).scalar_one()
+    ids = conn.execute(select(nodes.c.id).where(*where).order_by(nodes.c.id).limit(at_most))
+    return [int(i) for i in ids.scalars()], int(total)
 
 
 def all_live(conn: Connection) -> list[Node]:

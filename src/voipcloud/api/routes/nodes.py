@@ -65,11 +65,22 @@ def list_nodes(
     sort: Annotated[SortFilter, Query(min_length=1, max_length=32)] = None,
     limit: Annotated[Whole, Query(ge=1, le=500)] = 50,
     offset: Annotated[Whole, Query(ge=0, le=MAX_OFFSET)] = 0,
+    maintenance: Annotated[
+        bool | None,
+        Query(description="true: only nodes in maintenance; false: only the others"),
+    ] = None,
 ) -> NodesPublic:
     """List nodes; Deleted ones only with status=Deleted. `q` matches part of a hostname or
     IP; `hostname` only the exact one."""
     flt = NodeFilter.parse(
-        status=status, role=role, q=q, hostname=hostname, sort=sort, limit=limit, offset=offset
+        status=status,
+        role=role,
+        q=q,
+        hostname=hostname,
+        sort=sort,
+        limit=limit,
+        offset=offset,
+        maintenance=maintenance,
     )
     page = controller.nodes.list(flt)
     return NodesPublic(

@@ -1,0 +1,82 @@
+"""Maintenance mode rows: the flag on a node, the status counters, and the flag's history as
+the event log records it (for muting notifications)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, func, select
+
+from voipcloud.domain.model import Node
+from voipcloud.domain.statuses import NodeStatus
+from voipcloud.store import nodes as node_rows
+from voipcloud.store.tables import events, nodes
+
+ENTER = "enter-maintenance"
+LEAVE = "leave-maintenance"
+
+
+def set_flag(
+    conn: Connection,
+    node: Node,
+    *,
+    reason: str | None,
+    by: str | None,
+    since: datetime | None,
+    now: datetime,
+) -> bool:
+    """Enter (values) or leave (Nones) maintenance, as a compare-and-set on the node's
+    row_version: False when another transaction changed the node since it was read."""
+    return node_rows.compare_and_set(
+        conn,
+        node,
+        now=now,
+        maintenance_reason=reason,
+        maintenance_by=by,
+        maintenance_since=since,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StatusCount:
+    status: NodeStatus
+    nodes: int
+    in_maintenance: int
+
+
+def counts(conn: Connection) -> list[StatusCount]:
+    """How many nodes in each status, and how many of them in maintenance: one GROUP BY."""
+    rows = conn.execute(
+        select(nodes.c.status, func.count(), func.count(nodes.c.maintenance_since)).group_by(
+            nodes.c.status
+        )
+    )
+    found = {str(status): (int(total), int(kept)) for status, total, kept in rows}
+    return [StatusCount(status, *found.get(status.value, (0, 0))) for status in NodeStatus]
+
+
+def in_maintenance_before(
+    conn: Connection, node_ids: Iterable[int], before_event_id: int
+) -> dict[int, bool]:
+    """Whether each node was in maintenance just before the event `before_event_id`, from
+    the last Enter/Leave Maintenance event the log holds before it (nodes without one: no)."""
+    ids = sorted(set(node_ids))
+    if not ids:
+        return {}
+    last = (
+        select(events.c.node_id, func.max(events.c.id).label("last_id"))
+        .where(
+            events.c.node_id.in_(ids),
+            events.c.operation.in_((ENTER, LEAVE)),
+            events.c.id < before_event_id,
+        )
+        .group_by(events.c.node_id)
+        .subquery()
+    )
+    rows = conn.execute(
+        select(events.c.node_id, events.c.operation).join(last, events.c.id == last.c.last_id)
+    )
+    found = {int(node_id): operation == ENTER for node_id, operation in rows}
+    return {node_id: found.get(node_id, False) for node_id in ids}
