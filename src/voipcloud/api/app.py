@@ -29,6 +29,7 @@ from voipcloud.api.routes import (
     infrastructure,
     nodes,
     roles,
+    rollouts,
     storage,
     tokens,
     webhooks,
@@ -293,6 +294,10 @@ def create_app(settings: Settings | None = None, controller: Controller | None =
         tasks += [
             asyncio.create_task(begin_metrics(started)),
             asyncio.create_task(worker.run(started=started, report=outage.down)),
+            # rollouts advance in the controller (services/rollout_runner.py)
+            asyncio.create_task(
+                controller.rollout_runner.run(started=started, report=outage.down)
+            ),
             asyncio.create_task(
                 _every(
                     PRESENCE_FLUSH_SECONDS,
@@ -389,6 +394,7 @@ def create_app(settings: Settings | None = None, controller: Controller | None =
         fleet,  # before nodes: /nodes/summary is not a node id
         nodes,
         roles,
+        rollouts,
         events,
         extensions,
         agent,

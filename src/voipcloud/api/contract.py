@@ -70,6 +70,12 @@ OPERATION_IDS: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/storage/{kind}/migration/pause"): "pause_storage_migration",
     ("POST", "/api/v1/webhooks/{id}/test"): "send_webhook_test",
     ("GET", "/api/v1/webhooks/{id}/deliveries"): "list_webhook_deliveries",
+    ("GET", "/api/v1/rollouts"): "list_rollouts",
+    ("POST", "/api/v1/rollouts"): "start_rollout",
+    ("GET", "/api/v1/rollouts/{id}"): "get_rollout",
+    ("POST", "/api/v1/rollouts/{id}/pause"): "pause_rollout",
+    ("POST", "/api/v1/rollouts/{id}/resume"): "resume_rollout",
+    ("POST", "/api/v1/rollouts/{id}/cancel"): "cancel_rollout",
     ("GET", "/healthz"): "healthz",
     ("GET", "/readyz"): "readyz",
     ("GET", "/metrics"): "get_metrics",
@@ -84,7 +90,8 @@ UNGUARDED = {("POST", "/api/v1/auth/token"), ("POST", "/api/v1/agent/join")}
 DESCRIPTIONS = {
     401: "Not authenticated: no credential, or a wrong, expired or revoked one",
     403: "The account's role or the token's scope forbids it; `rule` says which",
-    404: "No such node, role assignment, account, token, extension, webhook or resource",
+    404: "No such node, role assignment, account, token, extension, webhook, rollout or "
+    "resource",
     409: "Not allowed in the current state; `rule` names the rule, `detail` says why",
     412: "`If-Match` names an older version: nothing was written; `rule` is `stale-version`, "
     "`changed` names the fields that changed, `ETag` is the current one",

@@ -25,7 +25,8 @@ from voipcloud.store import rollouts as rows
 from voipcloud.store.rollouts import MemberRow, RolloutRow
 
 FILTER_FIELDS = ("status", "role", "q")
-COMMAND_ATTEMPTS = 5  # a runner of another controller may move the rollout meanwhile
+COMMAND_ATTEMPTS = 5
+DONE = {Command.PAUSE: "paused", Command.RESUME: "resumed", Command.CANCEL: "cancelled"}  # a runner of another controller may move the rollout meanwhile
 
 
 def username_of(actor: str) -> str:
@@ -218,7 +219,7 @@ class RolloutService:
                     )
                 if not rows.claim(conn, rollout, now=now, **values):
                     continue  # the runner of a controller moved it: read it again
-                text = f"rollout {rollout_id}: {command.value}d by {who}"
+                text = f"rollout {rollout_id}: {DONE[command]} by {who}"
                 if command is Command.CANCEL:
                     skipped = rows.skip_pending(
                         conn,
@@ -234,7 +235,7 @@ class RolloutService:
                     at=now,
                     actor=actor,
                     node_id=None,
-                    operation=f"rollout-{command.value}d",
+                    operation=f"rollout-{DONE[command]}",
                     reason=text,
                 )
             if command is Command.RESUME:
