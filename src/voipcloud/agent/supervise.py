@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -235,13 +236,16 @@ class Supervisor:
 
     # systemd
     def unit_text(self, name: str, argv: list[str], env: dict[str, str]) -> str:
+        """The unit of one role instance; its program by absolute path (as systemd wants)."""
+        program = argv[0] if os.path.isabs(argv[0]) else (shutil.which(argv[0]) or argv[0])
         lines = [
             "[Unit]",
             f"Description=voipcloud role {name}",
             "After=network-online.target",
             "",
             "[Service]",
-            f"ExecStart={shlex.join(argv)}",
+            "Type=simple",
+            f"ExecStart={shlex.join([program, *argv[1:]])}",
             "ExecReload=/bin/kill -HUP $MAINPID",
             *(f"Environment={shlex.quote(f'{k}={v}')}" for k, v in sorted(env.items())),
             "Restart=on-failure",

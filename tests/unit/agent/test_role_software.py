@@ -139,13 +139,80 @@ def test_a_supervised_program_that_dies_is_reported_then_restarted_with_backoff(
     assert not (tmp_path / "run" / "demo.pid").exists()
 
 
-def test_systemd_unit_per_role_instance() -> None:
+def test_systemd_unit_per_role_instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """This machine has no running systemd: the units are rendered and systemctl is a shim
+    that records its calls (docs/roles.md)."""
+    import os
+    import shutil
+
+    from voipcloud.agent import supervise
+    from voipcloud.agent.roles import BUILTIN
+
     unit = Supervisor(Path("/nonexistent"), mode="systemd").unit_text(
-        "sip", ["kamailio", "-f", "/var/lib/x y/kamailio.cfg", "-DD"], {"A": "1"}
+        "sip", ["/usr/sbin/kamailio", "-f", "/var/lib/x y/kamailio.cfg", "-DD"], {"A": "1 2"}
     )
-    assert "ExecStart=kamailio -f '/var/lib/x y/kamailio.cfg' -DD" in unit
+    assert "ExecStart=/usr/sbin/kamailio -f '/var/lib/x y/kamailio.cfg' -DD" in unit
     assert "Restart=on-failure" in unit
-    assert "Environment=A=1" in unit
+    assert "Environment='A=1 2'" in unit
+
+    # one unit per role instance, from the command each built-in handler runs
+    node = NodeInfo(private_ip="10.200.9.2", public_ip="203.0.113.9")
+    state = tmp_path / "state"
+    ctx = SoftwareContext(state, SoftwareConfig(supervisor="systemd"), lambda: node)
+    for code, handler_class in BUILTIN.items():
+        handler = handler_class(ctx)
+        argv, env = handler.command({}, node)
+        text = ctx.supervisor.unit_text(code, argv, env)
+        lines = text.splitlines()
+        assert lines[:6] == [
+            "[Unit]",
+            f"Description=voipcloud role {code}",
+            "After=network-online.target",
+            "",
+            "[Service]",
+            "Type=simple",
+        ], code
+        exec_start = next(line for line in lines if line.startswith("ExecStart="))
+        program = exec_start.removeprefix("ExecStart=").split()[0]
+        assert os.path.isabs(program) or shutil.which(program) is None, exec_start
+        assert os.path.basename(program) == os.path.basename(argv[0]), exec_start
+        assert str(state / "roles" / code) in text, code  # its own files (argv or environment)
+        assert "Restart=on-failure" in lines
+        assert lines[-2:] == ["[Install]", "WantedBy=multi-user.target"]
+        for key, value in env.items():
+            assert f"Environment={shlex_quote(f'{key}={value}')}" in lines, (code, key)
+
+    # the lifecycle: enable + restart (daemon-reload when the unit changed), reload, disable
+    calls = tmp_path / "systemctl-calls"
+    shim(tmp_path / "bin", "systemctl", f'echo "$*" >> {calls}\nexit 0\n')
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    monkeypatch.setattr(supervise, "SYSTEMD_UNIT_DIR", tmp_path / "units")
+    (tmp_path / "units").mkdir()
+    supervisor = Supervisor(state, mode="systemd")
+    supervisor.start("sip", ["kamailio", "-f", "k.cfg", "-DD"], {})
+    supervisor.start("sip", ["kamailio", "-f", "k.cfg", "-DD"], {})  # unchanged unit
+    assert supervisor.running("sip")
+    supervisor.reload("sip", 1)
+    supervisor.stop("sip")
+    assert (tmp_path / "units" / "voipcloud-sip.service").read_text() == supervisor.unit_text(
+        "sip", ["kamailio", "-f", "k.cfg", "-DD"], {}
+    )
+    assert calls.read_text().splitlines() == [
+        "daemon-reload",
+        "enable voipcloud-sip.service",
+        "restart voipcloud-sip.service",
+        "enable voipcloud-sip.service",
+        "restart voipcloud-sip.service",
+        "is-active voipcloud-sip.service",
+        "reload voipcloud-sip.service",
+        "disable voipcloud-sip.service --now",
+    ]
+
+
+def shlex_quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
 
 
 def test_an_older_agent_never_sees_the_new_fields() -> None:
