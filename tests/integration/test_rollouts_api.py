@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import LiveApi
 from tests.integration.accounts_helpers import API, add_account, events, session
@@ -38,6 +39,17 @@ def start(client: httpx.Client, **body: Any) -> httpx.Response:
     }
     payload.update(body)
     return client.post(f"{API}/rollouts", json=payload)
+
+
+def gauges(client: httpx.Client) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """GET /metrics, parsed with prometheus_client's own parser."""
+    answer = client.get("/metrics")
+    assert answer.status_code == 200, answer.text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(answer.text)
+        for sample in family.samples
+    }
 
 
 def wait_for(client: httpx.Client, rollout_id: int, states: set[str]) -> dict[str, Any]:
@@ -83,6 +95,9 @@ def test_a_rollout_runs_every_batch_and_is_recorded(api: LiveApi) -> None:
     assert all("retire the old rack" in (e["reason"] or "") for e in deactivations)
     listed = client.get(f"{API}/rollouts").json()
     assert listed["total"] == 1
+    metrics = gauges(client)
+    assert metrics[("voipcloud_rollouts", (("state", "finished"),))] == 1
+    assert metrics[("voipcloud_rollouts", (("state", "running"),))] == 0
     assert listed["items"][0]["id"] == created["id"]
     assert listed["items"][0]["nodes"] is None
 
@@ -145,6 +160,14 @@ def test_commands_follow_the_state_else_409_naming_the_rule(api: LiveApi) -> Non
     assert paused.status_code == 200, paused.text
     assert paused.json()["state"] == "paused"
     assert paused.json()["commands"] == ["resume", "cancel"]
+    running = gauges(client)  # a paused rollout's nodes by outcome, and its progress
+    labels = (("action", "activate"), ("outcome", "running"), ("rollout", str(rollout_id)))
+    assert (
+        running[("voipcloud_rollout_nodes", labels)]
+        + running[("voipcloud_rollout_nodes", (*labels[:1], ("outcome", "pending"), labels[2]))]
+        == 4
+    )
+    assert running[("voipcloud_rollouts", (("state", "paused"),))] == 1
     again = client.post(f"{API}/rollouts/{rollout_id}/pause")
     assert again.status_code == 409
     assert again.json()["rule"] == "rollout-pause-state"

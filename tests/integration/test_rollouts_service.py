@@ -17,6 +17,7 @@ import pytest
 from voipcloud.domain.errors import InvalidInput, RuleViolation
 from voipcloud.domain.rollouts import Command, NodeOutcome, RolloutState
 from voipcloud.domain.statuses import NodeStatus
+from voipcloud.services import webhooks
 from voipcloud.services.bootstrap import ensure_controller_node
 from voipcloud.services.context import Context
 from voipcloud.services.controller import Controller
@@ -134,6 +135,14 @@ def test_one_failure_over_tolerance_stops_and_leaves_the_rest_untouched(env: Env
     assert rollout_events[-3:] == ["rollout-started", "rollout-batch-started", "rollout-stopped"]
     fix = next(e for e in log if e.node_id == ids[0] and e.operation == "fix")
     assert fix.actor == f"rollout {rollout_id} (by bob)"
+    # the webhook event rollout.stopped, naming the rollout
+    stopped = next(e for e in log if e.operation == "rollout-stopped")
+    name = webhooks.event_name(stopped.operation, None, None, None)
+    assert name == webhooks.ROLLOUT_STOPPED
+    body = webhooks.payload(stopped, name, None)
+    assert body["node"] is None
+    assert body["data"]["rollout_id"] == rollout_id
+    assert "1 failed" in body["data"]["reason"]
 
 
 def test_within_tolerance_runs_every_batch_with_the_pause(env: Env) -> None:

@@ -46,7 +46,8 @@ def test_on_sqlite_every_duty_is_this_process_and_nothing_is_shared(database_url
     assert all(duties.leads(duty) for duty in Duty)
     assert not cluster.held_anywhere(db, Duty.EXPIRE_OPERATIONS)
     lock = MigrationLock(db, cluster.storage_migration_key(0))
-    assert lock.acquire() and MigrationLock(db, cluster.storage_migration_key(0)).acquire()
+    assert lock.acquire()
+    assert MigrationLock(db, cluster.storage_migration_key(0)).acquire()
     lock.release()
     db.dispose()
 
@@ -59,7 +60,8 @@ def test_one_controller_holds_a_duty_until_it_gives_it_up(two: tuple[Database, D
     assert b.leads(Duty.WEBHOOKS)  # another duty: the other controller may take it
     assert not a.leads(Duty.WEBHOOKS)
     for _ in range(3):  # sticky: asked again, the holder keeps it and the other does not get it
-        assert a.leads(Duty.EXPIRE_OPERATIONS) and not b.leads(Duty.EXPIRE_OPERATIONS)
+        assert a.leads(Duty.EXPIRE_OPERATIONS)
+        assert not b.leads(Duty.EXPIRE_OPERATIONS)
     assert cluster.held_anywhere(two[0], Duty.EXPIRE_OPERATIONS)
     a.close()  # shutdown: given up at once
     assert b.leads(Duty.EXPIRE_OPERATIONS)
@@ -128,9 +130,8 @@ def test_node_changes_are_announced_only_when_the_transaction_commits(pg_url: st
             db.mark_changed(conn, 7)
             db.mark_changed(conn, 3)
         assert _received(listener) == [f"{db.instance}:3,7"]
-        with pytest.raises(RuntimeError), db.write() as conn:
-            db.mark_changed(conn, 9)
-            raise RuntimeError("rolled back")
+        with pytest.raises(RuntimeError):
+            _change_then_fail(db, 9)
         assert _received(listener, 0.5) == []  # a rolled-back change is never announced
         with db.write() as conn:  # a write that changes no node says nothing
             conn.exec_driver_sql("SELECT 1")
@@ -138,6 +139,12 @@ def test_node_changes_are_announced_only_when_the_transaction_commits(pg_url: st
     finally:
         listener.close()
         db.dispose()
+
+
+def _change_then_fail(db: Database, node_id: int) -> None:
+    with db.write() as conn:
+        db.mark_changed(conn, node_id)
+        raise RuntimeError("rolled back")
 
 
 def test_payloads_stay_under_postgresql_limit_and_carry_every_id() -> None:
@@ -148,7 +155,8 @@ def test_payloads_stay_under_postgresql_limit_and_carry_every_id() -> None:
     got: set[int] = set()
     for payload in payloads:
         parsed = cluster.parse_nodes(payload)
-        assert parsed is not None and parsed[0] == "abc"
+        assert parsed is not None
+        assert parsed[0] == "abc"
         got |= parsed[1]
     assert got == ids
     agents = cluster.agent_payloads("abc", "closed", ids)

@@ -27,7 +27,7 @@ import math
 import random
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,8 +108,14 @@ class Agent:
         # https: the pinned CA's context, and a check before each connection (agent/trust.py)
         ssl_context: Callable[[], ssl.SSLContext] | None = None,
         before_connect: Callable[[], Awaitable[None]] | None = None,
+        # several controllers on one database (docs/operations.md, "Several controllers"):
+        # the others, tried in turn when the current one fails
+        more_controllers: Sequence[str] = (),
     ) -> None:
         self.controller_url = controller_url.rstrip("/")
+        self.controller_urls = list(
+            dict.fromkeys([self.controller_url, *(u.rstrip("/") for u in more_controllers)])
+        )
         self._ssl_context = ssl_context
         self._before_connect = before_connect
         self._session_key = session_key
@@ -167,6 +173,7 @@ class Agent:
                     log.exception("unexpected error; retrying")
                 if opened is not None and self._healthy and self._lasted(opened):
                     backoff.reset()  # that channel was healthy: a fresh failure, start small
+                self._next_controller()
                 delay = backoff.next_delay()
                 log.info("reconnecting in %.1f s", delay)
                 await asyncio.sleep(delay)
@@ -175,6 +182,25 @@ class Agent:
             with suppress(asyncio.CancelledError):
                 await health
             await self._stop_worker(worker)
+
+    def set_trust(
+        self,
+        ssl_context: Callable[[], ssl.SSLContext],
+        before_connect: Callable[[], Awaitable[None]],
+    ) -> None:
+        """https: the pinned CA's context and check, for whichever controller is current."""
+        self._ssl_context = ssl_context
+        self._before_connect = before_connect
+
+    def _next_controller(self) -> None:
+        """The channel failed or closed: the next attempt goes to the next controller given
+        (with the same backoff and jitter), so the agents of a lost controller spread over
+        the others and none waits for it to come back."""
+        if len(self.controller_urls) < 2:
+            return
+        index = self.controller_urls.index(self.controller_url)
+        self.controller_url = self.controller_urls[(index + 1) % len(self.controller_urls)]
+        log.info("next controller: %s", self.controller_url)
 
     def _lasted(self, opened: float) -> bool:
         return time.monotonic() - opened >= protocol.HEALTHY_BEATS * self.state.heartbeat_interval

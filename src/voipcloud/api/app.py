@@ -36,6 +36,7 @@ from voipcloud.api.routes import (
 )
 from voipcloud.config import Settings
 from voipcloud.domain.errors import DatabaseUnavailable
+from voipcloud.services import cluster
 from voipcloud.services.agent_watch import AgentWatch
 from voipcloud.services.cluster import Cluster, Duties, Duty
 from voipcloud.services.context import Context
@@ -70,9 +71,10 @@ def build_controller(settings: Settings) -> Controller:
 
 def start(controller: Controller, settings: Settings) -> None:
     """Migrate and do the first-start work; print a generated admin password once."""
-    check_data_key(controller.ctx, settings.data_dir)  # a missing or wrong secret.key is refused
-    controller.ctx.db.migrate()
-    generated = controller.bootstrap(admin_password=settings.admin_password)
+    with cluster.first_start(controller.ctx.db):  # several controllers: one at a time
+        check_data_key(controller.ctx, settings.data_dir)  # a missing or wrong key is refused
+        controller.ctx.db.migrate()
+        generated = controller.bootstrap(admin_password=settings.admin_password)
     if generated:
         print(
             "\n  voipcloud: created the system administrator 'admin' with password\n\n"

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from voipcloud.agent import trust
@@ -25,21 +26,76 @@ TRUST_REFRESH_SECONDS = 300.0  # how often a pinned agent asks which CA(s) to tr
 TRUST_REFRESH_ENV = "VOIPCLOUD_TRUST_REFRESH"
 
 
+def controller_urls(given: str) -> list[str]:
+    """`--controller` names one controller, or several (comma-separated) of one cluster."""
+    urls = [part.strip().rstrip("/") for part in given.split(",") if part.strip()]
+    return list(dict.fromkeys(urls))
+
+
 async def _refresh_trust(
-    controller_trust: trust.ControllerTrust, state_dir: Path, every: float
+    trusts: dict[str, trust.ControllerTrust],
+    current: Callable[[], str],
+    state_dir: Path,
+    every: float,
 ) -> None:
-    """Take the CA the controller announces (docs/security.md, replacing the CA)."""
+    """Take the CA the controller announces (docs/security.md, replacing the CA); with
+    several controllers, ask the current one and give its answer to the others' links."""
     store = StateStore(state_dir)
 
     def token() -> str | None:
         return store.load().agent_token
 
     while True:
+        asked = trusts.get(current()) or next(iter(trusts.values()))
         try:
-            await controller_trust.refresh(token)
+            await asked.refresh(token)
+            for other in trusts.values():
+                if other is not asked:
+                    other.adopt(asked.anchors_pem)
         except Exception as exc:  # unreachable, or an older controller: next round
             log.debug("trust refresh failed: %s", exc)
         await asyncio.sleep(every)
+
+
+async def _establish(
+    urls: list[str], *, fingerprint: str | None, ca_file: Path | None, state_dir: Path
+) -> dict[str, trust.ControllerTrust] | None:
+    """The trust of every controller (one CA for all of them); first contact with whichever
+    answers first. None: plain http://."""
+    pinned: trust.ControllerTrust | None = None
+    if len(urls) == 1:
+        pinned = await trust.establish_with_retry(
+            urls[0], fingerprint=fingerprint, ca_file=ca_file, state_dir=state_dir
+        )
+    else:
+        from voipcloud.agent.runner import Backoff
+
+        backoff = Backoff()
+        turn = 0
+        while True:
+            url = urls[turn % len(urls)]
+            try:
+                pinned = await asyncio.to_thread(
+                    trust.establish,
+                    url,
+                    fingerprint=fingerprint,
+                    ca_file=ca_file,
+                    state_dir=state_dir,
+                )
+                break
+            except (OSError, TimeoutError) as exc:
+                log.info("controller %s unreachable (%s); trying the next", url, exc)
+                turn += 1
+                await asyncio.sleep(backoff.next_delay())
+    if pinned is None:
+        return None
+    trusts = {pinned.endpoint.url: pinned}
+    for url in urls:
+        if url not in trusts:  # the same CA, checked against each controller's own name
+            trusts[url] = trust.ControllerTrust(
+                trust.Endpoint.of(url), pinned.anchors_pem, source=pinned.source, pins=pinned.pins
+            )
+    return trusts
 
 
 async def _main(
@@ -59,31 +115,39 @@ async def _main(
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, task.cancel)  # type: ignore[union-attr]
     refresher: asyncio.Task[None] | None = None
+    urls = controller_urls(controller)
     try:
         try:
-            pinned = await trust.establish_with_retry(
-                controller, fingerprint=ca_fingerprint, ca_file=ca_file, state_dir=state_dir
+            trusts = await _establish(
+                urls, fingerprint=ca_fingerprint, ca_file=ca_file, state_dir=state_dir
             )
         except trust.Untrusted as exc:
             log.error("%s", exc)
             return EXIT_REFUSED
-        if pinned is None and not trust.is_loopback(_host(controller)):
-            log.warning(
-                "the controller %s is plain http://: the session key, the agent credential and "
-                "the roles' configuration cross the network unencrypted",
-                controller,
-            )
+        for url in urls:
+            if trusts is None and not trust.is_loopback(_host(url)):
+                log.warning(
+                    "the controller %s is plain http://: the session key, the agent credential "
+                    "and the roles' configuration cross the network unencrypted",
+                    url,
+                )
         agent = Agent(
-            controller_url=controller,
+            controller_url=urls[0],
+            more_controllers=urls[1:],
             session_key=session_key,
             state_dir=state_dir,
             config=config,
             inventory_interval=inventory_interval,
-            ssl_context=pinned.context if pinned is not None else None,
-            before_connect=pinned.before_connect if pinned is not None else None,
         )
-        if pinned is not None:
-            refresher = asyncio.create_task(_refresh_trust(pinned, state_dir, trust_refresh))
+        if trusts is not None:
+            links = trusts  # the link to whichever controller the agent is at
+            agent.set_trust(
+                lambda: links[agent.controller_url].context(),
+                lambda: links[agent.controller_url].before_connect(),
+            )
+            refresher = asyncio.create_task(
+                _refresh_trust(trusts, lambda: agent.controller_url, state_dir, trust_refresh)
+            )
         return await agent.run()
     except asyncio.CancelledError:
         log.info("stopping on signal")

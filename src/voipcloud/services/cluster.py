@@ -29,7 +29,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from enum import IntEnum
 
 from sqlalchemy import Connection, text
@@ -51,6 +51,7 @@ RECONNECT_CAP = 10.0  # the listener reconnects with backoff up to this
 class Duty(IntEnum):
     """The periodic duties done by one controller of a cluster: advisory lock keys."""
 
+    FIRST_START = 0  # migrations and first-start work: one controller at a time (blocking)
     EXPIRE_OPERATIONS = 1  # pending activations/fixes past their deadline
     AGENT_WATCH = 2  # agent-lost / agent-back events
     WEBHOOKS = 3  # webhook dispatch and delivery
@@ -162,6 +163,39 @@ def _name(duty: int) -> str:
         return Duty(duty).name.lower()
     except ValueError:
         return f"storage_migration[{duty - Duty.STORAGE_MIGRATION}]"
+
+
+@contextlib.contextmanager
+def first_start(db: Database) -> Iterator[None]:
+    """Controllers starting together migrate and bootstrap one after the other (PostgreSQL):
+    the second finds the schema current and the first start done."""
+    if not clustered(db):
+        yield
+        return
+    conn = db.engine.connect()
+    try:
+        conn.execute(
+            text("SELECT pg_advisory_lock(:space, :key)"),
+            {"space": LOCK_SPACE, "key": int(Duty.FIRST_START)},
+        )
+        conn.commit()
+    except Exception:
+        with contextlib.suppress(Exception):
+            conn.invalidate()
+        conn.close()
+        raise
+    try:
+        yield
+    finally:
+        try:
+            conn.exec_driver_sql("SELECT pg_advisory_unlock_all()")
+            conn.commit()
+            conn.close()
+        except Exception:
+            with contextlib.suppress(Exception):
+                conn.invalidate()
+            with contextlib.suppress(Exception):
+                conn.close()
 
 
 class MigrationLock:

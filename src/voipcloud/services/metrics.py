@@ -6,8 +6,6 @@ resets them, `rate()` copes). Operations are counted from the event log, which e
 past their own place (store/event_tail.py) on every scrape and every few seconds. The gauges
 (nodes by status and role, agents, role health, storage migrations, pending webhook
 deliveries) are read from the database and from presence at each scrape, never stale.
-
-Not here yet: rollout progress (that feature has not landed).
 """
 
 from __future__ import annotations
@@ -25,6 +23,8 @@ from sqlalchemy import func, select
 
 from voipcloud import __version__
 from voipcloud.domain.roles import ROLES
+from voipcloud.domain.rollouts import OPEN as OPEN_OUTCOMES
+from voipcloud.domain.rollouts import NodeOutcome, RolloutState
 from voipcloud.domain.statuses import NodeStatus
 from voipcloud.services.context import CONTROLLER_ACTOR
 from voipcloud.services.controller import Controller
@@ -32,6 +32,7 @@ from voipcloud.services.presence import Connectivity
 from voipcloud.services.role_health import HEALTHY, UNHEALTHY, UNKNOWN
 from voipcloud.store import event_tail
 from voipcloud.store import nodes as node_rows
+from voipcloud.store import rollouts as rollout_rows
 from voipcloud.store import webhooks as webhook_rows
 from voipcloud.store.tables import nodes, role_assignments, storage_migrations
 
@@ -169,6 +170,12 @@ class _StateCollector(Collector):
         info = GaugeMetricFamily("voipcloud_info", "This controller", labels=["version"])
         info.add_metric([__version__], 1)
         yield info
+        channels = GaugeMetricFamily(  # per process: several controllers share the fleet
+            "voipcloud_controller_agent_channels",
+            "Agent channels held open by this controller process",
+        )
+        channels.add_metric([], len(controller.agents.presence.local_channels()))
+        yield channels
         now = controller.ctx.clock()
         with controller.ctx.db.read() as conn:
             by_status: dict[str, int] = dict(  # list(): a Result has keys(), not a mapping
@@ -270,3 +277,35 @@ class _StateCollector(Collector):
         )
         family.add_metric([], pending)
         yield family
+        yield from _rollout_families(controller)
+
+
+def _rollout_families(controller: Controller) -> Iterator[Metric]:
+    """Rollouts by state, and the nodes of each running or paused one by outcome."""
+    with controller.ctx.db.read() as conn:
+        by_state = rollout_rows.by_state(conn)
+        active = rollout_rows.active_counts(conn)
+    family = GaugeMetricFamily("voipcloud_rollouts", "Rollouts by state", labels=["state"])
+    for state in RolloutState:
+        family.add_metric([state.value], by_state.get(state.value, 0))
+    yield family
+    nodes_family = GaugeMetricFamily(
+        "voipcloud_rollout_nodes",
+        "Nodes of each running or paused rollout by outcome",
+        labels=["rollout", "action", "outcome"],
+    )
+    progress = GaugeMetricFamily(
+        "voipcloud_rollout_progress_ratio",
+        "Share of the nodes of each running or paused rollout that have their outcome",
+        labels=["rollout", "action"],
+    )
+    for (rollout_id, action), outcomes in sorted(active.items()):
+        for outcome in NodeOutcome:
+            nodes_family.add_metric(
+                [str(rollout_id), action, outcome.value], outcomes.get(outcome.value, 0)
+            )
+        total = sum(outcomes.values())
+        open_ = sum(outcomes.get(o.value, 0) for o in OPEN_OUTCOMES)
+        progress.add_metric([str(rollout_id), action], (total - open_) / total if total else 1.0)
+    yield nodes_family
+    yield progress

@@ -80,6 +80,7 @@ MAX_URL = 2048
 MIN_SECRET, MAX_SECRET = 16, 256
 MAX_RESPONSE = 1024  # bytes of an answer kept with the attempt
 KEEP_FINISHED = 1000  # finished deliveries kept per webhook (the log)
+_ROLLOUT = re.compile(r"^rollout (?P<id>\d+)\b")
 _HEALTH = re.compile(
     r"^(?P<role>[^:]+): (?P<before>\w+) → (?P<after>\w+)(?: \((?P<message>.*)\))?$"
 )
@@ -123,6 +124,10 @@ def payload(event: Any, name: str, hostname: str | None) -> dict[str, Any]:
                 "health_after": found["after"],
                 "message": found["message"],
             }
+    if name in (ROLLOUT_FINISHED, ROLLOUT_STOPPED) and event.reason:
+        found_id = _ROLLOUT.match(event.reason)
+        if found_id:  # the rollout's own events say "rollout N ..." first
+            data["rollout_id"] = int(found_id["id"])
     node = None if event.node_id is None else {"id": event.node_id, "hostname": hostname}
     return {
         "event_id": event.id,

@@ -243,3 +243,17 @@ def batch_position(conn: Connection, rollout_id: int) -> tuple[int, int | None]:
         )
     ).scalar()
     return int(total or 0), None if current is None else int(current)
+
+
+def active_counts(conn: Connection) -> dict[tuple[int, str], dict[str, int]]:
+    """(rollout id, action) -> {outcome: nodes}, for the running and paused rollouts."""
+    rows = conn.execute(
+        select(rollouts.c.id, rollouts.c.action, rollout_nodes.c.outcome, func.count())
+        .select_from(rollouts.join(rollout_nodes, rollout_nodes.c.rollout_id == rollouts.c.id))
+        .where(rollouts.c.state.in_([s.value for s in ACTIVE]))
+        .group_by(rollouts.c.id, rollouts.c.action, rollout_nodes.c.outcome)
+    )
+    found: dict[tuple[int, str], dict[str, int]] = {}
+    for rollout_id, action, outcome, n in rows:
+        found.setdefault((rollout_id, action), {})[outcome] = n
+    return found
