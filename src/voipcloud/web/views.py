@@ -302,14 +302,26 @@ def listing(controller: Controller, request: ListingRequest) -> Listing:
         total=page.total,
         pages=pages,
         error=error,
-        fingerprint=fingerprint(rows, page.total, extension_count),
+        fingerprint=fingerprint(rows, page.total, extension_count, _health_key(controller, rows)),
         extension_count=extension_count,
     )
 
 
-def fingerprint(rows: list[NodeRow], total: int, extension_count: int) -> str:
+def _health_key(controller: Controller, rows: list[NodeRow]) -> str:
+    """The role health the rows show (agents report it; it is not in the database)."""
+    book = controller.agents.presence.role_health
+    shown = []
+    for row in rows:
+        states = book.for_node(
+            row.node.id, row.node.roles, connected=row.connectivity == "connected"
+        )
+        shown.append(f"{row.node.id}:{sorted(states.items())}")
+    return "|health:" + ";".join(shown)
+
+
+def fingerprint(rows: list[NodeRow], total: int, extension_count: int, health: str = "") -> str:
     """Changes whenever something the listing shows changes (but not the heartbeat clock)."""
-    digest = hashlib.sha256(f"{total}|{extension_count}".encode())
+    digest = hashlib.sha256(f"{total}|{extension_count}|{health}".encode())
     for row in rows:
         n = row.node
         digest.update(
