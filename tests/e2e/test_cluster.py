@@ -227,3 +227,19 @@ def test_two_controllers_behave_as_one(cluster: Cluster, tmp_path: Path) -> None
         if first[:5] == second[:5] and abs((second[5] - first[5]).total_seconds()) < 2
     ]
     assert not twice, twice
+
+
+def test_a_controller_without_the_clusters_key_refuses_to_start(cluster: Cluster) -> None:
+    """The database's secrets are sealed with the first controller's secret.key: another
+    controller with none (or its own) must not start and write with a new key."""
+    stranger = Controller(data_dir=cluster.a.data_dir.parent / "stranger", env=cluster.a.env)
+    with pytest.raises(AssertionError, match="voipcloud serve exited"):
+        stranger.start()
+    assert stranger.process is not None
+    assert stranger.process.returncode != 0
+    log = stranger.log()
+    assert "secret.key" in log
+    assert "Refusing to start" in log
+    assert not (stranger.data_dir / "secret.key").exists()
+    # the cluster is untouched: B still serves
+    assert _ready(cluster.b)
