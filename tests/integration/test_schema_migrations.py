@@ -9,14 +9,24 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine
 
 from voipcloud.store.database import alembic_config
-from voipcloud.store.tables import metadata
+from voipcloud.store.tables import include_name, include_object_for, metadata
 
 
 def _differences(database_url: str) -> list[object]:
     engine = create_engine(database_url)
     try:
         with engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": False})
+            # The same narrow exclusions as migrations/env.py: SQLite's FTS5 table and its shadow
+            # tables (raw DDL, never declared), and indexes declared for the other database
+            # (`ddl_if`). `test_search_structures_exist` checks those are really there.
+            context = MigrationContext.configure(
+                conn,
+                opts={
+                    "compare_type": False,
+                    "include_name": include_name,
+                    "include_object": include_object_for(conn.dialect.name),
+                },
+            )
             return [d for d in compare_metadata(context, metadata) if not _ignorable(d)]
     finally:
         engine.dispose()
@@ -48,3 +58,69 @@ def test_fleet_migration_down_and_up(database_url: str) -> None:
     finally:
         engine.dispose()
     assert _differences(database_url) == []
+
+
+def _search_structures(database_url: str) -> set[str]:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                query = "SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger', 'index')"
+            else:
+                query = (
+                    "SELECT indexname FROM pg_indexes WHERE tablename = 'nodes' UNION "
+                    "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal UNION "
+                    "SELECT extname FROM pg_extension"
+                )
+            return {name for (name,) in conn.exec_driver_sql(query)}
+    finally:
+        engine.dispose()
+
+
+def test_search_structures_exist(database_url: str) -> None:
+    """What the comparison leaves out is there: the FTS5 table and its triggers (SQLite), the
+    trigram and pattern indexes (PostgreSQL), the counting triggers (both)."""
+    found = _search_structures(database_url)
+    if database_url.startswith("sqlite"):
+        wanted = {
+            "nodes_search",
+            "nodes_search_insert",
+            "nodes_search_update",
+            "nodes_search_delete",
+            "node_counts_insert",
+            "node_counts_update",
+            "node_counts_delete",
+            "node_counts_fold",
+            "ix_nodes_last_seen_id",
+        }
+        assert "ix_nodes_hostname_trgm" not in found
+    else:
+        wanted = {
+            "pg_trgm",
+            "ix_nodes_hostname_trgm",
+            "ix_nodes_private_ip_pattern",
+            "ix_nodes_public_ip_pattern",
+            "node_counts_change",
+        }
+        assert "ix_nodes_last_seen_id" not in found
+    assert wanted <= found
+
+
+def test_listing_migration_down_and_up(database_url: str) -> None:
+    engine = create_engine(database_url)
+    config = alembic_config()
+    try:
+        with engine.connect() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0007")
+            conn.commit()
+        assert "nodes_search" not in _search_structures(database_url)
+        assert "node_counts_change" not in _search_structures(database_url)
+        with engine.connect() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+            conn.commit()
+    finally:
+        engine.dispose()
+    assert _differences(database_url) == []
+    test_search_structures_exist(database_url)

@@ -15,7 +15,6 @@ from sqlalchemy import (
     exists,
     func,
     insert,
-    or_,
     select,
     update,
 )
@@ -23,8 +22,8 @@ from sqlalchemy import (
 from voipcloud.domain.filters import NodeFilter
 from voipcloud.domain.lifecycle import PendingOperation
 from voipcloud.domain.model import Component, Maintenance, Node, Page
-from voipcloud.domain.numbers import is_whole
 from voipcloud.domain.statuses import NodeStatus
+from voipcloud.store import node_search
 from voipcloud.store.tables import nodes, role_assignments
 
 _SECRET_COLUMNS = ("session_key_encrypted", "session_key_digest", "agent_token_digest")
@@ -170,7 +169,7 @@ def _where(flt: NodeFilter) -> list[Any]:
         clauses.append(nodes.c.status != NodeStatus.DELETED.value)
     else:
         clauses.append(nodes.c.status == flt.status.value)
-    if flt.hostname:  # exact: ix_nodes_hostname
+    if flt.hostname:  # exact: ix_nodes_hostname_status
         clauses.append(nodes.c.hostname == flt.hostname)
     if flt.maintenance is not None:
         in_maintenance = nodes.c.maintenance_since.is_not(None)
@@ -181,22 +180,14 @@ def _where(flt: NodeFilter) -> list[Any]:
                 and_(role_assignments.c.node_id == nodes.c.id, role_assignments.c.role == flt.role)
             )
         )
-    if flt.q:
-        q = flt.q.lower()
-        matches = [
-            nodes.c.hostname.contains(q, autoescape=True),
-            nodes.c.private_ip.startswith(q, autoescape=True),
-            nodes.c.public_ip.startswith(q, autoescape=True),
-        ]
-        if is_whole(q, max_digits=9):  # ASCII digits only: '³' is a digit to isdigit()
-            matches.append(nodes.c.id == int(q))
-        clauses.append(or_(*matches))
+    if flt.q:  # hostname substring, IP prefix or NodeID, through the indexes (node_search.py)
+        clauses.append(node_search.search(flt.q))
     return clauses
 
 
 def list_page(conn: Connection, flt: NodeFilter) -> Page[Node]:
     where = _where(flt)
-    total = conn.execute(select(func.count()).select_from(nodes).where(*where)).scalar_one()
+    total = node_search.total(conn, flt, where)
     column = nodes.c[flt.sort.removeprefix("-")]
     order = column.desc() if flt.sort.startswith("-") else column.asc()
     rows = conn.execute(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -80,9 +83,58 @@ nodes = Table(
         sqlite_where=text("is_controller"),
         postgresql_where=text("is_controller"),
     ),
-    Index("ix_nodes_status", "status"),
-    # exact lookups by hostname (any status); the partial unique index above covers live ones
-    Index("ix_nodes_hostname", "hostname"),
+    # the Node Listing's filters and sorts (migration 0008): each sort key walks an index in
+    # order; the status beside a key lets SQLite check it without reading the (wide) row
+    Index("ix_nodes_status_id", "status", "id"),
+    # exact lookups by hostname (any status); a short search (< 3 characters) scans it alone
+    Index("ix_nodes_hostname_status", "hostname", "status"),
+    Index("ix_nodes_private_ip_status", "private_ip", "status"),
+    Index("ix_nodes_public_ip_status", "public_ip", "status"),
+    Index("ix_nodes_created_at_id", "created_at", "id"),
+    Index("ix_nodes_updated_at_id", "updated_at", "id"),
+    # not on PostgreSQL: there every heartbeat's update would then write every index of the row
+    Index("ix_nodes_last_seen_id", "last_seen", "id").ddl_if(dialect="sqlite"),
+    # substring search on PostgreSQL (pg_trgm) and IP prefixes whatever the collation; on
+    # SQLite the FTS5 table `nodes_search` (not in this metadata: see SQLITE_ONLY_TABLES)
+    Index(
+        "ix_nodes_hostname_trgm",
+        "hostname",
+        postgresql_using="gin",
+        postgresql_ops={"hostname": "gin_trgm_ops"},
+    ).ddl_if(dialect="postgresql"),
+    Index(
+        "ix_nodes_private_ip_pattern",
+        "private_ip",
+        postgresql_ops={"private_ip": "varchar_pattern_ops"},
+    ).ddl_if(dialect="postgresql"),
+    Index(
+        "ix_nodes_public_ip_pattern",
+        "public_ip",
+        postgresql_ops={"public_ip": "varchar_pattern_ops"},
+    ).ddl_if(dialect="postgresql"),
+)
+
+# Signed changes of the number of nodes per status, appended by triggers on `nodes` in the
+# writing transaction and folded now and then (migration 0008): the listing's unfiltered and
+# status-only totals are SUM(delta) over a few rows instead of a count over every node.
+node_counts = Table(
+    "node_counts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("status", String(32), nullable=False),
+    Column("delta", Integer, nullable=False),
+)
+
+# SQLite's full-text index of host names (FTS5, trigram tokenizer) and its shadow tables: made
+# by migration 0008 with raw DDL, kept in step by triggers, never in this metadata.
+SQLITE_ONLY_TABLES = frozenset(
+    {
+        "nodes_search",
+        "nodes_search_data",
+        "nodes_search_idx",
+        "nodes_search_docsize",
+        "nodes_search_config",
+    }
 )
 
 role_assignments = Table(
@@ -95,7 +147,7 @@ role_assignments = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
     # bumped by every change of the parameters: the assignment's ETag (If-Match)
     Column("row_version", Integer, nullable=False, default=1, server_default="1"),
-    Index("ix_role_assignments_role", "role"),
+    Index("ix_role_assignments_role_node_id", "role", "node_id"),
 )
 
 events = Table(
@@ -357,3 +409,26 @@ rollout_nodes = Table(
     Column("finished_at", UTCDateTime(), nullable=True),
     Index("ix_rollout_nodes_rollout_batch", "rollout_id", "batch"),
 )
+
+
+# --- What Alembic's comparison of this metadata with a database leaves out -----------------
+
+
+def include_name(name: str | None, type_: str, _parent_names: Any) -> bool:
+    """Alembic `include_name`: SQLite's FTS5 table and its shadow tables are not declared here."""
+    return not (type_ == "table" and name in SQLITE_ONLY_TABLES)
+
+
+def include_object_for(dialect: str) -> Callable[[Any, str | None, str, bool, Any], bool]:
+    """Alembic `include_object`: an index declared for another database (`ddl_if`) is left out."""
+
+    def include_object(
+        obj: Any, _name: str | None, type_: str, reflected: bool, _other: Any
+    ) -> bool:
+        if type_ == "index" and not reflected:
+            only = getattr(obj, "_ddl_if", None)
+            if only is not None and only.dialect is not None and only.dialect != dialect:
+                return False
+        return True
+
+    return include_object
