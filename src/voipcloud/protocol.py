@@ -4,10 +4,12 @@ Join (HTTP): POST /api/v1/agent/join {session_key, node_id?, inventory} → {nod
 heartbeat_interval}. Then one WebSocket per agent, GET /api/v1/agent/channel with
 `Authorization: Bearer <agent_token>`, carrying beats and reports up and desired state down:
 
-    agent → controller   hello {inventory, outcomes, features?}   beat   inventory {inventory}
+    agent → controller   hello {inventory | inventory_digest, outcomes, features?}   beat
+                         inventory {inventory}
                          outcome {operation_id, success, reason}   problem {reason}
                          health {roles: {code: {state, message?}}}   (feature "role-health")
     controller → agent   desired {..., node?}   ack {operation_id, recorded}
+                         inventory-request   (feature "inventory-digest")
 
 Compatibility: an agent announces what it understands in `hello.features`; the controller
 sends `desired.node` (the node's addresses) only to an agent that announced "node-addresses",
@@ -15,20 +17,23 @@ so an older agent, whose models forbid unknown fields, keeps working against a n
 controller. (The controller is upgraded first: an older controller refuses the new fields.)
 
 Close codes: 4401 credential refused (join again), 4410 node deleted (stop and exit); any
-other close (1001/1012 controller shutting down, 1011 error, 1013 try again later) means
+other close (1001/1012 controller shutting down, 1011 error, 1013 try again later, 4408 no
+beats within the missed-beats window) means
 reconnect with backoff. docs/protocol.md has the order of messages, the exactly-once rule for
 operations, the deactivation retries and the reconnect figures below.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_DELETED = 4410
 CLOSE_POLICY = 1008
+CLOSE_SILENT = 4408  # nothing heard within the missed-beats window: reconnect
 MAX_MESSAGE_BYTES = 1_048_576
 MAX_COMPONENTS = 10_000
 
@@ -40,6 +45,9 @@ MAX_COMPONENTS = 10_000
 RECONNECT_BASE = 1.0
 RECONNECT_CAP = 30.0
 HEALTHY_BEATS = 3
+# The agent gives up on a connection whose beats the controller's host has not acknowledged
+# (TCP) for MISSED_BEATS heartbeat intervals: a vanished controller, without WebSocket pings.
+MISSED_BEATS = 3
 # A failed deactivation is retried by the agent after DEACTIVATE_RETRY_BASE * 2**(n-1) s,
 # capped at DEACTIVATE_RETRY_CAP, until it succeeds or the operation is no longer pending.
 DEACTIVATE_RETRY_BASE = 2.0
@@ -90,16 +98,36 @@ class OutcomeReport(_Model):
 
 FEATURE_NODE_ADDRESSES = "node-addresses"
 FEATURE_ROLE_HEALTH = "role-health"
+FEATURE_INVENTORY_DIGEST = "inventory-digest"
 HEALTH_STATES = ("healthy", "unhealthy", "unknown")
 
 
+Digest = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+def inventory_digest(inventory: Inventory) -> str:
+    """What an agent with the "inventory-digest" feature sends in its hello instead of the
+    whole inventory: the SHA-256 of its JSON (fields in the model's order)."""
+    return hashlib.sha256(inventory.model_dump_json().encode()).hexdigest()
+
+
 class Hello(_Model):
+    """The first frame. An agent sends its `inventory`, or (feature "inventory-digest") only
+    its `inventory_digest`: the controller then asks for the inventory when its copy differs."""
+
     type: Literal["hello"] = "hello"
-    inventory: Inventory
+    inventory: Inventory | None = None
+    inventory_digest: Digest | None = None
     outcomes: list[OutcomeReport] = Field(default_factory=list, max_length=200)
     features: list[Annotated[str, StringConstraints(max_length=64)]] | None = Field(
         default=None, max_length=32
     )
+
+    @model_validator(mode="after")
+    def _inventory_or_digest(self) -> Hello:
+        if self.inventory is None and self.inventory_digest is None:
+            raise ValueError("hello needs its inventory or its inventory_digest")
+        return self
 
 
 class RoleHealth(_Model):
@@ -171,3 +199,10 @@ class Ack(_Model):
     type: Literal["ack"] = "ack"
     operation_id: str
     recorded: bool
+
+
+class InventoryRequest(_Model):
+    """The controller's copy of the inventory differs from the digest in the agent's hello
+    (only to agents with the "inventory-digest" feature): answer with `inventory {inventory}`."""
+
+    type: Literal["inventory-request"] = "inventory-request"

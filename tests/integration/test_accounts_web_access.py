@@ -76,10 +76,15 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/webhooks/{webhook_id}/deliveries"): VIEWER,
     ("POST", "/webhooks/{webhook_id}/test"): ADMIN,
     ("POST", "/webhooks/{webhook_id}/delete"): ADMIN,
+    ("GET", "/rollouts"): VIEWER,
+    ("POST", "/rollouts"): OPERATOR,
+    ("GET", "/rollouts/{rollout_id}"): VIEWER,
+    ("POST", "/rollouts/{rollout_id}/{command}"): OPERATOR,
     ("GET", "/events/export"): VIEWER,
 }
 VALUES = {"node_id": "1", "code": "ic", "kind": "faxes", "action": "standby"}
 VALUES |= {"username": "admin", "token_id": "999999", "webhook_id": "999999"}
+VALUES |= {"rollout_id": "999999", "command": "pause"}
 
 
 def web_routes(tmp_path: Path) -> list[tuple[str, str]]:

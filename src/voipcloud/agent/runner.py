@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import random
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -256,19 +257,28 @@ class Agent:
                 additional_headers=headers,
                 max_size=protocol.MAX_MESSAGE_BYTES,
                 open_timeout=10,
+                # no WebSocket pings either way: the beats are the liveness mechanism (the
+                # controller closes a silent channel; a dead controller is found by TCP below)
+                ping_interval=None,
                 # no per-message deflate: frames are tiny, and each compressed channel costs
                 # the controller a zlib context (hundreds of KiB) and an inflate per beat
                 compression=None,
                 **tls,
             ) as ws:
+                self._dead_peer_timeout(ws)
                 inventory = await self._current_inventory()
                 # under the send lock: an outcome saved meanwhile is either in this hello or
                 # sent right after it on this channel, never lost between the two
                 async with self._send_lock:
+                    # only the digest: the controller asks for the inventory if its copy differs
                     hello = protocol.Hello(
-                        inventory=inventory,
+                        inventory_digest=protocol.inventory_digest(inventory),
                         outcomes=self._unacked(),
-                        features=[protocol.FEATURE_NODE_ADDRESSES, protocol.FEATURE_ROLE_HEALTH],
+                        features=[
+                            protocol.FEATURE_NODE_ADDRESSES,
+                            protocol.FEATURE_ROLE_HEALTH,
+                            protocol.FEATURE_INVENTORY_DIGEST,
+                        ],
                     )
                     await ws.send(hello.model_dump_json(exclude_none=True))
                     if self._health is not None:  # the controller may have restarted
@@ -293,6 +303,18 @@ class Agent:
             raise AgentExit(EXIT_REFUSED, f"bad controller address: {bad.exceptions[0]}") from None
         finally:
             self._ws = None
+
+    def _dead_peer_timeout(self, ws: ClientConnection) -> None:
+        """A controller that vanished (host down, network cut) is noticed by TCP itself: the
+        beats it no longer acknowledges time the connection out after the missed-beats
+        window (Linux TCP_USER_TIMEOUT); no WebSocket ping is needed for that."""
+        sock = ws.transport.get_extra_info("socket")
+        option = getattr(socket, "TCP_USER_TIMEOUT", None)
+        if sock is None or option is None:
+            return
+        window = self.state.heartbeat_interval * protocol.MISSED_BEATS
+        with suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, option, max(1000, int(window * 1000)))
 
     async def _deleted(self) -> None:
         async with self._busy:  # after the operation under way, if any
@@ -322,6 +344,9 @@ class Agent:
                 self._note_node(self._desired)
                 self._healthy = True
                 self._desired_changed.set()
+            elif data.get("type") == "inventory-request":
+                inventory = await self._current_inventory()
+                await self._send(protocol.InventoryUpdate(inventory=inventory))
             elif data.get("type") == "ack":
                 ack = protocol.Ack.model_validate(data)
                 saved = self.state.outcomes.get(ack.operation_id)

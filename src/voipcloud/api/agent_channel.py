@@ -4,6 +4,26 @@ Why a persistent channel (docs/architecture.md has the figures): a heartbeat is 
 frame on an open connection, handled in the event loop with a dict write (no request
 parsing, no database write, no thread hop), and an administrator's Activate reaches the
 agent as soon as its transaction commits, because the commit wakes the node's channel.
+
+Lean by design (docs/benchmarks.md, "Agent channel: heartbeats at scale"): an open channel
+does no periodic work of its own. It is one object and the connection's own task reading
+frames; the desired state is computed only when something wakes the channel, in a short task
+started for it. The periodic work is one sweep for all channels (`AgentHub.sweep_forever`):
+
+- every `RECHECK_SECONDS`, one narrow query for every node's stamp (row version, credential
+  digest); only the channels whose node's stamp differs from the one their last desired
+  state was read with are woken (a change missed by the commit wake-up, a credential revoked
+  or replaced, a node deleted);
+- every heartbeat interval, a look at when each channel was last heard from: a channel silent
+  for twice the missed-beats window is closed (4408). The agent's beats are the one liveness
+  mechanism: the server sends no WebSocket pings (`api/server.py`), the agent none either
+  (it detects a dead controller by TCP: its beats go unacknowledged, see agent/runner.py).
+
+Database work runs in two thread limiters of its own, so neither queues behind the other nor
+an administrator's request behind them: `urgent` for what an administrator waits for (the
+desired state after a commit, an operation's outcome and its ack), `chores` for everything
+else the agents cause (credential check at connect, hello, inventory, the first desired state,
+the sweep, problems, health).
 """
 
 from __future__ import annotations
@@ -11,36 +31,99 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import random
+from collections.abc import Callable
 from contextlib import suppress
+from typing import Any, TypeVar
 
 import anyio
-from fastapi import WebSocket, WebSocketDisconnect
+from fastapi import WebSocket
 from pydantic import TypeAdapter, ValidationError
 
 from voipcloud import protocol
 from voipcloud.domain.errors import DatabaseUnavailable, NodeGone, NotAuthenticated, NotFound
 from voipcloud.services.controller import Controller
+from voipcloud.services.secrets_box import token_digest
+from voipcloud.store.channels import Stamp
 
 log = logging.getLogger("voipcloud.agents")
-RECHECK_SECONDS = 30.0  # a safety net; commits wake the channel at once
+RECHECK_SECONDS = 30.0  # the version sweep: a safety net; commits wake the channel at once
+SILENT_WINDOWS = 2  # a channel silent for this many missed-beats windows is closed
+URGENT_THREADS = 8  # what an administrator waits for
+CHORE_THREADS = 4  # everything else the agents cause
+FIRST_PUSH_WAIT = 0.5  # seconds the first desired state waits for the hello
 CLOSE_TRY_AGAIN = 1013  # RFC 6455 "try again later": the database is unavailable
+BEAT_TEXT = protocol.Beat().model_dump_json()  # '{"type":"beat"}': no validation needed
 _messages: TypeAdapter[protocol.AgentMessage] = TypeAdapter(protocol.AgentMessage)
+T = TypeVar("T")
 
 
 class _Closed(Exception):
     pass
 
 
+class _Channel:
+    """One open agent channel. Small on purpose: there may be tens of thousands."""
+
+    __slots__ = (
+        "closing",
+        "digest",
+        "features",
+        "first",
+        "heard",
+        "node_id",
+        "pushing",
+        "send_lock",
+        "sent",
+        "stamp",
+        "token",
+        "urgent",
+        "wanted",
+        "websocket",
+    )
+
+    def __init__(self, websocket: WebSocket, node_id: int, token: str, now: float) -> None:
+        self.websocket = websocket
+        self.node_id = node_id
+        self.token = token
+        self.digest = token_digest(token)
+        self.features: frozenset[str] = frozenset()  # what the agent announced in its hello
+        self.heard = now  # loop time of the last frame from the agent
+        self.stamp: Stamp | None = None  # of the row the last desired state was read from
+        self.sent = 0  # hash of the last desired state sent
+        self.send_lock = asyncio.Lock()
+        self.pushing = False  # a push task runs
+        self.wanted = False  # another push is wanted after the running one
+        self.urgent = False  # an administrator is waiting for it
+        self.closing = False
+        self.first: asyncio.TimerHandle | None = None  # the first push, if no hello comes
+
+
 class AgentHub:
     def __init__(self, controller: Controller) -> None:
         self._controller = controller
-        self._wake: dict[int, set[asyncio.Event]] = {}
+        self._channels: dict[int, set[_Channel]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._limiters: tuple[anyio.CapacityLimiter, anyio.CapacityLimiter] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # running pushes (kept referenced)
+        self._sweeper: asyncio.Task[None] | None = None
+        self.sweeps = 0  # version sweeps done (tests and benchmarks read it)
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
 
+    # threads
+    def _limiter(self, urgent: bool) -> anyio.CapacityLimiter:
+        if self._limiters is None:  # created in the event loop, on first use
+            self._limiters = (
+                anyio.CapacityLimiter(URGENT_THREADS),
+                anyio.CapacityLimiter(CHORE_THREADS),
+            )
+        return self._limiters[0 if urgent else 1]
+
+    async def _thread(self, urgent: bool, call: Callable[..., T], *args: Any) -> T:
+        return await anyio.to_thread.run_sync(call, *args, limiter=self._limiter(urgent))
+
+    # wake-ups
     def notify_threadsafe(self, node_ids: set[int]) -> None:
         """Called after a commit (from any thread): wake the channels of these nodes."""
         loop = self._loop
@@ -51,12 +134,133 @@ class AgentHub:
 
     def _wake_nodes(self, node_ids: set[int]) -> None:
         for node_id in node_ids:
-            for event in self._wake.get(node_id, ()):
-                event.set()
+            for channel in self._channels.get(node_id, ()):
+                self._push(channel, urgent=True)
 
     def connected_count(self) -> int:
-        return sum(len(v) for v in self._wake.values())
+        return sum(len(v) for v in self._channels.values())
 
+    def _push(self, channel: _Channel, *, urgent: bool) -> None:
+        """Send the channel its desired state (if it changed), in a task of its own."""
+        channel.urgent = channel.urgent or urgent
+        if channel.closing:
+            return
+        if channel.pushing:
+            channel.wanted = True
+            return
+        channel.pushing = True
+        task = asyncio.get_running_loop().create_task(self._pushes(channel))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _pushes(self, channel: _Channel) -> None:
+        try:
+            while not channel.closing:
+                channel.wanted = False
+                urgent, channel.urgent = channel.urgent, False
+                await self._send_desired(channel, urgent)
+                if not channel.wanted:
+                    return
+        except NotAuthenticated:
+            await self._close(channel, protocol.CLOSE_UNAUTHORIZED, "credential revoked")
+        except (NodeGone, NotFound):
+            await self._close(channel, protocol.CLOSE_DELETED, "node deleted")
+        except DatabaseUnavailable:  # the agent reconnects with backoff
+            await self._close(channel, CLOSE_TRY_AGAIN, "database unavailable; try again later")
+        except (RuntimeError, OSError):  # the connection went away meanwhile
+            pass
+        except Exception:  # never lose the channel's wake-ups silently
+            log.exception("pushing the desired state to node %s failed", channel.node_id)
+            await self._close(channel, 1011, "internal error")
+        finally:
+            channel.pushing = False
+
+    async def _send_desired(self, channel: _Channel, urgent: bool) -> None:
+        agents = self._controller.agents
+        desired, stamp = await self._thread(
+            urgent,
+            functools.partial(
+                agents.desired_stamped, channel.node_id, channel.token, features=channel.features
+            ),
+        )
+        if channel.closing:
+            return
+        # an older agent refuses unknown fields: "node" only when there is one
+        payload = desired.model_dump_json(exclude={"node"} if desired.node is None else None)
+        sent = hash(payload)  # a hash, not the text: there may be tens of thousands of channels
+        if sent != channel.sent:
+            async with channel.send_lock:
+                if not channel.closing:
+                    await channel.websocket.send_text(payload)
+            channel.sent = sent
+        channel.stamp = stamp
+
+    async def _close(self, channel: _Channel, code: int, reason: str) -> None:
+        if channel.closing:
+            return
+        channel.closing = True
+        with suppress(RuntimeError, OSError):
+            async with channel.send_lock:
+                await channel.websocket.close(code, reason)
+
+    # the sweep: the only periodic work, one for all channels
+    def _start_sweep(self) -> None:
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    async def _sweep(self) -> None:
+        """Close silent channels every heartbeat interval; every RECHECK_SECONDS wake the
+        channels whose node's stamp changed. Started by the first channel; ends when there
+        are none left (the next one starts it again)."""
+        presence = self._controller.agents.presence
+        interval = presence.heartbeat_interval
+        loop = asyncio.get_running_loop()
+        next_recheck = loop.time() + RECHECK_SECONDS
+        while self._channels:
+            await asyncio.sleep(min(interval, RECHECK_SECONDS))
+            try:
+                await self.close_silent()
+                if loop.time() >= next_recheck:
+                    next_recheck = loop.time() + RECHECK_SECONDS
+                    await self.recheck()
+            except DatabaseUnavailable as exc:
+                log.warning("agent channel sweep skipped: database unavailable (%s)", exc.reason)
+            except Exception:
+                log.exception("agent channel sweep failed")
+
+    async def close_silent(self) -> int:
+        presence = self._controller.agents.presence
+        limit = presence.heartbeat_interval * presence.missed_beats * SILENT_WINDOWS
+        now = asyncio.get_running_loop().time()
+        silent = [
+            channel
+            for channels in self._channels.values()
+            for channel in channels
+            if now - channel.heard > limit and not channel.closing
+        ]
+        for channel in silent:
+            log.info("node %s: nothing heard for %.0f s; closing", channel.node_id, limit)
+            await self._close(channel, protocol.CLOSE_SILENT, "no beats; reconnect")
+        return len(silent)
+
+    async def recheck(self) -> int:
+        """One query for every node's stamp; wake the channels whose stamp differs."""
+        if not self._channels:
+            return 0
+        stamps = await self._thread(False, self._controller.agents.channel_stamps)
+        self.sweeps += 1
+        woken = 0
+        for node_id, channels in list(self._channels.items()):
+            row = stamps.get(node_id)
+            for channel in channels:
+                if channel.stamp is None:
+                    continue  # its first desired state is still coming
+                if row is None or row != channel.stamp or row[1] != channel.digest:
+                    self._push(channel, urgent=False)
+                    woken += 1
+        return woken
+
+    # one channel
     async def handle(self, websocket: WebSocket) -> None:
         agents = self._controller.agents
         header = websocket.headers.get("authorization", "")
@@ -65,7 +269,7 @@ class AgentHub:
         try:
             if scheme.lower() != "bearer" or not token:
                 raise NotAuthenticated("missing agent credential")
-            node_id = await anyio.to_thread.run_sync(agents.authenticate, token)
+            node_id = await self._thread(False, agents.authenticate, token)
         except NotAuthenticated:
             await websocket.close(protocol.CLOSE_UNAUTHORIZED, "credential refused; join again")
             return
@@ -75,118 +279,92 @@ class AgentHub:
         except DatabaseUnavailable:
             await websocket.close(CLOSE_TRY_AGAIN, "database unavailable; try again later")
             return
-        await self._serve(websocket, node_id, token)
-
-    async def _serve(self, websocket: WebSocket, node_id: int, token: str) -> None:
-        presence = self._controller.agents.presence
-        wake = asyncio.Event()
-        wake.set()
-        send_lock = asyncio.Lock()
-        features: set[str] = set()  # what the agent announced in its hello
-        self._wake.setdefault(node_id, set()).add(wake)
+        channel = _Channel(websocket, node_id, token, asyncio.get_running_loop().time())
+        presence = agents.presence
+        self._channels.setdefault(node_id, set()).add(channel)
         presence.opened(node_id, self._controller.ctx.clock())
+        self._start_sweep()
+        # the first desired state follows the hello (its features shape it); a client that
+        # sends none gets it after FIRST_PUSH_WAIT anyway
+        channel.first = asyncio.get_running_loop().call_later(
+            FIRST_PUSH_WAIT, functools.partial(self._push, channel, urgent=False)
+        )
         try:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self._read(websocket, node_id, wake, send_lock, features))
-                group.create_task(self._write(websocket, node_id, token, wake, send_lock, features))
-        except* DatabaseUnavailable:
-            with suppress(RuntimeError):  # the agent reconnects with backoff
-                await websocket.close(CLOSE_TRY_AGAIN, "database unavailable; try again later")
-        except* (WebSocketDisconnect, _Closed, RuntimeError):
+            await self._read(channel)
+        except DatabaseUnavailable:
+            await self._close(channel, CLOSE_TRY_AGAIN, "database unavailable; try again later")
+        except (_Closed, RuntimeError, OSError):
             pass
         finally:
-            listeners = self._wake.get(node_id, set())
-            listeners.discard(wake)
+            channel.closing = True
+            if channel.first is not None:
+                channel.first.cancel()
+            listeners = self._channels.get(node_id, set())
+            listeners.discard(channel)
             if not listeners:
-                self._wake.pop(node_id, None)
+                self._channels.pop(node_id, None)
             presence.closed(node_id)
 
-    async def _read(
-        self,
-        websocket: WebSocket,
-        node_id: int,
-        wake: asyncio.Event,
-        send_lock: asyncio.Lock,
-        features: set[str],
-    ) -> None:
+    async def _read(self, channel: _Channel) -> None:
+        websocket = channel.websocket
+        node_id = channel.node_id
         agents = self._controller.agents
+        presence = agents.presence
         clock = self._controller.ctx.clock
+        loop = asyncio.get_running_loop()
         while True:
             frame = await websocket.receive()
             if frame["type"] == "websocket.disconnect":
-                raise WebSocketDisconnect(frame.get("code", 1000))
+                return
             text = frame.get("text")
+            channel.heard = loop.time()
+            if text == BEAT_TEXT:  # the frame that matters at scale: no parsing at all
+                presence.beat(node_id, clock())
+                continue
             if text is None:  # a binary frame: the protocol is JSON text only
-                await websocket.close(protocol.CLOSE_POLICY, "binary frames are not accepted")
+                await self._close(channel, protocol.CLOSE_POLICY, "binary frames are not accepted")
                 raise _Closed
             try:
                 message = _messages.validate_json(text)
             except ValidationError as exc:
                 reason = f"invalid message: {exc.errors()[0]['msg']}"[:120]
-                await websocket.close(protocol.CLOSE_POLICY, reason)
+                await self._close(channel, protocol.CLOSE_POLICY, reason)
                 raise _Closed from None
-            agents.presence.beat(node_id, clock())
+            presence.beat(node_id, clock())
             if isinstance(message, protocol.Beat):
                 continue
             if isinstance(message, protocol.Hello):
-                features.clear()
-                features.update(message.features or ())
-                await anyio.to_thread.run_sync(agents.record_inventory, node_id, message.inventory)
-                for outcome in message.outcomes:
-                    await self._record(websocket, node_id, outcome, send_lock)
-                wake.set()
+                await self._hello(channel, message)
             elif isinstance(message, protocol.InventoryUpdate):
-                await anyio.to_thread.run_sync(agents.record_inventory, node_id, message.inventory)
+                await self._thread(False, agents.record_inventory, node_id, message.inventory)
             elif isinstance(message, protocol.OutcomeReport):
-                await self._record(websocket, node_id, message, send_lock)
+                await self._record(channel, message)
             elif isinstance(message, protocol.Problem):
-                await anyio.to_thread.run_sync(agents.problem, node_id, message.reason)
+                await self._thread(False, agents.problem, node_id, message.reason)
             elif isinstance(message, protocol.HealthReport):
-                await anyio.to_thread.run_sync(agents.health, node_id, message)
+                await self._thread(False, agents.health, node_id, message)
 
-    async def _record(
-        self,
-        websocket: WebSocket,
-        node_id: int,
-        outcome: protocol.OutcomeReport,
-        send_lock: asyncio.Lock,
-    ) -> None:
-        result = await anyio.to_thread.run_sync(self._controller.agents.report, node_id, outcome)
-        ack = protocol.Ack(operation_id=outcome.operation_id, recorded=result.recorded)
-        async with send_lock:
-            await websocket.send_text(ack.model_dump_json())
-
-    async def _write(
-        self,
-        websocket: WebSocket,
-        node_id: int,
-        token: str,
-        wake: asyncio.Event,
-        send_lock: asyncio.Lock,
-        features: set[str],
-    ) -> None:
+    async def _hello(self, channel: _Channel, hello: protocol.Hello) -> None:
         agents = self._controller.agents
-        last_sent = ""
-        while True:
-            # jittered, so channels opened together (all agents reconnect after a controller
-            # restart) do not re-check together forever
-            recheck = RECHECK_SECONDS * random.uniform(0.5, 1.5)  # noqa: S311 - not crypto
-            with suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout=recheck)
-            wake.clear()  # before reading, so a commit during the read wakes us again
-            try:
-                desired = await anyio.to_thread.run_sync(
-                    functools.partial(agents.desired, node_id, token, features=frozenset(features))
-                )
-            except NotAuthenticated:
-                await websocket.close(protocol.CLOSE_UNAUTHORIZED, "credential revoked")
-                raise _Closed from None
-            except (NodeGone, NotFound):
-                await websocket.close(protocol.CLOSE_DELETED, "node deleted")
-                raise _Closed from None
-            # an older agent refuses unknown fields: "node" only when there is one
-            payload = desired.model_dump_json(exclude={"node"} if desired.node is None else None)
-            if payload != last_sent:
-                async with send_lock:
-                    await websocket.send_text(payload)
-                last_sent = payload
+        channel.features = frozenset(hello.features or ())
+        if channel.first is not None:
+            channel.first.cancel()
+            channel.first = None
+        if hello.inventory is not None:  # an older agent: written only when it changed
+            await self._thread(False, agents.record_inventory, channel.node_id, hello.inventory)
+        elif hello.inventory_digest is not None:
+            known = await self._thread(
+                False, agents.inventory_known, channel.node_id, hello.inventory_digest
+            )
+            if not known:
+                async with channel.send_lock:
+                    await channel.websocket.send_text(protocol.InventoryRequest().model_dump_json())
+        for outcome in hello.outcomes:
+            await self._record(channel, outcome)
+        self._push(channel, urgent=False)  # the first desired state, with the features known
+
+    async def _record(self, channel: _Channel, outcome: protocol.OutcomeReport) -> None:
+        result = await self._thread(True, self._controller.agents.report, channel.node_id, outcome)
+        ack = protocol.Ack(operation_id=outcome.operation_id, recorded=result.recorded)
+        async with channel.send_lock:
+            await channel.websocket.send_text(ack.model_dump_json())

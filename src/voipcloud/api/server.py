@@ -352,6 +352,10 @@ def config(
         "log_level": "warning",
         "proxy_headers": False,
         "ws_max_size": protocol.MAX_MESSAGE_BYTES,
+        # no WebSocket pings: the agents' beats are the one liveness mechanism (a channel
+        # silent for twice the missed-beats window is closed: api/agent_channel.py)
+        "ws_ping_interval": None,
+        "ws_per_message_deflate": False,
         "timeout_keep_alive": settings.keep_alive_timeout,
         **overrides,
     }

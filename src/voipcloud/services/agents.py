@@ -24,6 +24,7 @@ from voipcloud.services.presence import Presence
 from voipcloud.services.role_health import RoleHealthState
 from voipcloud.services.roles import RoleService
 from voipcloud.services.secrets_box import token_digest
+from voipcloud.store import channels as channel_rows
 from voipcloud.store import events
 from voipcloud.store import nodes as node_rows
 
@@ -93,6 +94,9 @@ class AgentService:
         self._operations = operations
         self.presence = presence
         self._refusals = _RefusalBudget(REFUSAL_EVENTS_PER_MINUTE)
+        # node id -> SHA-256 of the inventory its agent last sent this process, once stored:
+        # a hello whose digest matches writes nothing (docs/protocol.md, "Cheap hello")
+        self._inventory_digests: dict[int, bytes] = {}
 
     def join(self, request: protocol.JoinRequest, *, peer: str) -> Joined:
         inventory = sanitized(request.inventory)
@@ -119,6 +123,9 @@ class AgentService:
                 raise NotAuthenticated("The session key is not valid (wrong, revoked or deleted).")
             node_rows.set_agent_token(conn, node.id, token_digest(token))
             self._store_inventory(conn, node.id, inventory)
+            self._inventory_digests[node.id] = bytes.fromhex(
+                protocol.inventory_digest(request.inventory)
+            )
             events.append(
                 conn,
                 at=now,
@@ -160,18 +167,31 @@ class AgentService:
     ) -> protocol.Desired:
         """The node's desired state; re-checks the credential (it may have been revoked).
         The node's addresses go only to an agent that announced it understands them."""
+        return self.desired_stamped(node_id, agent_token, features=features)[0]
+
+    def channel_stamps(self) -> dict[int, channel_rows.Stamp]:
+        """Every node's (row_version, credential digest): what the channels' sweep compares."""
+        with self._ctx.db.read() as conn:
+            return channel_rows.stamps(conn)
+
+    def desired_stamped(
+        self, node_id: int, agent_token: str, *, features: frozenset[str] = frozenset()
+    ) -> tuple[protocol.Desired, channel_rows.Stamp]:
+        """`desired`, with the stamp of the row it was read from (see `channel_stamps`)."""
+        digest = token_digest(agent_token)
         if self.authenticate(agent_token) != node_id:
             raise NotAuthenticated("The agent credential belongs to another node.")
         with self._ctx.db.read() as conn:  # one snapshot: the generation matches the roles
             node = transitions.load(conn, node_id)
             assigned = self._roles.assigned_in(conn, node, reveal_secrets=True)
+        stamp = (node.row_version, digest)
         operation = None
         if node.pending_operation and node.operation_id:
             operation = protocol.PendingOperation(
                 id=node.operation_id,
                 kind=node.pending_operation,
             )
-        return protocol.Desired(
+        desired = protocol.Desired(
             node_id=node.id,
             hostname=node.hostname,
             status=node.status.value,
@@ -191,10 +211,41 @@ class AgentService:
                 else None
             ),
         )
+        return desired, stamp
 
-    def record_inventory(self, node_id: int, inventory: protocol.Inventory) -> None:
+    def record_inventory(self, node_id: int, inventory: protocol.Inventory) -> bool:
+        """Store what the agent reported, unless it is what is stored already (no write)."""
+        digest = protocol.inventory_digest(inventory)
+        if self.inventory_known(node_id, digest):
+            return False
         with self._ctx.db.write() as conn:
             self._store_inventory(conn, node_id, sanitized(inventory))
+        self._inventory_digests[node_id] = bytes.fromhex(digest)
+        return True
+
+    def inventory_known(self, node_id: int, digest: str) -> bool:
+        """Whether the stored inventory is the one with this digest (a read, never a write)."""
+        raw = bytes.fromhex(digest)
+        if self._inventory_digests.get(node_id) == raw:
+            return True
+        with self._ctx.db.read() as conn:
+            row = channel_rows.reported_inventory(conn, node_id)
+        if row is None:
+            return False
+        try:
+            stored = protocol.Inventory(
+                os=row["os"] or "",
+                kernel=row["kernel"] or "",
+                container_id=row["container_id"] or "",
+                version=row["agent_version"] or "",
+                components=[protocol.ComponentInfo(**c) for c in row["components"] or []],
+            )
+        except (TypeError, ValueError):  # not what an agent reports: ask for it again
+            return False
+        if protocol.inventory_digest(stored) != digest:
+            return False
+        self._inventory_digests[node_id] = raw
+        return True
 
     def _store_inventory(
         self, conn: Connection, node_id: int, inventory: protocol.Inventory

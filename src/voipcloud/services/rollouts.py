@@ -17,6 +17,7 @@ from voipcloud.domain.errors import FieldError, InvalidInput, NotFound, RuleViol
 from voipcloud.domain.filters import NodeFilter
 from voipcloud.domain.model import Page
 from voipcloud.domain.rollouts import Command, Counts, NodeOutcome
+from voipcloud.domain.statuses import NodeStatus
 from voipcloud.domain.validation import check_text
 from voipcloud.services.context import Context
 from voipcloud.store import events
@@ -26,7 +27,11 @@ from voipcloud.store.rollouts import MemberRow, RolloutRow
 
 FILTER_FIELDS = ("status", "role", "q")
 COMMAND_ATTEMPTS = 5
-DONE = {Command.PAUSE: "paused", Command.RESUME: "resumed", Command.CANCEL: "cancelled"}  # a runner of another controller may move the rollout meanwhile
+DONE = {
+    Command.PAUSE: "paused",
+    Command.RESUME: "resumed",
+    Command.CANCEL: "cancelled",
+}  # a runner of another controller may move the rollout meanwhile
 
 
 def username_of(actor: str) -> str:
@@ -97,7 +102,7 @@ class RolloutService:
 
     # --- reads -------------------------------------------------------------------------
 
-    def list(self, *, limit: int = 50, offset: int = 0) -> Page[RolloutView]:
+    def page(self, *, limit: int = 50, offset: int = 0) -> Page[RolloutView]:
         with self._ctx.db.read() as conn:
             found = rows.page(conn, limit=limit, offset=offset)
             counted = rows.outcome_counts(conn, [r.id for r in found.items])
@@ -115,6 +120,16 @@ class RolloutService:
             rollout = _load(conn, rollout_id)
             members = rows.members(conn, rollout_id)
         return view_of(rollout, members)
+
+    def still_damaged(self, node_ids: str) -> list[int]:
+        """Of the node ids written in `node_ids` ("3,5,8"), those still Damaged (the offer to
+        fix the nodes an infrastructure change marked Damaged, with one rollout)."""
+        ids = _ids_in(node_ids, at_most=rules.MAX_NODES)
+        if not ids:
+            return []
+        with self._ctx.db.read() as conn:
+            known = node_rows.brief(conn, ids)
+        return [i for i in ids if i in known and known[i][1] == NodeStatus.DAMAGED.value]
 
     # --- changes -----------------------------------------------------------------------
 
@@ -290,3 +305,12 @@ def _batch_positions(conn: Any, rollout_ids: list[int]) -> dict[int, tuple[int, 
     for rollout_id in rollout_ids:
         result[rollout_id] = rows.batch_position(conn, rollout_id)
     return result
+
+
+def _ids_in(text: str, *, at_most: int) -> list[int]:
+    found: list[int] = []
+    for part in text.split(",")[:at_most]:
+        part = part.strip()
+        if part.isascii() and part.isdigit() and 0 < len(part) <= 10 and int(part) <= 2**31 - 1:
+            found.append(int(part))
+    return found

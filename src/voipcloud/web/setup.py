@@ -23,12 +23,24 @@ from voipcloud.web.routes import (
     infrastructure,
     nodes,
     roles,
+    rollouts,
     storage,
     wizard,
 )
 from voipcloud.web.templating import STATIC_DIR, is_htmx, render
 
-PAGE_ROUTERS = (auth, cloud, nodes, roles, events, infrastructure, wizard, storage, accounts)
+PAGE_ROUTERS = (
+    auth,
+    cloud,
+    nodes,
+    roles,
+    events,
+    rollouts,
+    infrastructure,
+    wizard,
+    storage,
+    accounts,
+)
 NOT_PAGES = ("/api/", "/openapi.json", "/docs", "/redoc", "/healthz", "/readyz", "/static/")
 
 

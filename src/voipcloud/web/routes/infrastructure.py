@@ -67,6 +67,7 @@ def _page(
     form_version: str | None = None,
     confirm: bool = False,
     asked_again: bool = False,
+    fix_offer: list[int] | None = None,
 ) -> Response:
     """The page; `form_version` is the version the form's values were read at (None: now,
     with the current values)."""
@@ -89,13 +90,16 @@ def _page(
         form_version=form_version,
         confirm=confirm,
         asked_again=asked_again,
+        fix_offer=fix_offer or [],
     )
 
 
 @router.get(PAGE)
 def infrastructure_page(request: Request, _reader: PageRead, controller: ControllerDep) -> Response:
-    """Infrastructure Properties."""
-    return _page(request, controller)
+    """Infrastructure Properties; after a save that marked nodes Damaged (`affected`), the
+    offer to fix those still Damaged with one rollout."""
+    offer = controller.rollouts.still_damaged(request.query_params.get("affected", ""))
+    return _page(request, controller, fix_offer=offer)
 
 
 @router.post(f"{PAGE}/preview")
@@ -178,7 +182,11 @@ def save_properties(
             form_version=version,
         )
     kind: Kind = "info" if result.affected else "success"
-    return flash.redirect(request, PAGE, kind, _saved_message(result))
+    # the page then offers one Fix rollout over the nodes this save marked Damaged
+    offer = ",".join(str(i.node_id) for i in result.affected)
+    return flash.redirect(
+        request, f"{PAGE}?affected={offer}" if offer else PAGE, kind, _saved_message(result)
+    )
 
 
 def _confirmed(form: dict[str, str]) -> set[int]:
@@ -211,7 +219,8 @@ def _saved_message(result: PropertiesChange) -> str:
     if result.affected:
         marked = "; ".join(f"{i.hostname} ({i.reason})" for i in result.affected)
         text += (
-            f"Nodes marked Damaged: {marked}. Use Fix Node on each to re-apply its configuration."
+            f"Nodes marked Damaged: {marked}. Fix them with one rollout (offered on this page), or use Fix "
+            "Node on each to re-apply its configuration."
         )
     else:
         text += "No Online node was affected."
