@@ -1,0 +1,868 @@
+"""Load generator: N simulated agents on real channels, and an administrator's push meanwhile.
+
+The parent process starts one or more real `voipcloud serve` processes (or attaches to one with
+--url), seeds the nodes, spreads the agents over child processes (each below 15,000 sockets,
+the per-process cap on these machines is 20,000) and over source addresses 127.0.0.2,
+127.0.0.3, … (each below the ~28,000 ephemeral ports one source address has towards one
+server address), then runs three phases and prints JSON and a table:
+
+1. **open**: every child opens its agents' channels (bounded concurrency), speaking the real
+   protocol: `hello` with the inventory digest (feature "inventory-digest"; `--hello full` sends
+   the whole inventory, as an older agent does), then waits for its first `desired`. Reported:
+   channels opened per second, errors, the controller's RSS per open connection.
+2. **quiet** (`--quiet` s): channels open, nothing sent: the controller's idle upkeep (CPU %).
+3. **beat** (`--seconds` s): every agent beats every `--interval` s (each agent's phase random,
+   each interval jittered ±5 %); the children report beats sent per second. Meanwhile the parent
+   pushes an administrator's operation (`POST …/actions/activate`) to one of its own probe
+   agents every few seconds and times desired-with-operation (push) and the controller's ack of
+   the agent's outcome (op→acked), p50/p99. At the end each child sends sentinel outcomes on a
+   few channels: the controller acknowledges one only after every frame queued before it, so
+   "absorbed/s" is the beats sent over the time until the last sentinel was acknowledged.
+
+Seeding: `--seed store` (default) writes the nodes and their agents' credentials straight
+into the controller's database (the protocol from then on is real; there is no bulk join
+path in the API); the probe agents (`--probes`) are created, assigned and joined through the
+API, and that rate is reported as the API join rate. `--seed api` creates every node through
+the API (slow: three requests each).
+
+Every loop is bounded (`--seconds`, `--quiet`, `--open-timeout`); children and controllers are
+stopped by PID at the end. Usage:
+
+    .venv/bin/python bench/agents_load.py [--agents 2000] [--seconds 60] [--quiet 10]
+        [--per-child 5000] [--controllers 1] [--database-url URL] [--url URL] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import heapq
+import json
+import math
+import os
+import random
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.support
+from tests.support.processes import voipcloud_executable
+from tests.support.server import free_port
+
+from voipcloud import protocol
+
+API = "/api/v1"
+PASSWORD = "bench-admin-password"
+BEAT = protocol.Beat().model_dump_json()  # exactly what the agent sends
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+INVENTORY = protocol.Inventory(
+    os="Debian GNU/Linux 12 (bookworm)",
+    kernel="Linux 6.1.0-21-amd64",
+    version="0.1.0",
+    components=[
+        protocol.ComponentInfo(name=f"package-{i:02d}", version=f"1.{i}") for i in range(20)
+    ],
+)
+FEATURES = [
+    protocol.FEATURE_NODE_ADDRESSES,
+    protocol.FEATURE_ROLE_HEALTH,
+    protocol.FEATURE_INVENTORY_DIGEST,
+]
+
+
+def loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def proc_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def hello_text(full: bool) -> str:
+    if full:
+        return protocol.Hello(inventory=INVENTORY, features=FEATURES[:2]).model_dump_json(
+            exclude_none=True
+        )
+    return protocol.Hello(
+        inventory_digest=protocol.inventory_digest(INVENTORY), features=FEATURES
+    ).model_dump_json(exclude_none=True)
+
+
+# ---------------------------------------------------------------------------------- child
+
+
+@dataclass
+class ChildStats:
+    opened: int = 0
+    open_errors: int = 0
+    beats: int = 0
+    send_errors: int = 0
+    closed: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+
+async def child_open(
+    url: str, source: str, token: str, full: bool, stats: ChildStats, timeout: float
+) -> ClientConnection | None:
+    ws_url = url.replace("http://", "ws://") + f"{API}/agent/channel"
+    for attempt in range(3):  # bounded: a refused open is retried twice
+        try:
+            ws = await connect(
+                ws_url,
+                additional_headers={"Authorization": f"Bearer {token}"},
+                max_size=protocol.MAX_MESSAGE_BYTES,
+                open_timeout=timeout,
+                compression=None,
+                ping_interval=None,  # as the agent: beats are the liveness mechanism
+                close_timeout=2,
+                local_addr=(source, 0),
+            )
+            await ws.send(hello_text(full))
+            for _ in range(5):  # the first desired (an inventory-request may come first)
+                message = json.loads(await asyncio.wait_for(ws.recv(), timeout=timeout))
+                if message["type"] == "desired":
+                    stats.opened += 1
+                    return ws
+                if message["type"] == "inventory-request":
+                    await ws.send(protocol.InventoryUpdate(inventory=INVENTORY).model_dump_json())
+            stats.error("no desired")
+            await ws.close()
+            return None
+        except (OSError, TimeoutError, ConnectionClosed) as exc:
+            stats.error(type(exc).__name__)
+            await asyncio.sleep(random.uniform(0, 2.0 * (attempt + 1)))
+        except Exception as exc:  # a handshake refusal (e.g. 503): counted, retried
+            stats.error(type(exc).__name__)
+            await asyncio.sleep(random.uniform(0, 2.0 * (attempt + 1)))
+    stats.open_errors += 1
+    return None
+
+
+class Beater:
+    """Every open agent beats every `interval` s (random phase, ±5 % jitter), from the moment
+    its channel opened, as real agents do; `pause` stops all beats for a while (the idle
+    phase), after which the phases are drawn again (no burst)."""
+
+    def __init__(self, interval: float, stats: ChildStats) -> None:
+        self.interval = interval
+        self.stats = stats
+        self.agents: dict[int, ClientConnection] = {}
+        self.due: list[tuple[float, int]] = []
+        self.paused_until = 0.0
+
+    def add(self, index: int, ws: ClientConnection) -> None:
+        self.agents[index] = ws
+        now = asyncio.get_running_loop().time()
+        heapq.heappush(self.due, (now + random.uniform(0, self.interval), index))
+
+    def pause(self, seconds: float) -> None:
+        self.paused_until = asyncio.get_running_loop().time() + seconds
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            if now < self.paused_until:
+                await asyncio.sleep(self.paused_until - now)
+                now = loop.time()
+                self.due = [(now + random.uniform(0, self.interval), i) for _, i in self.due]
+                heapq.heapify(self.due)
+            while self.due and self.due[0][0] <= now and now >= self.paused_until:
+                _, index = heapq.heappop(self.due)
+                ws = self.agents.get(index)
+                if ws is None:
+                    continue
+                try:
+                    await ws.send(BEAT)
+                    self.stats.beats += 1
+                except ConnectionClosed:
+                    self.stats.closed += 1
+                    self.agents.pop(index, None)
+                    continue
+                jitter = random.uniform(0.95, 1.05)
+                heapq.heappush(self.due, (now + self.interval * jitter, index))
+            await asyncio.sleep(0.02)
+
+
+async def child_drain(agents: list[ClientConnection], tag: str, samples: int) -> float:
+    """Sentinel outcomes on a few channels; the time the last one was acknowledged."""
+    live = list(agents)
+    step = max(1, len(live) // samples)
+    chosen = live[::step][:samples]
+    last = 0.0
+    for i, ws in enumerate(chosen):
+        op_id = f"sentinel-{tag}-{i}"
+        try:
+            await ws.send(
+                protocol.OutcomeReport(operation_id=op_id, success=True).model_dump_json()
+            )
+        except ConnectionClosed:
+            continue
+    for i, ws in enumerate(chosen):
+        op_id = f"sentinel-{tag}-{i}"
+        with contextlib.suppress(TimeoutError, ConnectionClosed):
+            async with asyncio.timeout(60):
+                while True:
+                    message = json.loads(await ws.recv())
+                    if message.get("type") == "ack" and message.get("operation_id") == op_id:
+                        last = max(last, time.monotonic())
+                        break
+    return last
+
+
+async def child_main(args: argparse.Namespace) -> None:
+    tokens: list[list[Any]] = json.loads(Path(args.tokens).read_text())
+    stats = ChildStats()
+    out = sys.stdout
+
+    def emit(**data: Any) -> None:
+        out.write(json.dumps(data) + "\n")
+        out.flush()
+
+    async def report() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            emit(
+                kind="tick",
+                t=time.monotonic(),
+                opened=stats.opened,
+                beats=stats.beats,
+                closed=stats.closed,
+                open_errors=stats.open_errors,
+            )
+
+    reporter = asyncio.create_task(report())
+    semaphore = asyncio.Semaphore(args.concurrency)
+    beater = Beater(args.interval, stats)
+    beating = asyncio.create_task(beater.run())
+
+    async def one(index: int, token: str) -> None:
+        async with semaphore:
+            ws = await child_open(
+                args.url, args.source, token, args.hello == "full", stats, args.open_timeout
+            )
+        if ws is not None:
+            beater.add(index, ws)
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(one(i, token) for i, (_node, token) in enumerate(tokens)))
+    emit(
+        kind="ready",
+        t=time.monotonic(),
+        opened=stats.opened,
+        failed=stats.open_errors,
+        seconds=time.monotonic() - t0,
+        errors=stats.errors,
+    )
+    reader = asyncio.StreamReader()
+    await asyncio.get_running_loop().connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
+    )
+    deadline = time.monotonic() + args.max_seconds
+    while time.monotonic() < deadline:
+        try:
+            line = await asyncio.wait_for(reader.readline(), timeout=deadline - time.monotonic())
+        except TimeoutError:
+            break
+        command = line.decode().split()
+        if not command or command[0] == "stop":
+            break
+        if command[0] == "quiet":
+            beater.pause(float(command[1]))
+            await asyncio.sleep(float(command[1]))
+            emit(kind="quieted", t=time.monotonic())
+        elif command[0] == "beat":
+            beats0, closed0 = stats.beats, stats.closed
+            t_start = time.monotonic()
+            await asyncio.sleep(float(command[1]))
+            t_end = time.monotonic()
+            beats = stats.beats - beats0
+            acked = await child_drain(list(beater.agents.values()), command[2], args.sentinels)
+            emit(
+                kind="beaten",
+                start=t_start,
+                end=t_end,
+                beats=beats,
+                drained=acked,
+                closed=stats.closed - closed0,
+                live=len(beater.agents),
+            )
+    reporter.cancel()
+    beating.cancel()
+    await asyncio.gather(*(ws.close() for ws in beater.agents.values()), return_exceptions=True)
+
+
+# ---------------------------------------------------------------------------------- parent
+
+
+@dataclass
+class Serve:
+    data_dir: Path
+    database_url: str | None
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, key_from: Path | None = None) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if key_from is not None:  # several controllers share the data key
+            shutil.copy2(key_from / "secret.key", self.data_dir / "secret.key")
+        env = {
+            **os.environ,
+            "VOIPCLOUD_DATA_DIR": str(self.data_dir),
+            "VOIPCLOUD_ADMIN_PASSWORD": PASSWORD,
+            "VOIPCLOUD_HEARTBEAT_INTERVAL": "10",
+            "VOIPCLOUD_MISSED_BEATS": "3",
+            "VOIPCLOUD_ACTIVATION_TIMEOUT": "120",
+        }
+        if self.database_url:
+            env["VOIPCLOUD_DATABASE_URL"] = self.database_url
+        command = [voipcloud_executable(), "serve", "--port", str(self.port), "--no-ic-agent"]
+        log = (self.data_dir / "serve.log").open("ab")
+        self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"voipcloud serve exited; see {self.data_dir}/serve.log")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            time.sleep(0.2)
+        tail = (self.data_dir / "serve.log").read_text(errors="replace")[-2000:]
+        raise RuntimeError(f"voipcloud serve did not become ready within 120 s:\n{tail}")
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def seed_store(database_url: str, count: int) -> list[tuple[int, str]]:
+    """N nodes with the wk role and an agent credential each, in a few multi-row statements."""
+    from sqlalchemy import insert, select
+
+    from voipcloud.services.secrets_box import token_digest
+    from voipcloud.store.database import Database
+    from voipcloud.store.tables import nodes, role_assignments
+
+    db = Database(database_url)
+    now = datetime.now(UTC)
+    tokens = [secrets.token_urlsafe(32) for _ in range(count)]
+    prefix = f"load-{secrets.token_hex(3)}"
+    components = [c.model_dump() for c in INVENTORY.components]
+    rows = [
+        {
+            "hostname": f"{prefix}-{i:05d}",
+            "private_ip": f"10.{200 + i // 65536}.{i // 256 % 256}.{i % 256}",
+            "status": "Offline",
+            "is_controller": False,
+            "config_generation": 1,
+            "os": INVENTORY.os,
+            "kernel": INVENTORY.kernel,
+            "agent_version": INVENTORY.version,
+            "components": components,
+            "agent_token_digest": token_digest(tokens[i]),
+            "created_at": now,
+            "updated_at": now,
+            "row_version": 1,
+        }
+        for i in range(count)
+    ]
+    with db.write() as conn:
+        for start in range(0, count, 1000):
+            conn.execute(insert(nodes), rows[start : start + 1000])
+        found = conn.execute(
+            select(nodes.c.id, nodes.c.hostname).where(nodes.c.hostname.like(f"{prefix}-%"))
+        ).all()
+        ids = {row.hostname: row.id for row in found}
+        node_ids = [ids[f"{prefix}-{i:05d}"] for i in range(count)]
+        assignments = [
+            {
+                "node_id": node_id,
+                "role": "wk",
+                "parameters": {},
+                "created_at": now,
+                "updated_at": now,
+            }
+            for node_id in node_ids
+        ]
+        for start in range(0, count, 1000):
+            conn.execute(insert(role_assignments), assignments[start : start + 1000])
+    db.dispose()
+    return list(zip(node_ids, tokens, strict=True))
+
+
+async def bounded(limit: int, jobs: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
+    semaphore = asyncio.Semaphore(limit)
+
+    async def run(job: Callable[[], Awaitable[Any]]) -> Any:
+        async with semaphore:
+            return await job()
+
+    return await asyncio.gather(*(run(job) for job in jobs))
+
+
+async def api_join(admin: httpx.AsyncClient, count: int, prefix: str) -> list[tuple[int, str]]:
+    async def one(i: int) -> tuple[int, str]:
+        created = await admin.post(
+            f"{API}/nodes",
+            json={"hostname": f"{prefix}-{i:05d}", "private_ip": f"10.250.{i // 256}.{i % 256}"},
+        )
+        created.raise_for_status()
+        node_id = created.json()["node_id"]
+        assigned = await admin.post(f"{API}/nodes/{node_id}/roles", json={"role": "wk"})
+        assigned.raise_for_status()
+        joined = await admin.post(
+            f"{API}/agent/join",
+            json={
+                "session_key": assigned.json()["session_key"],
+                "inventory": INVENTORY.model_dump(),
+            },
+        )
+        joined.raise_for_status()
+        return node_id, joined.json()["agent_token"]
+
+    return await bounded(16, [functools.partial(one, i) for i in range(count)])
+
+
+@dataclass
+class Probe:
+    node_id: int
+    token: str
+    url: str
+    ws: ClientConnection | None = None
+    seen: dict[str, float] = field(default_factory=dict)
+    acked: dict[str, float] = field(default_factory=dict)
+
+    async def open(self) -> None:
+        self.ws = await connect(
+            self.url.replace("http://", "ws://") + f"{API}/agent/channel",
+            additional_headers={"Authorization": f"Bearer {self.token}"},
+            compression=None,
+            ping_interval=None,
+            open_timeout=60,
+        )
+        await self.ws.send(hello_text(False))
+
+    async def read(self) -> None:
+        assert self.ws is not None
+        with contextlib.suppress(ConnectionClosed):
+            async for raw in self.ws:
+                message = json.loads(raw)
+                if message["type"] == "ack":
+                    self.acked[message["operation_id"]] = time.monotonic()
+                elif message["type"] == "inventory-request":
+                    await self.ws.send(
+                        protocol.InventoryUpdate(inventory=INVENTORY).model_dump_json()
+                    )
+                elif message["type"] == "desired" and message.get("operation"):
+                    op_id = message["operation"]["id"]
+                    if op_id not in self.seen:
+                        self.seen[op_id] = time.monotonic()
+                        outcome = protocol.OutcomeReport(operation_id=op_id, success=True)
+                        await self.ws.send(outcome.model_dump_json())
+
+    async def beat(self) -> None:
+        """Until cancelled (the parent's run is bounded)."""
+        while self.ws is not None:
+            with contextlib.suppress(ConnectionClosed):
+                await self.ws.send(BEAT)
+            await asyncio.sleep(5)
+
+
+async def push_probes(
+    admin: httpx.AsyncClient, idle: list[Probe], count: int, seconds: float
+) -> tuple[list[float], list[float], int]:
+    push_ms: list[float] = []
+    acked_ms: list[float] = []
+    failures = 0
+    gap = seconds / (count + 1)
+    for _ in range(count):
+        await asyncio.sleep(gap)
+        if not idle:
+            break
+        probe = idle.pop()
+        started = time.monotonic()
+        try:
+            answer = await admin.post(f"{API}/nodes/{probe.node_id}/actions/activate")
+            answer.raise_for_status()
+        except httpx.HTTPError:
+            failures += 1
+            continue
+        op_id = answer.json()["pending_operation"]["operation_id"]
+        for _ in range(int(20 / 0.005)):  # up to 20 s
+            if op_id in probe.acked:
+                break
+            await asyncio.sleep(0.005)
+        if op_id in probe.seen:
+            push_ms.append((probe.seen[op_id] - started) * 1000)
+        else:
+            failures += 1
+        if op_id in probe.acked:
+            acked_ms.append((probe.acked[op_id] - started) * 1000)
+    return push_ms, acked_ms, failures
+
+
+@dataclass
+class Child:
+    index: int
+    source: str
+    url: str
+    process: asyncio.subprocess.Process
+    ticks: list[dict[str, Any]] = field(default_factory=list)
+    ready: dict[str, Any] | None = None
+    beaten: dict[str, Any] | None = None
+    events: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+
+    async def pump(self) -> None:
+        assert self.process.stdout is not None
+        while True:
+            line = await self.process.stdout.readline()
+            if not line:
+                return
+            with contextlib.suppress(json.JSONDecodeError):
+                message = json.loads(line)
+                if message["kind"] == "tick":
+                    self.ticks.append(message)
+                else:
+                    await self.events.put(message)
+
+    async def command(self, text: str) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write((text + "\n").encode())
+        await self.process.stdin.drain()
+
+
+class Usage:
+    """CPU seconds of the controllers between two marks."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self.t = time.monotonic()
+        self.cpu = [proc_cpu_seconds(p) for p in pids]
+
+    def percent(self) -> list[float]:
+        dt = time.monotonic() - self.t
+        return [
+            round((proc_cpu_seconds(p) - c) / dt * 100, 1)
+            for p, c in zip(self.pids, self.cpu, strict=True)
+        ]
+
+
+async def parent_main(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "agents": args.agents,
+        "controllers": args.controllers,
+        "database": "postgresql" if args.database_url else "sqlite",
+        "load_before": loadavg(),
+        "cpus": os.cpu_count(),
+    }
+    serves: list[Serve] = []
+    children: list[Child] = []
+    probes: list[Probe] = []
+    readers: list[asyncio.Task[None]] = []
+    try:
+        if args.url:
+            urls, pids = [args.url], list(args.controller_pid or [])
+        else:
+            for i in range(args.controllers):
+                serve = Serve(work / f"controller-{i}", args.database_url)
+                serve.start(key_from=serves[0].data_dir if serves else None)
+                serves.append(serve)
+            urls, pids = [s.url for s in serves], [s.pid for s in serves]
+        result["rss_base_mib"] = [round(proc_rss_mib(p), 1) for p in pids]
+        database_url = args.database_url or (
+            f"sqlite+pysqlite:///{work / 'controller-0' / 'voipcloud.sqlite3'}"
+        )
+        async with httpx.AsyncClient(base_url=urls[0], timeout=120) as admin:
+            token = await admin.post(
+                f"{API}/auth/token", json={"username": "admin", "password": PASSWORD}
+            )
+            token.raise_for_status()
+            admin.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+            # probes: created, assigned and joined through the API (that rate is reported)
+            t0 = time.monotonic()
+            joined = await api_join(admin, args.probes, f"probe-{secrets.token_hex(3)}")
+            result["api_join_per_s"] = round(args.probes / (time.monotonic() - t0), 1)
+            # the probe agents connect to the last controller: with two, the push crosses
+            probes = [Probe(n, t, urls[-1]) for n, t in joined]
+            for probe in probes:
+                await probe.open()
+            readers = [asyncio.create_task(p.read()) for p in probes]
+            readers += [asyncio.create_task(p.beat()) for p in probes]
+            t0 = time.monotonic()
+            if args.seed == "store":
+                agents = await asyncio.to_thread(seed_store, database_url, args.agents)
+            else:
+                agents = await api_join(admin, args.agents, f"load-{secrets.token_hex(3)}")
+            result["seed"] = args.seed
+            result["seed_seconds"] = round(time.monotonic() - t0, 1)
+
+            # children: each below --per-child sockets, each from its own source address
+            per_child = max(1, min(args.per_child, 15_000))
+            count = max(1, math.ceil(args.agents / per_child))
+            loads = [agents[i::count] for i in range(count)]
+            t_open = time.monotonic()
+            for i, chunk in enumerate(loads):
+                path = work / f"tokens-{i}.json"
+                path.write_text(json.dumps(chunk))
+                source = f"127.0.0.{2 + i}"
+                url = urls[i % len(urls)]
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    "--tokens",
+                    str(path),
+                    "--url",
+                    url,
+                    "--source",
+                    source,
+                    "--interval",
+                    str(args.interval),
+                    "--concurrency",
+                    str(args.concurrency),
+                    "--hello",
+                    args.hello,
+                    "--open-timeout",
+                    str(args.open_timeout),
+                    "--max-seconds",
+                    str(args.open_timeout * 3 + args.quiet + args.seconds + 180),
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                )
+                children.append(Child(i, source, url, process))
+            pumps = [asyncio.create_task(c.pump()) for c in children]
+            for child in children:
+                child.ready = await asyncio.wait_for(
+                    child.events.get(), timeout=args.open_timeout * 3 + 60
+                )
+            opened = sum(c.ready["opened"] for c in children if c.ready)
+            # from the first child's first open (not counting the children's start-up)
+            first = min(c.ready["t"] - c.ready["seconds"] for c in children if c.ready)
+            open_seconds = max(c.ready["t"] for c in children if c.ready) - first
+            result["children_start_seconds"] = round(first - t_open, 1)
+            result["children"] = [
+                {"source": c.source, "url": c.url, **(c.ready or {})} for c in children
+            ]
+            result["opened"] = opened
+            result["open_failed"] = sum(c.ready["failed"] for c in children if c.ready)
+            result["open_seconds"] = round(open_seconds, 1)
+            result["opened_per_s"] = round(opened / open_seconds, 1) if open_seconds else None
+            await asyncio.sleep(2)  # let the hellos' writes settle
+            rss = [proc_rss_mib(p) for p in pids]
+            result["rss_open_mib"] = [round(r, 1) for r in rss]
+            base = sum(result["rss_base_mib"])
+            result["rss_per_connection_kib"] = (
+                round((sum(rss) - base) * 1024 / opened, 1) if opened else None
+            )
+
+            # quiet: channels open, nothing sent (shorter than the silence that closes them)
+            usage = Usage(pids)
+            for child in children:
+                await child.command(f"quiet {args.quiet}")
+            for child in children:
+                await asyncio.wait_for(child.events.get(), timeout=args.quiet + 60)
+            result["idle_cpu_percent"] = usage.percent()
+
+            # beat, with pushes
+            usage = Usage(pids)
+            load0 = loadavg()
+            for child in children:
+                await child.command(f"beat {args.seconds} phase1")
+            push_ms, acked_ms, failures = await push_probes(
+                admin, list(probes), args.pushes, args.seconds
+            )
+            for child in children:
+                child.beaten = await asyncio.wait_for(child.events.get(), timeout=120)
+            result["beat_cpu_percent"] = usage.percent()
+            beaten = [c.beaten for c in children if c.beaten]
+            sent = sum(b["beats"] for b in beaten)
+            start = min(b["start"] for b in beaten)
+            end = max(b["end"] for b in beaten)
+            drained = max(b["drained"] for b in beaten)
+            result["beats_sent"] = sent
+            result["beats_sent_per_s"] = round(sent / (end - start), 1)
+            result["beats_absorbed_per_s"] = (
+                round(sent / (drained - start), 1) if drained > start else None
+            )
+            result["drain_lag_s"] = round(max(0.0, drained - end), 2) if drained else None
+            result["target_beats_per_s"] = round(args.agents / args.interval, 1)
+            result["closed_during_load"] = sum(b["closed"] for b in beaten)
+            result["push_ms"] = summary(push_ms)
+            result["acked_ms"] = summary(acked_ms)
+            result["push_failures"] = failures
+            result["load_during"] = [load0, loadavg()]
+            result["rss_end_mib"] = [round(proc_rss_mib(p), 1) for p in pids]
+            per_second: dict[int, int] = {}
+            for child in children:
+                previous = None
+                for tick in child.ticks:
+                    if previous is not None and tick["t"] >= start:
+                        second = int(tick["t"] - start)
+                        per_second[second] = per_second.get(second, 0) + (
+                            tick["beats"] - previous["beats"]
+                        )
+                    previous = tick
+            result["beats_per_second_series"] = [
+                per_second[k] for k in sorted(per_second) if k < args.seconds
+            ]
+            for child in children:
+                await child.command("stop")
+            for pump in pumps:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(pump, timeout=30)
+    finally:
+        for task in readers:
+            task.cancel()
+        for probe in probes:
+            if probe.ws is not None:
+                with contextlib.suppress(Exception):
+                    await probe.ws.close()
+        for child in children:  # by PID
+            if child.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(child.process.pid, signal.SIGKILL)
+                with contextlib.suppress(Exception):
+                    await child.process.wait()
+        for serve in serves:
+            serve.stop()
+    result["load_after"] = loadavg()
+    return result
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    return {
+        "count": len(values),
+        "p50": round(statistics.median(values), 1) if values else None,
+        "p99": round(percentile(values, 0.99) or 0, 1) if values else None,
+        "max": round(max(values), 1) if values else None,
+    }
+
+
+def table(result: dict[str, Any]) -> str:
+    rows = [
+        ("agents (opened / failed)", f"{result['opened']} / {result['open_failed']}"),
+        ("controllers", f"{result['controllers']} ({result['database']})"),
+        ("channels opened per s", result["opened_per_s"]),
+        ("API join (create+assign+join) nodes/s", result["api_join_per_s"]),
+        (
+            "controller RSS base → open (MiB)",
+            f"{result['rss_base_mib']} → {result['rss_open_mib']}",
+        ),
+        ("RSS per connection (KiB)", result["rss_per_connection_kib"]),
+        ("idle upkeep CPU % (per controller)", result["idle_cpu_percent"]),
+        (
+            "beats target / sent / absorbed per s",
+            "{} / {} / {}".format(
+                result["target_beats_per_s"],
+                result["beats_sent_per_s"],
+                result["beats_absorbed_per_s"],
+            ),
+        ),
+        ("drain lag s", result["drain_lag_s"]),
+        ("CPU % while beating (per controller)", result["beat_cpu_percent"]),
+        (
+            "push ms p50 / p99 / max",
+            "{p50} / {p99} / {max} (n={count})".format(**result["push_ms"]),
+        ),
+        (
+            "op→acked ms p50 / p99 / max",
+            "{p50} / {p99} / {max} (n={count})".format(**result["acked_ms"]),
+        ),
+        ("channels closed during load", result["closed_during_load"]),
+        ("load average before / after", f"{result['load_before']} / {result['load_after']}"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--agents", type=int, default=2000)
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of the beat phase")
+    parser.add_argument("--quiet", type=float, default=10.0, help="length of the idle phase")
+    parser.add_argument("--interval", type=float, default=10.0, help="heartbeat interval")
+    parser.add_argument("--per-child", type=int, default=5000, help="agents per child process")
+    parser.add_argument("--concurrency", type=int, default=100, help="opens at once per child")
+    parser.add_argument("--open-timeout", type=float, default=60.0)
+    parser.add_argument("--probes", type=int, default=40, help="API-joined probe agents")
+    parser.add_argument("--pushes", type=int, default=20, help="pushes timed during the load")
+    parser.add_argument("--hello", choices=["digest", "full"], default="digest")
+    parser.add_argument("--seed", choices=["store", "api"], default="store")
+    parser.add_argument("--controllers", type=int, default=1)
+    parser.add_argument("--database-url", help="PostgreSQL URL (default: SQLite)")
+    parser.add_argument("--url", help="attach to this controller instead of starting one")
+    parser.add_argument("--controller-pid", type=int, action="append")
+    parser.add_argument("--json", type=Path, help="write the result here too")
+    # child mode (internal)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--tokens", help=argparse.SUPPRESS)
+    parser.add_argument("--source", default="127.0.0.1", help=argparse.SUPPRESS)
+    parser.add_argument("--max-seconds", type=float, default=600, help=argparse.SUPPRESS)
+    parser.add_argument("--sentinels", type=int, default=10, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        asyncio.run(child_main(args))
+        return
+    if args.controllers > 1 and not args.database_url:
+        raise SystemExit("several controllers need --database-url (PostgreSQL)")
+    if args.url and args.seed == "store" and not args.database_url:
+        raise SystemExit("--url with --seed store needs --database-url")
+    with tempfile.TemporaryDirectory(prefix="voipcloud-load-") as tmp:
+        result = asyncio.run(parent_main(args, Path(tmp)))
+    print(table(result))
+    document = json.dumps(result)
+    print(document)
+    if args.json:
+        args.json.write_text(document)
+
+
+if __name__ == "__main__":
+    main()
