@@ -18,6 +18,7 @@ from voipcloud.domain.model import Node
 from voipcloud.services.context import Context
 from voipcloud.services.nodes import NodeService
 from voipcloud.services.roles import RoleService
+from voipcloud.store import maintenance as maintenance_rows
 from voipcloud.store import nodes as node_rows
 
 log = logging.getLogger("voipcloud.bulk")
@@ -40,6 +41,14 @@ class BulkService:
         if total > bulk.MAX_SELECTION:
             raise bulk.too_many(total)
         return ids
+
+    def preview(self, ids: list[int], *, at_most: int) -> tuple[list[Node], int]:
+        """The first `at_most` nodes of a selection, and how many of all are in maintenance
+        (what a confirmation names before the action runs)."""
+        with self._ctx.db.read() as conn:
+            shown = [n for i in ids[:at_most] if (n := node_rows.get(conn, i)) is not None]
+            kept = maintenance_rows.count_among(conn, ids)
+        return shown, kept
 
     def run(self, request: BulkRequest, *, actor: str) -> list[BulkResult]:
         request = bulk.check_request(request)

@@ -80,3 +80,15 @@ def in_maintenance_before(
     )
     found = {int(node_id): operation == ENTER for node_id, operation in rows}
     return {node_id: found.get(node_id, False) for node_id in ids}
+
+
+def count_among(conn: Connection, node_ids: list[int]) -> int:
+    """How many of these nodes are in maintenance."""
+    if not node_ids:
+        return 0
+    query = (
+        select(func.count())
+        .select_from(nodes)
+        .where(nodes.c.id.in_(sorted(set(node_ids))), nodes.c.maintenance_since.is_not(None))
+    )
+    return int(conn.execute(query).scalar_one())

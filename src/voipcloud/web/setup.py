@@ -20,6 +20,7 @@ from voipcloud.web.routes import (
     auth,
     cloud,
     events,
+    fleet,
     infrastructure,
     nodes,
     roles,
@@ -32,6 +33,7 @@ from voipcloud.web.templating import STATIC_DIR, is_htmx, render
 PAGE_ROUTERS = (
     auth,
     cloud,
+    fleet,
     nodes,
     roles,
     events,

@@ -24,6 +24,7 @@ from voipcloud.domain.roles import CONTROLLER_ROLE, ROLES, Role
 from voipcloud.domain.statuses import STATUS_INFO, NodeStatus, StatusInfo
 from voipcloud.services.controller import Controller
 from voipcloud.services.roles import AssignedRole
+from voipcloud.web.fleet import Counters
 
 PAGE_SIZES = (25, 50, 100)
 MAX_PAGE = 999_999
@@ -184,12 +185,14 @@ class ListingRequest:
     page: int = 1
     per_page: int = DEFAULT_PAGE_SIZE
     problem: str = ""  # page or per_page not understood (the defaults are shown instead)
+    maintenance: str = ""  # "yes": only nodes in maintenance, "no": only the others
 
     def params(self, **changes: Any) -> dict[str, str]:
         values = {
             "q": self.q,
             "status": self.status,
             "role": self.role,
+            "maintenance": self.maintenance,
             "sort": self.sort,
             "page": str(self.page),
             "per_page": str(self.per_page),
@@ -226,6 +229,7 @@ class Listing:
     extension_rules: str = policy.EXTENSION_RULES
     statuses: list[NodeStatus] = field(default_factory=lambda: list(NodeStatus))
     roles: list[Role] = field(default_factory=lambda: list(ROLES.values()))
+    counters: Counters | None = None  # the status counters above the listing
 
     @property
     def first(self) -> int:
@@ -244,6 +248,7 @@ def parse_listing(
     sort: str | None,
     page: str | None,
     per_page: str | None,
+    maintenance: str | None = None,
 ) -> ListingRequest:
     problems: list[str] = []
 
@@ -268,6 +273,7 @@ def parse_listing(
         page=number("page", page, 1, MAX_PAGE),
         per_page=size,
         problem="; ".join(problems),
+        maintenance=(maintenance or "")[:8],
     )
 
 
@@ -284,6 +290,7 @@ def listing(controller: Controller, request: ListingRequest) -> Listing:
             sort=request.sort,
             limit=request.per_page,
             offset=(request.page - 1) * request.per_page,
+            maintenance=request.maintenance or None,
         )
     except InvalidInput as exc:
         error = "The filter was not understood (" + str(exc) + "); showing every live node."
@@ -296,13 +303,17 @@ def listing(controller: Controller, request: ListingRequest) -> Listing:
         extension_count = controller.extensions.count()
     rows = [node_row(controller, node, facts[node.id]) for node in page.items]
     pages = max(1, -(-page.total // request.per_page))
+    counters = Counters.of(controller.maintenance.summary(), request)
     return Listing(
+        counters=counters,
         request=request,
         rows=rows,
         total=page.total,
         pages=pages,
         error=error,
-        fingerprint=fingerprint(rows, page.total, extension_count, _health_key(controller, rows)),
+        fingerprint=fingerprint(
+            rows, page.total, extension_count, counters.key + _health_key(controller, rows)
+        ),
         extension_count=extension_count,
     )
 
@@ -319,14 +330,15 @@ def _health_key(controller: Controller, rows: list[NodeRow]) -> str:
     return "|health:" + ";".join(shown)
 
 
-def fingerprint(rows: list[NodeRow], total: int, extension_count: int, health: str = "") -> str:
+def fingerprint(rows: list[NodeRow], total: int, extension_count: int, counted: str = "") -> str:
     """Changes whenever something the listing shows changes (but not the heartbeat clock)."""
-    digest = hashlib.sha256(f"{total}|{extension_count}|{health}".encode())
+    digest = hashlib.sha256(f"{total}|{extension_count}|{counted}".encode())
     for row in rows:
         n = row.node
         digest.update(
             f"|{n.id}:{n.row_version}:{n.updated_at}:{n.status}:{n.pending_operation}:"
-            f"{','.join(n.roles)}:{row.connectivity}:{n.status_reason}".encode()
+            f"{','.join(n.roles)}:{row.connectivity}:{n.status_reason}:"
+            f"{n.maintenance.since if n.maintenance else ''}".encode()
         )
     return digest.hexdigest()[:16]
 
@@ -341,6 +353,8 @@ class NodeInfo:
     assigned: list[AssignedRole]
     events: list[Event]
     regenerate: ActionView
+    # Enter Maintenance when the node is not in it, else Leave: the rulebook's answer
+    maintenance: policy.MaintenanceAnswer | None = None
 
     @property
     def can_regenerate_key(self) -> bool:
@@ -358,6 +372,7 @@ def node_info(controller: Controller, node_id: int) -> NodeInfo:
         assigned=controller.roles.assigned(node_id),
         events=controller.nodes.events(node_id, limit=10).items,
         regenerate=ActionView(key, label, decide(controller, row.facts, key)),
+        maintenance=policy.maintenance_change(row.facts, entering=node.maintenance is None),
     )
 
 

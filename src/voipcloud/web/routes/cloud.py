@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request, Response
 
-from voipcloud.web import views
+from voipcloud.web import fleet, views
 from voipcloud.web.deps import ControllerDep, PageRead, web_router
 from voipcloud.web.templating import render
 
@@ -21,10 +21,17 @@ def _request(
     sort: Text = None,
     page: Text = None,
     per_page: Text = None,
+    maintenance: Text = None,
 ) -> views.ListingRequest:
     """The listing's query parameters, shared by the page and its live-update fragment."""
     return views.parse_listing(
-        q=q, status=status, role=role, sort=sort, page=page, per_page=per_page
+        q=q,
+        status=status,
+        role=role,
+        sort=sort,
+        page=page,
+        per_page=per_page,
+        maintenance=maintenance,
     )
 
 
@@ -40,7 +47,12 @@ def cloud_management(
 ) -> Response:
     """The Cloud Management page."""
     return render(
-        request, "cloud/index.html", nav="cloud", listing=views.listing(controller, wanted)
+        request,
+        "cloud/index.html",
+        nav="cloud",
+        listing=views.listing(controller, wanted),
+        bulk_choices=fleet.BULK_CHOICES,
+        bulk_roles=fleet.bulk_roles(),
     )
 
 

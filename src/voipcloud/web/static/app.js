@@ -20,9 +20,10 @@
     const pick = (selector) => [...dialog.querySelectorAll(selector)].find(shown);
     const target =
       pick("[autofocus]") ||
-      pick("form input:not([type=hidden]), form select, form textarea") ||
+      // a form marked data-no-focus is a side control (Quick info's maintenance reason)
+      pick("form:not([data-no-focus]) input:not([type=hidden]), form:not([data-no-focus]) select, form:not([data-no-focus]) textarea") ||
       pick("form button[type=submit].button-primary, form button[type=submit].button-danger") ||
-      pick("form button[type=submit]");
+      pick("form:not([data-no-focus]) button[type=submit]");
     if (target) {
       target.focus();
       return;
@@ -86,6 +87,47 @@
   });
   document.addEventListener("htmx:afterRequest", (event) => {
     if (event.detail.successful && event.detail.elt.closest("[data-live]")) status().hidden = true;
+  });
+
+  // Bulk selection (the Node Listing): the row checkboxes and "select all N matching" belong to
+  // #bulk-form; the listing's live updates replace them, so the ticks are kept here by id and
+  // put back after each swap. The bar says what the action will apply to.
+  const ticked = new Set();
+  const bulkBoxes = () => [...document.querySelectorAll("input[type=checkbox][form=bulk-form]")];
+  function showSelection() {
+    const said = document.getElementById("bulk-selected");
+    if (!said) return;
+    const all = document.getElementById("select-all-matching");
+    const rows = bulkBoxes().filter((b) => b.name === "node_ids" && b.checked).length;
+    if (all && all.checked) {
+      said.textContent = `All ${all.dataset.total} matching nodes selected`;
+    } else {
+      said.textContent = rows ? `${rows} node${rows === 1 ? "" : "s"} selected` : "No node selected";
+    }
+    const page = document.getElementById("select-page");
+    if (page) {
+      const boxes = bulkBoxes().filter((b) => b.name === "node_ids");
+      page.checked = boxes.length > 0 && boxes.every((b) => b.checked);
+    }
+  }
+  document.addEventListener("change", (event) => {
+    const box = event.target;
+    if (!(box instanceof HTMLInputElement) || box.type !== "checkbox") return;
+    if (box.id === "select-page") {
+      for (const row of bulkBoxes().filter((b) => b.name === "node_ids")) {
+        row.checked = box.checked;
+        if (box.checked) ticked.add(row.id); else ticked.delete(row.id);
+      }
+    } else if (box.form && box.form.id === "bulk-form" && box.id) {
+      if (box.checked) ticked.add(box.id); else ticked.delete(box.id);
+    } else {
+      return;
+    }
+    showSelection();
+  });
+  document.addEventListener("htmx:afterSettle", () => {
+    for (const box of bulkBoxes()) box.checked = ticked.has(box.id);
+    showSelection();
   });
 
   // Filter a long table as the user types: <input data-filter-table="table-id">.
