@@ -55,6 +55,18 @@ def _ready(controller: Controller) -> bool:
         return False
 
 
+def _start(controller: Controller) -> Controller:
+    """`Controller.start`, with more patience on a loaded machine (two controllers and the
+    other tests share two cores): a process still starting is waited for, not failed."""
+    try:
+        controller.start()
+    except AssertionError:
+        if controller.process is None or controller.process.poll() is not None:
+            raise
+    wait_for(lambda: _ready(controller), timeout=90, what=f"{controller.url} ready")
+    return controller
+
+
 @pytest.fixture
 def cluster(tmp_path: Path, postgres_template: str) -> Iterator[Cluster]:
     name = databases.create_database(template=postgres_template)  # migrated, nothing else
@@ -68,13 +80,13 @@ def cluster(tmp_path: Path, postgres_template: str) -> Iterator[Cluster]:
     b = Controller(data_dir=tmp_path / "b", env=env)
     started: list[Controller] = []
     try:
-        started.append(a.start())
-        wait_for(lambda: _ready(a), timeout=30, what="controller A ready")
+        started.append(a)
+        _start(a)
         # what the controllers share besides the database: the key that seals its secrets
         b.data_dir.mkdir(parents=True)
         shutil.copy2(a.data_dir / "secret.key", b.data_dir / "secret.key")
-        started.append(b.start())
-        wait_for(lambda: _ready(b), timeout=30, what="controller B ready")
+        started.append(b)
+        _start(b)
         yield Cluster(a, b, url)
     finally:
         for controller in started:
@@ -157,8 +169,12 @@ def test_two_controllers_behave_as_one(cluster: Cluster, tmp_path: Path) -> None
     try:
         nodes = list(ids.values())
         # every controller shows every agent connected, whichever holds its channel
-        wait_for(lambda: _all_connected(a, nodes), what="A to show the four agents connected")
-        wait_for(lambda: _all_connected(b, nodes), what="B to show the four agents connected")
+        wait_for(
+            lambda: _all_connected(a, nodes), timeout=90, what="A to show the four agents connected"
+        )
+        wait_for(
+            lambda: _all_connected(b, nodes), timeout=90, what="B to show the four agents connected"
+        )
         assert (_channels(cluster.a), _channels(cluster.b)) == (2, 2)
 
         # an administrator's change on one controller reaches the agent held by the other
@@ -198,10 +214,17 @@ def test_two_controllers_behave_as_one(cluster: Cluster, tmp_path: Path) -> None
         assert row, changed.text[:2000]
         assert "Online" in row.group(0)
 
+        # the web session signed on B is valid on A (the key is shared): no stickiness needed
+        on_a = httpx.Client(
+            base_url=cluster.a.url, cookies=web.cookies, headers={"Accept": "text/html"}
+        )
+        assert on_a.get("/nodes/listing").status_code == 200
+        assert httpx.get(f"{cluster.a.url}/nodes/listing", timeout=10).status_code != 200
+
         # losing A moves its agents to B; B does A's duties
         cluster.a.kill()
         wait_for(lambda: _channels(cluster.b) == 4, timeout=20, what="B to hold all four")
-        wait_for(lambda: _all_connected(b, nodes), what="B to show all four connected")
+        wait_for(lambda: _all_connected(b, nodes), timeout=90, what="B to show all four connected")
         pushed, _ = _activated_within(b, b, ids["a2"])  # an agent that moved from A
         assert pushed < 5
         deadline, _key = add_node_with_roles(b, "deadline-cl", ["wk"])

@@ -257,6 +257,18 @@ def test_connectivity_of_an_agent_held_by_another_controller() -> None:
     assert presence.state(2, NOW, NOW)[0] is Connectivity.CONNECTED
 
 
+def test_an_agent_held_elsewhere_is_allowed_its_holders_flush_delay() -> None:
+    """Another controller's agent is seen through the last-seen time its holder flushes every
+    few seconds: `remote_slack` more age is allowed, never for a channel held here."""
+    presence = _presence(True)
+    presence.remote_slack = 4.0
+    presence.remote_open("b", {1})
+    assert presence.state(1, NOW - timedelta(seconds=33), NOW)[0] is Connectivity.CONNECTED
+    assert presence.state(1, NOW - timedelta(seconds=35), NOW)[0] is Connectivity.LOST
+    presence.opened(2, NOW - timedelta(seconds=33))  # held here: the plain window
+    assert presence.state(2, None, NOW)[0] is Connectivity.LOST
+
+
 def test_presence_tells_its_listeners_of_first_opens_and_last_closes() -> None:
     presence = _presence(True)
     told: list[tuple[str, int]] = []

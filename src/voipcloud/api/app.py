@@ -236,6 +236,7 @@ def _cluster(controller: Controller, hub: AgentHub, worker: WebhookWorker) -> Cl
         return None
     presence = controller.agents.presence
     presence.clustered = True
+    presence.remote_slack = 2 * PRESENCE_FLUSH_SECONDS  # the holder's flush, and its lateness
 
     def on_nodes(node_ids: set[int]) -> None:
         hub.notify_threadsafe(node_ids)

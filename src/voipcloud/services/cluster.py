@@ -67,6 +67,24 @@ def clustered(db: Database) -> bool:
     return db.dialect == "postgresql"
 
 
+# A lock-holding session's controller host may vanish without closing it (power cut, network
+# cut): the server then finds the dead session by TCP keepalive after about
+# idle + interval * count seconds (not the operating system's two hours), and its locks go.
+KEEPALIVE = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
+
+
+def _server_keepalive(conn: Connection) -> None:
+    """This session's server side probes its client (ignored over a Unix socket)."""
+    for name in ("idle", "interval", "count"):
+        conn.exec_driver_sql(f"SET tcp_keepalives_{name} = {KEEPALIVE['keepalives_' + name]}")
+    conn.commit()
+
+
 def _try_lock(conn: Connection, key: int) -> bool:
     query = text("SELECT pg_try_advisory_lock(:space, :key)")
     got = bool(conn.execute(query, {"space": LOCK_SPACE, "key": key}).scalar())
@@ -110,6 +128,7 @@ class Duties:
                 if self._conn is None:
                     self._conn = self._db.engine.connect()
                     self._held.clear()
+                    _server_keepalive(self._conn)
                 if duty in self._held:
                     if time.monotonic() - self._checked >= LIVENESS_CHECK_SECONDS:
                         self._conn.exec_driver_sql("SELECT 1")
@@ -212,6 +231,7 @@ class MigrationLock:
             return True
         conn = self._db.engine.connect()
         try:
+            _server_keepalive(conn)
             got = _try_lock(conn, self._key)
         except Exception:
             conn.invalidate()
@@ -325,18 +345,17 @@ class Cluster:
     async def run(self) -> None:
         """Listen and announce until cancelled, reconnecting with backoff."""
         import psycopg
+        from psycopg.conninfo import make_conninfo
 
         self._queued_event = asyncio.Event()
         delay = 0.5
         first = True
         while True:
             try:
-                listen = await psycopg.AsyncConnection.connect(
-                    libpq_url(self._db.url), autocommit=True
-                )
-                talk = await psycopg.AsyncConnection.connect(
-                    libpq_url(self._db.url), autocommit=True
-                )
+                # client-side keepalive: a database that vanished is noticed while listening
+                conninfo = make_conninfo(libpq_url(self._db.url), **KEEPALIVE)
+                listen = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+                talk = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
             except Exception as exc:
                 log.warning("cluster: cannot listen (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)

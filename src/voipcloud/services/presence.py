@@ -37,6 +37,9 @@ class Presence:
         # several controllers: node id -> (controller, channel open) as last announced
         self._remote: dict[int, tuple[str, bool]] = {}
         self.clustered = False  # set when the database is shared (PostgreSQL)
+        # an agent held by another controller is seen through the last-seen time that
+        # controller flushes every few seconds: allowed this much more age (set by the app)
+        self.remote_slack = 0.0
         # called with ("open" | "closed", node id) when this process's first channel of a
         # node opens or its last one closes (the cluster announces it to the others)
         self.listeners: list[Callable[[str, int], None]] = []
@@ -103,10 +106,12 @@ class Presence:
     def state(
         self, node_id: int, stored_last_seen: datetime | None, now: datetime
     ) -> tuple[Connectivity, datetime | None]:
+        slack = 0.0
         with self._lock:
             seen = self._seen.get(node_id)
             channel_open = node_id in self._connected
             if self.clustered and not channel_open:
+                slack = self.remote_slack
                 # held by another controller, unless the last word about it was a close
                 # (nothing heard: trust the last-seen time the holder flushes)
                 remote = self._remote.get(node_id)
@@ -114,5 +119,6 @@ class Presence:
         last = max((t for t in (seen, stored_last_seen) if t is not None), default=None)
         if last is None:
             return Connectivity.NEVER, None
-        fresh = (now - last).total_seconds() <= self.heartbeat_interval * self.missed_beats
+        window = self.heartbeat_interval * self.missed_beats + slack
+        fresh = (now - last).total_seconds() <= window
         return (Connectivity.CONNECTED if channel_open and fresh else Connectivity.LOST), last
