@@ -33,7 +33,7 @@ def list_rollouts(
     offset: Annotated[Whole, Query(ge=0, le=1_000_000)] = 0,
 ) -> RolloutsPublic:
     """The rollouts, newest first, with their counts and progress."""
-    page = controller.rollouts.list(limit=limit, offset=offset)
+    page = controller.rollouts.page(limit=limit, offset=offset)
     return RolloutsPublic(items=[rollout_public(v) for v in page.items], total=page.total)
 
 
