@@ -81,7 +81,7 @@ def test_the_web_over_https_sets_secure_cookies_and_hsts(
         assert shown is not None
         assert shown.headers.get("strict-transport-security") == "max-age=31536000"
         fingerprint = https_controller.fingerprint()
-        command = page.locator("#agent-command").inner_text().strip()
+        command = (page.locator("#agent-command").text_content() or "").strip()  # folded away
         assert command == (
             f"voipcloud agent --controller {url} --ca-fingerprint {fingerprint} "
             "--session-key-file /etc/voipcloud/session-key"
@@ -89,6 +89,11 @@ def test_the_web_over_https_sets_secure_cookies_and_hsts(
         assert key not in command
         expect(page.locator("#session-key")).to_have_text(key)
         expect(page.locator("#ca-fingerprint")).to_have_text(fingerprint)
+        # the one-line install checks that CA before trusting anything (issue 16)
+        line = page.locator("#install-command").inner_text()
+        assert f'echo "{fingerprint.removeprefix("sha256:")} *ca.der" | sha256sum -c' in line
+        assert f"--ca-fingerprint {fingerprint}" in line
+        assert key not in line
         screenshot(page, "https-session-key")
     finally:
         context.close()

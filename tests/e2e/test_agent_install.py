@@ -116,7 +116,7 @@ def test_the_install_line_installs_the_served_wheel_and_its_unit_runs_an_agent_t
     if https:
         pin = served.fingerprint()  # type: ignore[attr-defined]
         assert f"--ca-fingerprint {pin}" in line
-        assert f'echo "{pin.removeprefix("sha256:")}  ca.der" | sha256sum -c' in line
+        assert f'echo "{pin.removeprefix("sha256:")} *ca.der" | sha256sum -c' in line
         assert f"curl -fsS --cacert ca.pem {served.url}/agent/install.sh | sh -s --" in line
     else:
         assert line == (

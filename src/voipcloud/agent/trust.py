@@ -429,7 +429,7 @@ def install_command(controller_url: str, ca_fingerprint: str | None) -> str:
     digest = tls.parse_fingerprint(ca_fingerprint).removeprefix("sha256:")
     return (
         f'( cd "$(mktemp -d)" && curl -fsSko ca.der {url}/agent/ca.der'
-        f' && echo "{digest}  ca.der" | sha256sum -c --quiet'
+        f' && echo "{digest} *ca.der" | sha256sum -c --quiet'
         " && openssl x509 -inform der -in ca.der -out ca.pem"
         f" && curl -fsS --cacert ca.pem {url}/agent/install.sh"
         f" | sh -s -- {tail} --ca-fingerprint sha256:{digest}"

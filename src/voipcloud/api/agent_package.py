@@ -146,7 +146,7 @@ pin_ca() {  # the controller's CA, checked against the fingerprint, as PEM in $t
     esac
     [ "${#digest}" -eq 64 ] || die "--ca-fingerprint is sha256: and 64 hex digits"
     curl -fsSk -o "$tmp/ca.der" "$controller/agent/ca.der" || die "cannot reach $controller"
-    echo "$digest  $tmp/ca.der" | sha256sum -c --quiet >/dev/null 2>&1 ||
+    echo "$digest *$tmp/ca.der" | sha256sum -c --quiet >/dev/null 2>&1 ||
         die "$controller does not present the CA sha256:$digest; nothing was installed"
     openssl x509 -inform der -in "$tmp/ca.der" -out "$tmp/ca.pem" ||
         die "openssl is needed (apt-get install openssl)"

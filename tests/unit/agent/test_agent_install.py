@@ -118,7 +118,7 @@ def test_the_install_line_never_carries_a_key_and_pins_the_ca_first() -> None:
     )
     pinned = install_command("https://ic.example:8443", PIN.upper().replace("SHA256", "sha256"))
     hex_digest = PIN.removeprefix("sha256:")
-    checked = pinned.index(f'echo "{hex_digest}  ca.der" | sha256sum -c')
+    checked = pinned.index(f'echo "{hex_digest} *ca.der" | sha256sum -c')
     assert pinned.index("curl -fsSko ca.der https://ic.example:8443/agent/ca.der") < checked
     assert checked < pinned.index("curl -fsS --cacert ca.pem https://ic.example:8443/agent/")
     assert pinned.count("curl -fsSk") == 1  # only the CA itself is fetched unverified
