@@ -8,12 +8,12 @@ agent as soon as its transaction commits, because the commit wakes the node's ch
 Lean by design (docs/benchmarks.md, "Agent channel: heartbeats at scale"): an open channel
 does no periodic work of its own. It is one object and the connection's own task reading
 frames; the desired state is computed only when something wakes the channel, in a short task
-started for it. The periodic work is one sweep for all channels (`AgentHub.sweep_forever`):
+started for it. The periodic work is one sweep for all channels (`AgentHub._sweep`):
 
-- every `RECHECK_SECONDS`, one narrow query for every node's stamp (row version, credential
-  digest); only the channels whose node's stamp differs from the one their last desired
-  state was read with are woken (a change missed by the commit wake-up, a credential revoked
-  or replaced, a node deleted);
+- every missed-beats window (30 s by default), one narrow query for every node's stamp (row
+  version, credential digest); only the channels whose node's stamp differs from the one
+  their last desired state was read with are woken (a change missed by the commit wake-up, a
+  credential revoked or replaced, a node deleted);
 - every heartbeat interval, a look at when each channel was last heard from: a channel silent
   for twice the missed-beats window is closed (4408). The agent's beats are the one liveness
   mechanism: the server sends no WebSocket pings (`api/server.py`), the agent none either
@@ -46,7 +46,6 @@ from voipcloud.services.secrets_box import token_digest
 from voipcloud.store.channels import Stamp
 
 log = logging.getLogger("voipcloud.agents")
-RECHECK_SECONDS = 30.0  # the version sweep: a safety net; commits wake the channel at once
 SILENT_WINDOWS = 2  # a channel silent for this many missed-beats windows is closed
 URGENT_THREADS = 8  # what an administrator waits for
 CHORE_THREADS = 4  # everything else the agents cause
@@ -209,19 +208,20 @@ class AgentHub:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     async def _sweep(self) -> None:
-        """Close silent channels every heartbeat interval; every RECHECK_SECONDS wake the
-        channels whose node's stamp changed. Started by the first channel; ends when there
-        are none left (the next one starts it again)."""
+        """Close silent channels every heartbeat interval; every missed-beats window wake the
+        channels whose node's stamp changed (a safety net: commits wake channels at once).
+        Started by the first channel; ends when there are none left (the next starts it)."""
         presence = self._controller.agents.presence
         interval = presence.heartbeat_interval
+        window = interval * presence.missed_beats
         loop = asyncio.get_running_loop()
-        next_recheck = loop.time() + RECHECK_SECONDS
+        next_recheck = loop.time() + window
         while self._channels:
-            await asyncio.sleep(min(interval, RECHECK_SECONDS))
+            await asyncio.sleep(interval)
             try:
                 await self.close_silent()
                 if loop.time() >= next_recheck:
-                    next_recheck = loop.time() + RECHECK_SECONDS
+                    next_recheck = loop.time() + window
                     await self.recheck()
             except DatabaseUnavailable as exc:
                 log.warning("agent channel sweep skipped: database unavailable (%s)", exc.reason)
