@@ -355,3 +355,29 @@ def test_a_restarted_controller_resumes(env: Env, database_url: str, tmp_path: P
     env2.tick()
     assert again.rollouts.get(rollout_id).rollout.state is RolloutState.FINISHED
     again.ctx.db.dispose()
+
+
+def test_a_failed_deactivation_attempt_counts_as_failed(env: Env) -> None:
+    ids = [env.damaged(f"n{i}") for i in range(2)]
+    for node_id in ids:  # Online again
+        env.c.nodes.action(node_id, "fix", actor=ADMIN)
+        env.report(node_id, success=True)
+    rollout_id = start(env, ids, action="deactivate", batch_size=1)
+    env.tick()
+    env.clock.advance(1)
+    env.c.operations.report(
+        ids[0],
+        operation_id=env.c.nodes.get(ids[0]).node.operation_id or "",
+        success=False,
+        reason="systemctl stop failed",
+        attempt=1,
+        retry_in=5,
+    )
+    env.tick()
+    view = env.c.rollouts.get(rollout_id)
+    assert view.rollout.state is RolloutState.STOPPED
+    first = (view.members or [])[0]
+    assert first.member.outcome is NodeOutcome.FAILED
+    assert "systemctl stop failed" in (first.member.reason or "")
+    assert env.status(ids[0]) is NodeStatus.DEACTIVATE_PENDING  # its agent keeps trying
+    assert env.status(ids[1]) is NodeStatus.ONLINE  # never started

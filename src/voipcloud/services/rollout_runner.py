@@ -45,7 +45,7 @@ from voipcloud.services.transitions import Change
 from voipcloud.store import events
 from voipcloud.store import nodes as node_rows
 from voipcloud.store import rollouts as rows
-from voipcloud.store.rollouts import MemberRow, RolloutRow
+from voipcloud.store.rollouts import MemberRow, RolloutRow, Watched
 
 log = logging.getLogger("voipcloud.rollouts")
 SAME_MOMENT = timedelta(milliseconds=1)  # a stored time read back (PostgreSQL: microseconds)
@@ -118,11 +118,16 @@ class RolloutRunner:
 
     def _plan(self, conn: Connection, rollout: RolloutRow, now: datetime) -> Plan:
         members = rows.members(conn, rollout.id)
+        running = [m for m in members if m.member.outcome is NodeOutcome.RUNNING]
+        found = rows.watched(conn, [m.member.node_id for m in running])
+        attempts: set[int] = set()
+        if rollout.action == "deactivate" and running:
+            since = min((m.started_at for m in running if m.started_at), default=now)
+            attempts = rows.failed_attempts_since(conn, found, since)
         settled = [
             s
-            for m in members
-            if m.member.outcome is NodeOutcome.RUNNING
-            if (s := self._settle(conn, rollout, m)) is not None
+            for m in running
+            if (s := _settle(rollout, m, found.get(m.member.node_id), attempts)) is not None
         ]
         outcome = {s.node_id: s.outcome for s in settled}
         updated = [
@@ -141,31 +146,6 @@ class RolloutRunner:
         else:  # cancelled or stopped: only watching what it started
             step = Step(StepKind.WAIT)
         return Plan(settled, updated, step)
-
-    def _settle(self, conn: Connection, rollout: RolloutRow, m: MemberRow) -> Settled | None:
-        """A started node's outcome, once its operation is over (None: still running)."""
-        node = node_rows.get(conn, m.member.node_id)
-        if node is None:
-            return Settled(m.member.node_id, NodeOutcome.FAILED, "the node no longer exists")
-        still = node.pending_operation is not None and _same_moment(
-            node.operation_started_at, m.started_at
-        )
-        if (
-            still
-            and rollout.action == "deactivate"
-            and m.started_at is not None
-            and node.id in rows.failed_attempts_since(conn, [node.id], m.started_at)
-        ):
-            # the agent keeps retrying (the node stays DeactivatePending); the rollout counts
-            # the failure now rather than wait for an attempt that may never succeed
-            return Settled(node.id, NodeOutcome.FAILED, node.status_reason)
-        outcome = rules.node_outcome(rollout.action, node.status, still_pending=still)
-        if outcome is NodeOutcome.RUNNING:
-            return None
-        reason = node.status_reason if outcome is NodeOutcome.FAILED else None
-        if outcome is NodeOutcome.FAILED and not reason:
-            reason = f"node {node.hostname} is {node.status.value}"
-        return Settled(node.id, outcome, reason)
 
     def _carry_out(self, conn: Connection, rollout: RolloutRow, now: datetime) -> None:
         """Under the claim: record the settled nodes, then take steps until one waits."""
@@ -367,3 +347,26 @@ def _change(node: Node, operation: Operation, actor: str, why: str) -> Change:
     if operation is Operation.DEACTIVATE and node.status is not NodeStatus.ONLINE:
         starts = None  # StandBy -> Deactivated at once: no agent involved
     return Change(operation, actor, reason=why, start=starts)
+
+
+def _settle(
+    rollout: RolloutRow, m: MemberRow, node: Watched | None, failed_attempts: set[int]
+) -> Settled | None:
+    """A started node's outcome, once its operation is over (None: still running)."""
+    if node is None:
+        return Settled(m.member.node_id, NodeOutcome.FAILED, "the node no longer exists")
+    still = node.pending_operation is not None and _same_moment(
+        node.operation_started_at, m.started_at
+    )
+    if still and node.node_id in failed_attempts:
+        # a deactivation attempt failed: the agent keeps retrying (the node stays
+        # DeactivatePending); the rollout counts the failure now rather than wait for an
+        # attempt that may never succeed
+        return Settled(node.node_id, NodeOutcome.FAILED, node.status_reason)
+    outcome = rules.node_outcome(rollout.action, NodeStatus(node.status), still_pending=still)
+    if outcome is NodeOutcome.RUNNING:
+        return None
+    reason = node.status_reason if outcome is NodeOutcome.FAILED else None
+    if outcome is NodeOutcome.FAILED and not reason:
+        reason = f"node {node.hostname} is {node.status}"
+    return Settled(node.node_id, outcome, reason)

@@ -257,3 +257,38 @@ def active_counts(conn: Connection) -> dict[tuple[int, str], dict[str, int]]:
     for rollout_id, action, outcome, n in rows:
         found.setdefault((rollout_id, action), {})[outcome] = n
     return found
+
+
+@dataclass(frozen=True, slots=True)
+class Watched:
+    """What the runner reads of a started node: is its operation over, and how it ended."""
+
+    node_id: int
+    hostname: str
+    status: str
+    status_reason: str | None
+    pending_operation: str | None
+    operation_started_at: datetime | None
+
+
+def watched(conn: Connection, node_ids: Iterable[int]) -> dict[int, Watched]:
+    """The started nodes in one query (not one per node: a batch may hold 1,000)."""
+    ids = list(node_ids)
+    if not ids:
+        return {}
+    rows = conn.execute(
+        select(
+            nodes.c.id,
+            nodes.c.hostname,
+            nodes.c.status,
+            nodes.c.status_reason,
+            nodes.c.pending_operation,
+            nodes.c.operation_started_at,
+        ).where(nodes.c.id.in_(ids))
+    )
+    return {
+        r.id: Watched(
+            r.id, r.hostname, r.status, r.status_reason, r.pending_operation, r.operation_started_at
+        )
+        for r in rows
+    }
