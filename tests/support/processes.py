@@ -101,7 +101,11 @@ class Controller:
             self.process = subprocess.Popen(
                 self.wrap(command), env=env, stdout=log, stderr=subprocess.STDOUT
             )
-        wait_for(self._healthy, timeout=30, what=f"voipcloud serve on {self.url}")
+        try:
+            wait_for(self._healthy, timeout=60, what=f"voipcloud serve on {self.url}")
+        except BaseException:  # never leave a controller running behind a failed start
+            self.stop()
+            raise
         return self
 
     def _healthy(self) -> bool:

@@ -53,7 +53,7 @@ command modules cheap to import: `voipcloud --help` must not import FastAPI or S
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -289,6 +289,32 @@ class ApiClient:
 
     def get(self, path: str, *, params: Mapping[str, Any] | None = None) -> Any:
         return self.request("GET", path, params=params)
+
+    def text_chunks(self, path: str, *, params: Mapping[str, Any] | None = None) -> Iterator[str]:
+        """A text answer (an audit export) as it arrives; the errors of `request`."""
+        import httpx
+
+        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            with self._http.stream("GET", path, params=clean or None) as answer:
+                if answer.status_code >= 400:
+                    answer.read()
+                    try:
+                        body = answer.json()
+                    except ValueError:
+                        body = None
+                    raise refusal_from(
+                        answer.status_code,
+                        body,
+                        answer.reason_phrase,
+                        retry_after=answer.headers.get("retry-after"),
+                    )
+                yield from answer.iter_text()
+        except httpx.TransportError as exc:
+            raise Unreachable(
+                f"cannot reach the controller at {self.controller_url}: "
+                f"{str(exc) or type(exc).__name__}"
+            ) from exc
 
     def post(self, path: str, *, json: Any = None) -> Any:
         return self.request("POST", path, json=json)

@@ -81,6 +81,7 @@ def _register_groups() -> None:
         accounts,
         agent_commands,
         backup,
+        events,
         extensions,
         infra,
         nodes,
@@ -93,6 +94,7 @@ def _register_groups() -> None:
     session.register(app)
     accounts.register(app)
     backup.register(app)
+    events.register(app)
     app.add_typer(nodes.app, name="node")
     app.add_typer(roles.app, name="role")
     app.add_typer(extensions.app, name="extension")
