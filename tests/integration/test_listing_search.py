@@ -22,7 +22,9 @@ import pytest
 from sqlalchemy import insert, select, update
 
 from tests.integration.infrastructure_helpers import API, Infra, running_infra
+from voipcloud.domain import policy
 from voipcloud.domain.filters import NodeFilter
+from voipcloud.domain.lifecycle import Operation
 from voipcloud.domain.numbers import is_whole
 from voipcloud.domain.statuses import NodeStatus
 from voipcloud.store import nodes as node_rows
@@ -164,8 +166,8 @@ def test_search_with_role_sort_and_paging(fleet: tuple[Database, list[Row]]) -> 
         for q, role in (("sip", "sip"), ("10.1", "que"), ("ex", None), ("7", "pbx")):
             flt = NodeFilter.parse(q=q, role=role, sort="-hostname", limit=7, offset=3)
             page = node_rows.list_page(conn, flt)
-            want = sorted(expected(rows, flt), key=lambda i: (by_id[i].hostname, -i))
-            want = list(reversed(want))[3:10]
+            want = sorted(expected(rows, flt), key=lambda i: (by_id[i].hostname, i))
+            want = list(reversed(want))[3:10]  # descending: ties by NodeID descending too
             assert [n.id for n in page.items] == want, q
             assert page.total == len(expected(rows, flt))
 
@@ -287,3 +289,32 @@ def test_counts_survive_many_changes_and_folding(database_url: str) -> None:
         assert kept < 1024 + 2 * len(STATUSES)
     finally:
         db.dispose()
+
+
+def test_the_controllers_facts_name_five_and_count_the_rest(
+    fleet: tuple[Database, list[Row]],
+) -> None:
+    """The Wizard's refusal and Administrative Remove's warning read the first five other live
+    nodes and a count (not every node): the same names and numbers as the whole list gives."""
+    db, rows = fleet
+    live = [r for r in rows if r.status != NodeStatus.DELETED.value]
+    for besides in (live[0], next(r for r in rows if r.status == NodeStatus.DELETED.value)):
+        for role in (None, "sip", "que"):
+            others = [r for r in live if r.id != besides.id and (role is None or role in r.roles)]
+            with db.read() as conn:
+                names, count = node_rows.other_live(conn, besides=besides.id, role=role, first=5)
+            assert names == [(r.hostname, r.status) for r in others[:5]]
+            assert count == len(others) > 5
+    shown = [f"{r.hostname} ({r.status})" for r in live[1:6]]
+    facts = policy.NodeFacts(
+        hostname="ic",
+        status=NodeStatus.OFFLINE,
+        is_controller=True,
+        other_live_nodes=tuple(shown),
+        other_live_count=len(live) - 1,
+    )
+    refusal = policy.decide(Operation.WIZARD, facts)
+    assert f"{len(live) - 1} other live node(s) exist: {', '.join(shown)} and " in refusal.reason
+    assert f"and {len(live) - 6} more." in refusal.reason
+    warning = policy.removal_warning("sip", "ic", ("a", "b", "c", "d", "e"), 1234)
+    assert "It stays on 1234 other node(s): a, b, c, d, e and 1229 more." in warning

@@ -70,10 +70,13 @@ class NodeFacts:
     last_seen: str | None = None  # already formatted for a sentence ("06:56:17")
     pending: PendingOperation | None = None
     has_session_key: bool = False
-    # other live nodes carrying each role (hostnames): Administrative Remove's warning
+    # other live nodes carrying each role (the first hostnames): Administrative Remove's warning
     carried_elsewhere: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    # the Configuration Wizard: the other live nodes, "hostname (Status)"
+    # how many carry each role, when more than the names above (the listing reads 5 of 50,000)
+    carried_count: dict[str, int] = field(default_factory=dict)
+    # the Configuration Wizard: the other live nodes (the first), "hostname (Status)"
     other_live_nodes: tuple[str, ...] = ()
+    other_live_count: int = 0  # how many in all, when more than the names above
     # maintenance mode (orthogonal to the status): who set it and why, for the sentences
     maintenance: str | None = None  # "reason (by alice since 2026-01-31 08:00 UTC)"
 
@@ -128,12 +131,16 @@ def _status_and_busy(
     return None
 
 
-def removal_warning(role_code: str, hostname: str, others: Sequence[str] = ()) -> str:
-    """What Administrative Remove says before it runs (it must be confirmed)."""
+def removal_warning(
+    role_code: str, hostname: str, others: Sequence[str] = (), count: int = 0
+) -> str:
+    """What Administrative Remove says before it runs (it must be confirmed). `others`: who
+    else carries the role (the first five suffice); `count`: how many in all, if more."""
     name = ROLES[role_code].name
+    count = max(count, len(others))
     if others:
-        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
-        elsewhere = f"It stays on {len(others)} other node(s): {shown}."
+        shown = ", ".join(others[:5]) + (f" and {count - 5} more" if count > 5 else "")
+        elsewhere = f"It stays on {count} other node(s): {shown}."
     else:
         elsewhere = "No other node carries this role: nothing will run it after this."
     return (
@@ -265,13 +272,14 @@ def decide(
             )
     if op is Operation.WIZARD and facts.other_live_nodes:
         others = facts.other_live_nodes
+        count = max(facts.other_live_count, len(others))
         shown = ", ".join(others[:5])
-        more = f" and {len(others) - 5} more" if len(others) > 5 else ""
+        more = f" and {count - 5} more" if count > 5 else ""
         return _refuse(
             op,
             "wizard-single-node",
             "The Configuration Wizard is available only while the Infrastructure Controller "
-            f"node {host} is the only live node; {len(others)} other live "
+            f"node {host} is the only live node; {count} other live "
             f"node(s) exist: {shown}{more}. Set the Infrastructure Properties and assign "
             "roles node by node instead, or delete the other nodes first.",
             way_out="delete the other nodes first",
@@ -320,7 +328,12 @@ def decide(
             )
     confirm = _consequence(op, facts, activation_timeout)
     if op is Operation.ADMIN_REMOVE and role is not None:
-        confirm = removal_warning(role, host, facts.carried_elsewhere.get(role, ()))
+        confirm = removal_warning(
+            role,
+            host,
+            facts.carried_elsewhere.get(role, ()),
+            facts.carried_count.get(role, 0),
+        )
     return Decision(op, True, confirm=confirm, role=role)
 
 

@@ -32,6 +32,7 @@ ACTIONS = {
 }
 MAX_CONTAINER_ID = 128
 MAX_REASON = 1000
+SHOWN_NAMES = 5  # the rulebook's sentences name five other nodes, then "and N more"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,16 +45,21 @@ class NodeDetails:
 def facts_of(conn: Connection, found: Sequence[Node]) -> dict[int, NodeFacts]:
     """The rulebook's facts about each node, read in the caller's transaction."""
     count = extensions.count(conn)
-    live: list[Node] | None = None
     result: dict[int, NodeFacts] = {}
     for node in found:
         carried: dict[str, tuple[str, ...]] = {}
+        carried_count: dict[str, int] = {}
         others: tuple[str, ...] = ()
+        others_count = 0
         if node.is_controller:  # Administrative Remove's warning and the Wizard
-            live = node_rows.all_live(conn) if live is None else live
-            rest = [n for n in live if n.id != node.id]
-            carried = {r: tuple(n.hostname for n in rest if r in n.roles) for r in node.roles}
-            others = tuple(f"{n.hostname} ({n.status})" for n in rest)
+            # the sentences name five and count the rest: two indexed reads, not every node
+            for role in node.roles:
+                names, carried_count[role] = node_rows.other_live(
+                    conn, besides=node.id, role=role, first=SHOWN_NAMES
+                )
+                carried[role] = tuple(hostname for hostname, _status in names)
+            names, others_count = node_rows.other_live(conn, besides=node.id, first=SHOWN_NAMES)
+            others = tuple(f"{hostname} ({status})" for hostname, status in names)
         result[node.id] = NodeFacts(
             hostname=node.hostname,
             status=node.status,
@@ -64,7 +70,9 @@ def facts_of(conn: Connection, found: Sequence[Node]) -> dict[int, NodeFacts]:
             pending=node.pending_operation,
             has_session_key=node.has_session_key,
             carried_elsewhere=carried,
+            carried_count=carried_count,
             other_live_nodes=others,
+            other_live_count=others_count,
             maintenance=_maintenance_text(node),
         )
     return result

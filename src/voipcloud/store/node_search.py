@@ -54,6 +54,7 @@ class _PerDialect(ColumnElement[bool]):
 
     inherit_cache = True
     type = Boolean()
+    _is_implicitly_boolean = True  # no "= 1" after it where booleans are integers (SQLite)
     _traverse_internals = [  # noqa: RUF012 (SQLAlchemy's own declaration)
         ("sqlite", InternalTraversal.dp_clauseelement),
         ("other", InternalTraversal.dp_clauseelement),
