@@ -241,3 +241,37 @@ def test_a_wrong_fingerprint_in_the_line_downloads_nothing_else(tmp_path: Path) 
         assert fetched.stdout.endswith("200"), fetched.stdout + fetched.stderr
     finally:
         served.stop()
+
+
+def test_the_cli_shows_the_install_line_and_flags_an_outdated_agent(tmp_path: Path) -> None:
+    from tests.e2e.cli_support import Cli
+
+    served = Controller(data_dir=tmp_path / "controller").start()
+    try:
+        cli = Cli(tmp_path / "cli")
+        cli.login(served)
+        cli.ok("node", "add", "old-node", "--private-ip", "10.1.0.41")
+        cli.ok("node", "add", "new-node", "--private-ip", "10.1.0.42")
+        keys = {}
+        for name in ("old-node", "new-node"):
+            done = cli.ok("role", "assign", name, "que")
+            key = done.stdout.strip().splitlines()[0]
+            keys[name] = key
+            line = f"curl -fsS {served.url}/agent/install.sh | sh -s -- --controller {served.url}"
+            assert line in done.stdout
+            assert done.stdout.count(key) == 1  # the key itself, once; never in a command
+        for name, version in (("old-node", "0.0.1"), ("new-node", __version__)):
+            joined = httpx.post(
+                f"{served.url}/api/v1/agent/join",
+                json={"session_key": keys[name], "inventory": {"version": version}},
+                timeout=30,
+            )
+            assert joined.status_code == 200, joined.text
+        listing = cli.ok("node", "list").stdout
+        old_row = next(x for x in listing.splitlines() if "old-node" in x)
+        new_row = next(x for x in listing.splitlines() if "new-node" in x)
+        assert "OUTDATED" in old_row
+        assert "OUTDATED" not in new_row
+        assert "version 0.0.1 OUTDATED" in cli.ok("node", "info", "old-node").stdout
+    finally:
+        served.stop()
