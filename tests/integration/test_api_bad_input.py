@@ -572,6 +572,8 @@ NODE_PATHS: list[tuple[str, str, Any]] = [
     ("PATCH", "/roles/jabber", {"parameters": {"c2s_port": 5223}}),
     ("DELETE", "/roles/jabber", None),
     ("POST", "/roles/jabber/remove", {"confirm": True}),
+    ("POST", "/maintenance", {"reason": "disk swap"}),
+    ("DELETE", "/maintenance", None),
     *(
         ("POST", f"/actions/{name}", None)
         for name in (

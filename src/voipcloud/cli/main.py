@@ -83,6 +83,7 @@ def _register_groups() -> None:
         backup,
         events,
         extensions,
+        fleet,
         infra,
         nodes,
         roles,
@@ -95,6 +96,7 @@ def _register_groups() -> None:
     accounts.register(app)
     backup.register(app)
     events.register(app)
+    fleet.register(nodes.app)  # node maintenance, node bulk
     app.add_typer(nodes.app, name="node")
     app.add_typer(roles.app, name="role")
     app.add_typer(extensions.app, name="extension")

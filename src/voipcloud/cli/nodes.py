@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -30,6 +30,9 @@ from voipcloud.cli.output import (
 from voipcloud.cli.prompts import confirm
 from voipcloud.domain.numbers import is_whole
 from voipcloud.domain.statuses import NodeStatus
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 app = typer.Typer(no_args_is_help=True, help="Nodes: list, inspect, add, edit, lifecycle.")
 
@@ -78,10 +81,19 @@ def list_nodes(
     ] = None,
     limit: Annotated[int, typer.Option(min=1, max=500, help="At most this many.")] = 50,
     offset: Annotated[int, typer.Option(min=0, help="Skip this many first.")] = 0,
+    maintenance: Annotated[
+        bool | None,
+        typer.Option(
+            "--maintenance/--no-maintenance",
+            help="Only the nodes in maintenance / only the others.",
+            show_default=False,
+        ),
+    ] = None,
     output: OutputOption = OutputFormat.TABLE,
 ) -> None:
     """List nodes, with filters, search and sort (Deleted ones only with --status Deleted)."""
     params = {
+        "maintenance": None if maintenance is None else str(maintenance).lower(),
         "status": status.value if status else None,
         "role": role,
         "q": search,
@@ -104,13 +116,19 @@ def list_nodes(
                 n["private_ip"],
                 n["public_ip"],
                 n["roles"],
-                status_text(n["status"], n.get("status_reason")),
+                _with_maintenance(status_text(n["status"], n.get("status_reason")), n),
                 agent_text(n),
             ]
             for n in items
         ),
         caption=f"{shown} of {page['total']} nodes",
     )
+
+
+def _with_maintenance(status: Text, node: dict[str, Any]) -> Text:
+    if node.get("maintenance"):
+        status.append(f" [maintenance: {node['maintenance']['reason']}]", style="yellow")
+    return status
 
 
 @app.command("info")
