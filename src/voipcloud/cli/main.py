@@ -87,6 +87,7 @@ def _register_groups() -> None:
         infra,
         nodes,
         roles,
+        rollouts,
         session,
         storage,
     )
@@ -99,6 +100,7 @@ def _register_groups() -> None:
     fleet.register(nodes.app)  # node maintenance, node bulk
     app.add_typer(nodes.app, name="node")
     app.add_typer(roles.app, name="role")
+    app.add_typer(rollouts.app, name="rollout")
     app.add_typer(extensions.app, name="extension")
     app.add_typer(infra.app, name="infra")
     app.add_typer(storage.app, name="storage")

@@ -219,8 +219,8 @@ def _saved_message(result: PropertiesChange) -> str:
     if result.affected:
         marked = "; ".join(f"{i.hostname} ({i.reason})" for i in result.affected)
         text += (
-            f"Nodes marked Damaged: {marked}. Fix them with one rollout (offered on this page), or use Fix "
-            "Node on each to re-apply its configuration."
+            f"Nodes marked Damaged: {marked}. Fix them with one rollout (offered on this "
+            "page), or use Fix Node on each to re-apply its configuration."
         )
     else:
         text += "No Online node was affected."
