@@ -59,7 +59,8 @@ from voipcloud import protocol
 
 API = "/api/v1"
 PASSWORD = "bench-admin-password"
-BEAT = json.dumps({"type": "beat"})
+BEAT = protocol.Beat().model_dump_json()  # exactly what the agent sends
+INVENTORY = protocol.Inventory(os="Debian GNU/Linux 12", kernel="Linux 6.1", version="b")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -186,7 +187,7 @@ async def create_agents(url: str, admin: httpx.AsyncClient, count: int) -> list[
             f"{API}/agent/join",
             json={
                 "session_key": assigned.json()["session_key"],
-                "inventory": {"os": "Debian GNU/Linux 12", "kernel": "Linux 6.1", "version": "b"},
+                "inventory": INVENTORY.model_dump(),
             },
         )
         joined.raise_for_status()
@@ -204,8 +205,12 @@ async def open_channel(url: str, agent: SimAgent, compression: str | None) -> No
         open_timeout=60,
         compression=compression,
     )
-    hello = protocol.Hello(inventory=protocol.Inventory(os="Debian GNU/Linux 12"))
-    await agent.ws.send(hello.model_dump_json())
+    # as the agent does: the digest of the inventory it joined with (the controller has it)
+    hello = protocol.Hello(
+        inventory_digest=protocol.inventory_digest(INVENTORY),
+        features=[protocol.FEATURE_NODE_ADDRESSES, protocol.FEATURE_INVENTORY_DIGEST],
+    )
+    await agent.ws.send(hello.model_dump_json(exclude_none=True))
     first = json.loads(await asyncio.wait_for(agent.ws.recv(), timeout=60))
     assert first["type"] == "desired", first
 
