@@ -33,6 +33,10 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/nodes/{node_id}/actions/mark-damaged"): OPERATOR,
     ("GET", "/nodes/{node_id}/delete"): OPERATOR,
     ("POST", "/nodes/{node_id}/delete"): OPERATOR,
+    # fleet operations: maintenance from Quick info, the listing's bulk action bar
+    ("POST", "/nodes/{node_id}/maintenance"): OPERATOR,
+    ("POST", "/nodes/{node_id}/maintenance/leave"): OPERATOR,
+    ("POST", "/nodes/bulk"): OPERATOR,
     ("GET", "/nodes/{node_id}/roles/new"): OPERATOR,
     ("POST", "/nodes/{node_id}/roles"): OPERATOR,
     ("GET", "/nodes/{node_id}/session-key"): SECRETS,
