@@ -4,6 +4,7 @@ flag those older than the controller; the agent downloads are public. Both datab
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from typing import Any
 
@@ -32,6 +33,15 @@ def joined_node(api: LiveApi, hostname: str, version: str | None) -> int:
         )
     assert answer.status_code == 200, answer.text
     return node_id
+
+
+def rejoin(api: LiveApi, node_id: int, version: str) -> None:
+    """The node's agent joins again (restarted, another version), with the same key."""
+    key = api.client.get(f"{API}/nodes/{node_id}").json()["session_key"]
+    inventory = {"os": "Debian 12", "kernel": "6.1", "version": version, "components": []}
+    with api.anonymous() as anon:
+        answer = anon.post(f"{API}/agent/join", json={"session_key": key, "inventory": inventory})
+    assert answer.status_code == 200, answer.text
 
 
 def listed(api: LiveApi) -> dict[int, dict[str, Any]]:
@@ -66,6 +76,15 @@ def test_agents_older_than_the_controller_are_flagged_and_only_they(api: LiveApi
         assert 'id="info-outdated"' in info
         assert f"older than the controller ({__version__})" in info
         assert 'id="info-outdated"' not in web.get(f"/nodes/{same}/info").text
+        # the live listing (polled every 2 s) shows an agent that came back older
+        found = re.search(r'/nodes/listing\?[^"]*fp=([0-9a-f]+)', page)
+        assert found, page[:500]
+        unchanged = web.get("/nodes/listing", params={"fp": found.group(1)})
+        assert unchanged.status_code == 204
+        rejoin(api, same, "0.0.2")
+        changed = web.get("/nodes/listing", params={"fp": found.group(1)})
+        assert changed.status_code == 200
+        assert f'id="n{same}-outdated"' in changed.text
     finally:
         web.close()
 
