@@ -6,17 +6,20 @@ lowered). One clause, `search(q)`, compiles differently per database (migration 
 
 - PostgreSQL: `hostname LIKE '%q%'` is served by the pg_trgm GIN index, the IP prefixes by
   `varchar_pattern_ops` B-trees. Fewer than 3 characters give pg_trgm nothing to look up; the
-  planner then scans `ix_nodes_hostname_status` or the table (about 50,000 short strings).
+  planner then scans `ix_nodes_search_cover` (index-only where the visibility map allows) or
+  the table.
 - SQLite: the hostname part asks the FTS5 trigram index (`nodes_search`) for the rows, the IP
   prefixes are `GLOB 'q*'` ranges on their B-trees. A `q` of fewer than 3 characters has no
   trigram: the hostname part is then a `LIKE` that SQLite evaluates over the covering index
-  `(hostname, status)` alone, never the wide rows (see docs/benchmarks.md for its cost).
+  `ix_nodes_search_cover` (hostname, status, both IPs) alone, never the wide rows: a scan of
+  about 60 bytes a node, bounded by the fleet's size (docs/benchmarks.md has its cost).
 
 The trigram index folds case (Unicode-wide) where `LIKE` folds ASCII only: for a `q` that is
 not ASCII the index only proposes rows and the `LIKE` decides, so results are identical.
 
 Totals: with no filter but the status, the listing's total is the sum of `node_counts` (a few
-rows kept by triggers in the writing transaction); otherwise it is counted through the indexes.
+rows kept by triggers in the writing transaction); otherwise it is counted through the indexes
+(exact; a search matching thousands of nodes costs a visit to each of them).
 """
 
 from __future__ import annotations

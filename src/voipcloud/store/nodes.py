@@ -167,7 +167,7 @@ def _where(flt: NodeFilter) -> list[Any]:
         clauses.append(nodes.c.status != NodeStatus.DELETED.value)
     else:
         clauses.append(nodes.c.status == flt.status.value)
-    if flt.hostname:  # exact: ix_nodes_hostname_status
+    if flt.hostname:  # exact: ix_nodes_search_cover
         clauses.append(nodes.c.hostname == flt.hostname)
     if flt.maintenance is not None:
         in_maintenance = nodes.c.maintenance_since.is_not(None)

@@ -86,8 +86,9 @@ nodes = Table(
     # the Node Listing's filters and sorts (migration 0008): each sort key walks an index in
     # order; the status beside a key lets SQLite check it without reading the (wide) row
     Index("ix_nodes_status_id", "status", "id"),
-    # exact lookups by hostname (any status); a short search (< 3 characters) scans it alone
-    Index("ix_nodes_hostname_status", "hostname", "status"),
+    # exact lookups by hostname (any status); and everything a search or a role filter looks
+    # at, so that their totals read this index alone and never the wide rows (node_search.py)
+    Index("ix_nodes_search_cover", "hostname", "status", "private_ip", "public_ip"),
     Index("ix_nodes_private_ip_status", "private_ip", "status"),
     Index("ix_nodes_public_ip_status", "public_ip", "status"),
     Index("ix_nodes_created_at_id", "created_at", "id"),

@@ -15,10 +15,12 @@ Search (`q`: a substring of the hostname, a prefix of either IP, or the NodeID):
   it stores only the index, the text stays in `nodes`), kept in step by three triggers on
   `nodes`. IP prefixes use the B-tree indexes below (`GLOB 'q*'`).
 
-Sorts and filters: (status, id), (hostname, status), (private_ip, status), (public_ip, status),
+Sorts and filters: (status, id), (private_ip, status), (public_ip, status),
 (created_at, id), (updated_at, id) on both databases, (last_seen, id) on SQLite only (on
 PostgreSQL an index on `last_seen` would turn every heartbeat's update into one that writes
-every index of the row); (role, node_id) on role assignments.
+every index of the row); (role, node_id) on role assignments. `ix_nodes_search_cover`
+(hostname, status, private_ip, public_ip) replaces `ix_nodes_hostname` for exact lookups and
+holds everything a search looks at: a filtered total reads it alone, never the wide rows.
 
 Counts: `node_counts` holds signed changes of the number of nodes per status, appended by
 triggers on `nodes` in the same transaction as the change (an insert never waits for another
@@ -105,7 +107,9 @@ def upgrade() -> None:
     op.drop_index("ix_nodes_status", table_name="nodes")
     op.drop_index("ix_nodes_hostname", table_name="nodes")
     op.create_index("ix_nodes_status_id", "nodes", ["status", "id"])
-    op.create_index("ix_nodes_hostname_status", "nodes", ["hostname", "status"])
+    op.create_index(
+        "ix_nodes_search_cover", "nodes", ["hostname", "status", "private_ip", "public_ip"]
+    )
     op.create_index("ix_nodes_private_ip_status", "nodes", ["private_ip", "status"])
     op.create_index("ix_nodes_public_ip_status", "nodes", ["public_ip", "status"])
     op.create_index("ix_nodes_created_at_id", "nodes", ["created_at", "id"])
@@ -179,7 +183,7 @@ def downgrade() -> None:
         "ix_nodes_created_at_id",
         "ix_nodes_public_ip_status",
         "ix_nodes_private_ip_status",
-        "ix_nodes_hostname_status",
+        "ix_nodes_search_cover",
         "ix_nodes_status_id",
     ):
         op.drop_index(name, table_name="nodes")
