@@ -249,6 +249,12 @@ def test_connectivity_of_an_agent_held_by_another_controller() -> None:
     presence.remote_open("c", {1})
     presence.remote_closed("b", {1})
     assert presence.state(1, fresh, NOW)[0] is Connectivity.CONNECTED
+    # an agent that joined here (heard here) but whose channel nobody announced is not
+    # connected: a join is no channel
+    presence.beat(3, NOW)
+    assert presence.state(3, NOW, NOW)[0] is Connectivity.LOST
+    presence.remote_open("b", {3})  # its channel went to another controller
+    assert presence.state(3, NOW, NOW)[0] is Connectivity.CONNECTED
     # a channel that closed here is lost here until another controller announces it
     presence.opened(2, NOW)
     presence.closed(2)

@@ -112,10 +112,12 @@ class Presence:
             channel_open = node_id in self._connected
             if self.clustered and not channel_open:
                 slack = self.remote_slack
-                # held by another controller, unless the last word about it was a close
-                # (nothing heard: trust the last-seen time the holder flushes)
+                # held by another controller, unless the last word about it was a close.
+                # Nothing announced: trust the last-seen time its holder flushes if this
+                # process started after the channel opened (never heard of the agent); an
+                # agent heard here (it joined here) has no channel until one is announced
                 remote = self._remote.get(node_id)
-                channel_open = remote is None or remote[1]
+                channel_open = remote[1] if remote is not None else seen is None
         last = max((t for t in (seen, stored_last_seen) if t is not None), default=None)
         if last is None:
             return Connectivity.NEVER, None
