@@ -112,6 +112,30 @@ explain(
     "must not be the username|is a commonly used password",
     "the password policy refuses the username and a list of common passwords",
 )
+explain(
+    ("start_rollout",),
+    ("body", "node_ids"),
+    "no such node|give either node_ids or filter",
+    "the node ids must name stored nodes; exactly one of node_ids and filter",
+)
+explain(
+    ("start_rollout",),
+    ("body", "filter"),
+    "matches no node|matches more than",
+    "what the filter matches depends on the stored nodes",
+)
+explain(
+    ("start_rollout",),
+    ("body", "failure_tolerance"),
+    "must be between 0 and",
+    "compares with the number of nodes the selection holds (stored state)",
+)
+explain(
+    ("start_rollout",),
+    ("body", "include_maintenance"),
+    "every chosen node is in maintenance",
+    "depends on the stored nodes' maintenance",
+)
 for moment in ("since", "until"):
     explain(
         ("list_events",),
