@@ -235,11 +235,28 @@ class StorageMigrations:
             )
 
     def pause(self, kind: ResourceKind) -> MigrationProgress | None:
-        """Ask a running migration to stop after the object it is moving; waits for it."""
+        """Ask a running migration to stop after the object it is moving; waits for it.
+        Running on another controller of the cluster: its row is marked paused, which that
+        controller's worker reads after each group of objects."""
         worker = self._workers.get(kind)
-        if worker is not None:
+        if worker is not None and worker[0].is_alive():
             worker[1].set()
             worker[0].join(timeout=120)
+        elif cluster.held_anywhere(self.ctx.db, _lock_key(kind)):
+            with self.ctx.db.write() as conn:
+                row = rows.migration(conn, kind.value)
+                if row is not None and row["status"] == MigrationStatus.RUNNING.value:
+                    rows.save_migration(
+                        conn,
+                        kind.value,
+                        status=MigrationStatus.PAUSED.value,
+                        updated_at=self.ctx.clock(),
+                    )
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and cluster.held_anywhere(
+                self.ctx.db, _lock_key(kind)
+            ):
+                time.sleep(0.1)
         return self.progress(kind)
 
     # --- the worker ----------------------------------------------------------------------
@@ -285,7 +302,8 @@ class StorageMigrations:
                             consecutive += 1
                             last_error = f"{resource.key}: {error}"
                             log.warning("migration of %s: %s", kind.value, last_error)
-                        self._record(kind, target, MigrationStatus.RUNNING, failed, last_error)
+                        if self._record(kind, target, MigrationStatus.RUNNING, failed, last_error):
+                            stop.set()  # paused through another controller
                         if consecutive >= MAX_CONSECUTIVE_FAILURES:
                             stop.set()
                             status = MigrationStatus.FAILED
@@ -358,9 +376,16 @@ class StorageMigrations:
         last_error: str | None,
         *,
         final: bool = False,
-    ) -> None:
+    ) -> bool:
+        """Write the progress; True when a pause was asked through another controller (the
+        row says paused while this worker runs): the status stays paused."""
         now = self.ctx.clock()
+        paused_elsewhere = False
         with self.ctx.db.write() as conn:
+            if not final:
+                current = rows.migration(conn, kind.value)
+                if current is not None and current["status"] == MigrationStatus.PAUSED.value:
+                    paused_elsewhere, status = True, MigrationStatus.PAUSED
             total, done, bytes_total, bytes_done = rows.progress_counts(
                 conn, kind.value, target.value
             )
@@ -388,6 +413,7 @@ class StorageMigrations:
                     f"{done} of {total} resources there"
                     + (f", {failed} failed: {last_error}" if failed else ""),
                 )
+        return paused_elsewhere
 
 
 def _lock_key(kind: ResourceKind) -> int:

@@ -1,0 +1,73 @@
+"""A storage migration with two controllers on one PostgreSQL (issue 15): it runs on the
+controller it was started on; the other shows it running (not interrupted), refuses a second
+start of the same kind (409 naming the rule), and can pause it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import login, make_settings
+from tests.integration.test_storage_api import ok, s3_config, unique_bucket
+from tests.integration.test_storage_migration import wait_migration
+from tests.support import databases
+from tests.support.moto import MotoServer, moto_server
+from tests.support.server import serve_in_thread
+from voipcloud.api.app import create_app
+
+pytestmark = pytest.mark.postgres
+BASE = "/api/v1/storage/recordings"
+OBJECTS = 600
+
+
+@pytest.fixture
+def moto(tmp_path: Path) -> Iterator[MotoServer]:
+    with moto_server(tmp_path / "moto") as server:
+        yield server
+
+
+def test_a_migration_runs_on_one_controller_and_the_other_sees_and_pauses_it(
+    tmp_path: Path, postgres_template: str, moto: MotoServer
+) -> None:
+    name = databases.create_database(template=postgres_template)
+    url = databases.url_for(name)
+    try:
+        settings_a = make_settings(tmp_path / "a", url)
+        with serve_in_thread(create_app(settings_a)) as base_a:
+            a = login(base_a)
+            settings_b = make_settings(tmp_path / "b", url)
+            settings_b.data_dir.mkdir(parents=True)
+            shutil.copy2(settings_a.data_dir / "secret.key", settings_b.data_dir / "secret.key")
+            with serve_in_thread(create_app(settings_b)) as base_b:
+                b = login(base_b)
+                for i in range(OBJECTS):
+                    key = f"{i % 10}/call-{i:04d}.wav"
+                    ok(a.put(f"{BASE}/resources/{key}", content=os.urandom(2048)))
+                bucket = unique_bucket(moto, "cluster")
+                ok(a.put("/api/v1/storage", json={"recordings": s3_config(moto, bucket)}))
+
+                ok(a.post(f"{BASE}/migration"), 202)
+                wait_migration(a, lambda p: p["done"] >= 1)
+                seen = ok(b.get(f"{BASE}/migration"))
+                assert seen["status"] == "running", seen  # not "interrupted" on B
+                refused = b.post(f"{BASE}/migration")
+                assert refused.status_code == 409, refused.text
+                assert refused.json()["rule"] == "storage-migration-running"
+
+                paused = ok(b.post(f"{BASE}/migration/pause"))
+                assert paused["status"] == "paused", paused
+                assert paused["done"] < paused["total"] == OBJECTS
+                later = wait_migration(a, lambda p: p["status"] == "paused")
+                assert later["done"] == ok(a.get(f"{BASE}/migration"))["done"]  # it stopped
+
+                ok(a.post(f"{BASE}/migration"), 202)  # resumed where its files are
+                done = wait_migration(b, lambda p: p["status"] == "completed", timeout=180)
+                assert done["done"] == done["total"] == OBJECTS
+                b.close()
+            a.close()
+    finally:
+        databases.drop_database(name)
