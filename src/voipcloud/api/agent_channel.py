@@ -103,7 +103,7 @@ class AgentHub:
         self._channels: dict[int, set[_Channel]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._limiters: tuple[anyio.CapacityLimiter, anyio.CapacityLimiter] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()  # running pushes (kept referenced)
+        self._tasks: set[asyncio.Task[None]] = set()  # pushes and closes (kept referenced)
         self._sweeper: asyncio.Task[None] | None = None
         self.sweeps = 0  # version sweeps done (tests and benchmarks read it)
 
@@ -238,9 +238,15 @@ class AgentHub:
             for channel in channels
             if now - channel.heard > limit and not channel.closing
         ]
+        loop = asyncio.get_running_loop()
         for channel in silent:
             log.info("node %s: nothing heard for %.0f s; closing", channel.node_id, limit)
-            await self._close(channel, protocol.CLOSE_SILENT, "no beats; reconnect")
+            # in tasks: a half-open connection's closing handshake waits for its timeout
+            task = loop.create_task(
+                self._close(channel, protocol.CLOSE_SILENT, "no beats; reconnect")
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         return len(silent)
 
     async def recheck(self) -> int:
