@@ -103,6 +103,7 @@ class ServerClock:
 
     def __init__(self, app: Any) -> None:
         self.app = app
+        self.state = app.state  # serve_in_thread reads the app's settings from it
         self.samples: list[float] = []
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, func, select
 
 from voipcloud.domain.model import Node
 from voipcloud.domain.statuses import NodeStatus
+from voipcloud.store import node_search
 from voipcloud.store import nodes as node_rows
 from voipcloud.store.tables import events, nodes
 
@@ -47,14 +48,21 @@ class StatusCount:
 
 
 def counts(conn: Connection) -> list[StatusCount]:
-    """How many nodes in each status, and how many of them in maintenance: one GROUP BY."""
-    rows = conn.execute(
-        select(nodes.c.status, func.count(), func.count(nodes.c.maintenance_since)).group_by(
-            nodes.c.status
-        )
+    """How many nodes in each status (the counts the triggers keep, migration 0008), and how
+    many of them in maintenance (ix_nodes_maintenance: only those rows): no scan of the nodes,
+    though the listing asks on every poll."""
+    totals = node_search.status_counts(conn)
+    kept: dict[str, int] = dict(
+        conn.execute(
+            select(nodes.c.status, func.count())
+            .where(nodes.c.maintenance_since.is_not(None))
+            .group_by(nodes.c.status)
+        ).tuples()
     )
-    found = {str(status): (int(total), int(kept)) for status, total, kept in rows}
-    return [StatusCount(status, *found.get(status.value, (0, 0))) for status in NodeStatus]
+    return [
+        StatusCount(status, totals.get(status.value, 0), int(kept.get(status.value, 0)))
+        for status in NodeStatus
+    ]
 
 
 def in_maintenance_before(

@@ -93,6 +93,13 @@ nodes = Table(
     Index("ix_nodes_public_ip_status", "public_ip", "status"),
     Index("ix_nodes_created_at_id", "created_at", "id"),
     Index("ix_nodes_updated_at_id", "updated_at", "id"),
+    # the nodes in maintenance (few): the status counters count them without a scan
+    Index(
+        "ix_nodes_maintenance",
+        "status",
+        sqlite_where=text("maintenance_since IS NOT NULL"),
+        postgresql_where=text("maintenance_since IS NOT NULL"),
+    ),
     # not on PostgreSQL: there every heartbeat's update would then write every index of the row
     Index("ix_nodes_last_seen_id", "last_seen", "id").ddl_if(dialect="sqlite"),
     # substring search on PostgreSQL (pg_trgm) and IP prefixes whatever the collation; on

@@ -21,6 +21,8 @@ PostgreSQL an index on `last_seen` would turn every heartbeat's update into one 
 every index of the row); (role, node_id) on role assignments. `ix_nodes_search_cover`
 (hostname, status, private_ip, public_ip) replaces `ix_nodes_hostname` for exact lookups and
 holds everything a search looks at: a filtered total reads it alone, never the wide rows.
+`ix_nodes_maintenance` (status, only rows in maintenance) lets the status counters above the
+listing count the nodes in maintenance without a scan.
 
 Counts: `node_counts` holds signed changes of the number of nodes per status, appended by
 triggers on `nodes` in the same transaction as the change (an insert never waits for another
@@ -113,6 +115,13 @@ def upgrade() -> None:
     op.create_index("ix_nodes_private_ip_status", "nodes", ["private_ip", "status"])
     op.create_index("ix_nodes_public_ip_status", "nodes", ["public_ip", "status"])
     op.create_index("ix_nodes_created_at_id", "nodes", ["created_at", "id"])
+    op.create_index(
+        "ix_nodes_maintenance",
+        "nodes",
+        ["status"],
+        sqlite_where=sa.text("maintenance_since IS NOT NULL"),
+        postgresql_where=sa.text("maintenance_since IS NOT NULL"),
+    )
     op.create_index("ix_nodes_updated_at_id", "nodes", ["updated_at", "id"])
     op.drop_index("ix_role_assignments_role", table_name="role_assignments")
     op.create_index("ix_role_assignments_role_node_id", "role_assignments", ["role", "node_id"])
@@ -181,6 +190,7 @@ def downgrade() -> None:
     for name in (
         "ix_nodes_updated_at_id",
         "ix_nodes_created_at_id",
+        "ix_nodes_maintenance",
         "ix_nodes_public_ip_status",
         "ix_nodes_private_ip_status",
         "ix_nodes_search_cover",

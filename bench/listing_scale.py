@@ -1,0 +1,269 @@
+"""The Node Listing at 50,000 nodes: search, filters, sorts and the total, on SQLite and PostgreSQL.
+
+For each database (SQLite in a temporary data dir; PostgreSQL in a private database created on
+the server named by --postgres-url and dropped afterwards) a temporary controller is filled with
+N nodes written straight through the store (every status, 5 % Deleted, one to three roles each,
+~200 reported components per node as a real agent reports them; host names such as
+`sip-04217.fra1.voip.example`), the app is served on 127.0.0.1 and, signed in as the
+administrator over real HTTP, each listing request is made `--requests` times after a warm-up.
+It reports the **server time** of each request (ASGI in to out), p50 and p95, beside the same
+run's ceiling: `GET /healthz`, an endpoint that touches no database. The total alone (what
+every poll of the listing pays for its count) is timed in-process. Prints a table and, with
+--json, one JSON document. Never passes or fails. Usage:
+
+    .venv/bin/python bench/listing_scale.py [--nodes 50000] [--requests 40] [--only sqlite]
+        [--postgres-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import create_engine, func, insert, select, text
+from sqlalchemy.engine import make_url
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from tests.support.server import serve_in_thread
+from web_listing import PASSWORD, ROLE_SETS, ServerClock, served, sign_in
+
+from voipcloud.api.app import create_app
+from voipcloud.config import Settings
+from voipcloud.domain.filters import NodeFilter
+from voipcloud.domain.statuses import NodeStatus
+from voipcloud.services.controller import Controller
+from voipcloud.store import nodes as node_rows
+
+try:
+    from voipcloud.store import node_search
+except ImportError:  # before migration 0008: a COUNT over the rows
+    node_search = None  # type: ignore[assignment]
+from voipcloud.store.tables import nodes, role_assignments
+
+PREFIXES = ("sip", "pbx", "wk", "sql", "que", "web")  # follows ROLE_SETS
+SITES = ("fra1", "ams2", "nyc3", "sgp1")
+LIVE = [s for s in NodeStatus if s is not NodeStatus.DELETED]
+
+# (label, web listing path): what an administrator does with the listing
+REQUESTS = (
+    ("first page", "/"),
+    ("hostname search, 10 matches (q=sip-0420)", "/?q=sip-0420"),
+    ("hostname search, broad (q=fra1: 1/4 of nodes)", "/?q=fra1"),
+    ("hostname search, 2 characters (q=42)", "/?q=42"),
+    ("private IP search (q=10.0.42.)", "/?q=10.0.42."),
+    ("public IP search (q=203.0.113.7)", "/?q=203.0.113.7"),
+    ("NodeID search (q=31337)", "/?q=31337"),
+    ("status filter (Online)", "/?status=Online"),
+    ("status filter (Deleted)", "/?status=Deleted"),
+    ("status + role (Online, sip)", "/?status=Online&role=sip"),
+    ("role filter (que)", "/?role=que"),
+    ("search + status (q=ams2, StandBy)", "/?q=ams2&status=StandBy"),
+    ("sort hostname", "/?sort=hostname"),
+    ("sort -hostname", "/?sort=-hostname"),
+    ("sort status", "/?sort=status"),
+    ("sort private_ip", "/?sort=private_ip"),
+    ("sort created_at", "/?sort=created_at"),
+    ("sort -updated_at", "/?sort=-updated_at"),
+    ("sort -last_seen", "/?sort=-last_seen"),
+    ("deep page (page=1000)", "/?page=1000"),
+)
+
+
+def fill(controller: Controller, count: int) -> float:
+    """N nodes and their roles in a few multi-row statements (the services would take minutes)."""
+    started = time.perf_counter()
+    components = [{"name": f"package-{i:03d}", "version": f"1.{i}.0-1"} for i in range(200)]
+    now = controller.ctx.clock()
+    with controller.ctx.db.write() as conn:
+        first_id = (conn.execute(select(func.max(nodes.c.id))).scalar() or 0) + 1
+        for start in range(0, count, 1000):
+            node_values, role_values = [], []
+            for number in range(start, min(count, start + 1000)):
+                node_id = first_id + number
+                kind = number % len(ROLE_SETS)
+                deleted = number % 20 == 7
+                node_values.append(
+                    {
+                        "id": node_id,
+                        "hostname": f"{PREFIXES[kind]}-{number:05d}.{SITES[number // 7 % 4]}"
+                        ".voip.example",
+                        "private_ip": f"10.{number // 65536}.{number // 256 % 256}.{number % 256}",
+                        "public_ip": f"203.0.{113 + number // 65536}.{number % 256}"
+                        if number % 3
+                        else None,
+                        "status": NodeStatus.DELETED.value
+                        if deleted
+                        else LIVE[number % len(LIVE)].value,
+                        "is_controller": False,
+                        "config_generation": 1,
+                        "os": "Debian GNU/Linux 12 (bookworm)",
+                        "kernel": "Linux 6.1.0-21-amd64",
+                        "agent_version": "0.1.0",
+                        "components": components,
+                        "last_seen": now,
+                        "created_at": now,
+                        "updated_at": now,
+                        "row_version": 1,
+                    }
+                )
+                role_values.extend(
+                    {
+                        "node_id": node_id,
+                        "role": role,
+                        "parameters": {},
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for role in ROLE_SETS[kind]
+                )
+            conn.execute(insert(nodes), node_values)
+            conn.execute(insert(role_assignments), role_values)
+    if controller.ctx.db.dialect == "postgresql":
+        with controller.ctx.db.engine.connect() as conn:  # what autovacuum does after a load
+            conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM ANALYZE")
+    else:
+        with controller.ctx.db.engine.connect() as conn:
+            conn.exec_driver_sql("ANALYZE")
+    return time.perf_counter() - started
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "p50_ms": round(statistics.median(ordered), 2),
+        "p95_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))], 2),
+        "max_ms": round(ordered[-1], 2),
+    }
+
+
+def timed(call: Callable[[], object], repeats: int) -> list[float]:
+    for _ in range(3):
+        call()
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+@contextmanager
+def private_postgres(server_url: str) -> Iterator[str]:
+    """A database of our own on the shared server, dropped afterwards."""
+    name = f"voipcloud_bench_{os.getpid()}"
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def total(controller: Controller, flt: NodeFilter) -> int:
+    """The listing's total alone: the store's own function when it has one (since 0008)."""
+    with controller.ctx.db.read() as conn:
+        if node_search is not None:
+            return node_search.total(conn, flt, node_rows._where(flt))
+        where = [nodes.c.status != NodeStatus.DELETED.value]
+        if flt.status is not None:
+            where = [nodes.c.status == flt.status.value]
+        return int(conn.execute(select(func.count()).select_from(nodes).where(*where)).scalar_one())
+
+
+def run(label: str, database_url: str | None, count: int, repeats: int) -> dict[str, Any]:
+    results: dict[str, Any] = {"database": label, "nodes": count, "requests": []}
+    with tempfile.TemporaryDirectory() as data_dir:
+        settings = Settings(
+            data_dir=Path(data_dir), database_url=database_url, admin_password=PASSWORD
+        )
+        app = create_app(settings)
+        controller: Controller = app.state.controller
+        clock = ServerClock(app)
+        with serve_in_thread(clock) as url:  # type: ignore[arg-type]
+            results["fill_s"] = round(fill(controller, count), 1)
+            print(f"{label}: {count} nodes filled in {results['fill_s']} s", file=sys.stderr)
+            results["load_before"] = os.getloadavg()
+            with httpx.Client(base_url=url, timeout=120, follow_redirects=True) as client:
+                sign_in(client)
+                ceiling = summary(served(clock, functools.partial(client.get, "/healthz"), repeats))
+                results["ceiling"] = ceiling
+                for what, path in REQUESTS:
+                    answer = client.get(path)
+                    rows = answer.text.count('data-node-id="')
+                    figures = summary(served(clock, functools.partial(client.get, path), repeats))
+                    results["requests"].append(
+                        {"what": what, "path": path, "rows": rows, **figures}
+                    )
+            for what, flt in (
+                ("total, no filter", NodeFilter()),
+                ("total, status=Online", NodeFilter(status=NodeStatus.ONLINE)),
+            ):
+                figures = summary(timed(functools.partial(total, controller, flt), repeats))
+                results["requests"].append({"what": what, "path": "(in-process)", **figures})
+            results["load_after"] = os.getloadavg()
+        controller.ctx.db.dispose()
+    return results
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    lines = []
+    for result in results:
+        ceiling = result["ceiling"]
+        lines.append(
+            f"\n{result['database']}, {result['nodes']} nodes "
+            f"(load {result['load_before'][0]:.2f} before, {result['load_after'][0]:.2f} after); "
+            f"ceiling GET /healthz p50 {ceiling['p50_ms']} ms, p95 {ceiling['p95_ms']} ms"
+        )
+        lines.append(f"  {'request':<50} {'rows':>5} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
+        for row in result["requests"]:
+            lines.append(
+                f"  {row['what']:<50} {row.get('rows', ''):>5} {row['p50_ms']:>8.1f} "
+                f"{row['p95_ms']:>8.1f} {row['max_ms']:>8.1f}"
+            )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--nodes", type=int, default=50_000)
+    parser.add_argument("--requests", type=int, default=40)
+    parser.add_argument("--only", choices=("sqlite", "postgresql"), default=None)
+    parser.add_argument(
+        "--postgres-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")
+
+    results = []
+    if args.only in (None, "sqlite"):
+        results.append(run("sqlite", None, args.nodes, args.requests))
+    if args.only in (None, "postgresql"):
+        with private_postgres(args.postgres_url) as url:
+            results.append(run("postgresql", url, args.nodes, args.requests))
+    document = {"uptime": Path("/proc/loadavg").read_text().strip(), "results": results}
+    if args.json:
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
+    print(json.dumps(document))
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
