@@ -163,6 +163,8 @@ def test_payloads_stay_under_postgresql_limit_and_carry_every_id() -> None:
     assert all(len(p.encode()) < 8000 for p in agents)
     assert {i for p in agents for i in (cluster.parse_agents(p) or ("", "", set()))[2]} == ids
     assert cluster.parse_agents("abc:gone:1") is None
+    assert cluster.parse_health("abc:1:{not json") is None
+    assert cluster.parse_health('abc:x:{"sip":["healthy",null]}') is None
     assert cluster.parse_nodes("abc:1,x") is None
 
 
@@ -178,6 +180,7 @@ def test_two_cluster_links_hear_each_other_and_not_themselves(
             on_nodes=lambda ids: heard[name].append(("nodes", frozenset(ids))),
             on_agents=lambda sender, kind, ids: heard[name].append((sender, kind, frozenset(ids))),
             local_channels=set,
+            on_health=lambda node_id, roles: heard[name].append(("health", node_id, roles)),
         )
 
     async def scenario() -> None:
@@ -190,8 +193,11 @@ def test_two_cluster_links_hear_each_other_and_not_themselves(
             a.announce("open", 6)
             a.announce("closed", 6)  # the last word about a node wins within a batch
             await asyncio.to_thread(_commit_change, two[0], 42)
+            await asyncio.to_thread(  # from a worker thread, as the agent channel does
+                a.share_health, 5, {"sip": ("unhealthy", "x" * 20_000), "web": ("healthy", None)}
+            )
             for _ in range(100):
-                if len(heard["b"]) >= 3:
+                if len(heard["b"]) >= 4:
                     break
                 await asyncio.sleep(0.05)
         finally:
@@ -201,6 +207,14 @@ def test_two_cluster_links_hear_each_other_and_not_themselves(
 
     asyncio.run(scenario())
     me = two[0].instance
+    health = [h for h in heard["b"] if h[0] == "health"]
+    assert len(health) == 1
+    _, node_id, roles = health[0]
+    assert node_id == 5
+    assert roles["web"] == ("healthy", None)
+    assert roles["sip"][0] == "unhealthy"
+    assert 0 < len(roles["sip"][1] or "") <= 600  # shortened to fit one notification
+    heard["b"] = [h for h in heard["b"] if h[0] != "health"]
     assert sorted(heard["b"], key=str) == sorted(
         [("nodes", frozenset({42})), (me, "open", frozenset({5})), (me, "closed", frozenset({6}))],
         key=str,

@@ -43,6 +43,7 @@ from voipcloud.services.context import Context
 from voipcloud.services.controller import Controller
 from voipcloud.services.key_guard import check_data_key
 from voipcloud.services.metrics import Metrics
+from voipcloud.services.role_health import RoleHealthState
 from voipcloud.services.secrets_box import SecretBox
 from voipcloud.services.webhooks import RetryPolicy, WebhookService, WebhookWorker
 from voipcloud.store import files
@@ -248,10 +249,28 @@ def _cluster(controller: Controller, hub: AgentHub, worker: WebhookWorker) -> Cl
         else:
             presence.remote_closed(sender, node_ids)
 
+    book = presence.role_health
+    record = book.update
+
+    def on_health(node_id: int, roles: dict[str, tuple[str, str | None]]) -> None:
+        record(node_id, {code: RoleHealthState(*state) for code, state in roles.items()})
+
+    def update_and_share(
+        node_id: int, report: dict[str, RoleHealthState]
+    ) -> list[tuple[str, RoleHealthState | None, RoleHealthState]]:
+        changes = record(node_id, report)
+        link.share_health(node_id, {code: (h.state, h.message) for code, h in report.items()})
+        return changes
+
     link = Cluster(
-        db, on_nodes=on_nodes, on_agents=on_agents, local_channels=presence.local_channels
+        db,
+        on_nodes=on_nodes,
+        on_agents=on_agents,
+        local_channels=presence.local_channels,
+        on_health=on_health,
     )
     presence.listeners.append(link.announce)
+    setattr(book, "update", update_and_share)  # noqa: B010 - the others show it too
     return link
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -40,6 +41,7 @@ from voipcloud.store.database import MAX_NOTIFY_PAYLOAD, NODES_CHANNEL, Database
 log = logging.getLogger("voipcloud.cluster")
 
 AGENTS_CHANNEL = "voipcloud_agents"
+HEALTH_CHANNEL = "voipcloud_health"  # role health an agent reported to its controller
 # the first key of every voipcloud advisory lock ("voip"), so no other application's
 # pg_advisory_lock(bigint) collides with ours
 LOCK_SPACE = 0x766F6970
@@ -299,6 +301,37 @@ def agent_payloads(sender: str, kind: str, node_ids: Iterable[int]) -> list[str]
     return payloads
 
 
+def health_payload(sender: str, node_id: int, roles: dict[str, tuple[str, str | None]]) -> str:
+    """`sender:node:{"code": [state, message]}`, messages shortened to fit one notification."""
+    budget = 600
+    while True:
+        body = json.dumps(
+            {
+                code: [state, (message or "")[:budget] or None]
+                for code, (state, message) in roles.items()
+            },
+            separators=(",", ":"),
+        )
+        payload = f"{sender}:{node_id}:{body}"
+        if len(payload.encode()) <= MAX_NOTIFY_PAYLOAD or budget == 0:
+            return payload
+        budget //= 2
+
+
+def parse_health(payload: str) -> tuple[str, int, dict[str, tuple[str, str | None]]] | None:
+    sender, _, rest = payload.partition(":")
+    node, _, body = rest.partition(":")
+    try:
+        decoded = json.loads(body)
+        roles = {
+            str(code): (str(value[0]), None if value[1] is None else str(value[1]))
+            for code, value in decoded.items()
+        }
+        return sender, int(node), roles
+    except (ValueError, TypeError, AttributeError, IndexError, KeyError):
+        return None
+
+
 def libpq_url(url: str) -> str:
     """The SQLAlchemy URL as psycopg's connection string."""
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
@@ -320,13 +353,17 @@ class Cluster:
         on_nodes: Callable[[set[int]], None],
         on_agents: Callable[[str, str, set[int]], None],
         local_channels: Callable[[], set[int]],
+        on_health: Callable[[int, dict[str, tuple[str, str | None]]], None] | None = None,
     ) -> None:
         self._db = db
         self._on_nodes = on_nodes
         self._on_agents = on_agents
+        self._on_health = on_health
         self._local_channels = local_channels
         self._queued: dict[str, set[int]] = {"open": set(), "closed": set()}
+        self._health: dict[int, dict[str, tuple[str, str | None]]] = {}
         self._queued_event: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.connected = asyncio.Event()  # the listener is up (tests wait for it)
         self.received = 0  # notifications from other controllers, for the metrics
 
@@ -342,12 +379,27 @@ class Cluster:
         if self._queued_event is not None:
             self._queued_event.set()
 
+    def share_health(self, node_id: int, roles: dict[str, tuple[str, str | None]]) -> None:
+        """Thread-safe: the role health an agent of this controller reported, for the others
+        to show (the events of its changes are recorded here, once)."""
+        loop, event = self._loop, self._queued_event
+        if loop is None or event is None or loop.is_closed():
+            return
+
+        def queue() -> None:
+            self._health[node_id] = roles
+            event.set()
+
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(queue)
+
     async def run(self) -> None:
         """Listen and announce until cancelled, reconnecting with backoff."""
         import psycopg
         from psycopg.conninfo import make_conninfo
 
         self._queued_event = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         delay = 0.5
         first = True
         while True:
@@ -365,6 +417,7 @@ class Cluster:
                 async with listen, talk:
                     await listen.execute(f"LISTEN {NODES_CHANNEL}")
                     await listen.execute(f"LISTEN {AGENTS_CHANNEL}")
+                    await listen.execute(f"LISTEN {HEALTH_CHANNEL}")
                     if not first:  # notifications may have been missed meanwhile
                         mine = self._local_channels()
                         self._on_nodes(mine)
@@ -401,6 +454,11 @@ class Cluster:
             if agents is not None and agents[0] != self.instance:
                 self.received += 1
                 self._on_agents(*agents)
+        elif channel == HEALTH_CHANNEL and self._on_health is not None:
+            health = parse_health(payload)
+            if health is not None and health[0] != self.instance:
+                self.received += 1
+                self._on_health(health[1], health[2])
 
     async def _announce(self, conn: object) -> None:
         assert self._queued_event is not None
@@ -413,4 +471,10 @@ class Cluster:
                     await conn.execute(  # type: ignore[attr-defined]
                         "SELECT pg_notify(%s, %s)", (AGENTS_CHANNEL, payload)
                     )
+            reports, self._health = self._health, {}
+            for node_id, roles in reports.items():
+                await conn.execute(  # type: ignore[attr-defined]
+                    "SELECT pg_notify(%s, %s)",
+                    (HEALTH_CHANNEL, health_payload(self.instance, node_id, roles)),
+                )
             await asyncio.sleep(ANNOUNCE_SECONDS)
