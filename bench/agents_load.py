@@ -649,6 +649,7 @@ async def parent_main(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             count = max(1, math.ceil(args.agents / per_child))
             loads = [agents[i::count] for i in range(count)]
             t_open = time.monotonic()
+            usage = Usage(pids)
             for i, chunk in enumerate(loads):
                 path = work / f"tokens-{i}.json"
                 path.write_text(json.dumps(chunk))
@@ -683,6 +684,7 @@ async def parent_main(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 child.ready = await asyncio.wait_for(
                     child.events.get(), timeout=args.open_timeout * 3 + 60
                 )
+            result["open_cpu_percent"] = usage.percent()
             opened = sum(c.ready["opened"] for c in children if c.ready)
             # from the first child's first open (not counting the children's start-up)
             first = min(c.ready["t"] - c.ready["seconds"] for c in children if c.ready)
@@ -791,6 +793,7 @@ def table(result: dict[str, Any]) -> str:
         ("agents (opened / failed)", f"{result['opened']} / {result['open_failed']}"),
         ("controllers", f"{result['controllers']} ({result['database']})"),
         ("channels opened per s", result["opened_per_s"]),
+        ("CPU % while opening (per controller)", result["open_cpu_percent"]),
         ("API join (create+assign+join) nodes/s", result["api_join_per_s"]),
         (
             "controller RSS base → open (MiB)",
