@@ -27,6 +27,7 @@ from voipcloud.domain.filters import NodeFilter
 from voipcloud.domain.lifecycle import Operation
 from voipcloud.domain.numbers import is_whole
 from voipcloud.domain.statuses import NodeStatus
+from voipcloud.store import maintenance as maintenance_rows
 from voipcloud.store import nodes as node_rows
 from voipcloud.store.database import Database
 from voipcloud.store.tables import node_counts, nodes, role_assignments
@@ -318,3 +319,21 @@ def test_the_controllers_facts_name_five_and_count_the_rest(
     assert f"and {len(live) - 6} more." in refusal.reason
     warning = policy.removal_warning("sip", "ic", ("a", "b", "c", "d", "e"), 1234)
     assert "It stays on 1234 other node(s): a, b, c, d, e and 1229 more." in warning
+
+
+def test_status_counters_without_a_scan_agree_with_the_rows(
+    fleet: tuple[Database, list[Row]],
+) -> None:
+    """The counters above the listing (nodes per status, how many in maintenance) read the kept
+    counts and the partial maintenance index: the same numbers as counting the rows."""
+    db, rows = fleet
+    kept = {rows[1].id, rows[2].id, rows[8].id}
+    with db.write() as conn:
+        conn.execute(update(nodes).where(nodes.c.id.in_(kept)).values(maintenance_since=NOW))
+    with db.read() as conn:
+        found = {c.status.value: (c.nodes, c.in_maintenance) for c in maintenance_rows.counts(conn)}
+    for status in NodeStatus:
+        of_status = [r for r in rows if r.status == status.value]
+        in_maintenance = sum(r.id in kept for r in of_status)
+        assert found[status.value] == (len(of_status), in_maintenance), status
+    assert sum(m for _n, m in found.values()) == 3

@@ -52,13 +52,14 @@ def counts(conn: Connection) -> list[StatusCount]:
     many of them in maintenance (ix_nodes_maintenance: only those rows): no scan of the nodes,
     though the listing asks on every poll."""
     totals = node_search.status_counts(conn)
-    kept: dict[str, int] = dict(
-        conn.execute(
+    kept: dict[str, int] = {  # (Result.tuples() is deprecated in SQLAlchemy 2.1)
+        str(status): int(count)
+        for status, count in conn.execute(
             select(nodes.c.status, func.count())
             .where(nodes.c.maintenance_since.is_not(None))
             .group_by(nodes.c.status)
-        ).tuples()
-    )
+        )
+    }
     return [
         StatusCount(status, totals.get(status.value, 0), int(kept.get(status.value, 0)))
         for status in NodeStatus
