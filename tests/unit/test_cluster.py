@@ -300,3 +300,52 @@ def test_presence_tells_its_listeners_of_first_opens_and_last_closes() -> None:
     presence.closed(1)
     assert told == [("open", 1), ("closed", 1)]
     assert presence.local_channels() == set()
+
+
+@pytest.mark.postgres
+def test_a_link_lost_and_regained_wakes_its_channels_and_hears_again(
+    two: tuple[Database, Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Notifications sent while the listening connection was down are lost: on reconnecting,
+    the controller wakes every channel it holds (each sends only what changed) and announces
+    them open again."""
+    monkeypatch.setattr(cluster, "RECONNECT_CAP", 0.5)
+    woken: list[frozenset[int]] = []
+    link = Cluster(
+        two[0],
+        on_nodes=lambda ids: woken.append(frozenset(ids)),
+        on_agents=lambda *_: None,
+        local_channels=lambda: {77, 78},
+    )
+
+    async def scenario() -> None:
+        task = asyncio.create_task(link.run())
+        try:
+            await asyncio.wait_for(link.connected.wait(), 10)
+            await asyncio.to_thread(_terminate_listeners, two[1])
+            for _ in range(200):
+                if woken:
+                    break
+                await asyncio.sleep(0.05)
+            await asyncio.wait_for(link.connected.wait(), 10)
+            await asyncio.to_thread(_commit_change, two[1], 5)  # another controller's change
+            for _ in range(100):
+                if len(woken) >= 2:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(scenario())
+    assert woken[:2] == [frozenset({77, 78}), frozenset({5})]
+
+
+def _terminate_listeners(db: Database) -> None:
+    with db.engine.connect() as conn:
+        killed = conn.exec_driver_sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND query LIKE 'LISTEN%%'"
+        ).all()
+        conn.commit()
+    assert killed, "no listening session found"

@@ -407,7 +407,11 @@ class Cluster:
                 # client-side keepalive: a database that vanished is noticed while listening
                 conninfo = make_conninfo(libpq_url(self._db.url), **KEEPALIVE)
                 listen = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
-                talk = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+                try:
+                    talk = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+                except BaseException:
+                    await listen.close()
+                    raise
             except Exception as exc:
                 log.warning("cluster: cannot listen (%s); retrying in %.1f s", exc, delay)
                 await asyncio.sleep(delay)
