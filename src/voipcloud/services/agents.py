@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection
 
 from voipcloud import protocol
-from voipcloud.domain.errors import NodeGone, NotAuthenticated
+from voipcloud.domain.errors import NodeGone, NotAuthenticated, NotFound
 from voipcloud.domain.statuses import NodeStatus
 from voipcloud.domain.validation import sanitize_text
 from voipcloud.services import transitions
@@ -182,7 +182,9 @@ class AgentService:
         if self.authenticate(agent_token) != node_id:
             raise NotAuthenticated("The agent credential belongs to another node.")
         with self._ctx.db.read() as conn:  # one snapshot: the generation matches the roles
-            node = transitions.load(conn, node_id)
+            node = channel_rows.node_for_agent(conn, node_id)
+            if node is None:
+                raise NotFound(f"Node {node_id} does not exist.")
             assigned = self._roles.assigned_in(conn, node, reveal_secrets=True)
         stamp = (node.row_version, digest)
         operation = None
