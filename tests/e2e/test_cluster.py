@@ -74,6 +74,9 @@ def cluster(tmp_path: Path, postgres_template: str) -> Iterator[Cluster]:
     env = {
         "VOIPCLOUD_DATABASE_URL": url,
         "VOIPCLOUD_ACTIVATION_TIMEOUT": str(ACTIVATION_TIMEOUT),
+        # beats every 5 s: the channels' own safety-net sweep (every missed-beats window, 15 s)
+        # cannot pass for the push a commit on the other controller must cause at once
+        "VOIPCLOUD_HEARTBEAT_INTERVAL": "5",
         "VOIPCLOUD_METRICS_ALLOW": "127.0.0.1/32",
     }
     a = Controller(data_dir=tmp_path / "a", env=env)
