@@ -564,7 +564,22 @@ class Agent:
             log.exception("%s failed unexpectedly", kind)
             return False, f"unexpected error: {type(exc).__name__}: {exc}"
 
+    def _missing_software(self, desired: protocol.Desired) -> str | None:
+        """Every role's software, present before any is started: a node lacking one program
+        starts none of them (an activation that cannot succeed leaves nothing running), and
+        the reason names every missing package at once."""
+        reasons = []
+        for role in desired.roles:
+            missing = getattr(self.handlers.for_role(role.code), "missing", None)
+            reason = missing() if callable(missing) else None
+            if reason:
+                reasons.append(f"{role.code}: {reason}")
+        return "; ".join(reasons) or None
+
     def _apply_all(self, desired: protocol.Desired) -> tuple[bool, str | None]:
+        missing = self._missing_software(desired)
+        if missing:
+            return False, missing
         wanted = {role.code for role in desired.roles}
         for code in list(self.state.applied):
             if code not in wanted:
