@@ -136,6 +136,43 @@ explain(
     "every chosen node is in maintenance",
     "depends on the stored nodes' maintenance",
 )
+explain(
+    ("bulk_action",),
+    ("body",),
+    "give either node_ids or filter|give node_ids",
+    "exactly one of node_ids and filter (a rule across two fields)",
+)
+explain(
+    ("bulk_action",),
+    ("body", "role"),
+    "take a role|needs the role",
+    "which fields apply depends on the action in the path (role: assign-role and "
+    "delete-assignment only, and required there)",
+)
+explain(
+    ("bulk_action",),
+    ("body", "parameters"),
+    "only assign-role takes parameters|unknown parameter for role|must be|is not",
+    "parameters apply to assign-role only, and depend on the role in the body",
+)
+explain(
+    ("bulk_action",),
+    ("body", "force"),
+    "only deactivate can be forced",
+    "force applies to the deactivate action only (the action is in the path)",
+)
+explain(
+    ("bulk_action",),
+    ("body", "reason"),
+    "a forced deactivation needs a reason",
+    "compares two fields: force needs a non-empty reason",
+)
+explain(
+    ("bulk_action",),
+    ("body", "filter"),
+    "matches [0-9]+ nodes; at most",
+    "how many nodes a filter matches depends on the stored nodes",
+)
 for moment in ("since", "until"):
     explain(
         ("list_events",),

@@ -10,6 +10,7 @@ others. The answer is one result per node, in the order of the selection.
 from __future__ import annotations
 
 import logging
+import time
 
 from voipcloud.domain import bulk
 from voipcloud.domain.bulk import BulkRequest, BulkResult, Outcome, Selection
@@ -54,7 +55,24 @@ class BulkService:
         request = bulk.check_request(request)
         results: list[BulkResult] = []
         ids = self.select(request.selection)
+        with self._ctx.db.read() as conn:
+            known = node_rows.existing_ids(conn, ids)
+        # SQLite has one writer at a time, and a writer that releases its lock and takes it
+        # again at once starves the others waiting for it (agents' reports, other requests):
+        # a selection of thousands gives them a turn between two nodes
+        pause = 0.002 if self._ctx.db.dialect == "sqlite" else 0.0
         for position, node_id in enumerate(ids):
+            if node_id not in known:  # no write transaction for what names no node
+                results.append(
+                    BulkResult(
+                        node_id=node_id,
+                        outcome=Outcome.REFUSED,
+                        reason=f"Node {node_id} does not exist.",
+                    )
+                )
+                continue
+            if pause and position:
+                time.sleep(pause)
             try:
                 results.append(self._one(request, node_id, actor=actor))
             except DatabaseUnavailable as exc:

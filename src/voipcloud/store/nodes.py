@@ -237,6 +237,18 @@ def other_live(
     return [(r.hostname, r.status) for r in rows], total
 
 
+def existing_ids(conn: Connection, node_ids: Iterable[int]) -> set[int]:
+    """Which of these NodeIDs name a node (Deleted ones too)."""
+    wanted = sorted({i for i in node_ids if 0 < i < 2**31})
+    found: set[int] = set()
+    for start in range(0, len(wanted), 1000):  # bounded IN lists
+        chunk = wanted[start : start + 1000]
+        found.update(
+            int(i) for i in conn.execute(select(nodes.c.id).where(nodes.c.id.in_(chunk))).scalars()
+        )
+    return found
+
+
 def all_live(conn: Connection) -> list[Node]:
     rows = conn.execute(
         select(*_COLUMNS, _HAS_KEY)

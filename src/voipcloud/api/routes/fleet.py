@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path
+from fastapi.responses import JSONResponse
 
 from voipcloud.api.deps import CanManageNodes, CanRead, ControllerDep
 from voipcloud.api.errors import REFUSALS
@@ -45,6 +46,16 @@ def nodes_summary(_reader: CanRead, controller: ControllerDep) -> NodesSummaryPu
             StatusCountPublic(status=c.status, nodes=c.nodes, in_maintenance=c.in_maintenance)
             for c in found.by_status
         ],
+    )
+
+
+@router.api_route("/summary", methods=["POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+def summary_only_reads() -> JSONResponse:
+    """405: /nodes/summary is not a node (without this, /nodes/{node_id} would answer 422)."""
+    return JSONResponse(
+        {"detail": "Method Not Allowed; this path answers GET"},
+        status_code=405,
+        headers={"Allow": "GET"},
     )
 
 
