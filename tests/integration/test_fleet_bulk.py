@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.accounts_helpers import add_account, session
+from tests.integration.accounts_helpers import add_account, csrf_of, session, web_login
 from tests.integration.infrastructure_helpers import API, Infra, running_infra
 from voipcloud.domain import policy
 from voipcloud.domain.bulk import MAX_SELECTION
@@ -261,3 +261,33 @@ def test_status_counters(infra: Infra) -> None:
     for status, count in summary["by_status"].items():
         listed = c.get(f"{API}/nodes", params={"status": status, "limit": 1}).json()["total"]
         assert listed == count, status
+
+
+def test_web_bulk_needs_the_nodes_permission_and_its_csrf_token(infra: Infra) -> None:
+    c = infra.client
+    node = c.post(f"{API}/nodes", json={"hostname": "webb-0", "private_ip": "10.8.1.1"}).json()
+    api = type("Api", (), {"client": c})()
+    add_account(api, "wendy", "viewer")  # type: ignore[arg-type]
+    add_account(api, "omar", "operator")  # type: ignore[arg-type]
+    base = str(c.base_url)
+    viewer, operator = web_login(base, "wendy"), web_login(base, "omar")
+    listing = viewer.get("/").text
+    assert 'id="bulk-form"' not in listing  # a viewer gets no bar and no checkboxes
+    assert 'name="node_ids"' not in listing
+    assert 'id="status-counters"' in listing  # but the counters
+    shown = operator.get("/").text
+    assert 'id="bulk-form"' in shown
+    assert f'id="select-{node["node_id"]}"' in shown
+    form = {
+        "action": "standby",
+        "node_ids": str(node["node_id"]),
+        "confirm": "yes",
+        "csrf_token": csrf_of(viewer),
+    }
+    assert viewer.post("/nodes/bulk", data=form).status_code == 403
+    assert operator.post("/nodes/bulk", data={**form, "csrf_token": "forged"}).status_code == 403
+    assert infra.node(node["node_id"])["status"] == "Offline"  # neither did anything
+    done = operator.post("/nodes/bulk", data={**form, "csrf_token": csrf_of(operator)})
+    assert done.status_code == 200
+    assert f'id="result-{node["node_id"]}" data-outcome="done"' in done.text
+    assert infra.node(node["node_id"])["status"] == "StandBy"
