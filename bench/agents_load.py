@@ -518,10 +518,10 @@ class Probe:
 
 async def push_probes(
     admin: httpx.AsyncClient, idle: list[Probe], count: int, seconds: float
-) -> tuple[list[float], list[float], int]:
+) -> tuple[list[float], list[float], list[str]]:
     push_ms: list[float] = []
     acked_ms: list[float] = []
-    failures = 0
+    failures: list[str] = []
     gap = seconds / (count + 1)
     for _ in range(count):
         await asyncio.sleep(gap)
@@ -532,10 +532,16 @@ async def push_probes(
         try:
             answer = await admin.post(f"{API}/nodes/{probe.node_id}/actions/activate")
             answer.raise_for_status()
-        except httpx.HTTPError:
-            failures += 1
+        except httpx.HTTPError as exc:
+            failures.append(f"{type(exc).__name__}: {exc}"[:300])
             continue
-        op_id = answer.json()["pending_operation"]["operation_id"]
+        pending = answer.json().get("pending_operation")
+        if not pending and answer.json().get("status") == "Online":
+            continue  # the agent's outcome was recorded before the answer: not timed
+        if not pending:  # e.g. refused or failed at once: counted, the answer kept
+            failures.append(f"{answer.status_code} {answer.text[:300]}")
+            continue
+        op_id = pending["operation_id"]
         for _ in range(int(20 / 0.005)):  # up to 20 s
             if op_id in probe.acked:
                 break
@@ -543,7 +549,7 @@ async def push_probes(
         if op_id in probe.seen:
             push_ms.append((probe.seen[op_id] - started) * 1000)
         else:
-            failures += 1
+            failures.append(f"operation {op_id} never reached the agent")
         if op_id in probe.acked:
             acked_ms.append((probe.acked[op_id] - started) * 1000)
     return push_ms, acked_ms, failures
@@ -739,7 +745,8 @@ async def parent_main(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             result["closed_during_load"] = sum(b["closed"] for b in beaten)
             result["push_ms"] = summary(push_ms)
             result["acked_ms"] = summary(acked_ms)
-            result["push_failures"] = failures
+            result["push_failures"] = len(failures)
+            result["push_failure_samples"] = failures[:3]
             result["load_during"] = [load0, loadavg()]
             result["rss_end_mib"] = [round(proc_rss_mib(p), 1) for p in pids]
             per_second: dict[int, int] = {}
@@ -820,6 +827,7 @@ def table(result: dict[str, Any]) -> str:
             "{p50} / {p99} / {max} (n={count})".format(**result["acked_ms"]),
         ),
         ("channels closed during load", result["closed_during_load"]),
+        ("pushes failed", f"{result['push_failures']} {result['push_failure_samples'][:1]}"),
         ("load average before / after", f"{result['load_before']} / {result['load_after']}"),
     ]
     width = max(len(r[0]) for r in rows)

@@ -283,7 +283,14 @@ def main() -> None:
                     "two",
                     min(args.agents, 4000),
                     min(args.seconds, 30),
-                    ["--controllers", "2", "--database-url", url],
+                    [
+                        "--controllers",
+                        "2",
+                        "--database-url",
+                        url,
+                        "--per-child",  # one load process per controller
+                        str(max(1, min(args.agents, 4000) // 2)),
+                    ],
                     900,
                 )
     report["load_after"] = loadavg()
