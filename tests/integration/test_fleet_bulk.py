@@ -257,6 +257,11 @@ def test_status_counters(infra: Infra) -> None:
     assert summary["in_maintenance"] == 1
     standby = next(s for s in summary["statuses"] if s["status"] == "StandBy")
     assert standby == {"status": "StandBy", "nodes": 2, "in_maintenance": 1}
+    # it is not a node: other methods are 405 naming GET (not /nodes/{node_id}'s 422)
+    for method in ("PATCH", "DELETE"):
+        answer = c.request(method, f"{API}/nodes/summary")
+        assert answer.status_code == 405, answer.text
+        assert answer.headers["Allow"] == "GET"
     # each counter agrees with the listing's filter it links to
     for status, count in summary["by_status"].items():
         listed = c.get(f"{API}/nodes", params={"status": status, "limit": 1}).json()["total"]

@@ -50,7 +50,7 @@ def nodes_summary(_reader: CanRead, controller: ControllerDep) -> NodesSummaryPu
 
 
 @router.api_route("/summary", methods=["POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
-def summary_only_reads() -> JSONResponse:
+def summary_only_reads(_reader: CanRead) -> JSONResponse:
     """405: /nodes/summary is not a node (without this, /nodes/{node_id} would answer 422)."""
     return JSONResponse(
         {"detail": "Method Not Allowed; this path answers GET"},
