@@ -24,6 +24,10 @@ holds everything a search looks at: a filtered total reads it alone, never the w
 `ix_nodes_maintenance` (status, only rows in maintenance) lets the status counters above the
 listing count the nodes in maintenance without a scan.
 
+A later migration that rebuilds `nodes` on SQLite (`batch_alter_table`: copy, drop, rename)
+drops these triggers with the old table: it must create them again (and `rebuild` the FTS
+index); `test_search_structures_exist` fails if they are missing.
+
 Counts: `node_counts` holds signed changes of the number of nodes per status, appended by
 triggers on `nodes` in the same transaction as the change (an insert never waits for another
 transaction, so counting adds no lock contention and no deadlock). The listing's unfiltered and
