@@ -881,3 +881,18 @@ def _empty(engine: sa.Engine) -> None:
         for name in _user_tables(conn):
             schema, table = name.split(".", 1)
             conn.exec_driver_sql(f'DROP TABLE IF EXISTS "{schema}"."{table}" CASCADE')
+        # the schema's own functions (e.g. the node counters' trigger function, migration
+        # 0008) too, or a second restore into the database would fail creating them again;
+        # functions of extensions (pg_trgm) stay with their extension
+        for (signature,) in conn.execute(sa.text(_OWN_FUNCTIONS)).all():
+            conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {signature} CASCADE")
+
+
+_OWN_FUNCTIONS = (
+    "SELECT p.oid::regprocedure::text FROM pg_proc p "
+    "JOIN pg_namespace n ON n.oid = p.pronamespace "
+    "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') "
+    "AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' "
+    "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass "
+    "AND d.objid = p.oid AND d.deptype = 'e')"
+)
