@@ -317,9 +317,7 @@ def create_app(settings: Settings | None = None, controller: Controller | None =
             asyncio.create_task(begin_metrics(started)),
             asyncio.create_task(worker.run(started=started, report=outage.down)),
             # rollouts advance in the controller (services/rollout_runner.py)
-            asyncio.create_task(
-                controller.rollout_runner.run(started=started, report=outage.down)
-            ),
+            asyncio.create_task(controller.rollout_runner.run(started=started, report=outage.down)),
             asyncio.create_task(
                 _every(
                     PRESENCE_FLUSH_SECONDS,
