@@ -90,8 +90,7 @@ UNGUARDED = {("POST", "/api/v1/auth/token"), ("POST", "/api/v1/agent/join")}
 DESCRIPTIONS = {
     401: "Not authenticated: no credential, or a wrong, expired or revoked one",
     403: "The account's role or the token's scope forbids it; `rule` says which",
-    404: "No such node, role assignment, account, token, extension, webhook, rollout or "
-    "resource",
+    404: "No such node, role assignment, account, token, extension, webhook, rollout or resource",
     409: "Not allowed in the current state; `rule` names the rule, `detail` says why",
     412: "`If-Match` names an older version: nothing was written; `rule` is `stale-version`, "
     "`changed` names the fields that changed, `ETag` is the current one",
