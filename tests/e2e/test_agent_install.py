@@ -103,6 +103,7 @@ def run_line(line: str, tmp_path: Path, env: dict[str, str]) -> tuple[int, str, 
 def agent_env() -> dict[str, str]:
     env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_NO_DEPS": "1"}
     env.pop("VOIPCLOUD_SESSION_KEY", None)
+    env.pop("PYTHONPATH", None)  # the node's venv imports its own installed copy
     return env
 
 
