@@ -169,5 +169,20 @@ def test_the_wizard_brings_the_single_node_stack_up_on_the_ic_node(
         for role in SOFTWARE_ROLES:
             pid = int((agent_dir / "run" / f"{role}.pid").read_text().split()[0])
             assert pid in ns.pids(), role
+
+        # Administrative Remove of sip on the IC node: Kamailio stopped (nothing answers, no
+        # pid file), the node still Online and its other roles still answering
+        removed = admin.post(f"/api/v1/nodes/{ic}/roles/sip/remove", json={"confirm": True})
+        assert removed.status_code == 200, removed.text
+        wait_for(
+            lambda: not (agent_dir / "run" / "sip.pid").exists(),
+            timeout=60,
+            what="Kamailio stopped after Administrative Remove",
+        )
+        with pytest.raises(OSError):  # noqa: PT011 - timed out or refused: either is silence
+            options_ping(ns.address, 5060, DOMAIN, timeout=1.0)
+        assert node(admin, ic)["status"] == "Online"
+        assert "sip" not in node(admin, ic)["roles"]
+        assert "<stream:features" in open_stream(ns.address, 5222, DOMAIN)
     finally:
         controller.stop()
