@@ -275,43 +275,50 @@ class RolloutRunner:
         skipped = rows.skip_pending(
             conn, rollout.id, reason="not started: the rollout stopped", now=now
         )
-        rows.set_fields(
+        self._end(
             conn,
-            rollout.id,
-            state=RolloutState.STOPPED.value,
+            rollout,
+            RolloutState.STOPPED,
+            now,
             state_reason=text,
-            finished_at=now,
-            next_batch_at=None,
-        )
-        events.append(
-            conn,
-            at=now,
-            actor=rollout_actor(rollout.id, rollout.created_by),
-            node_id=None,
-            operation="rollout-stopped",
-            reason=f"rollout {rollout.id} ({rollout.action}) stopped: {text}; "
-            f"{counts.done} done, {counts.failed} failed, {skipped} not started",
+            said=f"stopped: {text}; {counts.done} done, {counts.failed} failed, "
+            f"{skipped} not started",
         )
 
     def _finish(
         self, conn: Connection, rollout: RolloutRow, members: list[Member], now: datetime
     ) -> None:
         counts = rules.count(m.outcome for m in members)
-        rows.set_fields(
+        self._end(
             conn,
-            rollout.id,
-            state=RolloutState.FINISHED.value,
-            finished_at=now,
-            next_batch_at=None,
+            rollout,
+            RolloutState.FINISHED,
+            now,
+            said=f"finished: {counts.done} done, {counts.failed} failed, {counts.skipped} skipped",
         )
+
+    def _end(
+        self,
+        conn: Connection,
+        rollout: RolloutRow,
+        state: RolloutState,
+        now: datetime,
+        *,
+        said: str,
+        state_reason: str | None = None,
+    ) -> None:
+        """The rollout's last state, and its event (`rollout-stopped`, `rollout-finished`)."""
+        fields: dict[str, object] = {"state": state.value, "finished_at": now}
+        if state_reason is not None:
+            fields["state_reason"] = state_reason
+        rows.set_fields(conn, rollout.id, next_batch_at=None, **fields)
         events.append(
             conn,
             at=now,
             actor=rollout_actor(rollout.id, rollout.created_by),
             node_id=None,
-            operation="rollout-finished",
-            reason=f"rollout {rollout.id} ({rollout.action}) finished: {counts.done} done, "
-            f"{counts.failed} failed, {counts.skipped} skipped",
+            operation=f"rollout-{state.value}",
+            reason=f"rollout {rollout.id} ({rollout.action}) {said}",
         )
 
     # --- the worker (on the event loop) --------------------------------------------------
