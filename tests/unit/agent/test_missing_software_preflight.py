@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.agent.test_agent_worker import make_agent
 from voipcloud import protocol
-from voipcloud.agent.handlers import AgentConfig
 from voipcloud.agent.roles import base
-from voipcloud.agent.runner import Agent
 
 ABSENT = {"kamailio", "prosody"}
 
@@ -25,18 +24,6 @@ def without_kamailio_and_prosody(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(base.shutil, "which", which)
     monkeypatch.setattr(base, "package_installed", lambda package: package not in ABSENT)
-
-
-def agent_with(tmp_path: Path, toml: str) -> Agent:
-    config_file = tmp_path / "agent.toml"
-    config_file.write_text(toml)
-    return Agent(
-        controller_url="http://127.0.0.1:9",
-        session_key="k",
-        state_dir=tmp_path / "state",
-        config=AgentConfig.load(config_file),
-        collect_inventory=protocol.Inventory,
-    )
 
 
 def activation(*codes: str) -> protocol.Desired:
@@ -53,7 +40,7 @@ def activation(*codes: str) -> protocol.Desired:
 @pytest.mark.usefixtures("without_kamailio_and_prosody")
 def test_a_missing_program_starts_no_role_at_all(tmp_path: Path) -> None:
     started = tmp_path / "wk-started"
-    agent = agent_with(tmp_path, f'[roles.wk]\napply = "touch {started}"\n')
+    agent = make_agent(tmp_path, f'[roles.wk]\napply = "touch {started}"\n')
 
     ok, reason = agent._apply_all(activation("wk", "sip"))
 
@@ -67,7 +54,7 @@ def test_a_missing_program_starts_no_role_at_all(tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("without_kamailio_and_prosody")
 def test_every_missing_package_is_named_in_one_reason(tmp_path: Path) -> None:
-    agent = agent_with(tmp_path, "")
+    agent = make_agent(tmp_path, "")
 
     ok, reason = agent._apply_all(activation("sip", "jabber"))
 
@@ -79,7 +66,7 @@ def test_every_missing_package_is_named_in_one_reason(tmp_path: Path) -> None:
 
 def test_roles_without_software_are_applied_as_before(tmp_path: Path) -> None:
     started = tmp_path / "wk-started"
-    agent = agent_with(tmp_path, f'[roles.wk]\napply = "touch {started}"\ncheck = "true"\n')
+    agent = make_agent(tmp_path, f'[roles.wk]\napply = "touch {started}"\ncheck = "true"\n')
 
     ok, reason = agent._apply_all(activation("wk"))
 
