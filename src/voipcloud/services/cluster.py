@@ -170,13 +170,21 @@ class Duties:
             self._held.clear()
             if conn is None:
                 return
-            try:
-                conn.exec_driver_sql("SELECT pg_advisory_unlock_all()")
-                conn.commit()
-                conn.close()
-            except Exception:
-                with contextlib.suppress(Exception):
-                    conn.invalidate()
+            _unlock_all_and_close(conn)
+
+
+def _unlock_all_and_close(conn: Connection) -> None:
+    """Release every advisory lock of this session and close it; a session that cannot is
+    thrown away (its locks go with the server-side session)."""
+    try:
+        conn.exec_driver_sql("SELECT pg_advisory_unlock_all()")
+        conn.commit()
+        conn.close()
+    except Exception:
+        with contextlib.suppress(Exception):
+            conn.invalidate()
+        with contextlib.suppress(Exception):
+            conn.close()
 
 
 def _name(duty: int) -> str:
@@ -208,15 +216,7 @@ def first_start(db: Database) -> Iterator[None]:
     try:
         yield
     finally:
-        try:
-            conn.exec_driver_sql("SELECT pg_advisory_unlock_all()")
-            conn.commit()
-            conn.close()
-        except Exception:
-            with contextlib.suppress(Exception):
-                conn.invalidate()
-            with contextlib.suppress(Exception):
-                conn.close()
+        _unlock_all_and_close(conn)
 
 
 class MigrationLock:
