@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from tests.support.processes import AgentProcess, Controller, node, wait_for, wait_status
+from voipcloud import protocol
 
 pytestmark = pytest.mark.e2e
 
@@ -35,11 +36,23 @@ def events(client: httpx.Client, node_id: int) -> list[dict]:
     return client.get(f"/api/v1/nodes/{node_id}/events", params={"limit": 500}).json()["items"]
 
 
-def connected(client: httpx.Client, node_id: int) -> dict:
+def connected(client: httpx.Client, node_id: int, timeout: float = 15.0) -> dict:
     return wait_for(
         lambda: (n := node(client, node_id))["connectivity"] == "connected" and n,
+        timeout=timeout,
         what=f"node {node_id}'s agent to connect",
     )
+
+
+# An agent that lost its controller tries again after a full-jitter backoff capped at
+# protocol.RECONNECT_CAP, so the wait for it after a restart is that cap plus a margin for a
+# loaded machine (its controller may take seconds to start, while the backoff grows).
+RECONNECT_WAIT = protocol.RECONNECT_CAP + 15.0
+
+
+def reconnected(client: httpx.Client, node_id: int) -> dict:
+    """The node's agent back after its controller restarted (within the protocol's cap)."""
+    return connected(client, node_id, timeout=RECONNECT_WAIT)
 
 
 def test_join_activate_online_with_inventory_and_role_config(
@@ -209,7 +222,7 @@ def test_controller_killed_mid_activation_outcome_still_recorded_once(
     time.sleep(2.5)  # the agent finishes while the controller is down
     controller.start()
     admin = controller.admin()
-    wait_status(admin, node_id, "Online", timeout=20)
+    wait_status(admin, node_id, "Online", timeout=RECONNECT_WAIT)
     ops = [e["operation"] for e in events(admin, node_id)]
     assert ops.count("activation-succeeded") == 1
     assert ops.count("activate") == 1

@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_agent_lifecycle import add_node_with_roles, connected, events
+from tests.e2e.test_agent_lifecycle import (
+    RECONNECT_WAIT,
+    add_node_with_roles,
+    connected,
+    events,
+    reconnected,
+)
 from tests.support.processes import AgentProcess, Controller, node, wait_for, wait_status
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault]
@@ -64,7 +70,7 @@ def test_a_controller_restart_during_a_slow_apply_applies_each_operation_once(
             admin = controller.admin()
             # the agent is back on a new channel, which offers the same pending operation,
             # while the apply still runs: the case of the issue
-            connected(admin, node_id)
+            reconnected(admin, node_id)
             time.sleep(1.0)
             assert count(runs, "start") == cycle
             assert count(runs, "end") == cycle - 1
@@ -104,7 +110,7 @@ def test_a_success_finished_while_the_controller_was_down_past_the_timeout_is_re
         time.sleep(max(0.0, 5 - (time.monotonic() - down_since)))  # down 5 s: past 3 s
         controller.start()
         admin = controller.admin()
-        online = wait_status(admin, node_id, "Online", timeout=40)
+        online = wait_status(admin, node_id, "Online", timeout=RECONNECT_WAIT)
         assert online["status_reason"] is None
         ops = operations(admin, node_id)
         assert ops.count("activation-succeeded") == 1

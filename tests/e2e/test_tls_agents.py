@@ -31,6 +31,7 @@ from tests.support.tls_netns import (
     netns_unavailable,
     presented_leaf,
 )
+from voipcloud import protocol
 from voipcloud.services import tls
 
 pytestmark = [pytest.mark.e2e]
@@ -103,6 +104,15 @@ def connected(admin: httpx.Client, node_id: int) -> dict:
         lambda: (n := node(admin, node_id))["connectivity"] == "connected" and n,
         timeout=30,
         what=f"node {node_id}'s agent to connect",
+    )
+
+
+def reconnected(admin: httpx.Client, node_id: int) -> dict:
+    """After the controller's restart: within the agents' reconnect cap, plus a margin."""
+    return wait_for(
+        lambda: (n := node(admin, node_id))["connectivity"] == "connected" and n,
+        timeout=protocol.RECONNECT_CAP + 15,
+        what=f"node {node_id}'s agent to reconnect",
     )
 
 
@@ -262,7 +272,7 @@ def test_a_man_in_the_middle_gets_no_session_key_and_no_credential(
     # the real controller comes back: the connected agent reconnects, still pinned
     controller.start()
     admin = controller.admin()
-    connected(admin, node_id)
+    reconnected(admin, node_id)
     assert node(admin, node_id)["status"] == "Online"
     assert online.process is not None
     assert online.process.poll() is None
