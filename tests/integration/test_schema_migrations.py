@@ -92,6 +92,12 @@ def test_search_structures_exist(database_url: str) -> None:
             "node_counts_delete",
             "node_counts_fold",
             "ix_nodes_last_seen_id",
+            "node_role_counts_status",
+            "node_role_counts_node_delete",
+            "node_role_counts_assign",
+            "node_role_counts_unassign",
+            "node_role_counts_reassign",
+            "node_role_counts_fold",
         }
         assert "ix_nodes_hostname_trgm" not in found
     else:
@@ -101,6 +107,9 @@ def test_search_structures_exist(database_url: str) -> None:
             "ix_nodes_private_ip_pattern",
             "ix_nodes_public_ip_pattern",
             "node_counts_change",
+            "node_role_counts_status",
+            "node_role_counts_node_delete",
+            "node_role_counts_change",
         }
         assert "ix_nodes_last_seen_id" not in found
     assert wanted <= found

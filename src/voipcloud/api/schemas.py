@@ -238,6 +238,11 @@ class NodeDetailPublic(NodePublic):
 class NodesPublic(BaseModel):
     items: list[NodePublic]
     total: int
+    total_exact: bool = Field(
+        True,
+        description="false: more than `total` nodes match (a search or maintenance filter is "
+        "counted up to 1,000 matches); page on until a page comes back short",
+    )
 
 
 class RoleAssign(Strict):

@@ -121,7 +121,8 @@ def list_nodes(
             ]
             for n in items
         ),
-        caption=f"{shown} of {page['total']} nodes",
+        caption=f"{shown} of {'' if page.get('total_exact', True) else 'more than '}"
+        f"{page['total']} nodes",
     )
 
 

@@ -89,3 +89,5 @@ T = TypeVar("T")
 class Page(Generic[T]):
     items: list[T]
     total: int
+    # False: more than `total` match (a broad filter's count stops there: store/node_search.py)
+    total_exact: bool = True

@@ -163,7 +163,7 @@ def compare_and_set(conn: Connection, node: Node, *, now: datetime, **values: An
     return result.rowcount == 1
 
 
-def _where(flt: NodeFilter) -> list[Any]:
+def _where(flt: NodeFilter, *, walk: bool = False) -> list[Any]:
     clauses: list[Any] = []
     if flt.status is None:
         clauses.append(nodes.c.status != NodeStatus.DELETED.value)
@@ -181,27 +181,36 @@ def _where(flt: NodeFilter) -> list[Any]:
             )
         )
     if flt.q:  # hostname substring, IP prefix or NodeID, through the indexes (node_search.py)
-        clauses.append(node_search.search(flt.q))
+        clauses.append(node_search.search(flt.q, walk=walk))
     return clauses
 
 
 def list_page(conn: Connection, flt: NodeFilter) -> Page[Node]:
     where = _where(flt)
     total = node_search.total(conn, flt, where)
+    if flt.q and not total.exact:  # many matches: along the sort's index, stopping early
+        where = _where(flt, walk=True)
     key = flt.sort.removeprefix("-")
     # ties in the key's direction too, so that one index, (key, id), serves both directions
     columns = [nodes.c[key], nodes.c.id] if key != "id" else [nodes.c.id]
     descending = flt.sort.startswith("-")
     order = [column.desc() if descending else column.asc() for column in columns]
-    rows = conn.execute(
-        select(*_LISTING_COLUMNS, _HAS_KEY)
-        .where(*where)
-        .order_by(*order)
-        .limit(flt.limit)
-        .offset(flt.offset)
-    ).all()
+    with node_search.page_plan(conn, flt, total):
+        rows = conn.execute(
+            select(*_LISTING_COLUMNS, _HAS_KEY)
+            .where(*where)
+            .order_by(*order)
+            .limit(flt.limit)
+            .offset(flt.offset)
+        ).all()
+    if not total.exact and rows and len(rows) < flt.limit:  # the last page: all are known
+        total = node_search.Total(flt.offset + len(rows))
     roles = roles_of(conn, [row.id for row in rows])
-    return Page(items=[_node(row._mapping, roles[row.id]) for row in rows], total=total)
+    return Page(
+        items=[_node(row._mapping, roles[row.id]) for row in rows],
+        total=total.count,
+        total_exact=total.exact,
+    )
 
 
 def matching_ids(conn: Connection, flt: NodeFilter, *, at_most: int) -> tuple[list[int], int]:
@@ -225,15 +234,11 @@ def other_live(
     ).all()
     if len(rows) < first:
         return [(r.hostname, r.status) for r in rows], len(rows)
-    if role is None:  # the live total from the kept counts, less this node if it is live
-        besides_live = conn.execute(
-            select(func.count())
-            .select_from(nodes)
-            .where(nodes.c.id == besides, nodes.c.status != NodeStatus.DELETED.value)
-        ).scalar_one()
-        total = node_search.total(conn, flt, _where(flt)) - besides_live
-    else:
-        total = conn.execute(select(func.count()).select_from(nodes).where(*where)).scalar_one()
+    # the live total (with the role) from the kept counts, less this node if it is one of them
+    besides_counted = conn.execute(
+        select(func.count()).select_from(nodes).where(*_where(flt), nodes.c.id == besides)
+    ).scalar_one()
+    total = node_search.total(conn, flt, _where(flt)).count - besides_counted
     return [(r.hostname, r.status) for r in rows], total
 
 

@@ -133,6 +133,18 @@ node_counts = Table(
     Column("delta", Integer, nullable=False),
 )
 
+# The same, per role and status (migration 0009): the listing's role-only and status+role totals
+# are SUM(delta) over a few rows, appended by triggers on `nodes` (a status change, a delete) and
+# on `role_assignments` (an assignment made or deleted) in the writing transaction.
+node_role_counts = Table(
+    "node_role_counts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("role", String(16), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("delta", Integer, nullable=False),
+)
+
 # SQLite's full-text index of host names (FTS5, trigram tokenizer) and its shadow tables: made
 # by migration 0008 with raw DDL, kept in step by triggers, never in this metadata.
 SQLITE_ONLY_TABLES = frozenset(

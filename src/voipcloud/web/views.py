@@ -222,7 +222,7 @@ class Listing:
     request: ListingRequest
     rows: list[NodeRow]
     total: int
-    pages: int
+    pages: int  # with an inexact total: the pages known to exist (more may follow)
     error: str | None = None
     fingerprint: str = ""
     extension_count: int = 0
@@ -230,6 +230,11 @@ class Listing:
     statuses: list[NodeStatus] = field(default_factory=lambda: list(NodeStatus))
     roles: list[Role] = field(default_factory=lambda: list(ROLES.values()))
     counters: Counters | None = None  # the status counters above the listing
+    total_exact: bool = True  # False: more than `total` nodes match (node_search.COUNT_CAP)
+
+    @property
+    def total_text(self) -> str:
+        return str(self.total) if self.total_exact else f"more than {self.total}"
 
     @property
     def first(self) -> int:
@@ -303,16 +308,23 @@ def listing(controller: Controller, request: ListingRequest) -> Listing:
         extension_count = controller.extensions.count()
     rows = [node_row(controller, node, facts[node.id]) for node in page.items]
     pages = max(1, -(-page.total // request.per_page))
+    if not page.total_exact:  # at least one more than counted, and the next page if this is full
+        full = len(rows) == request.per_page
+        pages = max(-(-(page.total + 1) // request.per_page), request.page + full)
     counters = Counters.of(controller.maintenance.summary(), request)
     return Listing(
         counters=counters,
         request=request,
         rows=rows,
         total=page.total,
+        total_exact=page.total_exact,
         pages=pages,
         error=error,
         fingerprint=fingerprint(
-            rows, page.total, extension_count, counters.key + _health_key(controller, rows)
+            rows,
+            page.total if page.total_exact else -page.total,
+            extension_count,
+            counters.key + _health_key(controller, rows),
         ),
         extension_count=extension_count,
     )

@@ -84,7 +84,9 @@ def list_nodes(
     )
     page = controller.nodes.list(flt)
     return NodesPublic(
-        items=[convert.node(n, controller.agents.presence) for n in page.items], total=page.total
+        items=[convert.node(n, controller.agents.presence) for n in page.items],
+        total=page.total,
+        total_exact=page.total_exact,
     )
 
 

@@ -1,0 +1,345 @@
+"""The Node Listing's paths for large fleets (issue 15, migration 0009) answer what the plain
+definition answers, on SQLite and PostgreSQL:
+
+- a filtered total counted up to `COUNT_CAP` and no further: exact below, "more than N" above
+  (the store's `Total`, the API's `total_exact`, the web page's wording), while the page's
+  rows stay exactly the definition's, in the sort's order, whichever plan reads them (the
+  search's indexes, or a walk along the sort key's index when the matches are many);
+- 1 and 2 character searches (no trigram) with sorts and paging;
+- the role-only and status+role totals from `node_role_counts`, kept by triggers: exact after
+  assigning, unassigning, status changes, a node row's delete (its assignments cascade) and
+  folding; on PostgreSQL also when a status change and an assignment of the same node race.
+
+The fleet and the brute-force definition are those of test_listing_search.py (320 nodes); the
+cap is lowered to 10 here so that the same few hundred nodes take the large-fleet paths.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import delete, func, insert, select, update
+
+from tests.conftest import ADMIN_PASSWORD
+from tests.integration.accounts_helpers import web_login
+from tests.integration.infrastructure_helpers import API, Infra, running_infra
+from tests.integration.test_listing_search import (
+    NOW,
+    STATUSES,
+    TRICKY,
+    Row,
+    expected,
+    fleet,  # noqa: F401 (the fixture)
+    queries,
+)
+from voipcloud.domain.filters import NodeFilter
+from voipcloud.domain.roles import ROLES
+from voipcloud.domain.statuses import NodeStatus
+from voipcloud.store import node_search
+from voipcloud.store import nodes as node_rows
+from voipcloud.store.database import Database
+from voipcloud.store.tables import node_role_counts, nodes, role_assignments
+
+CAP = 10
+SORTS = ("id", "-id", "hostname", "-hostname", "private_ip", "status", "-last_seen", "created_at")
+SHORT = ["1", "2", "0", "e", "x", "-", ".", ":", "12", "00", "ex", "p-", "10", "20", "e8", "1."]
+
+
+def ordered(rows: list[Row], flt: NodeFilter, seen: dict[int, object]) -> list[int]:
+    """The definition's matches in the sort's order (ties by NodeID, in the key's direction)."""
+    by_id = {row.id: row for row in rows}
+    key = flt.sort.removeprefix("-")
+
+    def sort_key(node_id: int) -> tuple[object, int]:
+        row = by_id[node_id]
+        value = seen[node_id] if key == "last_seen" else getattr(row, key, node_id)
+        if key == "id":
+            value = node_id
+        return (value, node_id)
+
+    found = sorted(expected(rows, flt), key=sort_key, reverse=flt.sort.startswith("-"))
+    return found[flt.offset : flt.offset + flt.limit]
+
+
+@pytest.fixture
+def capped(monkeypatch: pytest.MonkeyPatch) -> int:
+    monkeypatch.setattr(node_search, "COUNT_CAP", CAP)
+    return CAP
+
+
+@pytest.fixture
+def seen(fleet: tuple[Database, list[Row]]) -> dict[int, object]:  # noqa: F811
+    """last_seen values in an order unlike the NodeIDs' (ties too). Never NULL: the two
+    databases place NULL at opposite ends, as they always have."""
+    db, rows = fleet
+    values: dict[int, object] = {}
+    with db.write() as conn:
+        for row in rows:
+            when = NOW.replace(second=(row.id * 7) % 60)
+            conn.execute(update(nodes).where(nodes.c.id == row.id).values(last_seen=when))
+            values[row.id] = when
+    return values
+
+
+def test_capped_totals_and_pages_answer_like_the_definition(
+    fleet: tuple[Database, list[Row]],  # noqa: F811
+    capped: int,
+) -> None:
+    """Every query (tricky, short, drawn from the data) with and without a status: a page of
+    500 holds exactly the matches (and so counts them); a first page of 3 holds the first three
+    and a total exact up to the cap, "more than" the cap beyond."""
+    db, rows = fleet
+    wrong = []
+    broad = narrow = 0
+    with db.read() as conn:
+        for q in queries(rows) + SHORT:
+            for status in (None, "Deleted", "Online"):
+                flt = NodeFilter.parse(q=q, status=status, limit=500)
+                page = node_rows.list_page(conn, flt)
+                want = expected(rows, flt)
+                got = sorted(n.id for n in page.items)
+                # a page holding every match counts them; a first page of 3 stops at the cap
+                first = node_rows.list_page(conn, NodeFilter.parse(q=q, status=status, limit=3))
+                total = (min(len(want), capped), len(want) <= capped)
+                if got != want or (page.total, page.total_exact) != (len(want), True):
+                    wrong.append((q, status, len(want), len(got), page.total, page.total_exact))
+                if (first.total, first.total_exact) != total:
+                    wrong.append((q, status, "first", len(want), first.total, first.total_exact))
+                if [n.id for n in first.items] != want[:3]:
+                    wrong.append((q, status, "first page", want[:3]))
+                broad += len(want) > capped
+                narrow += 0 < len(want) <= capped
+    assert wrong == [], wrong[:25]
+    assert broad > 50
+    assert narrow > 50
+
+
+def test_pages_in_sort_order_on_both_paths(
+    fleet: tuple[Database, list[Row]],  # noqa: F811
+    capped: int,
+    seen: dict[int, object],
+) -> None:
+    """Sorted and paged: the walk along the sort key's index (more than the cap) and the sort
+    of the few matches (fewer) give the definition's rows in the definition's order, for long
+    and short (1-2 character) searches, with a status and a role."""
+    db, rows = fleet
+    wrong = []
+    cases = [("ex", None, None), ("sip", None, None), ("10.1", None, "que"), ("1", None, None)]
+    cases += [("e", "Online", None), ("00", None, "sip"), ("203.0.113.1", None, None)]
+    cases += [("fe80::", "Deleted", None), ("xn--", None, None), ("s1p", None, None)]
+    with db.read() as conn:
+        for q, status, role in cases:
+            for sort in SORTS:
+                for offset in (0, 3, 12):
+                    flt = NodeFilter.parse(
+                        q=q, status=status, role=role, sort=sort, limit=7, offset=offset
+                    )
+                    page = node_rows.list_page(conn, flt)
+                    want = ordered(rows, flt, seen)
+                    if [n.id for n in page.items] != want:
+                        wrong.append((q, status, role, sort, offset))
+    assert wrong == [], wrong[:20]
+    with db.read() as conn:  # the walk was taken: these match more than the cap
+        assert not node_rows.list_page(conn, NodeFilter.parse(q="ex")).total_exact
+        assert not node_rows.list_page(conn, NodeFilter.parse(q="1")).total_exact
+
+
+def test_short_searches_exact_below_the_real_cap(fleet: tuple[Database, list[Row]]) -> None:  # noqa: F811
+    """1 and 2 characters (no trigram, no index serves them): exact totals and the matches in
+    NodeID order with the real cap, which 320 nodes never reach."""
+    db, rows = fleet
+    with db.read() as conn:
+        for q in SHORT + [t for t in TRICKY if len(t) <= 2]:
+            flt = NodeFilter.parse(q=q, limit=500)
+            page = node_rows.list_page(conn, flt)
+            assert [n.id for n in page.items] == expected(rows, flt), q
+            assert (page.total, page.total_exact) == (len(expected(rows, flt)), True), q
+
+
+def _role_totals(db: Database) -> dict[tuple[str, str | None], int]:
+    found = {}
+    with db.read() as conn:
+        for role in ROLES:
+            for status in [None, *NodeStatus]:
+                flt = NodeFilter(role=role, status=status, limit=1)
+                found[(role, status.value if status else None)] = node_rows.list_page(
+                    conn, flt
+                ).total
+    return found
+
+
+def _role_rows(db: Database) -> dict[tuple[str, str | None], int]:
+    """The same totals, counted row by row (a join over every assignment)."""
+    with db.read() as conn:
+        pairs = conn.execute(
+            select(role_assignments.c.role, nodes.c.status).join(
+                nodes, nodes.c.id == role_assignments.c.node_id
+            )
+        ).all()
+    found = {}
+    for role in ROLES:
+        of_role = [status for code, status in pairs if code == role]
+        found[(role, None)] = sum(s != NodeStatus.DELETED.value for s in of_role)
+        for status in NodeStatus:
+            found[(role, status.value)] = of_role.count(status.value)
+    return found
+
+
+def test_role_totals_kept_exact(fleet: tuple[Database, list[Row]]) -> None:  # noqa: F811
+    """Role-only and status+role totals read node_role_counts; after every kind of change
+    they equal a count of the rows. The role filter's pages keep their order."""
+    db, rows = fleet
+    assert _role_totals(db) == _role_rows(db)
+    ids = [row.id for row in rows]
+    with db.write() as conn:  # assign, unassign
+        for node_id in ids[:40]:
+            conn.execute(
+                insert(role_assignments).values(
+                    node_id=node_id, role="web", parameters={}, created_at=NOW, updated_at=NOW
+                )
+            )
+        conn.execute(
+            delete(role_assignments).where(
+                role_assignments.c.node_id.in_(ids[40:80]), role_assignments.c.role == "sip"
+            )
+        )
+    assert _role_totals(db) == _role_rows(db)
+    with db.write() as conn:  # status changes, one by one and many in one statement
+        for node_id in ids[:60]:
+            status = STATUSES[(node_id + 3) % len(STATUSES)].value
+            conn.execute(update(nodes).where(nodes.c.id == node_id).values(status=status))
+        conn.execute(update(nodes).where(nodes.c.id.in_(ids[60:120])).values(status="Online"))
+    assert _role_totals(db) == _role_rows(db)
+    with db.write() as conn:  # node rows deleted: their assignments cascade
+        conn.execute(delete(nodes).where(nodes.c.id.in_(ids[100:130])))
+    assert _role_totals(db) == _role_rows(db)
+    # enough changes to fold (1,024 rows) more than once: still exact, the table stays small
+    for round_ in range(6):
+        with db.write() as conn:
+            for node_id in ids[130:280]:
+                status = STATUSES[(node_id + round_) % len(STATUSES)].value
+                conn.execute(update(nodes).where(nodes.c.id == node_id).values(status=status))
+    assert _role_totals(db) == _role_rows(db)
+    with db.read() as conn:
+        kept = conn.execute(select(func.count()).select_from(node_role_counts)).scalar_one()
+    assert kept < 1024 + len(ROLES) * len(NodeStatus)
+    # the role filter's page: its rows in the sort's order, whatever the count's source
+    live = {r.id: r for r in rows if r.id not in ids[100:130]}
+    with db.read() as conn:
+        status_of = dict(conn.execute(select(nodes.c.id, nodes.c.status)).all())
+        roles_of = node_rows.roles_of(conn, list(live))
+        for role, status, sort in (("que", None, "-hostname"), ("web", "Online", "hostname")):
+            flt = NodeFilter.parse(role=role, status=status, sort=sort, limit=9, offset=2)
+            page = node_rows.list_page(conn, flt)
+            want = [
+                r
+                for r in live.values()
+                if role in roles_of[r.id]
+                and (status_of[r.id] == status if status else status_of[r.id] != "Deleted")
+            ]
+            want.sort(key=lambda r: (r.hostname, r.id), reverse=sort.startswith("-"))
+            assert [n.id for n in page.items] == [r.id for r in want][2:11], (role, sort)
+            assert page.total == len(want)
+            assert page.total_exact
+
+
+@pytest.mark.postgres
+def test_role_count_when_a_status_change_and_an_assignment_race(database_url: str) -> None:
+    """PostgreSQL: one transaction changes a node's status while another assigns it a role;
+    whichever commits first, the kept count files the role under the node's final status."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time")
+    db = Database(database_url)
+    try:
+        with db.write() as conn:
+            node_id = node_rows.insert_node(
+                conn,
+                hostname="race-1",
+                private_ip="10.9.0.1",
+                public_ip=None,
+                container_id=None,
+                is_controller=False,
+                now=NOW,
+            )
+        changed = threading.Event()
+        done = threading.Event()
+
+        def assign() -> None:
+            changed.wait(10)
+            with db.write() as conn:  # waits for the status change's row lock
+                conn.execute(
+                    insert(role_assignments).values(
+                        node_id=node_id, role="sip", parameters={}, created_at=NOW, updated_at=NOW
+                    )
+                )
+            done.set()
+
+        worker = threading.Thread(target=assign)
+        worker.start()
+        with db.write() as conn:
+            conn.execute(update(nodes).where(nodes.c.id == node_id).values(status="StandBy"))
+            changed.set()
+            assert not done.wait(0.5)  # the assignment is held behind this transaction
+        worker.join(10)
+        assert done.is_set()
+        with db.read() as conn:
+            sip_standby = node_rows.list_page(
+                conn, NodeFilter(role="sip", status=NodeStatus.STANDBY)
+            )
+            sip_offline = node_rows.list_page(
+                conn, NodeFilter(role="sip", status=NodeStatus.OFFLINE)
+            )
+        assert [n.id for n in sip_standby.items] == [node_id]
+        assert sip_standby.total == 1
+        assert sip_offline.total == 0
+    finally:
+        db.dispose()
+
+
+@pytest.fixture
+def infra(tmp_path: Path, database_url: str) -> Iterator[Infra]:
+    with running_infra(tmp_path, database_url) as running:
+        yield running
+
+
+def test_api_and_web_say_when_the_total_is_a_lower_bound(infra: Infra, capped: int) -> None:
+    """Over HTTP: `total_exact` false with `total` at the cap when more match, true with the
+    exact number when fewer do or when the page reached the last match; the web listing says
+    "more than", offers the next page, and its "select all" names no false number."""
+    many = 30  # more than a web page of 25
+    for number in range(many):
+        answer = infra.client.post(
+            f"{API}/nodes",
+            json={"hostname": f"many-{number:02d}.lab", "private_ip": f"10.7.0.{number + 1}"},
+        )
+        assert answer.status_code == 201, answer.text
+    broad = infra.client.get(f"{API}/nodes", params={"q": "many-", "limit": 5}).json()
+    assert (broad["total"], broad["total_exact"]) == (capped, False)
+    assert [n["hostname"] for n in broad["items"]] == [f"many-{i:02d}.lab" for i in range(5)]
+    last = infra.client.get(f"{API}/nodes", params={"q": "many-", "offset": 20}).json()
+    assert [n["hostname"] for n in last["items"]] == [f"many-{i:02d}.lab" for i in range(20, 30)]
+    assert (last["total"], last["total_exact"]) == (many, True)  # the last page counts them
+    narrow = infra.client.get(f"{API}/nodes", params={"q": "many-0", "limit": 2}).json()
+    assert (narrow["total"], narrow["total_exact"]) == (10, True)
+    plain = infra.client.get(f"{API}/nodes", params={"limit": 1}).json()  # the kept counts
+    assert (plain["total"], plain["total_exact"]) == (many + 1, True)  # and the IC
+
+    web = web_login(str(infra.client.base_url), "admin", ADMIN_PASSWORD)
+    try:
+        page = web.get("/", params={"q": "many-"}).text
+        assert f"of <strong>more than {capped}</strong> nodes" in page
+        assert f"Select all <strong>more than {capped}</strong> nodes" in page
+        assert f'data-total="{capped}+"' in page
+        assert "Page 1 of 2 or more" in page
+        assert 'id="page-next"' in page
+        second = web.get("/", params={"q": "many-", "page": "2"}).text
+        assert f"Showing 26–{many} of <strong>{many}</strong> nodes" in second
+        assert "more than" not in second
+        exact = web.get("/", params={"q": "many-0"}).text
+        assert "of <strong>10</strong> nodes" in exact
+        assert "more than" not in exact
+    finally:
+        web.close()
