@@ -226,24 +226,35 @@ def test_role_totals_kept_exact(fleet: tuple[Database, list[Row]]) -> None:  # n
     with db.read() as conn:
         kept = conn.execute(select(func.count()).select_from(node_role_counts)).scalar_one()
     assert kept < 1024 + len(ROLES) * len(NodeStatus)
-    # the role filter's page: its rows in the sort's order, whatever the count's source
+    # the role filter's page: its rows in the sort's order, read from the role's index or
+    # walking the sort key's index (ROLE_DRIVEN_MAX 0: every role counts as common)
     live = {r.id: r for r in rows if r.id not in ids[100:130]}
     with db.read() as conn:
         status_of = dict(conn.execute(select(nodes.c.id, nodes.c.status)).all())
         roles_of = node_rows.roles_of(conn, list(live))
-        for role, status, sort in (("que", None, "-hostname"), ("web", "Online", "hostname")):
-            flt = NodeFilter.parse(role=role, status=status, sort=sort, limit=9, offset=2)
-            page = node_rows.list_page(conn, flt)
-            want = [
-                r
-                for r in live.values()
-                if role in roles_of[r.id]
-                and (status_of[r.id] == status if status else status_of[r.id] != "Deleted")
-            ]
-            want.sort(key=lambda r: (r.hostname, r.id), reverse=sort.startswith("-"))
-            assert [n.id for n in page.items] == [r.id for r in want][2:11], (role, sort)
-            assert page.total == len(want)
-            assert page.total_exact
+    cases = [("que", None, "-hostname"), ("web", "Online", "hostname"), ("sip", None, "id")]
+    cases += [("pbx", "StandBy", "-id"), ("que", None, "created_at"), ("web", None, "-hostname")]
+    for driven_max in (node_rows.ROLE_DRIVEN_MAX, 0):
+        with db.read() as conn, pytest.MonkeyPatch.context() as patch:
+            patch.setattr(node_rows, "ROLE_DRIVEN_MAX", driven_max)
+            for role, status, sort in cases:
+                flt = NodeFilter.parse(role=role, status=status, sort=sort, limit=9, offset=2)
+                page = node_rows.list_page(conn, flt)
+                want = [
+                    r
+                    for r in live.values()
+                    if role in roles_of[r.id]
+                    and (status_of[r.id] == status if status else status_of[r.id] != "Deleted")
+                ]
+                key = sort.removeprefix("-")
+                want.sort(
+                    key=lambda r: (r.hostname if key == "hostname" else 0, r.id),
+                    reverse=sort.startswith("-"),
+                )
+                got = [n.id for n in page.items]
+                assert got == [r.id for r in want][2:11], (role, status, sort, driven_max)
+                assert page.total == len(want)
+                assert page.total_exact
 
 
 @pytest.mark.postgres
@@ -343,3 +354,30 @@ def test_api_and_web_say_when_the_total_is_a_lower_bound(infra: Infra, capped: i
         assert "more than" not in exact
     finally:
         web.close()
+
+
+def test_other_live_with_a_rare_role(fleet: tuple[Database, list[Row]]) -> None:  # noqa: F811
+    """The controller's facts for a role only it carries (ic): none elsewhere, read from the
+    role's index (not a walk of every node); then one other live node and one Deleted one."""
+    db, rows = fleet
+    ic, other, gone = rows[1], rows[2], next(r for r in rows if r.status == "Deleted")
+    with db.write() as conn:
+        for row in (ic, other, gone):
+            conn.execute(
+                insert(role_assignments).values(
+                    node_id=row.id, role="ic", parameters={}, created_at=NOW, updated_at=NOW
+                )
+            )
+    with db.read() as conn:
+        assert node_rows.other_live(conn, besides=ic.id, role="ic", first=5) == (
+            [(other.hostname, other.status)],
+            1,
+        )
+        assert node_rows.other_live(conn, besides=other.id, role="ic", first=1) == (
+            [(ic.hostname, ic.status)],
+            1,
+        )
+    with db.write() as conn:
+        conn.execute(delete(role_assignments).where(role_assignments.c.node_id == other.id))
+    with db.read() as conn:
+        assert node_rows.other_live(conn, besides=ic.id, role="ic", first=5) == ([], 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime
@@ -185,6 +186,20 @@ def _where(flt: NodeFilter, *, walk: bool = False) -> list[Any]:
     return clauses
 
 
+# A role filter's page is read from the role's index (role, node_id) when the sort is by NodeID
+# (in that index's order: it stops after a page) or when the role's nodes are few enough to sort
+# them all; otherwise by walking the sort key's index and checking the role of each node, which
+# stops early only when the role's nodes are spread along that key (a role whose host names
+# share a prefix is not, for the hostname sort).
+ROLE_DRIVEN_MAX = 10_000
+
+
+def _from_role(flt: NodeFilter, total: node_search.Total) -> bool:
+    if not flt.role or flt.q:
+        return False
+    return flt.sort.removeprefix("-") == "id" or (total.exact and total.count <= ROLE_DRIVEN_MAX)
+
+
 def list_page(conn: Connection, flt: NodeFilter) -> Page[Node]:
     where = _where(flt)
     total = node_search.total(conn, flt, where)
@@ -193,16 +208,29 @@ def list_page(conn: Connection, flt: NodeFilter) -> Page[Node]:
     key = flt.sort.removeprefix("-")
     # ties in the key's direction too, so that one index, (key, id), serves both directions
     columns = [nodes.c[key], nodes.c.id] if key != "id" else [nodes.c.id]
+    # the page's NodeIDs first, then their rows: a sort or a skipped offset moves NodeIDs (and
+    # the sort key, often from an index alone), never the wide rows
+    query = select(nodes.c.id)
+    if _from_role(flt, total):
+        where = [*_where(dataclasses.replace(flt, role=None)), role_assignments.c.role == flt.role]
+        query = query.select_from(
+            role_assignments.join(nodes, nodes.c.id == role_assignments.c.node_id)
+        )
+        if key == "id":
+            columns = [role_assignments.c.node_id]
     descending = flt.sort.startswith("-")
     order = [column.desc() if descending else column.asc() for column in columns]
     with node_search.page_plan(conn, flt, total):
-        rows = conn.execute(
-            select(*_LISTING_COLUMNS, _HAS_KEY)
-            .where(*where)
-            .order_by(*order)
-            .limit(flt.limit)
-            .offset(flt.offset)
-        ).all()
+        ids = list(
+            conn.execute(
+                query.where(*where).order_by(*order).limit(flt.limit).offset(flt.offset)
+            ).scalars()
+        )
+    found = {
+        row.id: row
+        for row in conn.execute(select(*_LISTING_COLUMNS, _HAS_KEY).where(nodes.c.id.in_(ids)))
+    }
+    rows = [found[i] for i in ids]
     if not total.exact and rows and len(rows) < flt.limit:  # the last page: all are known
         total = node_search.Total(flt.offset + len(rows))
     roles = roles_of(conn, [row.id for row in rows])
@@ -228,10 +256,14 @@ def other_live(
     """The first live nodes other than `besides` (carrying `role`), as (hostname, status) in
     NodeID order, and how many there are in all: through the indexes, whatever the fleet's size."""
     flt = NodeFilter(role=role, limit=first)
-    where = [*_where(flt), nodes.c.id != besides]
-    rows = conn.execute(
-        select(nodes.c.hostname, nodes.c.status).where(*where).order_by(nodes.c.id).limit(first)
-    ).all()
+    query = select(nodes.c.hostname, nodes.c.status).where(
+        nodes.c.status != NodeStatus.DELETED.value, nodes.c.id != besides
+    )
+    if role is not None:  # from the role's index, in NodeID order: a rare role (ic) costs nothing
+        query = query.select_from(
+            role_assignments.join(nodes, nodes.c.id == role_assignments.c.node_id)
+        ).where(role_assignments.c.role == role)
+    rows = conn.execute(query.order_by(nodes.c.id).limit(first)).all()
     if len(rows) < first:
         return [(r.hostname, r.status) for r in rows], len(rows)
     # the live total (with the role) from the kept counts, less this node if it is one of them
