@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     admin_password: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    # serving processes sharing host:port (SO_REUSEPORT); above 1 needs PostgreSQL
+    # (docs/operations.md "Several controllers", voipcloud.cli.workers)
+    workers: int = Field(default=1, ge=1, le=64)
     activation_timeout: float = Field(default=60.0, gt=0)
     token_ttl: float = Field(default=12 * 3600.0, gt=0)
     heartbeat_interval: float = Field(default=10.0, gt=0)

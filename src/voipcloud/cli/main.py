@@ -138,6 +138,13 @@ def root(
 def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Serving processes sharing the address (SO_REUSEPORT); above 1 needs "
+            "PostgreSQL (env VOIPCLOUD_WORKERS, default 1).",
+        ),
+    ] = None,
     data_dir: Annotated[
         Path | None, typer.Option(help="Data directory (env VOIPCLOUD_DATA_DIR).")
     ] = None,
@@ -175,6 +182,7 @@ def serve(
         for key, value in {
             "host": host,
             "port": port,
+            "workers": workers,
             "data_dir": data_dir,
             "database_url": database_url,
             "tls": tls,

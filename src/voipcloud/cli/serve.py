@@ -8,6 +8,8 @@ import ssl
 import sys
 import threading
 
+from fastapi import FastAPI
+
 from voipcloud.agent import trust
 from voipcloud.agent.handlers import AgentConfig
 from voipcloud.agent.runner import Agent
@@ -100,20 +102,40 @@ def start_ic_agent(
     return thread
 
 
-def run(settings: Settings, *, with_ic_agent: bool = True) -> None:
-    instance_lock.hold_for_process(settings.data_dir)  # one controller per data dir
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+def setup_logging(prefix: str = "") -> None:
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {prefix}%(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def secure_transport(settings: Settings) -> server.Transport:
+    """HTTP or HTTPS for these settings; a refusal ends the process with one line."""
     try:
-        secure = server.transport(settings)  # may create the CA and the server certificate
+        return server.transport(settings)  # may create the CA and the server certificate
     except server.TransportRefused as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+
+
+def serving_app(settings: Settings, secure: server.Transport) -> FastAPI:
+    """The application one serving process runs (`serve`, or each of its `--workers`)."""
     app = create_app(settings)
     app.state.transport = secure  # the enrolment command names the scheme and the CA pin
     enrolment.install(app)  # GET /api/v1/agent/trust: the CA(s) pinned agents should trust
     app.add_middleware(SecureTransport)  # https: Secure cookies, HSTS
     key_guard.preflight(app.state.controller.ctx, settings.data_dir)  # missing key: refused
+    return app
+
+
+def run(settings: Settings, *, with_ic_agent: bool = True) -> None:
+    if settings.workers > 1:  # several connection-holding processes: voipcloud.cli.workers
+        from voipcloud.cli import workers
+
+        workers.run(settings, with_ic_agent=with_ic_agent)
+        return
+    instance_lock.hold_for_process(settings.data_dir)  # one controller per data dir
+    setup_logging()
+    secure = secure_transport(settings)
+    app = serving_app(settings, secure)
     announce(settings, secure)
     if with_ic_agent:
         start_ic_agent(settings, app.state.controller, secure)

@@ -51,6 +51,13 @@ def hold_for_process(data_dir: Path) -> None:
     _held.append(acquire(data_dir, purpose="serve"))
 
 
+def held_fileno() -> int | None:
+    """The descriptor of this process's serving lock: `serve --workers` passes it to its
+    workers, so the data dir stays locked while any of them lives (flock follows the open
+    file, shared by every process that inherited it)."""
+    return _held[-1].fileno() if _held else None
+
+
 def release(handle: IO[str]) -> None:
     with contextlib.suppress(OSError):
         handle.seek(0)
