@@ -381,3 +381,17 @@ def test_other_live_with_a_rare_role(fleet: tuple[Database, list[Row]]) -> None:
         conn.execute(delete(role_assignments).where(role_assignments.c.node_id == other.id))
     with db.read() as conn:
         assert node_rows.other_live(conn, besides=ic.id, role="ic", first=5) == ([], 0)
+
+
+def test_the_plain_listing_deep_pages(fleet: tuple[Database, list[Row]]) -> None:  # noqa: F811
+    """Every live node by NodeID, both directions, at any offset (on SQLite read from
+    ix_nodes_live_id alone): the definition's rows; the kept total."""
+    db, rows = fleet
+    live = [r.id for r in rows if r.status != NodeStatus.DELETED.value]
+    with db.read() as conn:
+        for sort, want in (("id", live), ("-id", live[::-1])):
+            for offset in (0, 1, 100, len(live) - 3, len(live), len(live) + 5):
+                flt = NodeFilter.parse(sort=sort, limit=7, offset=offset)
+                page = node_rows.list_page(conn, flt)
+                assert [n.id for n in page.items] == want[offset : offset + 7], (sort, offset)
+                assert (page.total, page.total_exact) == (len(live), True)

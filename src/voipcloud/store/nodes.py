@@ -16,7 +16,9 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal,
     select,
+    text,
     update,
 )
 
@@ -164,10 +166,15 @@ def compare_and_set(conn: Connection, node: Node, *, now: datetime, **values: An
     return result.rowcount == 1
 
 
+# 'Deleted' written into the statement, not bound: SQLite then sees at planning that the
+# partial indexes on live nodes (ix_nodes_live_id, uq_nodes_live_hostname) cover the condition
+_LIVE = nodes.c.status != literal(NodeStatus.DELETED.value, literal_execute=True)
+
+
 def _where(flt: NodeFilter, *, walk: bool = False) -> list[Any]:
     clauses: list[Any] = []
     if flt.status is None:
-        clauses.append(nodes.c.status != NodeStatus.DELETED.value)
+        clauses.append(_LIVE)
     else:
         clauses.append(nodes.c.status == flt.status.value)
     if flt.hostname:  # exact: ix_nodes_search_cover
@@ -200,6 +207,27 @@ def _from_role(flt: NodeFilter, total: node_search.Total) -> bool:
     return flt.sort.removeprefix("-") == "id" or (total.exact and total.count <= ROLE_DRIVEN_MAX)
 
 
+# The listing as it opens (every live node by NodeID) on SQLite: from ix_nodes_live_id alone.
+# SQLite's planner prices a row by its declared columns, not its ~8 KiB of reported
+# components, and prefers the table itself: a deep page (offset 24,975) then reads 25,000 rows
+# (15-22 ms at 50,000 nodes) instead of 25,000 index entries (1 ms).
+_SQLITE_LIVE_BY_ID = {
+    False: text(
+        "SELECT id FROM nodes INDEXED BY ix_nodes_live_id WHERE status != 'Deleted' "
+        "ORDER BY id ASC LIMIT :limit OFFSET :offset"
+    ),
+    True: text(
+        "SELECT id FROM nodes INDEXED BY ix_nodes_live_id WHERE status != 'Deleted' "
+        "ORDER BY id DESC LIMIT :limit OFFSET :offset"
+    ),
+}
+
+
+def _all_live_by_id(flt: NodeFilter) -> bool:
+    plain = dataclasses.replace(flt, sort="id", limit=1, offset=0)
+    return plain == NodeFilter(limit=1)
+
+
 def list_page(conn: Connection, flt: NodeFilter) -> Page[Node]:
     where = _where(flt)
     total = node_search.total(conn, flt, where)
@@ -220,12 +248,13 @@ def list_page(conn: Connection, flt: NodeFilter) -> Page[Node]:
             columns = [role_assignments.c.node_id]
     descending = flt.sort.startswith("-")
     order = [column.desc() if descending else column.asc() for column in columns]
+    statement: Any = query.where(*where).order_by(*order).limit(flt.limit).offset(flt.offset)
+    params = {}
+    if conn.dialect.name == "sqlite" and _all_live_by_id(flt):
+        statement = _SQLITE_LIVE_BY_ID[descending]
+        params = {"limit": flt.limit, "offset": flt.offset}
     with node_search.page_plan(conn, flt, total):
-        ids = list(
-            conn.execute(
-                query.where(*where).order_by(*order).limit(flt.limit).offset(flt.offset)
-            ).scalars()
-        )
+        ids = list(conn.execute(statement, params).scalars())
     found = {
         row.id: row
         for row in conn.execute(select(*_LISTING_COLUMNS, _HAS_KEY).where(nodes.c.id.in_(ids)))
@@ -256,9 +285,7 @@ def other_live(
     """The first live nodes other than `besides` (carrying `role`), as (hostname, status) in
     NodeID order, and how many there are in all: through the indexes, whatever the fleet's size."""
     flt = NodeFilter(role=role, limit=first)
-    query = select(nodes.c.hostname, nodes.c.status).where(
-        nodes.c.status != NodeStatus.DELETED.value, nodes.c.id != besides
-    )
+    query = select(nodes.c.hostname, nodes.c.status).where(_LIVE, nodes.c.id != besides)
     if role is not None:  # from the role's index, in NodeID order: a rare role (ic) costs nothing
         query = query.select_from(
             role_assignments.join(nodes, nodes.c.id == role_assignments.c.node_id)

@@ -100,6 +100,14 @@ nodes = Table(
         sqlite_where=text("maintenance_since IS NOT NULL"),
         postgresql_where=text("maintenance_since IS NOT NULL"),
     ),
+    # the live nodes in NodeID order (migration 0009): the listing's default order, and a deep
+    # page skips index entries, not rows (neither column changes with a heartbeat: HOT stays)
+    Index(
+        "ix_nodes_live_id",
+        "id",
+        sqlite_where=text("status != 'Deleted'"),
+        postgresql_where=text("status != 'Deleted'"),
+    ),
     # not on PostgreSQL: there every heartbeat's update would then write every index of the row
     Index("ix_nodes_last_seen_id", "last_seen", "id").ddl_if(dialect="sqlite"),
     # substring search on PostgreSQL (pg_trgm) and IP prefixes whatever the collation; on
