@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     token_ttl: float = Field(default=12 * 3600.0, gt=0)
     heartbeat_interval: float = Field(default=10.0, gt=0)
     missed_beats: int = Field(default=3, ge=1)
+    # mass reconnect (docs/reliability.md): agent channel handshakes in progress at once
+    # (beyond: 503 + Retry-After), and the channels/s assumed until one is measured
+    max_channel_handshakes: int = Field(default=256, ge=1)
+    channel_open_rate: float = Field(default=400.0, gt=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_upload_bytes: int = Field(default=4 * 1024**3, ge=1024)  # one stored resource
     # misbehaving clients: docs/reliability.md, voipcloud.api.server

@@ -44,6 +44,11 @@ MAX_COMPONENTS = 10_000
 # RECONNECT_CAP more seconds, the longest an agent may take to come back.
 RECONNECT_BASE = 1.0
 RECONNECT_CAP = 30.0
+# A controller with too many channel handshakes in progress answers the upgrade with HTTP 503
+# and `Retry-After: <seconds>`; the agent waits that long plus uniform(0, RETRY_AFTER_JITTER)
+# instead of its own backoff (docs/protocol.md, "Load shedding").
+RETRY_AFTER_JITTER = 1.0
+RETRY_AFTER_MAX = 600
 HEALTHY_BEATS = 3
 # The agent gives up on a connection whose beats the controller's host has not acknowledged
 # (TCP) for MISSED_BEATS heartbeat intervals: a vanished controller, without WebSocket pings.
@@ -99,6 +104,9 @@ class OutcomeReport(_Model):
 FEATURE_NODE_ADDRESSES = "node-addresses"
 FEATURE_ROLE_HEALTH = "role-health"
 FEATURE_INVENTORY_DIGEST = "inventory-digest"
+# the controller sends `desired.reconnect_window`: after losing a healthy channel the agent
+# waits uniform(0, window) seconds before its first attempt (the fleet spreads itself)
+FEATURE_RECONNECT_WINDOW = "reconnect-window"
 HEALTH_STATES = ("healthy", "unhealthy", "unknown")
 
 
@@ -193,6 +201,14 @@ class Desired(_Model):
     operation: PendingOperation | None
     roles: list[DesiredRole]
     node: NodeAddresses | None = None  # only for agents with the "node-addresses" feature
+    # seconds over which agents spread their first reconnect (feature "reconnect-window")
+    reconnect_window: float | None = Field(default=None, ge=0, le=RECONNECT_CAP)
+
+
+def desired_exclusions(desired: Desired) -> set[str] | None:
+    """The optional fields left out of a desired state (an older agent refuses unknown ones)."""
+    left = {name for name in ("node", "reconnect_window") if getattr(desired, name) is None}
+    return left or None
 
 
 class Ack(_Model):

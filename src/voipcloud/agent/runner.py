@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 from pydantic import BaseModel
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from voipcloud import protocol
 from voipcloud.agent import inventory as inventory_module
@@ -64,14 +64,23 @@ class _Rejoin(Exception):
 @dataclass
 class Backoff:
     """Capped exponential backoff with full jitter: attempt n waits uniform(0, min(cap,
-    base * 2**n)) seconds, so agents that lost the controller together come back spread out."""
+    base * 2**n)) seconds, so agents that lost the controller together come back spread out.
+
+    `window` (the controller's `desired.reconnect_window`, feature "reconnect-window"): the
+    first attempt after a healthy channel waits uniform(0, window) instead, so a fleet that
+    lost its controller at once (a restart) arrives spread over the time the controller
+    needs to take it back, not within the first second; later attempts double as before."""
 
     base: float = protocol.RECONNECT_BASE
     cap: float = protocol.RECONNECT_CAP
     attempt: int = 0
+    window: float | None = None
 
     def ceiling(self) -> float:
-        return min(self.cap, self.base * 2.0 ** min(self.attempt, 32))
+        ceiling = min(self.cap, self.base * 2.0 ** min(self.attempt, 32))
+        if self.attempt == 0 and self.window is not None:
+            ceiling = max(ceiling, min(self.cap, self.window))
+        return ceiling
 
     def next_delay(self) -> float:
         delay = self.ceiling()
@@ -80,6 +89,27 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+def retry_after(exc: InvalidStatus) -> float | None:
+    """The seconds of a `503` answer's `Retry-After` (the controller sheds channel opens:
+    docs/protocol.md, "Load shedding"); None for any other refusal or an unreadable value
+    (an HTTP date is not used by the controller: the agent's own backoff then applies)."""
+    if exc.response.status_code != 503:
+        return None
+    value = exc.response.headers.get("Retry-After", "")
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return min(seconds, float(protocol.RETRY_AFTER_MAX))
+
+
+def retry_after_delay(seconds: float) -> float:
+    """What the agent waits after `Retry-After: seconds`: that, plus jitter."""
+    return seconds + random.uniform(0, protocol.RETRY_AFTER_JITTER)  # noqa: S311 - jitter
 
 
 def deactivate_retry_delay(attempts: int) -> float:
@@ -138,6 +168,7 @@ class Agent:
         self._retry_op: str | None = None  # ...of this deactivation (None: after an error)
         self._stop_attempts = 0  # failed stops of a Deactivated node's roles, in a row
         self._healthy = False  # this channel has received the desired state
+        self._window: float | None = None  # the controller's reconnect window, if it sent one
         self._check_now = asyncio.Event()  # run the health checks without waiting
         self._health: protocol.HealthReport | None = None  # the latest report
         if self.state.controller and self.state.controller != self.controller_url:
@@ -153,6 +184,7 @@ class Agent:
         try:
             while True:
                 opened: float | None = None
+                busy: float | None = None  # the controller's Retry-After, if it shed us
                 try:
                     if self._before_connect is not None:
                         await self._before_connect()  # nothing is sent to an untrusted server
@@ -166,6 +198,10 @@ class Agent:
                 except AgentExit as done:
                     log.warning("%s", done.message)
                     return done.code
+                except InvalidStatus as exc:
+                    busy = retry_after(exc)
+                    if busy is None:
+                        log.info("controller refused the channel (%s); retrying", exc)
                 except (OSError, TimeoutError, httpx.TransportError, InvalidHandshake) as exc:
                     log.info("controller unreachable (%s); retrying", type(exc).__name__)
                 except ConnectionClosed as exc:
@@ -175,8 +211,17 @@ class Agent:
                 if opened is not None and self._healthy and self._lasted(opened):
                     backoff.reset()  # that channel was healthy: a fresh failure, start small
                 self._next_controller()
-                delay = backoff.next_delay()
-                log.info("reconnecting in %.1f s", delay)
+                if busy is not None:  # the controller said when: its pacing, not a failure
+                    delay = retry_after_delay(busy)
+                    log.info(
+                        "controller busy (503, Retry-After %g s); reconnecting in %.1f s",
+                        busy,
+                        delay,
+                    )
+                else:
+                    backoff.window = self._window
+                    delay = backoff.next_delay()
+                    log.info("reconnecting in %.1f s", delay)
                 await asyncio.sleep(delay)
         finally:
             health.cancel()
@@ -278,6 +323,7 @@ class Agent:
                             protocol.FEATURE_NODE_ADDRESSES,
                             protocol.FEATURE_ROLE_HEALTH,
                             protocol.FEATURE_INVENTORY_DIGEST,
+                            protocol.FEATURE_RECONNECT_WINDOW,
                         ],
                     )
                     await ws.send(hello.model_dump_json(exclude_none=True))
@@ -342,6 +388,7 @@ class Agent:
             if data.get("type") == "desired":
                 self._desired = protocol.Desired.model_validate(data)
                 self._note_node(self._desired)
+                self._window = self._desired.reconnect_window
                 self._healthy = True
                 self._desired_changed.set()
             elif data.get("type") == "inventory-request":

@@ -19,6 +19,14 @@ started for it. The periodic work is one sweep for all channels (`AgentHub._swee
   mechanism: the server sends no WebSocket pings (`api/server.py`), the agent none either
   (it detects a dead controller by TCP: its beats go unacknowledged, see agent/runner.py).
 
+Opening many channels at once (a controller restart: docs/reliability.md, "Mass reconnect"):
+the credential checks of every channel waiting, and then their first desired states, are read
+in batches, one transaction and one thread hop per batch (`_Batcher`,
+services/channel_reads.py), and the desired states come from a cache keyed by what they were
+built from. At most `max_handshakes` handshakes are in progress (upgrade to first desired
+state sent); beyond that the upgrade is answered `503` with `Retry-After`, before any
+database work (services/admission.py chooses the seconds).
+
 Database work runs in two thread limiters of its own, so neither queues behind the other nor
 an administrator's request behind them: `urgent` for what an administrator waits for (the
 desired state after a commit, an operation's outcome and its ack), `chores` for everything
@@ -31,16 +39,21 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable
 from contextlib import suppress
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import anyio
 from fastapi import WebSocket
 from pydantic import TypeAdapter, ValidationError
+from starlette.responses import PlainTextResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from voipcloud import protocol
 from voipcloud.domain.errors import DatabaseUnavailable, NodeGone, NotAuthenticated, NotFound
+from voipcloud.services.admission import Admission
+from voipcloud.services.channel_reads import ChannelReads, DesiredAnswer, DesiredRequest
 from voipcloud.services.controller import Controller
 from voipcloud.services.secrets_box import token_digest
 from voipcloud.store.channels import Stamp
@@ -52,18 +65,111 @@ CHORE_THREADS = 4  # everything else the agents cause
 FIRST_PUSH_WAIT = 0.5  # seconds the first desired state waits for the hello
 CLOSE_TRY_AGAIN = 1013  # RFC 6455 "try again later": the database is unavailable
 BEAT_TEXT = protocol.Beat().model_dump_json()  # '{"type":"beat"}': no validation needed
+INVENTORY_REQUEST = protocol.InventoryRequest().model_dump_json()
+MAX_HANDSHAKES = 256  # channel handshakes in progress at once (setting max_channel_handshakes)
+OPEN_RATE = 400.0  # channels/s assumed before one is measured (setting channel_open_rate)
+BATCH = 256  # channels per batched read
 _messages: TypeAdapter[protocol.AgentMessage] = TypeAdapter(protocol.AgentMessage)
 T = TypeVar("T")
+K = TypeVar("K")
+R = TypeVar("R")
+
+
+class _Batcher(Generic[K, R]):
+    """Requests from the event loop, answered by one thread call for a whole batch: while a
+    batch is read, the requests arriving meanwhile gather into the next one."""
+
+    def __init__(
+        self,
+        run: Callable[[list[K]], list[R | Exception]],
+        thread: Callable[[Callable[[list[K]], list[R | Exception]], list[K]], Any],
+        size: int = BATCH,
+    ) -> None:
+        self._run = run
+        self._thread = thread
+        self._size = size
+        self._waiting: list[tuple[K, asyncio.Future[R]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __call__(self, item: K) -> R:
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting[: self._size], self._waiting[self._size :]
+            batch = [(item, future) for item, future in batch if not future.done()]
+            if not batch:
+                continue
+            try:
+                answers = await self._thread(self._run, [item for item, _ in batch])
+            except Exception as exc:  # e.g. DatabaseUnavailable: every one of them gets it
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), answer in zip(batch, answers, strict=True):
+                if future.done():
+                    continue
+                if isinstance(answer, Exception):
+                    future.set_exception(answer)
+                else:
+                    future.set_result(answer)
+
+
+CHANNEL_PATH = "/api/v1/agent/channel"
 
 
 class _Closed(Exception):
     pass
 
 
+class _DenialIsComplete(logging.Filter):
+    """uvicorn (0.54) logs "ASGI callable returned without completing handshake." at ERROR
+    after an upgrade answered with a denial response (our 503), although the response was
+    sent whole: at tens of thousands of refusals a minute that line is noise and costs the
+    event loop. One such line is dropped per refusal the hub answered (`pending`: uvicorn
+    logs it right after the hub returns, in the same event loop); any other is kept."""
+
+    MESSAGE = "ASGI callable returned without completing handshake."
+    pending = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _DenialIsComplete.pending and record.getMessage() == self.MESSAGE:
+            _DenialIsComplete.pending -= 1
+            return False
+        return True
+
+
+logging.getLogger("uvicorn.error").addFilter(_DenialIsComplete())
+
+
+class ChannelRoute:
+    """ASGI middleware, outermost: the agent channel's upgrade goes straight to the hub. The
+    other middleware passes WebSockets through, but the router matched every upgrade against
+    each route of the API and the web interface first: about a third of the event loop's time
+    per channel opened. Every other request is untouched (routes/agent.py still documents the
+    channel and serves it when this is not installed)."""
+
+    def __init__(self, app: ASGIApp, hub: AgentHub) -> None:
+        self.app = app
+        self.hub = hub
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == CHANNEL_PATH:
+            await self.hub.handle(WebSocket(scope, receive, send))
+            return
+        await self.app(scope, receive, send)
+
+
 class _Channel:
     """One open agent channel. Small on purpose: there may be tens of thousands."""
 
     __slots__ = (
+        "admitted",
         "closing",
         "digest",
         "features",
@@ -95,11 +201,31 @@ class _Channel:
         self.urgent = False  # an administrator is waiting for it
         self.closing = False
         self.first: asyncio.TimerHandle | None = None  # the first push, if no hello comes
+        self.admitted = True  # holds a handshake slot until its first desired state is sent
 
 
 class AgentHub:
-    def __init__(self, controller: Controller) -> None:
+    def __init__(
+        self,
+        controller: Controller,
+        *,
+        max_handshakes: int = MAX_HANDSHAKES,
+        open_rate: float = OPEN_RATE,
+    ) -> None:
         self._controller = controller
+        self.reads = ChannelReads(controller, open_rate=open_rate)
+        self.admission = Admission(max_handshakes, open_rate=open_rate)
+        self.on_refused: Callable[[], None] | None = None  # the metrics count 503 answers
+        self._told_until = 0.0  # monotonic time by which every agent told to retry is due
+        self._authenticate: _Batcher[str, int] = _Batcher(
+            self.reads.authenticate_many, functools.partial(self._thread, False)
+        )
+        self._first: _Batcher[DesiredRequest, DesiredAnswer] = _Batcher(
+            self.reads.desired_many, functools.partial(self._thread, False)
+        )
+        self._inventory_known: _Batcher[tuple[int, str], bool] = _Batcher(
+            self.reads.inventory_known_many, functools.partial(self._thread, False)
+        )
         self._channels: dict[int, set[_Channel]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._limiters: tuple[anyio.CapacityLimiter, anyio.CapacityLimiter] | None = None
@@ -175,24 +301,29 @@ class AgentHub:
             channel.pushing = False
 
     async def _send_desired(self, channel: _Channel, urgent: bool) -> None:
-        agents = self._controller.agents
-        desired, stamp = await self._thread(
-            urgent,
-            functools.partial(
-                agents.desired_stamped, channel.node_id, channel.token, features=channel.features
-            ),
-        )
+        request = DesiredRequest(channel.node_id, channel.digest, channel.features)
+        if urgent:  # an administrator waits: alone, in the urgent limiter, never batched
+            answer = (await self._thread(True, self.reads.desired_many, [request]))[0]
+            if isinstance(answer, Exception):
+                raise answer
+        else:
+            answer = await self._first(request)
         if channel.closing:
             return
-        # an older agent refuses unknown fields: "node" only when there is one
-        payload = desired.model_dump_json(exclude={"node"} if desired.node is None else None)
-        sent = hash(payload)  # a hash, not the text: there may be tens of thousands of channels
+        sent = hash(answer.payload)  # a hash, not the text: there may be tens of thousands
         if sent != channel.sent:
             async with channel.send_lock:
                 if not channel.closing:
-                    await channel.websocket.send_text(payload)
+                    await channel.websocket.send_text(answer.payload)
             channel.sent = sent
-        channel.stamp = stamp
+        channel.stamp = answer.stamp
+        self._admitted(channel, opened=True)
+
+    def _admitted(self, channel: _Channel, *, opened: bool) -> None:
+        """The channel's handshake is over (first desired state sent, or it failed)."""
+        if channel.admitted:
+            channel.admitted = False
+            self.admission.leave(asyncio.get_running_loop().time(), opened=opened)
 
     async def _close(self, channel: _Channel, code: int, reason: str) -> None:
         if channel.closing:
@@ -268,6 +399,38 @@ class AgentHub:
 
     # one channel
     async def handle(self, websocket: WebSocket) -> None:
+        loop = asyncio.get_running_loop()
+        retry_after = self.admission.try_enter(loop.time())
+        if retry_after is not None:  # shed: before any database work
+            await self._refuse(websocket, retry_after)
+            return
+        slot = [True]  # this call holds the handshake slot until a channel takes it over
+        try:
+            await self._handle(websocket, slot)
+        finally:
+            if slot[0]:  # the handshake ended before its channel existed
+                self.admission.leave(loop.time(), opened=False)
+
+    def shedding(self) -> bool:
+        """Whether agents this controller told to come back later may still be on their way
+        (the agent-lost watch waits for them: services/agent_watch.py)."""
+        return time.monotonic() < self._told_until
+
+    async def _refuse(self, websocket: WebSocket, retry_after: int) -> None:
+        if self.on_refused is not None:
+            self.on_refused()
+        due = time.monotonic() + retry_after + protocol.RETRY_AFTER_JITTER + FIRST_PUSH_WAIT
+        self._told_until = max(self._told_until, due)
+        answer = PlainTextResponse(
+            f"Too many agent channels opening; retry after {retry_after} s.\n",
+            status_code=503,
+            headers={"Retry-After": str(retry_after)},
+        )
+        with suppress(RuntimeError, OSError):
+            await websocket.send_denial_response(answer)
+            _DenialIsComplete.pending += 1
+
+    async def _handle(self, websocket: WebSocket, slot: list[bool]) -> None:
         agents = self._controller.agents
         header = websocket.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
@@ -275,7 +438,7 @@ class AgentHub:
         try:
             if scheme.lower() != "bearer" or not token:
                 raise NotAuthenticated("missing agent credential")
-            node_id = await self._thread(False, agents.authenticate, token)
+            node_id = await self._authenticate(token)
         except NotAuthenticated:
             await websocket.close(protocol.CLOSE_UNAUTHORIZED, "credential refused; join again")
             return
@@ -286,6 +449,7 @@ class AgentHub:
             await websocket.close(CLOSE_TRY_AGAIN, "database unavailable; try again later")
             return
         channel = _Channel(websocket, node_id, token, asyncio.get_running_loop().time())
+        slot[0] = False  # the channel gives it back (`_admitted`)
         presence = agents.presence
         self._channels.setdefault(node_id, set()).add(channel)
         presence.opened(node_id, self._controller.ctx.clock())
@@ -303,6 +467,7 @@ class AgentHub:
             pass
         finally:
             channel.closing = True
+            self._admitted(channel, opened=False)
             if channel.first is not None:
                 channel.first.cancel()
             listeners = self._channels.get(node_id, set())
@@ -358,13 +523,11 @@ class AgentHub:
             channel.first = None
         if hello.inventory is not None:  # an older agent: written only when it changed
             await self._thread(False, agents.record_inventory, channel.node_id, hello.inventory)
-        elif hello.inventory_digest is not None:
-            known = await self._thread(
-                False, agents.inventory_known, channel.node_id, hello.inventory_digest
-            )
+        elif hello.inventory_digest is not None:  # checked in a batch with other hellos
+            known = await self._inventory_known((channel.node_id, hello.inventory_digest))
             if not known:
                 async with channel.send_lock:
-                    await channel.websocket.send_text(protocol.InventoryRequest().model_dump_json())
+                    await channel.websocket.send_text(INVENTORY_REQUEST)
         for outcome in hello.outcomes:
             await self._record(channel, outcome)
         self._push(channel, urgent=False)  # the first desired state, with the features known

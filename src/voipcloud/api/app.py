@@ -16,7 +16,7 @@ from fastapi import APIRouter, FastAPI
 from voipcloud import __version__, protocol
 from voipcloud.api import agent_package, contract, errors, versions
 from voipcloud.api import metrics as metrics_api
-from voipcloud.api.agent_channel import AgentHub
+from voipcloud.api.agent_channel import AgentHub, ChannelRoute
 from voipcloud.api.limits import BodySizeLimit
 from voipcloud.api.routes import (
     accounts,
@@ -279,9 +279,16 @@ def create_app(settings: Settings | None = None, controller: Controller | None =
     controller = controller or build_controller(settings)
     # a controller built elsewhere keeps its local storage under this app's data dir
     controller.storage.bind_data_dir(settings.data_dir)
-    hub = AgentHub(controller)
+    hub = AgentHub(
+        controller,
+        max_handshakes=settings.max_channel_handshakes,
+        open_rate=settings.channel_open_rate,
+    )
     duties = Duties(controller.ctx.db)
     collected, worker, watch = _fleet(controller, settings)
+    hub.on_refused = collected.channel_refused.inc
+    watch.busy = hub.shedding  # agents told "Retry-After" are not lost meanwhile
+    collected.channel_handshakes.set_function(lambda: hub.admission.in_progress)
     worker.gate = _duty(duties, Duty.WEBHOOKS, lambda: True)
 
     async def begin_metrics(started: asyncio.Event) -> None:
@@ -405,6 +412,7 @@ def create_app(settings: Settings | None = None, controller: Controller | None =
     app.add_middleware(  # outermost: times everything
         metrics_api.RequestTimer, metrics=lambda: collected, prefixed=(api_routes, "/api/v1")
     )
+    app.add_middleware(ChannelRoute, hub=hub)  # agent channels skip the router (not timed)
 
     api = APIRouter(prefix="/api/v1")
     for module in (

@@ -9,12 +9,15 @@ round (it samples every few seconds: an agent gone and back between two samples 
 seen). Its memory is rebuilt at start from each node's last such event, and an agent this
 process has not yet heard from is not declared lost during a grace period after start
 (`grace`: the time agents need to reconnect to a restarted controller), so a controller
-restart records no lost/back pairs.
+restart records no lost/back pairs. The grace also lasts while the controller sheds channel
+opens (`busy`: agents it told to come back later are not lost meanwhile; docs/reliability.md
+"Mass reconnect").
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import func, select
@@ -35,6 +38,8 @@ class AgentWatch:
         self._presence = presence
         self._grace_until = time.monotonic() + grace
         self._connected: dict[int, bool] | None = None  # node id -> last recorded state
+        # True while agents told "Retry-After" may still be on their way (api/agent_channel.py)
+        self.busy: Callable[[], bool] | None = None
 
     def _baseline(self, conn: Any) -> dict[int, bool]:
         """Each node's state as its last agent-lost/agent-back event left it (none: connected
@@ -78,7 +83,7 @@ class AgentWatch:
             node_id: self._presence.state(node_id, seen, now)[0]
             for node_id, (seen, _status) in live.items()
         }
-        in_grace = time.monotonic() < self._grace_until
+        in_grace = time.monotonic() < self._grace_until or (self.busy is not None and self.busy())
         changes: list[tuple[int, str, str, str]] = []
         known = self._connected
         for node_id in list(known):

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
@@ -69,6 +69,16 @@ class Metrics:
         )
         self.heartbeats = Counter(
             "voipcloud_agent_heartbeats", "Heartbeats received from node agents", registry=r
+        )
+        self.channel_refused = Counter(
+            "voipcloud_agent_channel_refused",
+            "Agent channel upgrades answered 503 with Retry-After (too many handshakes at once)",
+            registry=r,
+        )
+        self.channel_handshakes = Gauge(
+            "voipcloud_agent_channel_handshakes",
+            "Agent channel handshakes in progress (upgrade to first desired state sent)",
+            registry=r,
         )
         self.operations = {
             outcome: Counter(
