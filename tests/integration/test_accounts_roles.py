@@ -94,6 +94,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("POST", "/storage/{kind}/migration/pause"): ADMIN,
     # fleet operations (SPEC.md §11), classified before they exist
     ("POST", "/nodes/bulk/{action}"): OPERATOR,
+    ("POST", "/nodes/import"): OPERATOR,  # enrolling many nodes (their session keys too)
     ("GET", "/nodes/summary"): VIEWER,
     ("POST", "/nodes/{node_id}/maintenance"): OPERATOR,
     ("DELETE", "/nodes/{node_id}/maintenance"): OPERATOR,

@@ -26,6 +26,7 @@ from voipcloud.api.routes import (
     extensions,
     fleet,
     health,
+    imports,
     infrastructure,
     nodes,
     roles,
@@ -420,6 +421,7 @@ def create_app(settings: Settings | None = None, controller: Controller | None =
         accounts,
         tokens,
         fleet,  # before nodes: /nodes/summary is not a node id
+        imports,  # before nodes: /nodes/import is not a node id
         nodes,
         roles,
         rollouts,

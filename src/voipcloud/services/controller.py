@@ -12,6 +12,7 @@ from voipcloud.services.bootstrap import ensure_controller_node
 from voipcloud.services.bulk import BulkService
 from voipcloud.services.context import Context
 from voipcloud.services.extensions import ExtensionService
+from voipcloud.services.imports import ImportService
 from voipcloud.services.infrastructure import InfrastructureService
 from voipcloud.services.maintenance import MaintenanceService
 from voipcloud.services.nodes import NodeService
@@ -38,6 +39,7 @@ class Controller:
     rollout_runner: RolloutRunner
     maintenance: MaintenanceService
     bulk: BulkService
+    imports: ImportService
 
     @classmethod
     def build(cls, ctx: Context) -> Controller:
@@ -64,6 +66,7 @@ class Controller:
             rollout_runner=runner,
             maintenance=MaintenanceService(ctx),
             bulk=BulkService(ctx, nodes=nodes, roles=roles),
+            imports=ImportService(ctx, nodes=nodes, roles=roles),
         )
 
     def connectivity(self, node: Node) -> tuple[Connectivity, datetime | None]:

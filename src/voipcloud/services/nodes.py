@@ -116,6 +116,21 @@ def _clean_node_fields(values: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
+def clean_new_node(
+    *, hostname: str, private_ip: str, public_ip: str | None, container_id: str | None
+) -> dict[str, Any]:
+    """Add Node's fields, normalized; InvalidInput naming each bad field (Add Node and the
+    import of many nodes, services/imports.py, check them here)."""
+    return _clean_node_fields(
+        {
+            "hostname": hostname,
+            "private_ip": private_ip,
+            "public_ip": public_ip,
+            "container_id": container_id,
+        }
+    )
+
+
 def _check_reason(reason: str | None) -> str | None:
     if reason is not None and len(reason) > MAX_REASON:
         raise InvalidInput.one(("body", "reason"), f"must be at most {MAX_REASON} characters")
@@ -170,13 +185,11 @@ class NodeService:
         public_ip: str | None = None,
         container_id: str | None = None,
     ) -> Node:
-        clean = _clean_node_fields(
-            {
-                "hostname": hostname,
-                "private_ip": private_ip,
-                "public_ip": public_ip,
-                "container_id": container_id,
-            }
+        clean = clean_new_node(
+            hostname=hostname,
+            private_ip=private_ip,
+            public_ip=public_ip,
+            container_id=container_id,
         )
         now = self._ctx.clock()
         with self._ctx.db.write() as conn:
@@ -379,7 +392,8 @@ class NodeService:
         )
 
 
-def _hostname_taken(hostname: str) -> RuleViolation:
+def hostname_taken(hostname: str) -> RuleViolation:
+    """The hostname rule's refusal (Add Node, Edit, the import's rows, the unique index)."""
     return RuleViolation(
         "hostname-unique",
         f"Hostname {hostname} is already used by another node that is not Deleted.",
@@ -389,4 +403,4 @@ def _hostname_taken(hostname: str) -> RuleViolation:
 def _ensure_hostname_free(conn: Connection, hostname: str, *, node_id: int | None) -> None:
     owner = node_rows.live_hostname_owner(conn, hostname)
     if owner is not None and owner != node_id:
-        raise _hostname_taken(hostname)
+        raise hostname_taken(hostname)

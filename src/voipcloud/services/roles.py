@@ -94,8 +94,7 @@ class RoleService:
     ) -> AssignResult:
         """Assign a role. `leave_out_maintenance`: a selection's (a bulk action's) call, which
         refuses a node in maintenance (policy.decide)."""
-        spec = _known_role(role, in_path=False)
-        clean = validate_parameters(spec, parameters)
+        spec, explicit = self.check_request(role, parameters)
         now = self._ctx.clock()
         with self._ctx.db.write() as conn:
             node = transitions.load(conn, node_id)
@@ -107,13 +106,12 @@ class RoleService:
                 role=spec.code,
                 leave_out_maintenance=leave_out_maintenance,
             ).check()
-            explicit = {k: v for k, v in clean.items() if v is not None}
             self._check_effective(conn, node, spec, explicit)
             role_rows.add(
                 conn,
                 node_id=node.id,
                 role=spec.code,
-                parameters=self._encrypt(spec, explicit),
+                parameters=self.encrypt(spec, explicit),
                 now=now,
             )
             key = None if node.has_session_key else self._nodes.new_session_key()
@@ -123,7 +121,7 @@ class RoleService:
                 Change(
                     Operation.ASSIGN_ROLE,
                     actor,
-                    reason=f"role {spec.code} assigned",
+                    reason=assigned_reason(spec.code),
                     new_configuration=True,
                     session_key=key,
                 ),
@@ -170,7 +168,7 @@ class RoleService:
                 conn,
                 node_id=node.id,
                 role=spec.code,
-                parameters=self._encrypt(spec, after),
+                parameters=self.encrypt(spec, after),
                 now=now,
                 version=assignment.row_version,
             ):
@@ -268,27 +266,48 @@ class RoleService:
         """Values ready to store: the ones named in `secret` encrypted."""
         return seal(self._ctx.box, values, secret=secret)
 
+    # Assign Role's checks, also run by the import of many nodes (services/imports.py)
+    def check_request(self, role: str, parameters: dict[str, Any]) -> tuple[Role, dict[str, Any]]:
+        """The role (422 naming `role` when unknown) and its explicit parameters, validated
+        (422 naming each one at fault); a None value (the default) is left out."""
+        spec = _known_role(role, in_path=False)
+        clean = validate_parameters(spec, parameters)
+        return spec, {k: v for k, v in clean.items() if v is not None}
+
+    @staticmethod
+    def check_effective(
+        spec: Role, explicit: dict[str, Any], *, properties: dict[str, Any], public_ip: str | None
+    ) -> None:
+        """The effective parameters (explicit, properties, defaults) hold together (422)."""
+        effective = effective_parameters(spec, explicit, properties=properties, public_ip=public_ip)
+        errors = check_consistency(spec, effective)
+        if errors:
+            raise InvalidInput(errors)
+
     # helpers
     def _check_effective(
         self, conn: Connection, node: Node, spec: Role, explicit: dict[str, Any]
     ) -> None:
-        effective = effective_parameters(
+        self.check_effective(
             spec,
             explicit,
             properties=self.reveal(infrastructure.properties(conn)),
             public_ip=node.public_ip,
         )
-        errors = check_consistency(spec, effective)
-        if errors:
-            raise InvalidInput(errors)
 
-    def _encrypt(self, spec: Role, explicit: dict[str, Any]) -> dict[str, Any]:
+    def encrypt(self, spec: Role, explicit: dict[str, Any]) -> dict[str, Any]:
+        """Explicit parameters ready to store: the role's secret ones encrypted."""
         return {
             name: {ENCRYPTED: self._ctx.box.encrypt(str(value)).decode()}
             if spec.is_secret(name)
             else value
             for name, value in explicit.items()
         }
+
+
+def assigned_reason(code: str) -> str:
+    """The event's reason of Assign Role."""
+    return f"role {code} assigned"
 
 
 def _known_role(code: str, *, in_path: bool = True) -> Role:

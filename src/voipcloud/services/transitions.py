@@ -19,6 +19,7 @@ from voipcloud.domain import lifecycle
 from voipcloud.domain.errors import ConcurrentChange, NotFound
 from voipcloud.domain.lifecycle import Operation, PendingOperation
 from voipcloud.domain.model import Node
+from voipcloud.domain.statuses import NodeStatus
 from voipcloud.store import events
 from voipcloud.store import nodes as node_rows
 from voipcloud.store.database import Database
@@ -88,6 +89,12 @@ class Change:
             if self.session_key.end_agent_login:
                 values["agent_token_digest"] = None
         return values
+
+
+def planned_status(operation: Operation, status: NodeStatus, *, hostname: str) -> NodeStatus:
+    """The status `operation` leaves a node in `status` with (RuleViolation when the table
+    forbids it): what a writer of many new nodes at once records (services/imports.py)."""
+    return lifecycle.plan(operation, status, hostname=hostname)
 
 
 def load(conn: Connection, node_id: int) -> Node:
