@@ -9,26 +9,38 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Connection
 
 from voipcloud import protocol
-from voipcloud.domain.errors import NodeGone, NotAuthenticated, NotFound
+from voipcloud.domain.errors import (
+    NodeGone,
+    NotAuthenticated,
+    NotFound,
+    RuleViolation,
+    VoipcloudError,
+)
 from voipcloud.domain.statuses import NodeStatus
 from voipcloud.domain.validation import sanitize_text
 from voipcloud.services import transitions
 from voipcloud.services.context import Context, node_actor
+from voipcloud.services.group_commit import GroupCommit
 from voipcloud.services.operations import OperationService, Outcome
 from voipcloud.services.presence import Presence
 from voipcloud.services.role_health import RoleHealthState
 from voipcloud.services.roles import RoleService
 from voipcloud.services.secrets_box import token_digest
 from voipcloud.store import channels as channel_rows
-from voipcloud.store import events
+from voipcloud.store import enrolment, events
 from voipcloud.store import nodes as node_rows
 
 REFUSAL_EVENTS_PER_MINUTE = 30
+UNKNOWN_KEY = "The session key is not valid (wrong, revoked or deleted)."
+JOIN_BATCH = 256  # joins written in one transaction at most (group commit)
 
 
 def _line(text: str) -> str:
@@ -97,59 +109,134 @@ class AgentService:
         # node id -> SHA-256 of the inventory its agent last sent this process, once stored:
         # a hello whose digest matches writes nothing (docs/protocol.md, "Cheap hello")
         self._inventory_digests: dict[int, bytes] = {}
+        self._join_group: GroupCommit[tuple[protocol.JoinRequest, str], Joined] = GroupCommit(
+            self.join_many, max_batch=JOIN_BATCH, name="join"
+        )
 
     def join(self, request: protocol.JoinRequest, *, peer: str) -> Joined:
-        inventory = sanitized(request.inventory)
-        digest = self._ctx.box.digest(request.session_key)
-        with self._ctx.db.read() as conn:
-            found = node_rows.get_by_key_digest(conn, digest)
-        if found is None:
-            self._refuse(None, f"unknown or revoked session key from {peer}")
-            raise NotAuthenticated("The session key is not valid (wrong, revoked or deleted).")
-        if request.node_id is not None and request.node_id != found.id:
-            self._refuse(
-                found.id,
-                f"agent of node {request.node_id} presented the session key of node "
-                f"{found.id} from {peer}",
-            )
-            raise NotAuthenticated(
-                f"This session key belongs to another node, not node {request.node_id}."
-            )
-        token = secrets.token_urlsafe(32)
-        now = self._ctx.clock()
-        with self._ctx.db.write() as conn:
-            node = node_rows.get_by_key_digest(conn, digest)
-            if node is None or node.id != found.id:  # regenerated or deleted meanwhile
-                raise NotAuthenticated("The session key is not valid (wrong, revoked or deleted).")
-            node_rows.set_agent_token(conn, node.id, token_digest(token))
-            self._store_inventory(conn, node.id, inventory)
-            self._inventory_digests[node.id] = bytes.fromhex(
-                protocol.inventory_digest(request.inventory)
-            )
-            events.append(
-                conn,
-                at=now,
-                actor=node_actor(node.id),
-                node_id=node.id,
-                operation="agent-joined",
-                status_before=node.status.value,
-                status_after=node.status.value,
-                reason=f"agent {inventory.version or '?'} joined from {_line(peer)}",
-            )
-        self.presence.beat(node.id, now)
-        return Joined(node_id=node.id, agent_token=token)
+        """One agent's join, in its own transaction (NotAuthenticated when refused)."""
+        outcome = self.join_many([(request, peer)])[0]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
-    def _refuse(self, node_id: int | None, reason: str) -> None:
-        if not self._refusals.take():
-            return
+    async def join_grouped(self, request: protocol.JoinRequest, *, peer: str) -> Joined:
+        """`join`, written with the other joins arriving meanwhile in one transaction (group
+        commit, services/group_commit.py): each caller still gets its own answer or refusal."""
+        return await self._join_group.submit((request, peer))
+
+    def join_groups(self) -> tuple[int, int, int]:
+        """(transactions, joins, the most joins in one) this process's grouped joins wrote."""
+        group = self._join_group
+        return group.batches, group.items, group.largest
+
+    def join_many(
+        self, requests: Sequence[tuple[protocol.JoinRequest, str]]
+    ) -> list[Joined | VoipcloudError]:
+        """Several agents' joins (each: the request and the peer's address) in one write
+        transaction; one outcome per join, in order: its credential, or its refusal.
+
+        Each join is checked alone, as ever: the session key must be a node's current key
+        (a wrong, revoked or deleted node's key finds none) and, when the agent names the node
+        it joined as before, that node's. A refusal is recorded as an event (at most
+        REFUSAL_EVENTS_PER_MINUTE a minute) and refuses that join only. When the transaction
+        itself fails on a unique index (a new credential colliding: practically never), the
+        joins are written again one by one, so that only the one at fault fails."""
+        try:
+            return self._join_together(requests)
+        except RuleViolation:
+            if len(requests) == 1:
+                raise
+            outcomes: list[Joined | VoipcloudError] = []
+            for one in requests:
+                try:
+                    outcomes.extend(self._join_together([one]))
+                except RuleViolation as exc:
+                    outcomes.append(exc)
+            return outcomes
+
+    def _join_together(
+        self, requests: Sequence[tuple[protocol.JoinRequest, str]]
+    ) -> list[Joined | VoipcloudError]:
+        digests = [self._ctx.box.digest(request.session_key) for request, _peer in requests]
+        now = self._ctx.clock()
+        outcomes: list[Joined | VoipcloudError] = []
+        joined: list[tuple[int, bytes]] = []  # (node id, inventory digest), once committed
         with self._ctx.db.write() as conn:
-            events.append(
-                conn,
-                at=self._ctx.clock(),
-                actor="agent",
-                node_id=node_id,
-                operation="agent-join-refused",
-                reason=reason,
+            owners = enrolment.key_owners(conn, digests)
+            writes: list[dict[str, Any]] = []
+            history: list[dict[str, Any]] = []
+            for (request, peer), digest in zip(requests, digests, strict=True):
+                found = owners.get(digest)
+                if found is None:
+                    self._refusal(history, None, f"unknown or revoked session key from {peer}", now)
+                    outcomes.append(NotAuthenticated(UNKNOWN_KEY))
+                    continue
+                if request.node_id is not None and request.node_id != found.node_id:
+                    self._refusal(
+                        history,
+                        found.node_id,
+                        f"agent of node {request.node_id} presented the session key of node "
+                        f"{found.node_id} from {peer}",
+                        now,
+                    )
+                    outcomes.append(
+                        NotAuthenticated(
+                            f"This session key belongs to another node, not node {request.node_id}."
+                        )
+                    )
+                    continue
+                inventory = sanitized(request.inventory)
+                token = secrets.token_urlsafe(32)
+                writes.append(
+                    {
+                        "node_id": found.node_id,
+                        "token_digest": token_digest(token),
+                        "os": inventory.os,
+                        "kernel": inventory.kernel,
+                        "container_id": inventory.container_id or None,
+                        "agent_version": inventory.version,
+                        "components": [
+                            {"name": c.name, "version": c.version} for c in inventory.components
+                        ],
+                    }
+                )
+                history.append(
+                    {
+                        "at": now,
+                        "actor": node_actor(found.node_id),
+                        "node_id": found.node_id,
+                        "operation": "agent-joined",
+                        "status_before": found.status.value,
+                        "status_after": found.status.value,
+                        "reason": f"agent {inventory.version or '?'} joined from {_line(peer)}",
+                    }
+                )
+                digest_raw = bytes.fromhex(protocol.inventory_digest(request.inventory))
+                joined.append((found.node_id, digest_raw))
+                outcomes.append(Joined(node_id=found.node_id, agent_token=token))
+            enrolment.record_joins(conn, writes, now=now)
+            enrolment.insert_events(conn, history)
+        for node_id, inventory_digest in joined:  # committed
+            self._inventory_digests[node_id] = inventory_digest
+            self.presence.beat(node_id, now)
+        return outcomes
+
+    def _refusal(
+        self, history: list[dict[str, Any]], node_id: int | None, reason: str, now: datetime
+    ) -> None:
+        """A refused join's event, unless this minute's budget of them is spent."""
+        if self._refusals.take():
+            history.append(
+                {
+                    "at": now,
+                    "actor": "agent",
+                    "node_id": node_id,
+                    "operation": "agent-join-refused",
+                    "status_before": None,
+                    "status_after": None,
+                    "reason": reason,
+                }
             )
 
     def authenticate(self, agent_token: str) -> int:

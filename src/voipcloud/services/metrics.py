@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
@@ -186,6 +186,24 @@ class _StateCollector(Collector):
         )
         channels.add_metric([], len(controller.agents.presence.local_channels()))
         yield channels
+        groups, joins, largest = controller.agents.join_groups()
+        written = CounterMetricFamily(  # per process: group commit (services/group_commit.py)
+            "voipcloud_agent_join_groups",
+            "Join transactions this controller process wrote (each for one or more joins)",
+        )
+        written.add_metric([], groups)
+        yield written
+        written = CounterMetricFamily(
+            "voipcloud_agent_joins", "Agent joins this controller process wrote (or refused)"
+        )
+        written.add_metric([], joins)
+        yield written
+        biggest = GaugeMetricFamily(
+            "voipcloud_agent_join_group_largest",
+            "The most joins one transaction of this process has written",
+        )
+        biggest.add_metric([], largest)
+        yield biggest
         now = controller.ctx.clock()
         with controller.ctx.db.read() as conn:
             by_status: dict[str, int] = dict(  # list(): a Result has keys(), not a mapping
