@@ -37,6 +37,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("POST", "/nodes/{node_id}/maintenance"): OPERATOR,
     ("POST", "/nodes/{node_id}/maintenance/leave"): OPERATOR,
     ("POST", "/nodes/bulk"): OPERATOR,
+    ("POST", "/nodes/import"): OPERATOR,  # Add Node's "Import many" (a CSV upload)
     ("GET", "/nodes/{node_id}/roles/new"): OPERATOR,
     ("POST", "/nodes/{node_id}/roles"): OPERATOR,
     ("GET", "/nodes/{node_id}/session-key"): SECRETS,

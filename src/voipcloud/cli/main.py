@@ -85,6 +85,7 @@ def _register_groups() -> None:
         extensions,
         fleet,
         infra,
+        node_import,
         nodes,
         roles,
         rollouts,
@@ -98,6 +99,7 @@ def _register_groups() -> None:
     backup.register(app)
     events.register(app)
     fleet.register(nodes.app)  # node maintenance, node bulk
+    node_import.register(nodes.app)  # node import
     app.add_typer(nodes.app, name="node")
     app.add_typer(roles.app, name="role")
     app.add_typer(rollouts.app, name="rollout")
