@@ -145,3 +145,25 @@ def test_group_commit_gives_a_failure_of_the_whole_batch_to_each_caller() -> Non
     # a later loop (another event loop) gets a writer of its own
     group2_out = asyncio.run(main())
     assert len(group2_out) == 3
+
+
+def test_a_join_stores_what_sanitized_would() -> None:
+    from voipcloud import protocol
+    from voipcloud.services.agents import sanitized, stored_inventory
+
+    reported = protocol.Inventory(
+        os="Debian\x00 12\nbookworm",
+        kernel=" 6.1\x07 ",
+        container_id="",
+        version="1.0\r\n",
+        components=[protocol.ComponentInfo(name="kam\x00ailio", version="5.7\n1")],
+    )
+    clean = sanitized(reported)
+    assert stored_inventory(reported) == {
+        "os": clean.os,
+        "kernel": clean.kernel,
+        "container_id": None,
+        "agent_version": clean.version,
+        "components": [{"name": c.name, "version": c.version} for c in clean.components],
+    }
+    assert stored_inventory(reported)["os"] == "Debian 12 bookworm"

@@ -68,6 +68,20 @@ def sanitized(inventory: protocol.Inventory) -> protocol.Inventory:
     )
 
 
+def stored_inventory(inventory: protocol.Inventory) -> dict[str, Any]:
+    """`sanitized`'s values as the node's columns (os, kernel, container_id, agent_version,
+    components), without copying the models: what a join writes, many at a time."""
+    return {
+        "os": _line(inventory.os),
+        "kernel": _line(inventory.kernel),
+        "container_id": _line(inventory.container_id) or None,
+        "agent_version": _line(inventory.version),
+        "components": [
+            {"name": _line(c.name), "version": _line(c.version)} for c in inventory.components
+        ],
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class Joined:
     node_id: int
@@ -186,20 +200,10 @@ class AgentService:
                         )
                     )
                     continue
-                inventory = sanitized(request.inventory)
+                stored = stored_inventory(request.inventory)
                 token = secrets.token_urlsafe(32)
                 writes.append(
-                    {
-                        "node_id": found.node_id,
-                        "token_digest": token_digest(token),
-                        "os": inventory.os,
-                        "kernel": inventory.kernel,
-                        "container_id": inventory.container_id or None,
-                        "agent_version": inventory.version,
-                        "components": [
-                            {"name": c.name, "version": c.version} for c in inventory.components
-                        ],
-                    }
+                    {"node_id": found.node_id, "token_digest": token_digest(token), **stored}
                 )
                 history.append(
                     {
@@ -209,7 +213,8 @@ class AgentService:
                         "operation": "agent-joined",
                         "status_before": found.status.value,
                         "status_after": found.status.value,
-                        "reason": f"agent {inventory.version or '?'} joined from {_line(peer)}",
+                        "reason": f"agent {stored['agent_version'] or '?'} joined from "
+                        f"{_line(peer)}",
                     }
                 )
                 digest_raw = bytes.fromhex(protocol.inventory_digest(request.inventory))
