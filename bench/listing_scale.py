@@ -80,6 +80,12 @@ REQUESTS = (
     ("sort -updated_at", "/?sort=-updated_at"),
     ("sort -last_seen", "/?sort=-last_seen"),
     ("deep page (page=1000)", "/?page=1000"),
+    # added with migration 0009: the edges of the paths it chose
+    ("hostname search, 1 character (q=4: half the nodes)", "/?q=4"),
+    ("hostname search, 2 rare characters (q=zq: none)", "/?q=zq"),
+    ("role filter, rare (ic: the controller alone)", "/?role=ic"),
+    ("role + sort (que, -hostname)", "/?role=que&sort=-hostname"),
+    ("search + sort (q=fra1, -last_seen)", "/?q=fra1&sort=-last_seen"),
 )
 
 
@@ -177,10 +183,12 @@ def private_postgres(server_url: str) -> Iterator[str]:
 
 
 def total(controller: Controller, flt: NodeFilter) -> int:
-    """The listing's total alone: the store's own function when it has one (since 0008)."""
+    """The listing's total alone: the store's own function when it has one (since 0008; since
+    0009 a `Total`, counted up to 1,000 for a search)."""
     with controller.ctx.db.read() as conn:
         if node_search is not None:
-            return node_search.total(conn, flt, node_rows._where(flt))
+            found: Any = node_search.total(conn, flt, node_rows._where(flt))
+            return int(getattr(found, "count", found))
         where = [nodes.c.status != NodeStatus.DELETED.value]
         if flt.status is not None:
             where = [nodes.c.status == flt.status.value]
@@ -214,6 +222,8 @@ def run(label: str, database_url: str | None, count: int, repeats: int) -> dict[
             for what, flt in (
                 ("total, no filter", NodeFilter()),
                 ("total, status=Online", NodeFilter(status=NodeStatus.ONLINE)),
+                ("total, role=que", NodeFilter(role="que")),
+                ("total, q=fra1", NodeFilter(q="fra1")),
             ):
                 figures = summary(timed(functools.partial(total, controller, flt), repeats))
                 results["requests"].append({"what": what, "path": "(in-process)", **figures})

@@ -221,13 +221,17 @@ def _bitmap_only(conn: Connection) -> Iterator[None]:
     prices the three LIKEs per row far below their cost and assumes the matches spread evenly,
     so that scan read ~37,000 rows for a search with 1,333 matches (180 ms against 13 ms at
     50,000 nodes on a loaded machine). For the statements inside only."""
-    conn.exec_driver_sql("SET LOCAL enable_seqscan = off")
-    conn.exec_driver_sql("SET LOCAL enable_indexscan = off")
+    conn.exec_driver_sql(_PLANNER.format(off="off"))  # one round trip each way
     try:
         yield
     finally:
-        conn.exec_driver_sql("RESET enable_seqscan")
-        conn.exec_driver_sql("RESET enable_indexscan")
+        conn.exec_driver_sql(_PLANNER.format(off="on"))
+
+
+_PLANNER = (
+    "SELECT set_config('enable_seqscan', '{off}', true), "
+    "set_config('enable_indexscan', '{off}', true)"
+)
 
 
 def status_counts(conn: Connection) -> dict[str, int]:
