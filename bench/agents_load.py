@@ -335,10 +335,29 @@ class Serve:
     database_url: str | None
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    workers: int = 1  # `serve --workers N`: N processes on this one port (SO_REUSEPORT)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    def worker_pids(self) -> list[int]:
+        """The processes holding connections: the workers (children of `serve`), or it."""
+        assert self.process is not None
+        pid = self.process.pid
+        if self.workers <= 1:
+            return [pid]
+        with contextlib.suppress(OSError):
+            return sorted(
+                int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            )
+        return []
+
+    def _workers_ready(self) -> bool:
+        if self.workers <= 1:
+            return True
+        log = (self.data_dir / "serve.log").read_text(errors="replace")
+        return log.count(" ready: pid ") >= self.workers and len(self.worker_pids()) == self.workers
 
     def start(self, key_from: Path | None = None) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -355,6 +374,8 @@ class Serve:
         if self.database_url:
             env["VOIPCLOUD_DATABASE_URL"] = self.database_url
         command = [voipcloud_executable(), "serve", "--port", str(self.port), "--no-ic-agent"]
+        if self.workers > 1:
+            command += ["--workers", str(self.workers)]
         log = (self.data_dir / "serve.log").open("ab")
         self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
@@ -362,7 +383,8 @@ class Serve:
             if self.process.poll() is not None:
                 raise RuntimeError(f"voipcloud serve exited; see {self.data_dir}/serve.log")
             with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                ready = httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
+                if ready and self._workers_ready():
                     return
             time.sleep(0.2)
         tail = (self.data_dir / "serve.log").read_text(errors="replace")[-2000:]
@@ -605,6 +627,7 @@ async def parent_main(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     result: dict[str, Any] = {
         "agents": args.agents,
         "controllers": args.controllers,
+        "workers": args.workers,
         "database": "postgresql" if args.database_url else "sqlite",
         "load_before": loadavg(),
         "cpus": os.cpu_count(),
@@ -618,10 +641,10 @@ async def parent_main(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             urls, pids = [args.url], list(args.controller_pid or [])
         else:
             for i in range(args.controllers):
-                serve = Serve(work / f"controller-{i}", args.database_url)
+                serve = Serve(work / f"controller-{i}", args.database_url, workers=args.workers)
                 serve.start(key_from=serves[0].data_dir if serves else None)
                 serves.append(serve)
-            urls, pids = [s.url for s in serves], [s.pid for s in serves]
+            urls, pids = [s.url for s in serves], [p for s in serves for p in s.worker_pids()]
         result["rss_base_mib"] = [round(proc_rss_mib(p), 1) for p in pids]
         database_url = args.database_url or (
             f"sqlite+pysqlite:///{work / 'controller-0' / 'voipcloud.sqlite3'}"
@@ -848,6 +871,9 @@ def main() -> None:
     parser.add_argument("--hello", choices=["digest", "full"], default="digest")
     parser.add_argument("--seed", choices=["store", "api"], default="store")
     parser.add_argument("--controllers", type=int, default=1)
+    parser.add_argument(
+        "--workers", type=int, default=1, help="start each controller as `serve --workers N`"
+    )
     parser.add_argument("--database-url", help="PostgreSQL URL (default: SQLite)")
     parser.add_argument("--url", help="attach to this controller instead of starting one")
     parser.add_argument("--controller-pid", type=int, action="append")

@@ -100,11 +100,11 @@ def _client_ports(pid: int, server_port: int) -> set[int]:
 
 
 class WorkersMixin:
+    """`serve --workers N` for a `Controller` (plain or HTTPS): its workers' pids."""
+
     workers: int
     process: subprocess.Popen[bytes] | None
     port: int
-
-    def log(self) -> str: ...
 
     def wrap(self, argv: list[str]) -> list[str]:
         return [*argv, "--workers", str(self.workers)]
@@ -132,7 +132,7 @@ class WorkersMixin:
         return wait_for(
             lambda: len(pids := self.live_workers()) == self.workers and pids,
             timeout=timeout,
-            what=f"{self.workers} workers ready: {self.log()}",
+            what=f"{self.workers} workers ready: {self.full_log()[-3000:]}",
         )
 
 
