@@ -356,6 +356,11 @@ def config(
         # silent for twice the missed-beats window is closed: api/agent_channel.py)
         "ws_ping_interval": None,
         "ws_per_message_deflate": False,
+        # the sans-I/O WebSocket protocol: no tasks of its own per connection, one message
+        # read ahead at most; against uvicorn's default (`websockets`) at 8,000 open agent
+        # channels: 25-27 KiB each instead of 44 KiB; at 3,000, opened 265/s instead of 190/s
+        # (docs/benchmarks.md, "What a channel costs")
+        "ws": "websockets-sansio",
         "timeout_keep_alive": settings.keep_alive_timeout,
         **overrides,
     }
