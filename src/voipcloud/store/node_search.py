@@ -29,7 +29,9 @@ index in order and checking each node stops early (at 2 % or more of 50,000 node
 is found within about 1,250 nodes); so on SQLite its search terms are then written so that no
 index serves them (`+column`) and the planner walks the sort's index instead of fetching every
 match from the search's indexes and sorting them all. Fewer matches: the search's indexes give
-them and at most `COUNT_CAP` are sorted. PostgreSQL's planner weighs the two by itself.
+them and at most `COUNT_CAP` are sorted. On PostgreSQL a search's count, and a page of few
+matches, are read through the index bitmaps (`page_plan`, `_bitmap_only`); a page of many is
+planned freely (it walks the sort key's index).
 """
 
 from __future__ import annotations
@@ -222,10 +224,10 @@ def _bitmap_only(conn: Connection) -> Iterator[None]:
     so that scan read ~37,000 rows for a search with 1,333 matches (180 ms against 13 ms at
     50,000 nodes on a loaded machine). For the statements inside only."""
     conn.exec_driver_sql(_PLANNER.format(off="off"))  # one round trip each way
-    try:
-        yield
-    finally:
-        conn.exec_driver_sql(_PLANNER.format(off="on"))
+    yield
+    # not in a `finally`: after an error the transaction is rolled back, and these settings
+    # (local to it) with it; a statement here would only hide the error
+    conn.exec_driver_sql(_PLANNER.format(off="on"))
 
 
 _PLANNER = (
