@@ -20,10 +20,11 @@ server address), then runs three phases and prints JSON and a table:
    "absorbed/s" is the beats sent over the time until the last sentinel was acknowledged.
 
 Seeding: `--seed store` (default) writes the nodes and their agents' credentials straight
-into the controller's database (the protocol from then on is real; there is no bulk join
-path in the API); the probe agents (`--probes`) are created, assigned and joined through the
+into the controller's database (the protocol from then on is real); the probe agents
+(`--probes`) are created with their role through `POST /nodes/import` and joined through the
 API, and that rate is reported as the API join rate. `--seed api` creates every node through
-the API (slow: three requests each).
+the API's bulk path (`POST /nodes/import`, then one join per agent; bench/join_rate.py
+measures that path alone).
 
 Every loop is bounded (`--seconds`, `--quiet`, `--open-timeout`); children and controllers are
 stopped by PID at the end. Usage:
@@ -471,26 +472,34 @@ async def bounded(limit: int, jobs: list[Callable[[], Awaitable[Any]]]) -> list[
 
 
 async def api_join(admin: httpx.AsyncClient, count: int, prefix: str) -> list[tuple[int, str]]:
-    async def one(i: int) -> tuple[int, str]:
-        created = await admin.post(
-            f"{API}/nodes",
-            json={"hostname": f"{prefix}-{i:05d}", "private_ip": f"10.250.{i // 256}.{i % 256}"},
-        )
+    """N nodes with the wk role through the bulk path (`POST /nodes/import`, 5,000 a call),
+    then each node's agent joined with its own session key (16 joins at a time)."""
+    keys: list[tuple[int, str]] = []
+    for start in range(0, count, 5000):
+        rows = [
+            {
+                "hostname": f"{prefix}-{i:05d}",
+                "private_ip": f"10.250.{i // 256 % 256}.{i % 256}",
+                "roles": ["wk"],
+            }
+            for i in range(start, min(count, start + 5000))
+        ]
+        created = await admin.post(f"{API}/nodes/import", json={"nodes": rows})
         created.raise_for_status()
-        node_id = created.json()["node_id"]
-        assigned = await admin.post(f"{API}/nodes/{node_id}/roles", json={"role": "wk"})
-        assigned.raise_for_status()
+        found = created.json()
+        if found["refused"]:
+            raise RuntimeError(f"import refused rows: {found['results'][:3]}")
+        keys.extend((r["node_id"], r["session_key"]) for r in found["results"])
+
+    async def one(node_id: int, key: str) -> tuple[int, str]:
         joined = await admin.post(
             f"{API}/agent/join",
-            json={
-                "session_key": assigned.json()["session_key"],
-                "inventory": INVENTORY.model_dump(),
-            },
+            json={"session_key": key, "inventory": INVENTORY.model_dump()},
         )
         joined.raise_for_status()
         return node_id, joined.json()["agent_token"]
 
-    return await bounded(16, [functools.partial(one, i) for i in range(count)])
+    return await bounded(16, [functools.partial(one, n, k) for n, k in keys])
 
 
 @dataclass
@@ -655,7 +664,7 @@ async def parent_main(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             )
             token.raise_for_status()
             admin.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
-            # probes: created, assigned and joined through the API (that rate is reported)
+            # probes: imported and joined through the API (that rate is reported)
             t0 = time.monotonic()
             joined = await api_join(admin, args.probes, f"probe-{secrets.token_hex(3)}")
             result["api_join_per_s"] = round(args.probes / (time.monotonic() - t0), 1)
