@@ -88,6 +88,21 @@ def test_the_rate_is_measured_over_saturated_seconds_only() -> None:
         t += 1.0
     admission.try_enter(t + 0.01)  # closes the last second
     assert 19.0 <= admission.rate <= 25.0
+    # measured below the configured rate (completions come in batches): the slots still
+    # follow the configured rate, never leaving the controller idle
+    slow = Admission(1, open_rate=100.0, uniform=no_jitter)
+    slow.rate = 20.0
+    slow.try_enter(0.0)
+    waits = [slow.try_enter(0.0) for _ in range(300)]
+    assert waits[-1] == 3  # 300 agents at 100/s, not 15 s at 20/s
+
+
+def test_a_controller_faster_than_configured_gives_shorter_waits() -> None:
+    fast = Admission(1, open_rate=100.0, uniform=no_jitter)
+    fast.rate = 1000.0  # measured
+    fast.try_enter(0.0)
+    waits = [fast.try_enter(0.0) for _ in range(3000)]
+    assert waits[-1] == 3
 
 
 def test_a_failed_handshake_frees_its_slot_but_is_not_counted_as_opened() -> None:

@@ -68,7 +68,7 @@ BEAT_TEXT = protocol.Beat().model_dump_json()  # '{"type":"beat"}': no validatio
 INVENTORY_REQUEST = protocol.InventoryRequest().model_dump_json()
 MAX_HANDSHAKES = 256  # channel handshakes in progress at once (setting max_channel_handshakes)
 OPEN_RATE = 400.0  # channels/s assumed before one is measured (setting channel_open_rate)
-BATCH = 256  # channels per batched read
+BATCH = 64  # channels per batched read (smaller: completions flow instead of coming in lumps)
 _messages: TypeAdapter[protocol.AgentMessage] = TypeAdapter(protocol.AgentMessage)
 T = TypeVar("T")
 K = TypeVar("K")
@@ -214,6 +214,8 @@ class AgentHub:
     ) -> None:
         self._controller = controller
         self.reads = ChannelReads(controller, open_rate=open_rate)
+        self._open = 0  # channels registered (an int: read from the reads' threads)
+        self.reads.connected = lambda: self._open
         self.admission = Admission(max_handshakes, open_rate=open_rate)
         self.on_refused: Callable[[], None] | None = None  # the metrics count 503 answers
         self._told_until = 0.0  # monotonic time by which every agent told to retry is due
@@ -452,6 +454,7 @@ class AgentHub:
         slot[0] = False  # the channel gives it back (`_admitted`)
         presence = agents.presence
         self._channels.setdefault(node_id, set()).add(channel)
+        self._open += 1
         presence.opened(node_id, self._controller.ctx.clock())
         self._start_sweep()
         # the first desired state follows the hello (its features shape it); a client that
@@ -470,6 +473,7 @@ class AgentHub:
             self._admitted(channel, opened=False)
             if channel.first is not None:
                 channel.first.cancel()
+            self._open -= 1
             listeners = self._channels.get(node_id, set())
             listeners.discard(channel)
             if not listeners:

@@ -10,9 +10,12 @@ refused agent is given a slot of its own after it, one slot per 1/rate seconds (
 schedule: `_next_slot`), so the refused come back spread at the rate the controller opens
 channels instead of all at once when the first wait ends. The rate is measured: opens
 completed per second, smoothed, over the seconds in which the bound was reached (when the
-controller was the limit, not the agents); before any such second it is the configured
-`open_rate`. The answer is whole seconds (RFC 9110), rounded up after adding uniform(0, 1)
-so agents given the same slot second still differ; the agent adds its own jitter too.
+controller was the limit, not the agents); but never taken below the configured `open_rate`:
+completions come in batches (a second without any is common while a batch is read), and an
+agent told to come back too early costs one more 503 (about 0.4 ms), while one told too late
+leaves the controller idle. The answer is whole seconds (RFC 9110), rounded up after adding
+uniform(0, 1) so agents given the same slot second still differ; the agent adds its own jitter
+too.
 
 `reconnect_window` is the other half: what a controller advertises to agents (feature
 "reconnect-window") so that after losing their channels together (a controller restart, a
@@ -51,6 +54,7 @@ class Admission:
         uniform: Callable[[float, float], float] = random.uniform,
     ) -> None:
         self.limit = limit
+        self.open_rate = float(open_rate)  # configured: the slots are never slower than this
         self.rate = float(open_rate)  # measured channels/s (the configured one until then)
         self.max_retry_after = max_retry_after
         self.in_progress = 0
@@ -83,7 +87,7 @@ class Admission:
 
     def retry_after(self, now: float) -> int:
         """Whole seconds until this refused agent's slot (see the module's docstring)."""
-        rate = max(self.rate, RATE_FLOOR)
+        rate = max(self.rate, self.open_rate, RATE_FLOOR)
         drained = now + self.in_progress / rate  # when the handshakes in progress are done
         slot = max(drained, self._next_slot)
         self._next_slot = slot + 1.0 / rate

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +65,9 @@ class ChannelReads:
         self._properties: tuple[int, dict[str, Any]] | None = None
         self._fleet: tuple[float, int] | None = None  # (monotonic time counted, size)
         self._cache: dict[int, tuple[tuple[Any, ...], str]] = {}
+        # the channels open in this process (set by the hub): more than the fleet counted
+        # means it grew since (a bulk import, agents joining): counted again at once
+        self.connected: Callable[[], int] = lambda: 0
         self.hits = 0
         self.misses = 0
 
@@ -180,7 +184,11 @@ class ChannelReads:
     def _count_fleet(self, conn: Any) -> None:
         now = time.monotonic()
         with self._lock:
-            due = self._fleet is None or now - self._fleet[0] >= FLEET_REFRESH_SECONDS
+            due = (
+                self._fleet is None
+                or now - self._fleet[0] >= FLEET_REFRESH_SECONDS
+                or self.connected() > self._fleet[1]
+            )
         if due:
             size = channel_rows.fleet_size(conn)
             with self._lock:
