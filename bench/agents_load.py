@@ -18,6 +18,13 @@ server address), then runs three phases and prints JSON and a table:
    the agent's outcome (op→acked), p50/p99. At the end each child sends sentinel outcomes on a
    few channels: the controller acknowledges one only after every frame queued before it, so
    "absorbed/s" is the beats sent over the time until the last sentinel was acknowledged.
+4. **reconnect** (`--reconnect`): every controller gets SIGTERM and is started again on the same
+   port and database; timed until every agent's channel is open again with its first desired
+   state. The agents reconnect as `voipcloud agent` does (`keep`, with agent/runner.py's
+   `Backoff` and `retry_after`): the first attempt spread over the controller's advertised
+   `reconnect_window`, then capped exponential backoff with full jitter, and a 503's
+   `Retry-After` waited plus jitter. Reported: seconds (stop, start, after ready), 503
+   answers, channels opened per second and per busiest second, the load average.
 
 Seeding: `--seed store` (default) writes the nodes and their agents' credentials straight
 into the controller's database (the protocol from then on is real); the probe agents
@@ -60,13 +67,14 @@ from typing import Any
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.support
 from tests.support.processes import voipcloud_executable
 from tests.support.server import free_port
 
 from voipcloud import protocol
+from voipcloud.agent.runner import Backoff, retry_after, retry_after_delay
 
 API = "/api/v1"
 PASSWORD = "bench-admin-password"
@@ -84,6 +92,7 @@ FEATURES = [
     protocol.FEATURE_NODE_ADDRESSES,
     protocol.FEATURE_ROLE_HEALTH,
     protocol.FEATURE_INVENTORY_DIGEST,
+    protocol.FEATURE_RECONNECT_WINDOW,
 ]
 
 
@@ -130,47 +139,113 @@ class ChildStats:
     beats: int = 0
     send_errors: int = 0
     closed: int = 0
+    refused: int = 0  # 503 Retry-After answers
+    reopened: int = 0  # channels open again after the controller's restart
+    last_reopen: float = 0.0
+    window: float | None = None  # the reconnect window the controller advertised
     errors: dict[str, int] = field(default_factory=dict)
 
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
 
 
+async def open_once(
+    url: str, source: str, token: str, full: bool, stats: ChildStats, timeout: float
+) -> ClientConnection:
+    """One channel open as the agent does it: hello, then the first desired state (answering
+    an inventory-request). Raises what the agent would see (InvalidStatus for a 503, …)."""
+    ws = await connect(
+        url.replace("http://", "ws://") + f"{API}/agent/channel",
+        additional_headers={"Authorization": f"Bearer {token}"},
+        max_size=protocol.MAX_MESSAGE_BYTES,
+        open_timeout=timeout,
+        compression=None,
+        ping_interval=None,  # as the agent: beats are the liveness mechanism
+        close_timeout=2,
+        local_addr=(source, 0),
+    )
+    try:
+        await ws.send(hello_text(full))
+        for _ in range(5):  # the first desired (an inventory-request may come first)
+            message = json.loads(await asyncio.wait_for(ws.recv(), timeout=timeout))
+            if message["type"] == "desired":
+                if message.get("reconnect_window") is not None:
+                    stats.window = message["reconnect_window"]
+                return ws
+            if message["type"] == "inventory-request":
+                await ws.send(protocol.InventoryUpdate(inventory=INVENTORY).model_dump_json())
+    except BaseException:
+        await ws.close()
+        raise
+    await ws.close()
+    raise ConnectionError("no desired state")
+
+
 async def child_open(
     url: str, source: str, token: str, full: bool, stats: ChildStats, timeout: float
 ) -> ClientConnection | None:
-    ws_url = url.replace("http://", "ws://") + f"{API}/agent/channel"
     for attempt in range(3):  # bounded: a refused open is retried twice
         try:
-            ws = await connect(
-                ws_url,
-                additional_headers={"Authorization": f"Bearer {token}"},
-                max_size=protocol.MAX_MESSAGE_BYTES,
-                open_timeout=timeout,
-                compression=None,
-                ping_interval=None,  # as the agent: beats are the liveness mechanism
-                close_timeout=2,
-                local_addr=(source, 0),
-            )
-            await ws.send(hello_text(full))
-            for _ in range(5):  # the first desired (an inventory-request may come first)
-                message = json.loads(await asyncio.wait_for(ws.recv(), timeout=timeout))
-                if message["type"] == "desired":
-                    stats.opened += 1
-                    return ws
-                if message["type"] == "inventory-request":
-                    await ws.send(protocol.InventoryUpdate(inventory=INVENTORY).model_dump_json())
-            stats.error("no desired")
-            await ws.close()
-            return None
+            ws = await open_once(url, source, token, full, stats, timeout)
+            stats.opened += 1
+            return ws
+        except InvalidStatus as exc:  # the controller sheds: come back when it says
+            seconds = retry_after(exc)
+            stats.error(f"http {exc.response.status_code}")
+            if seconds is not None:
+                stats.refused += 1
+                await asyncio.sleep(retry_after_delay(seconds))
+                continue
+            await asyncio.sleep(random.uniform(0, 2.0 * (attempt + 1)))
         except (OSError, TimeoutError, ConnectionClosed) as exc:
             stats.error(type(exc).__name__)
             await asyncio.sleep(random.uniform(0, 2.0 * (attempt + 1)))
-        except Exception as exc:  # a handshake refusal (e.g. 503): counted, retried
+        except Exception as exc:  # another handshake refusal: counted, retried
             stats.error(type(exc).__name__)
             await asyncio.sleep(random.uniform(0, 2.0 * (attempt + 1)))
     stats.open_errors += 1
     return None
+
+
+async def keep(
+    index: int,
+    ws: ClientConnection,
+    token: str,
+    args: argparse.Namespace,
+    stats: ChildStats,
+    beater: Beater,
+    deadline: float,
+) -> None:
+    """After the controller restarts: reconnect exactly as `voipcloud agent` does
+    (agent/runner.py): the first attempt after a healthy channel spread over the advertised
+    reconnect window, then capped exponential backoff with full jitter; a 503 answered with
+    Retry-After waits that plus jitter instead. Bounded by `deadline`."""
+    await ws.wait_closed()
+    beater.agents.pop(index, None)
+    backoff = Backoff(window=stats.window)
+    while time.monotonic() < deadline:
+        delay = backoff.next_delay()
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                fresh = await open_once(
+                    args.url, args.source, token, args.hello == "full", stats, args.open_timeout
+                )
+            except InvalidStatus as exc:
+                seconds = retry_after(exc)
+                stats.error(f"reconnect http {exc.response.status_code}")
+                if seconds is None:
+                    break  # another refusal: the backoff
+                stats.refused += 1
+                delay = retry_after_delay(seconds)
+                continue
+            except Exception as exc:  # as the agent: anything else is a failure (backoff)
+                stats.error(f"reconnect {type(exc).__name__}")
+                break
+            stats.reopened += 1
+            stats.last_reopen = time.monotonic()
+            beater.add(index, fresh)
+            return
 
 
 class Beater:
@@ -264,6 +339,8 @@ async def child_main(args: argparse.Namespace) -> None:
                 beats=stats.beats,
                 closed=stats.closed,
                 open_errors=stats.open_errors,
+                reopened=stats.reopened,
+                refused=stats.refused,
             )
 
     reporter = asyncio.create_task(report())
@@ -289,6 +366,7 @@ async def child_main(args: argparse.Namespace) -> None:
         seconds=time.monotonic() - t0,
         errors=stats.errors,
     )
+    tasks: list[asyncio.Task[None]] = []  # kept referenced
     reader = asyncio.StreamReader()
     await asyncio.get_running_loop().connect_read_pipe(
         lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
@@ -322,6 +400,29 @@ async def child_main(args: argparse.Namespace) -> None:
                 closed=stats.closed - closed0,
                 live=len(beater.agents),
             )
+        elif command[0] == "arm":  # the controller restarts next: reconnect as agents do
+            bound = time.monotonic() + float(command[1])
+            keepers = [
+                asyncio.create_task(keep(i, ws, tokens[i][1], args, stats, beater, bound))
+                for i, ws in list(beater.agents.items())
+            ]
+            refused0 = stats.refused
+
+            async def finish(keepers: list[asyncio.Task[None]], refused0: int) -> None:
+                await asyncio.gather(*keepers, return_exceptions=True)
+                emit(
+                    kind="reopened",
+                    t=time.monotonic(),
+                    armed=len(keepers),
+                    reopened=stats.reopened,
+                    last=stats.last_reopen,
+                    refused=stats.refused - refused0,
+                    window=stats.window,
+                    errors=stats.errors,
+                )
+
+            tasks.append(asyncio.create_task(finish(keepers, refused0)))
+            emit(kind="armed", count=len(keepers), window=stats.window)
     reporter.cancel()
     beating.cancel()
     await asyncio.gather(*(ws.close() for ws in beater.agents.values()), return_exceptions=True)
@@ -712,7 +813,13 @@ async def parent_main(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     "--open-timeout",
                     str(args.open_timeout),
                     "--max-seconds",
-                    str(args.open_timeout * 3 + args.quiet + args.seconds + 180),
+                    str(
+                        args.open_timeout * 3
+                        + args.quiet
+                        + args.seconds
+                        + 180
+                        + (args.reconnect_timeout + 120 if args.reconnect else 0)
+                    ),
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
                 )
@@ -794,6 +901,8 @@ async def parent_main(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             result["beats_per_second_series"] = [
                 per_second[k] for k in sorted(per_second) if k < args.seconds
             ]
+            if args.reconnect:
+                result["reconnect"] = await reconnect_phase(args, serves, children)
             for child in children:
                 await child.command("stop")
             for pump in pumps:
@@ -814,8 +923,90 @@ async def parent_main(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     await child.process.wait()
         for serve in serves:
             serve.stop()
+            if args.keep_logs:
+                args.keep_logs.mkdir(parents=True, exist_ok=True)
+                log = serve.data_dir / "serve.log"
+                if log.exists():
+                    shutil.copy2(log, args.keep_logs / f"{serve.data_dir.name}.log")
     result["load_after"] = loadavg()
     return result
+
+
+async def reconnect_phase(
+    args: argparse.Namespace, serves: list[Serve], children: list[Child]
+) -> dict[str, Any]:
+    """SIGTERM every controller, start it again on the same port and database, and time
+    until every agent's channel is open again and has its first desired state (the agents
+    reconnect as `voipcloud agent` does: `keep`)."""
+    if not serves:
+        raise SystemExit("--reconnect needs controllers this bench started (not --url)")
+    for child in children:
+        await child.command(f"arm {args.reconnect_timeout}")
+    armed = [await asyncio.wait_for(child.events.get(), timeout=60) for child in children]
+    loads = [loadavg()]
+    t_stop = time.monotonic()
+    for serve in serves:  # SIGTERM: uvicorn closes every channel (1012) and exits
+        await asyncio.to_thread(serve.stop)
+    t_down = time.monotonic()
+    for serve in serves:  # the same port, data dir and database
+        await asyncio.to_thread(serve.start)
+    t_up = time.monotonic()
+    usage = Usage([s.pid for s in serves])
+
+    async def sample() -> None:
+        while True:
+            await asyncio.sleep(5)
+            loads.append(loadavg())
+
+    sampler = asyncio.create_task(sample())
+    try:
+        done = [
+            await asyncio.wait_for(child.events.get(), timeout=args.reconnect_timeout + 60)
+            for child in children
+        ]
+    finally:
+        sampler.cancel()
+    loads.append(loadavg())
+    cpu = usage.percent()
+    reopened = sum(d["reopened"] for d in done)
+    count = sum(a["count"] for a in armed)
+    last = max((d["last"] for d in done if d["reopened"]), default=t_up)
+    per_second: dict[int, int] = {}
+    for child in children:
+        previous = None
+        for tick in child.ticks:
+            if previous is not None and tick["t"] >= t_stop:
+                second = int(tick["t"] - t_stop)
+                per_second[second] = per_second.get(second, 0) + (
+                    tick["reopened"] - previous["reopened"]
+                )
+            previous = tick
+    errors: dict[str, int] = {}
+    for d in done:
+        for kind, n in d["errors"].items():
+            if kind.startswith("reconnect"):
+                errors[kind] = errors.get(kind, 0) + n
+    busiest = max(per_second.values(), default=0)
+    return {
+        "agents": count,
+        "reopened": reopened,
+        "window_s": armed[0].get("window"),
+        "stop_seconds": round(t_down - t_stop, 1),
+        "start_seconds": round(t_up - t_down, 1),
+        # from the SIGTERM until the last agent had its first desired state again
+        "reconnect_seconds": round(last - t_stop, 1),
+        "after_ready_seconds": round(last - t_up, 1),
+        "opened_per_s": round(reopened / (last - t_up), 1) if last > t_up else None,
+        "busiest_second": busiest,
+        "refused_503": sum(d["refused"] for d in done),
+        "errors": errors,
+        "cpu_percent": cpu,
+        "rss_mib": [round(proc_rss_mib(s.pid), 1) for s in serves],
+        "load": loads,
+        "reopened_per_second": [
+            per_second.get(k, 0) for k in range(max(per_second, default=-1) + 1)
+        ],
+    }
 
 
 def summary(values: list[float]) -> dict[str, Any]:
@@ -862,6 +1053,26 @@ def table(result: dict[str, Any]) -> str:
         ("pushes failed", f"{result['push_failures']} {result['push_failure_samples'][:1]}"),
         ("load average before / after", f"{result['load_before']} / {result['load_after']}"),
     ]
+    again = result.get("reconnect")
+    if again:
+        rows += [
+            (
+                "reconnect: agents back / armed",
+                f"{again['reopened']} / {again['agents']} (window {again['window_s']} s)",
+            ),
+            (
+                "reconnect s (SIGTERM → last desired)",
+                f"{again['reconnect_seconds']} (stop {again['stop_seconds']}, "
+                f"start {again['start_seconds']}, after ready {again['after_ready_seconds']})",
+            ),
+            (
+                "reconnect opened/s (busiest second)",
+                f"{again['opened_per_s']} ({again['busiest_second']})",
+            ),
+            ("reconnect 503 Retry-After answers", again["refused_503"]),
+            ("reconnect CPU % (per controller)", again["cpu_percent"]),
+            ("reconnect load average", again["load"]),
+        ]
     width = max(len(r[0]) for r in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
@@ -887,6 +1098,13 @@ def main() -> None:
     parser.add_argument("--url", help="attach to this controller instead of starting one")
     parser.add_argument("--controller-pid", type=int, action="append")
     parser.add_argument("--json", type=Path, help="write the result here too")
+    parser.add_argument(
+        "--reconnect",
+        action="store_true",
+        help="after the beat phase, restart the controllers and time the mass reconnect",
+    )
+    parser.add_argument("--reconnect-timeout", type=float, default=300.0)
+    parser.add_argument("--keep-logs", type=Path, help="copy the controllers' logs here")
     # child mode (internal)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tokens", help=argparse.SUPPRESS)
