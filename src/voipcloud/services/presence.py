@@ -12,7 +12,7 @@ controller answers the same connectivity.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from enum import StrEnum
 
@@ -103,21 +103,38 @@ class Presence:
             pending, self._unflushed = self._unflushed, {}
         return pending
 
+    def _channel_open(self, node_id: int) -> bool:
+        """With the lock held: does the node's agent hold a channel, here or (as announced)
+        to another controller?"""
+        if node_id in self._connected:
+            return True
+        if not self.clustered:
+            return False
+        # held by another controller, unless the last word about it was a close. Nothing
+        # announced: trust the last-seen time its holder flushes if this process started
+        # after the channel opened (never heard of the agent); an agent heard here (it
+        # joined here) has no channel until one is announced
+        remote = self._remote.get(node_id)
+        return remote[1] if remote is not None else node_id not in self._seen
+
+    def heard(self) -> set[int]:
+        """The nodes whose agents this process has heard (joined, opened or beat here)."""
+        with self._lock:
+            return set(self._seen)
+
+    def without_channel(self, node_ids: Iterable[int]) -> set[int]:
+        """Of these nodes, those whose agent holds no channel as far as this process knows
+        (one lock for all of them)."""
+        with self._lock:
+            return {node_id for node_id in node_ids if not self._channel_open(node_id)}
+
     def state(
         self, node_id: int, stored_last_seen: datetime | None, now: datetime
     ) -> tuple[Connectivity, datetime | None]:
-        slack = 0.0
         with self._lock:
             seen = self._seen.get(node_id)
-            channel_open = node_id in self._connected
-            if self.clustered and not channel_open:
-                slack = self.remote_slack
-                # held by another controller, unless the last word about it was a close.
-                # Nothing announced: trust the last-seen time its holder flushes if this
-                # process started after the channel opened (never heard of the agent); an
-                # agent heard here (it joined here) has no channel until one is announced
-                remote = self._remote.get(node_id)
-                channel_open = remote[1] if remote is not None else seen is None
+            channel_open = self._channel_open(node_id)
+            slack = self.remote_slack if self.clustered and node_id not in self._connected else 0
         last = max((t for t in (seen, stored_last_seen) if t is not None), default=None)
         if last is None:
             return Connectivity.NEVER, None

@@ -108,6 +108,13 @@ nodes = Table(
         sqlite_where=text("status != 'Deleted'"),
         postgresql_where=text("status != 'Deleted'"),
     ),
+    # the expiry duty's question every second: which nodes have an operation under way
+    Index(
+        "ix_nodes_pending_operation",
+        "id",
+        sqlite_where=text("pending_operation IS NOT NULL"),
+        postgresql_where=text("pending_operation IS NOT NULL"),
+    ),
     # not on PostgreSQL: there every heartbeat's update would then write every index of the row
     Index("ix_nodes_last_seen_id", "last_seen", "id").ddl_if(dialect="sqlite"),
     # substring search on PostgreSQL (pg_trgm) and IP prefixes whatever the collation; on

@@ -1,0 +1,110 @@
+"""The agent watch's cheap rounds (services/agent_watch.py): between full rounds it reads only
+the nodes whose state can have changed, and records the same agent-lost / agent-back events a
+full round would. On each database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+from voipcloud.services import agent_watch
+from voipcloud.services.agent_watch import AgentWatch
+from voipcloud.services.context import Context
+from voipcloud.services.controller import Controller
+from voipcloud.services.secrets_box import SecretBox
+from voipcloud.store.database import Database
+from voipcloud.store.tables import events, nodes
+
+ADMIN = "admin:admin"
+
+
+@pytest.fixture
+def controller(database_url: str, tmp_path: Path) -> Iterator[Controller]:
+    db = Database(database_url)
+    built = Controller.build(Context(db=db, box=SecretBox.in_data_dir(tmp_path / "data")))
+    built.bootstrap(admin_password="x" * 12)
+    yield built
+    db.dispose()
+
+
+def joined_node(controller: Controller, name: str, seen: datetime) -> int:
+    node = controller.nodes.add(hostname=name, private_ip="10.0.0.5", actor=ADMIN)
+    with controller.ctx.db.write() as conn:
+        conn.execute(update(nodes).where(nodes.c.id == node.id).values(last_seen=seen))
+    return node.id
+
+
+def recorded(controller: Controller) -> list[tuple[int, str]]:
+    query = (
+        select(events.c.node_id, events.c.operation)
+        .where(events.c.operation.in_(("agent-lost", "agent-back")))
+        .order_by(events.c.id)
+    )
+    with controller.ctx.db.read() as conn:
+        return [(row.node_id, row.operation) for row in conn.execute(query)]
+
+
+def test_rounds_between_full_ones_see_every_kind_of_change(
+    controller: Controller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    full_rounds: list[int] = []
+    watch = AgentWatch(controller.ctx, controller.agents.presence, grace=0)
+    every = watch._agent_nodes
+    monkeypatch.setattr(watch, "_agent_nodes", lambda conn: full_rounds.append(1) or every(conn))
+    presence = controller.agents.presence
+    now = datetime.now(UTC)
+    a, b, c = (joined_node(controller, f"watch-{n}", now) for n in "abc")
+    for node_id in (a, b, c):
+        presence.opened(node_id, now)
+    assert watch.check() == 0
+    first = len(full_rounds)  # the first round reads every node; the next ones do not
+    assert first >= 1
+
+    presence.closed(a)  # a channel closes: lost at the next round
+    assert watch.check() == 1
+    assert recorded(controller) == [(a, "agent-lost")]
+    presence.opened(a, datetime.now(UTC))  # and opens again: back
+    assert watch.check() == 1
+    assert recorded(controller)[-1] == (a, "agent-back")
+
+    # an agent silent past the window while its channel is still open (stored and heard
+    # last-seen times both old): lost, found by the stale-last-seen read
+    old = datetime.now(UTC) - timedelta(hours=1)
+    with controller.ctx.db.write() as conn:
+        conn.execute(update(nodes).where(nodes.c.id == b).values(last_seen=old))
+    presence.beat(b, old)
+    assert watch.check() == 1
+    assert recorded(controller)[-1] == (b, "agent-lost")
+
+    # a node whose agent joined after the full round, then went: lost too
+    d = joined_node(controller, "watch-d", datetime.now(UTC))
+    presence.opened(d, datetime.now(UTC))
+    assert watch.check() == 0
+    presence.closed(d)
+    assert watch.check() == 1
+    assert recorded(controller)[-1] == (d, "agent-lost")
+
+    assert watch.check() == 0  # nothing changed: nothing recorded again
+    assert len(full_rounds) == first
+    assert (c, "agent-lost") not in recorded(controller)
+
+
+def test_too_many_named_nodes_make_a_full_round(
+    controller: Controller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(agent_watch, "MAX_CANDIDATE_IDS", 1)
+    watch = AgentWatch(controller.ctx, controller.agents.presence, grace=0)
+    presence = controller.agents.presence
+    now = datetime.now(UTC)
+    ids = [joined_node(controller, f"many-{n}", now) for n in range(3)]
+    for node_id in ids:
+        presence.opened(node_id, now)
+    assert watch.check() == 0
+    for node_id in ids:
+        presence.closed(node_id)
+    assert watch.check() == 3
+    assert sorted(recorded(controller)) == sorted((n, "agent-lost") for n in ids)
