@@ -25,6 +25,19 @@ def pytest_configure(config: pytest.Config) -> None:
     _pg_state["available"] = databases.postgres_available()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """How `pytest -n N --dist loadgroup` (scripts/test) shares the tests out: a module's tests
+    stay together on one worker (its module-scoped controller starts once, its tests run in
+    their order), and every test that builds network namespaces (the `lab` fixture) runs on
+    one worker, one at a time: their labs, role software and fixed ports never meet."""
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        fixtures = getattr(item, "fixturenames", ())
+        group = "netns" if "lab" in fixtures else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not _pg_state.get("available"):
         terminalreporter.write_sep("!", "PostgreSQL UNREACHABLE", red=True, bold=True)
