@@ -324,6 +324,13 @@ class AgentService:
             return True
         with self._ctx.db.read() as conn:
             row = channel_rows.reported_inventory(conn, node_id)
+        return self.stored_inventory_matches(node_id, digest, row)
+
+    def stored_inventory_matches(
+        self, node_id: int, digest: str, row: dict[str, Any] | None
+    ) -> bool:
+        """Whether a stored inventory row (`channel_rows.reported_inventory`) is the one with
+        this digest; remembered when it is."""
         if row is None:
             return False
         try:
@@ -338,7 +345,7 @@ class AgentService:
             return False
         if protocol.inventory_digest(stored) != digest:
             return False
-        self._inventory_digests[node_id] = raw
+        self._inventory_digests[node_id] = bytes.fromhex(digest)
         return True
 
     def _store_inventory(

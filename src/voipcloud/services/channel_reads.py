@@ -151,7 +151,7 @@ class ChannelReads:
                 inventories = channel_rows.inventories_of(conn, unknown)
         return [
             self._digest_known(node_id, digest)
-            or self._matches(node_id, digest, inventories.get(node_id))
+            or self._agents.stored_inventory_matches(node_id, digest, inventories.get(node_id))
             for node_id, digest in hellos
         ]
 
@@ -243,23 +243,3 @@ class ChannelReads:
     # the inventory digests AgentService keeps (a hello whose digest matches writes nothing)
     def _digest_known(self, node_id: int, digest: str) -> bool:
         return self._agents._inventory_digests.get(node_id) == bytes.fromhex(digest)
-
-    def _matches(self, node_id: int, digest: str, row: dict[str, Any] | None) -> bool:
-        """Whether the stored inventory is the one with this digest (as
-        AgentService.inventory_known, from a row read in a batch)."""
-        if row is None:
-            return False
-        try:
-            stored = protocol.Inventory(
-                os=row["os"] or "",
-                kernel=row["kernel"] or "",
-                container_id=row["container_id"] or "",
-                version=row["agent_version"] or "",
-                components=[protocol.ComponentInfo(**c) for c in row["components"] or []],
-            )
-        except (TypeError, ValueError):  # not what an agent reports: ask for it again
-            return False
-        if protocol.inventory_digest(stored) != digest:
-            return False
-        self._agents._inventory_digests[node_id] = bytes.fromhex(digest)
-        return True
