@@ -224,6 +224,9 @@ _SQLITE_LIVE_BY_ID = {
 
 
 def _all_live_by_id(flt: NodeFilter) -> bool:
+    """Every live node, by NodeID in either direction (any other sort is not this path)."""
+    if flt.sort.removeprefix("-") != "id":
+        return False
     plain = dataclasses.replace(flt, sort="id", limit=1, offset=0)
     return plain == NodeFilter(limit=1)
 

@@ -1,0 +1,65 @@
+"""Every sort of the plain listing (no filter) is the sort asked for, in both directions, on
+each database: the fast path for the opening order (every live node by NodeID) must not
+answer any other sort (it once did: `?sort=-hostname` came back by NodeID)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+
+from voipcloud.domain.filters import SORT_KEYS, NodeFilter
+from voipcloud.domain.model import Node
+from voipcloud.services.context import Context
+from voipcloud.services.controller import Controller
+from voipcloud.services.secrets_box import SecretBox
+from voipcloud.store.database import Database
+from voipcloud.store.tables import nodes
+
+ADMIN = "admin:admin"
+
+
+@pytest.fixture
+def controller(database_url: str, tmp_path: Path) -> Iterator[Controller]:
+    db = Database(database_url)
+    built = Controller.build(Context(db=db, box=SecretBox.in_data_dir(tmp_path / "data")))
+    built.bootstrap(admin_password="x" * 12)
+    # host names and addresses in an order other than their NodeIDs'; last-seen times too
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    for n in range(12):
+        node = built.nodes.add(
+            hostname=f"sort-{(n * 7) % 12:02d}", private_ip=f"10.8.{(n * 5) % 12}.1", actor=ADMIN
+        )
+        with db.write() as conn:
+            conn.execute(
+                update(nodes)
+                .where(nodes.c.id == node.id)
+                .values(last_seen=start + timedelta(minutes=(n * 5) % 12))
+            )
+    yield built
+    db.dispose()
+
+
+def _value(node: Node, key: str) -> object:
+    value = getattr(node, key)  # (addresses sort as the text they are stored as)
+    return str(value) if key == "status" else value
+
+
+@pytest.mark.parametrize("descending", [False, True])
+@pytest.mark.parametrize("key", SORT_KEYS)
+def test_the_plain_listing_is_in_the_order_asked_for(
+    controller: Controller, key: str, descending: bool
+) -> None:
+    every = controller.nodes.list(NodeFilter(limit=500)).items
+    assert len(every) == 13  # the controller's own node and the twelve
+    shown = controller.nodes.list(NodeFilter(limit=6, sort=f"-{key}" if descending else key)).items
+    assert len(shown) == 6
+    # (where a node without a last-seen time goes differs by database: compared without it)
+    values = [v for v in (_value(n, key) for n in shown) if v is not None]
+    assert values == sorted(values, reverse=descending)  # type: ignore[type-var]
+    if key in ("id", "hostname", "private_ip"):  # unique: exactly the first six of all
+        ordered = sorted(every, key=lambda n: _value(n, key), reverse=descending)  # type: ignore[arg-type, return-value]
+        assert [n.id for n in shown] == [n.id for n in ordered[:6]]
