@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.cli_support import Cli, one_line_error
-from tests.support.processes import ADMIN_PASSWORD, AgentProcess, Controller, voipcloud_executable
+from tests.support.processes import (
+    ADMIN_PASSWORD,
+    AgentProcess,
+    Controller,
+    interruptible,
+    voipcloud_executable,
+)
 from tests.support.server import free_port
 
 pytestmark = pytest.mark.e2e
@@ -296,6 +302,7 @@ def test_ctrl_c_during_wait_stops_following_but_not_the_operation(
         stderr=subprocess.PIPE,
         text=True,
         env=admin.env(),
+        preexec_fn=interruptible,
     )
     try:
         for _ in range(200):  # until the CLI has asked for the activation

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.cli_support import Cli, one_line_error
-from tests.support.processes import Controller, voipcloud_executable
+from tests.support.processes import Controller, interruptible, voipcloud_executable
 
 pytestmark = pytest.mark.e2e
 
@@ -139,6 +139,7 @@ def test_follow_prints_new_events_until_ctrl_c(
         stderr=subprocess.PIPE,
         text=True,
         env=admin.env(),
+        preexec_fn=interruptible,
     )
     try:
         read_until(process, "add-node")  # the newest match, at once

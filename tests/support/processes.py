@@ -43,6 +43,15 @@ def voipcloud_executable() -> str:
     return located
 
 
+def interruptible() -> None:
+    """`preexec_fn` for a process a test will stop with Ctrl-C (SIGINT): whatever the test
+    runner's process did with SIGINT (a blocked or ignored signal is inherited across exec),
+    the child starts with it unblocked and at its default, so Python turns it into
+    KeyboardInterrupt as in a terminal."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def wait_for(
     probe: Callable[[], T | None], *, timeout: float = 15.0, interval: float = 0.02, what: str = ""
 ) -> T:
