@@ -15,6 +15,9 @@ from tests.support import databases
 from tests.support.server import serve_in_thread
 from voipcloud.api.app import create_app
 from voipcloud.config import Settings
+from voipcloud.services.context import Context
+from voipcloud.services.controller import Controller
+from voipcloud.services.secrets_box import SecretBox
 from voipcloud.store.database import Database, sqlite_url
 
 ADMIN_PASSWORD = "correct-horse-battery"
@@ -113,6 +116,16 @@ def login(base_url: str) -> httpx.Client:
     answer.raise_for_status()
     client.headers["Authorization"] = f"Bearer {answer.json()['access_token']}"
     return client
+
+
+@pytest.fixture
+def services(database_url: str, tmp_path: Path) -> Iterator[Controller]:
+    """The controller's services on a fresh database of each kind, bootstrapped (no server)."""
+    db = Database(database_url)
+    built = Controller.build(Context(db=db, box=SecretBox.in_data_dir(tmp_path / "data")))
+    built.bootstrap(admin_password="x" * 12)
+    yield built
+    db.dispose()
 
 
 @pytest.fixture

@@ -4,31 +4,22 @@ full round would. On each database."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
 
 from voipcloud.services import agent_watch
 from voipcloud.services.agent_watch import AgentWatch
-from voipcloud.services.context import Context
 from voipcloud.services.controller import Controller
-from voipcloud.services.secrets_box import SecretBox
-from voipcloud.store.database import Database
 from voipcloud.store.tables import events, nodes
 
 ADMIN = "admin:admin"
 
 
 @pytest.fixture
-def controller(database_url: str, tmp_path: Path) -> Iterator[Controller]:
-    db = Database(database_url)
-    built = Controller.build(Context(db=db, box=SecretBox.in_data_dir(tmp_path / "data")))
-    built.bootstrap(admin_password="x" * 12)
-    yield built
-    db.dispose()
+def controller(services: Controller) -> Controller:
+    return services
 
 
 def joined_node(controller: Controller, name: str, seen: datetime) -> int:

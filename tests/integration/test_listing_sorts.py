@@ -4,29 +4,22 @@ answer any other sort (it once did: `?sort=-hostname` came back by NodeID)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import update
 
 from voipcloud.domain.filters import SORT_KEYS, NodeFilter
 from voipcloud.domain.model import Node
-from voipcloud.services.context import Context
 from voipcloud.services.controller import Controller
-from voipcloud.services.secrets_box import SecretBox
-from voipcloud.store.database import Database
 from voipcloud.store.tables import nodes
 
 ADMIN = "admin:admin"
 
 
 @pytest.fixture
-def controller(database_url: str, tmp_path: Path) -> Iterator[Controller]:
-    db = Database(database_url)
-    built = Controller.build(Context(db=db, box=SecretBox.in_data_dir(tmp_path / "data")))
-    built.bootstrap(admin_password="x" * 12)
+def controller(services: Controller) -> Controller:
+    built, db = services, services.ctx.db
     # host names and addresses in an order other than their NodeIDs'; last-seen times too
     start = datetime(2026, 1, 1, tzinfo=UTC)
     for n in range(12):
@@ -39,8 +32,7 @@ def controller(database_url: str, tmp_path: Path) -> Iterator[Controller]:
                 .where(nodes.c.id == node.id)
                 .values(last_seen=start + timedelta(minutes=(n * 5) % 12))
             )
-    yield built
-    db.dispose()
+    return built
 
 
 def _value(node: Node, key: str) -> object:

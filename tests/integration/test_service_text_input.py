@@ -3,28 +3,18 @@ schemas): NUL and control characters are refused naming the field, and nothing i
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from voipcloud.domain.errors import InvalidInput
 from voipcloud.domain.filters import NodeFilter
-from voipcloud.services.context import Context
 from voipcloud.services.controller import Controller
-from voipcloud.services.secrets_box import SecretBox
-from voipcloud.store.database import Database
 
 ADMIN = "admin:admin"
 
 
 @pytest.fixture
-def controller(database_url: str, tmp_path: Path) -> Iterator[Controller]:
-    db = Database(database_url)
-    built = Controller.build(Context(db=db, box=SecretBox.in_data_dir(tmp_path / "data")))
-    built.bootstrap(admin_password="x" * 12)
-    yield built
-    db.dispose()
+def controller(services: Controller) -> Controller:
+    return services
 
 
 def test_container_id_with_nul_is_refused_and_nothing_is_added(controller: Controller) -> None:
