@@ -73,12 +73,9 @@ checks.negative_data_rejection.expected-statuses = [
 # status Deleted, its history and its detail (the seed's Deleted status; the listing shows it
 # under status=Deleted). So a node's reads answer 200 after DELETE /nodes/{id}, as specified;
 # the stateful check "deleted resource still available" (ST301, use_after_free) reported
-# exactly that (GET /nodes/{id}/events after DELETE /nodes/{id}) and is off. Deletions that
-# do remove (tokens, webhooks, accounts, role assignments) are checked by their own tests.
-CONFIG += """
-[checks.use_after_free]
-enabled = false
-"""
+# exactly that (GET /nodes/{id}/events after DELETE /nodes/{id}) and is excluded on the
+# command line below (the configuration file's switch did not reach the stateful phase).
+# Deletions that do remove (tokens, webhooks, accounts, role assignments) have their own tests.
 # The writes that honour If-Match: a well-formed ETag of an older version is refused with the
 # documented 412 (nothing written). That is a refusal on the stored state, like 409 (which
 # schemathesis already expects of a valid request), never on the request's shape.
@@ -112,6 +109,8 @@ def test_schemathesis_every_operation_all_checks(api: LiveApi, tmp_path: Path) -
         f"{api.base_url}/openapi.json",
         "--checks",
         "all",
+        "--exclude-checks",  # ST301: Delete Node keeps the node readable (CONFIG's reason)
+        "use_after_free",
         "--header",
         f"Authorization: Bearer {token}",
         "--max-examples",
