@@ -79,10 +79,12 @@ def test_a_holder_whose_session_dies_loses_its_duties_to_the_other(
     assert a.leads(Duty.AGENT_WATCH)
     assert not b.leads(Duty.AGENT_WATCH)
     # the holder's session is killed (like its process); only in this test's database: the
-    # same duty's lock of another database (another test, a benchmark) is none of its business
+    # same duty's lock of another database (another test, a benchmark) is none of its business.
+    # pg_terminate_backend answers once the signal is sent; with a timeout it waits (up to 10 s)
+    # until the session has ended and its locks are released
     with two[1].engine.connect() as conn:
         killed = conn.exec_driver_sql(
-            "SELECT pg_terminate_backend(pid) FROM pg_locks "
+            "SELECT pg_terminate_backend(pid, 10000) FROM pg_locks "
             "WHERE locktype = 'advisory' AND objid = %s AND classid::bigint = %s "
             "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             (int(Duty.AGENT_WATCH), cluster.LOCK_SPACE),
@@ -347,7 +349,7 @@ def test_a_link_lost_and_regained_wakes_its_channels_and_hears_again(
 def _terminate_listeners(db: Database) -> None:
     with db.engine.connect() as conn:
         killed = conn.exec_driver_sql(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
             "WHERE datname = current_database() AND query LIKE 'LISTEN%%'"
         ).all()
         conn.commit()
