@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,10 +19,13 @@ from tests.support import databases
 from tests.support.moto import MotoServer, moto_server
 from tests.support.server import serve_in_thread
 from voipcloud.api.app import create_app
+from voipcloud.domain.storage import KindConfig
+from voipcloud.services.storage_migration import StorageMigrations
 
 pytestmark = pytest.mark.postgres
 BASE = "/api/v1/storage/recordings"
 OBJECTS = 600
+MOVE_DELAY = 0.04  # per object: 600 objects take at least 6 s, so the pause lands mid-way
 
 
 @pytest.fixture
@@ -31,8 +35,17 @@ def moto(tmp_path: Path) -> Iterator[MotoServer]:
 
 
 def test_a_migration_runs_on_one_controller_and_the_other_sees_and_pauses_it(
-    tmp_path: Path, postgres_template: str, moto: MotoServer
+    tmp_path: Path, postgres_template: str, moto: MotoServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # S3 on loopback is fast enough to finish 600 objects before the other controller's pause
+    # arrives on a loaded machine; each move is made slower so the test is about the pause
+    move = StorageMigrations._move
+
+    def slow_move(self: StorageMigrations, config: KindConfig, key: str) -> None:
+        time.sleep(MOVE_DELAY)
+        move(self, config, key)
+
+    monkeypatch.setattr(StorageMigrations, "_move", slow_move)
     name = databases.create_database(template=postgres_template)
     url = databases.url_for(name)
     try:
