@@ -371,10 +371,31 @@ def set_inventory(
 _TOUCH = update(nodes).where(nodes.c.id == bindparam("node_id")).values(last_seen=bindparam("seen"))
 
 
+# PostgreSQL: one statement over two arrays. At 12,500 channels per process the batch above
+# spent 44 % of a worker's interpreter time building one parameter dict per node and having
+# SQLAlchemy process it (py-spy, 50,000 agents on `serve --workers 4`); the arrays are two
+# lists handed to the driver as they are.
+_TOUCH_MANY_PG = text(
+    "UPDATE nodes SET last_seen = v.seen "
+    "FROM unnest(CAST(:ids AS bigint[]), CAST(:seen AS timestamptz[])) AS v(id, seen) "
+    "WHERE nodes.id = v.id"
+)
+
+
 def touch_last_seen(conn: Connection, seen: dict[int, datetime]) -> None:
-    """Many heartbeats in one statement batch (built once, see STACK-NOTES)."""
-    if seen:
-        conn.execute(_TOUCH, [{"node_id": k, "seen": v} for k, v in seen.items()])
+    """Many heartbeats in one statement (PostgreSQL) or one statement batch (SQLite, built
+    once, see STACK-NOTES). In node id order: two controllers flushing overlapping nodes (an
+    agent that moved between them) lock the rows in the same order."""
+    if not seen:
+        return
+    ids = sorted(seen)
+    if conn.dialect.name == "postgresql":
+        times = [seen[i] for i in ids]
+        if any(t.tzinfo is None for t in times):  # as UTCDateTime refuses one
+            raise ValueError("naive datetime given to a UTC column")
+        conn.execute(_TOUCH_MANY_PG, {"ids": ids, "seen": times})
+    else:
+        conn.execute(_TOUCH, [{"node_id": i, "seen": seen[i]} for i in ids])
 
 
 def ids_matching(conn: Connection, flt: NodeFilter, *, limit: int) -> list[int]:

@@ -1,0 +1,67 @@
+"""The presence flush writes every heartbeat time heard since the last flush in one statement
+(PostgreSQL: two arrays) or one batch (SQLite), on each database: each node gets its own time,
+a node not heard keeps its time, a node deleted meanwhile is skipped, and naive times are
+refused rather than stored in the server's zone."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import delete, select
+from sqlalchemy.exc import StatementError
+
+from voipcloud.services.controller import Controller
+from voipcloud.store import nodes as node_rows
+from voipcloud.store.tables import nodes
+
+ADMIN = "admin:admin"
+START = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+
+def _seen(controller: Controller) -> dict[int, datetime | None]:
+    with controller.ctx.db.read() as conn:
+        rows = conn.execute(select(nodes.c.id, nodes.c.last_seen)).all()
+    return {row.id: row.last_seen for row in rows}
+
+
+def test_each_node_gets_its_own_time_and_the_others_keep_theirs(services: Controller) -> None:
+    made = [
+        services.nodes.add(
+            hostname=f"flush-{n:03d}", private_ip=f"10.9.{n // 200}.{n % 200 + 1}", actor=ADMIN
+        )
+        for n in range(300)
+    ]
+    ids = [node.id for node in made]
+    first = {node_id: START + timedelta(seconds=i) for i, node_id in enumerate(ids[:200])}
+    with services.ctx.db.write() as conn:
+        node_rows.touch_last_seen(conn, first)
+    seen = _seen(services)
+    assert all(seen[i] == first[i] for i in ids[:200])
+    assert all(seen[i] is None for i in ids[200:])  # never heard: untouched
+
+    # the second flush: some again (later), one deleted meanwhile, a different zone's time
+    gone = ids[5]
+    with services.ctx.db.write() as conn:
+        conn.execute(delete(nodes).where(nodes.c.id == gone))
+    later = {i: START + timedelta(hours=1, seconds=i % 7) for i in ids[:10]}
+    later[ids[250]] = datetime(2026, 11, 30, 17, 0, tzinfo=timezone(timedelta(hours=2)))
+    with services.ctx.db.write() as conn:
+        node_rows.touch_last_seen(conn, later)
+    seen = _seen(services)
+    assert gone not in seen
+    assert all(seen[i] == later[i] for i in ids[:10] if i != gone)
+    assert all(seen[i] == first[i] for i in ids[10:200])  # not heard this time: kept
+    assert seen[ids[250]] == later[ids[250]]
+    assert seen[ids[250]] == datetime(2026, 11, 30, 15, 0, tzinfo=UTC)  # the same instant
+    assert all(seen[i] is None for i in ids[200:] if i != ids[250])
+
+
+def test_an_empty_flush_writes_nothing_and_a_naive_time_is_refused(services: Controller) -> None:
+    node = services.nodes.add(hostname="flush-naive", private_ip="10.9.9.9", actor=ADMIN)
+    with services.ctx.db.write() as conn:
+        node_rows.touch_last_seen(conn, {})
+    assert _seen(services)[node.id] is None
+    with pytest.raises((ValueError, StatementError)), services.ctx.db.write() as conn:
+        node_rows.touch_last_seen(conn, {node.id: datetime(2026, 11, 30, 12, 0)})
+    assert _seen(services)[node.id] is None
