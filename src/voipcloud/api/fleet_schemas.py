@@ -74,22 +74,6 @@ class BulkBody(Strict):
     parameters: dict[str, Any] | None = Field(default=None, max_length=64)
 
 
-class BulkResultPublic(BaseModel):
-    node_id: int
-    outcome: str  # "done" or "refused"
-    hostname: str | None = None  # null: no such node
-    status: str | None = None  # the node's status after the call
-    rule: str | None = None  # refused: the rule (as the single-node 409 names it)
-    reason: str | None = None  # refused: why
-
-
-class BulkResultsPublic(BaseModel):
-    action: str
-    done: int
-    refused: int
-    results: list[BulkResultPublic]
-
-
 class StatusCountPublic(BaseModel):
     status: NodeStatus
     nodes: int

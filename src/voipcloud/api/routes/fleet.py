@@ -11,13 +11,12 @@ from voipcloud.api.deps import CanManageNodes, CanRead, ControllerDep
 from voipcloud.api.errors import REFUSALS
 from voipcloud.api.fleet_schemas import (
     BulkBody,
-    BulkResultPublic,
-    BulkResultsPublic,
     MaintenanceRequest,
     NodesSummaryPublic,
     StatusCountPublic,
 )
 from voipcloud.api.routes.nodes import detail
+from voipcloud.api.row_schemas import BulkResultPublic, BulkResultsPublic, row_results
 from voipcloud.api.schemas import NodeDetailPublic
 from voipcloud.domain import bulk
 from voipcloud.domain.bulk import BulkRequest
@@ -88,17 +87,7 @@ def bulk_action(
         action=action,
         done=done,
         refused=refused,
-        results=[
-            BulkResultPublic(
-                node_id=r.node_id,
-                outcome=r.outcome.value,
-                hostname=r.hostname,
-                status=r.status,
-                rule=r.rule,
-                reason=r.reason,
-            )
-            for r in results
-        ],
+        results=row_results(BulkResultPublic, results),
     )
 
 

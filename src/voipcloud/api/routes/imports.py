@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from voipcloud.api.deps import CanManageNodes, CanRead, ControllerDep
-from voipcloud.api.enrolment import EnrolmentPublic, for_request
+from voipcloud.api.enrolment import for_request
 from voipcloud.api.errors import REFUSALS
+from voipcloud.api.row_schemas import ImportResultPublic, ImportResultsPublic, row_results
 from voipcloud.api.schemas import Strict
 from voipcloud.domain import imports
 from voipcloud.domain.imports import ImportRow, RoleRequest
@@ -61,30 +62,6 @@ class ImportBody(Strict):
     nodes: list[ImportNode] = Field(min_length=1, max_length=imports.MAX_IMPORT)
 
 
-class ImportResultPublic(BaseModel):
-    index: int = Field(description="the row's position in `nodes`, from 0")
-    outcome: Literal["created", "refused"]
-    hostname: str | None = None
-    node_id: int | None = None
-    session_key: str | None = Field(
-        default=None, description="created with a role: the key the node's agent joins with"
-    )
-    field: str | None = Field(
-        default=None, description="refused: the row's field at fault (`roles.0.parameters.x`)"
-    )
-    rule: str | None = Field(default=None, description="refused by a rule: its code")
-    reason: str | None = None
-
-
-class ImportResultsPublic(BaseModel):
-    created: int
-    refused: int
-    results: list[ImportResultPublic]
-    enrolment: EnrolmentPublic = Field(
-        description="how the nodes' agents join (each with its own session key, from a file)"
-    )
-
-
 @router.post("/import", response_model=ImportResultsPublic)
 def import_nodes(
     body: ImportBody, actor: CanManageNodes, controller: ControllerDep, request: Request
@@ -99,19 +76,7 @@ def import_nodes(
     return ImportResultsPublic(
         created=created,
         refused=refused,
-        results=[
-            ImportResultPublic(
-                index=r.index,
-                outcome=r.outcome.value,
-                hostname=r.hostname,
-                node_id=r.node_id,
-                session_key=r.session_key,
-                field=r.field,
-                rule=r.rule,
-                reason=r.reason,
-            )
-            for r in results
-        ],
+        results=row_results(ImportResultPublic, results),
         enrolment=for_request(request),
     )
 
