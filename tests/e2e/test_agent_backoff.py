@@ -16,21 +16,13 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 
+from tests.support.agent_channel import DESIRED, returning_agent
 from tests.support.processes import AgentProcess
 from tests.support.server import serve_in_thread
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault]
 
 WINDOW = 12.0  # seconds watched
-DESIRED = {
-    "type": "desired",
-    "node_id": 7,
-    "hostname": "edge",
-    "status": "Offline",
-    "generation": 1,
-    "operation": None,
-    "roles": [],
-}
 
 
 def failing_controller(connections: list[float], *, send_desired: bool, code: int) -> FastAPI:
@@ -61,16 +53,7 @@ def test_an_agent_backs_off_from_a_controller_that_accepts_then_fails(
     connections: list[float] = []
     app = failing_controller(connections, send_desired=send_desired, code=code)
     with serve_in_thread(app) as url:
-        state_dir = tmp_path / "agent-backoff"
-        state_dir.mkdir()
-        # an agent that joined before: it goes straight to its channel
-        (state_dir / "state.json").write_text(
-            json.dumps(
-                {"controller": url, "node_id": 7, "agent_token": "t", "heartbeat_interval": 0.5}
-            )
-        )
-        agent = AgentProcess(controller_url=url, session_key="unused", state_dir=state_dir)
-        agent.start()
+        agent = returning_agent(url, tmp_path / "agent-backoff")
         try:
             time.sleep(WINDOW)
             assert agent.process is not None

@@ -25,6 +25,7 @@ from starlette.responses import PlainTextResponse
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
+from tests.support.agent_channel import DESIRED, returning_agent
 from tests.support.processes import AgentProcess, Controller, wait_for
 from tests.support.server import serve_in_thread
 from voipcloud import protocol
@@ -151,16 +152,6 @@ def test_a_controller_over_its_handshake_bound_sheds_with_retry_after_and_all_co
 
 # --- the real agent honours Retry-After ---------------------------------------------------
 
-DESIRED = {
-    "type": "desired",
-    "node_id": 7,
-    "hostname": "edge",
-    "status": "Offline",
-    "generation": 1,
-    "operation": None,
-    "roles": [],
-}
-
 
 def shedding_controller(attempts: list[float], *, refuse: int, seconds: int) -> FastAPI:
     """The first `refuse` upgrades get 503 Retry-After: `seconds`; then it accepts."""
@@ -191,15 +182,7 @@ def test_a_real_agent_waits_the_retry_after_of_a_503_instead_of_its_backoff(
     seconds = 2
     app = shedding_controller(attempts, refuse=2, seconds=seconds)
     with serve_in_thread(app) as url:
-        state_dir = tmp_path / "agent-shed"
-        state_dir.mkdir()
-        (state_dir / "state.json").write_text(  # joined before: straight to its channel
-            json.dumps(
-                {"controller": url, "node_id": 7, "agent_token": "t", "heartbeat_interval": 0.5}
-            )
-        )
-        agent = AgentProcess(controller_url=url, session_key="unused", state_dir=state_dir)
-        agent.start()
+        agent = returning_agent(url, tmp_path / "agent-shed")
         try:
             wait_for(lambda: "channel open" in agent.log(), timeout=30, what="the channel open")
         finally:
