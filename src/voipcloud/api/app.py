@@ -17,6 +17,7 @@ from voipcloud import __version__, protocol
 from voipcloud.api import agent_package, contract, errors, versions
 from voipcloud.api import metrics as metrics_api
 from voipcloud.api.agent_channel import AgentHub, ChannelRoute
+from voipcloud.api.gc_policy import CollectorPolicy
 from voipcloud.api.limits import BodySizeLimit
 from voipcloud.api.routes import (
     accounts,
@@ -321,7 +322,10 @@ def create_app(settings: Settings | None = None, controller: Controller | None =
         app.state.cluster = link
         if link is not None:
             tasks.append(asyncio.create_task(link.run()))
+        collector = CollectorPolicy(lambda: hub.admission.opened, hub.connected_count)
+        app.state.collector = collector
         tasks += [
+            asyncio.create_task(collector.run(started)),
             asyncio.create_task(begin_metrics(started)),
             asyncio.create_task(worker.run(started=started, report=outage.down)),
             # rollouts advance in the controller (services/rollout_runner.py)
