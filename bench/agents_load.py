@@ -56,61 +56,40 @@ import secrets
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
+from _common import (
+    CHANNEL_SETTINGS,
+    INVENTORY,
+    PASSWORD,
+    Serve,
+    bounded,
+    cpu_seconds,
+    loadavg,
+    pss_mib,
+    rss_mib,
+)
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.support
-from tests.support.processes import voipcloud_executable
-from tests.support.server import free_port
 
 from voipcloud import protocol
 from voipcloud.agent.runner import Backoff, retry_after, retry_after_delay
 
 API = "/api/v1"
-PASSWORD = "bench-admin-password"
 BEAT = protocol.Beat().model_dump_json()  # exactly what the agent sends
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-INVENTORY = protocol.Inventory(
-    os="Debian GNU/Linux 12 (bookworm)",
-    kernel="Linux 6.1.0-21-amd64",
-    version="0.1.0",
-    components=[
-        protocol.ComponentInfo(name=f"package-{i:02d}", version=f"1.{i}") for i in range(20)
-    ],
-)
 FEATURES = [
     protocol.FEATURE_NODE_ADDRESSES,
     protocol.FEATURE_ROLE_HEALTH,
     protocol.FEATURE_INVENTORY_DIGEST,
     protocol.FEATURE_RECONNECT_WINDOW,
 ]
-
-
-def loadavg() -> list[float]:
-    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
-
-
-def proc_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -451,82 +430,6 @@ async def child_main(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------- parent
 
 
-@dataclass
-class Serve:
-    data_dir: Path
-    database_url: str | None
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-    workers: int = 1  # `serve --workers N`: N processes on this one port (SO_REUSEPORT)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def worker_pids(self) -> list[int]:
-        """The processes holding connections: the workers (children of `serve`), or it."""
-        assert self.process is not None
-        pid = self.process.pid
-        if self.workers <= 1:
-            return [pid]
-        with contextlib.suppress(OSError):
-            return sorted(
-                int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-            )
-        return []
-
-    def _workers_ready(self) -> bool:
-        if self.workers <= 1:
-            return True
-        log = (self.data_dir / "serve.log").read_text(errors="replace")
-        return log.count(" ready: pid ") >= self.workers and len(self.worker_pids()) == self.workers
-
-    def start(self, key_from: Path | None = None) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        if key_from is not None:  # several controllers share the data key
-            shutil.copy2(key_from / "secret.key", self.data_dir / "secret.key")
-        env = {
-            **os.environ,
-            "VOIPCLOUD_DATA_DIR": str(self.data_dir),
-            "VOIPCLOUD_ADMIN_PASSWORD": PASSWORD,
-            "VOIPCLOUD_HEARTBEAT_INTERVAL": "10",
-            "VOIPCLOUD_MISSED_BEATS": "3",
-            "VOIPCLOUD_ACTIVATION_TIMEOUT": "120",
-        }
-        if self.database_url:
-            env["VOIPCLOUD_DATABASE_URL"] = self.database_url
-        command = [voipcloud_executable(), "serve", "--port", str(self.port), "--no-ic-agent"]
-        if self.workers > 1:
-            command += ["--workers", str(self.workers)]
-        log = (self.data_dir / "serve.log").open("ab")
-        self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"voipcloud serve exited; see {self.data_dir}/serve.log")
-            with contextlib.suppress(httpx.TransportError):
-                ready = httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
-                if ready and self._workers_ready():
-                    return
-            time.sleep(0.2)
-        tail = (self.data_dir / "serve.log").read_text(errors="replace")[-2000:]
-        raise RuntimeError(f"voipcloud serve did not become ready within 120 s:\n{tail}")
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-
-
 def seed_store(database_url: str, count: int) -> list[tuple[int, str]]:
     """N nodes with the wk role and an agent credential each, in a few multi-row statements."""
     from sqlalchemy import insert, select
@@ -580,16 +483,6 @@ def seed_store(database_url: str, count: int) -> list[tuple[int, str]]:
             conn.execute(insert(role_assignments), assignments[start : start + 1000])
     db.dispose()
     return list(zip(node_ids, tokens, strict=True))
-
-
-async def bounded(limit: int, jobs: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
-    semaphore = asyncio.Semaphore(limit)
-
-    async def run(job: Callable[[], Awaitable[Any]]) -> Any:
-        async with semaphore:
-            return await job()
-
-    return await asyncio.gather(*(run(job) for job in jobs))
 
 
 async def api_join(admin: httpx.AsyncClient, count: int, prefix: str) -> list[tuple[int, str]]:
@@ -743,12 +636,12 @@ class Usage:
     def __init__(self, pids: list[int]) -> None:
         self.pids = pids
         self.t = time.monotonic()
-        self.cpu = [proc_cpu_seconds(p) for p in pids]
+        self.cpu = [cpu_seconds(p) for p in pids]
 
     def percent(self) -> list[float]:
         dt = time.monotonic() - self.t
         return [
-            round((proc_cpu_seconds(p) - c) / dt * 100, 1)
+            round((cpu_seconds(p) - c) / dt * 100, 1)
             for p, c in zip(self.pids, self.cpu, strict=True)
         ]
 
@@ -771,11 +664,17 @@ async def parent_main(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             urls, pids = [args.url], list(args.controller_pid or [])
         else:
             for i in range(args.controllers):
-                serve = Serve(work / f"controller-{i}", args.database_url, workers=args.workers)
+                serve = Serve(
+                    work / f"controller-{i}",
+                    args.database_url,
+                    env=CHANNEL_SETTINGS,
+                    workers=args.workers,
+                )
                 serve.start(key_from=serves[0].data_dir if serves else None)
                 serves.append(serve)
             urls, pids = [s.url for s in serves], [p for s in serves for p in s.worker_pids()]
-        result["rss_base_mib"] = [round(proc_rss_mib(p), 1) for p in pids]
+        result["rss_base_mib"] = [round(rss_mib(p), 1) for p in pids]
+        result["pss_base_mib"] = [round(pss_mib(p), 1) for p in pids]
         database_url = args.database_url or (
             f"sqlite+pysqlite:///{work / 'controller-0' / 'voipcloud.sqlite3'}"
         )
@@ -863,11 +762,18 @@ async def parent_main(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             result["open_seconds"] = round(open_seconds, 1)
             result["opened_per_s"] = round(opened / open_seconds, 1) if open_seconds else None
             await asyncio.sleep(2)  # let the hellos' writes settle
-            rss = [proc_rss_mib(p) for p in pids]
+            rss = [rss_mib(p) for p in pids]
             result["rss_open_mib"] = [round(r, 1) for r in rss]
             base = sum(result["rss_base_mib"])
             result["rss_per_connection_kib"] = (
                 round((sum(rss) - base) * 1024 / opened, 1) if opened else None
+            )
+            # PSS: the workers of one `serve` share pages their RSS each count whole
+            pss = [pss_mib(p) for p in pids]
+            result["pss_open_mib"] = [round(m, 1) for m in pss]
+            base = sum(result["pss_base_mib"])
+            result["pss_per_connection_kib"] = (
+                round((sum(pss) - base) * 1024 / opened, 1) if opened else None
             )
 
             # quiet: channels open, nothing sent (shorter than the silence that closes them)
@@ -907,7 +813,8 @@ async def parent_main(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             result["push_failures"] = len(failures)
             result["push_failure_samples"] = failures[:3]
             result["load_during"] = [load0, loadavg()]
-            result["rss_end_mib"] = [round(proc_rss_mib(p), 1) for p in pids]
+            result["rss_end_mib"] = [round(rss_mib(p), 1) for p in pids]
+            result["pss_end_mib"] = [round(pss_mib(p), 1) for p in pids]
             per_second: dict[int, int] = {}
             for child in children:
                 previous = None
@@ -1021,7 +928,8 @@ async def reconnect_phase(
         "refused_503": sum(d["refused"] for d in done),
         "errors": errors,
         "cpu_percent": cpu,
-        "rss_mib": [round(proc_rss_mib(s.pid), 1) for s in serves],
+        "rss_mib": [round(rss_mib(s.pid), 1) for s in serves],
+        "pss_mib": [round(pss_mib(s.pid), 1) for s in serves],
         "load": loads,
         "reopened_per_second": [
             per_second.get(k, 0) for k in range(max(per_second, default=-1) + 1)
@@ -1050,6 +958,11 @@ def table(result: dict[str, Any]) -> str:
             f"{result['rss_base_mib']} → {result['rss_open_mib']}",
         ),
         ("RSS per connection (KiB)", result["rss_per_connection_kib"]),
+        (
+            "controller PSS base → open (MiB)",
+            f"{result['pss_base_mib']} → {result['pss_open_mib']} "
+            f"({result['pss_per_connection_kib']} KiB a connection)",
+        ),
         ("idle upkeep CPU % (per controller)", result["idle_cpu_percent"]),
         (
             "beats target / sent / absorbed per s",

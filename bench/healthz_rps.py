@@ -30,6 +30,8 @@ import sys
 import tempfile
 import time
 
+from _common import cpu_seconds, exchange, free_port
+
 REQUEST = b"GET /healthz HTTP/1.1\r\nHost: bench\r\nUser-Agent: healthz-rps\r\n\r\n"
 
 SERVER = """
@@ -51,25 +53,13 @@ uvicorn.Server(config).run()
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def _connection(port: int, deadline: float, latencies: list[float]) -> int:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     done = 0
     try:
         while time.monotonic() < deadline:
             started = time.perf_counter()
-            writer.write(REQUEST)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line.lower().startswith(b"content-length:"):
-                    length = int(line.split(b":", 1)[1])
-            await reader.readexactly(length)
+            await exchange(reader, writer, REQUEST)
             latencies.append(time.perf_counter() - started)
             done += 1
     finally:
@@ -106,13 +96,6 @@ def measure(port: int, connections: int, clients: int, seconds: float) -> tuple[
     total = sum(count for count, _ in results)
     latencies = sorted(lat for _, lats in results for lat in lats)
     return total / max(elapsed, seconds), latencies
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of a process so far, from /proc (Linux)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_server(kind: str, data_dir: str) -> tuple[subprocess.Popen[bytes], int]:

@@ -36,100 +36,23 @@ import functools
 import json
 import os
 import pstats
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
+from _common import CHANNEL_SETTINGS, PASSWORD, Serve, bounded
+from _common import load_line as load
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.support
-from tests.support.processes import voipcloud_executable
-from tests.support.server import free_port
 
 from voipcloud import protocol
 
 API = "/api/v1"
-PASSWORD = "bench-admin-password"
 BEAT = protocol.Beat().model_dump_json()  # exactly what the agent sends
 INVENTORY = protocol.Inventory(os="Debian GNU/Linux 12", kernel="Linux 6.1", version="b")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def load() -> str:
-    """Other work on the machine skews the figures; say how busy it was."""
-    return "load average " + " ".join(Path("/proc/loadavg").read_text().split()[:3])
-
-
-# the controller process
-@dataclass
-class Serve:
-    data_dir: Path
-    profile: Path | None = None
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        env = {
-            **os.environ,
-            "VOIPCLOUD_DATA_DIR": str(self.data_dir),
-            "VOIPCLOUD_ADMIN_PASSWORD": PASSWORD,
-            "VOIPCLOUD_HEARTBEAT_INTERVAL": "10",
-            "VOIPCLOUD_MISSED_BEATS": "3",
-            "VOIPCLOUD_ACTIVATION_TIMEOUT": "120",
-        }
-        command = [voipcloud_executable(), "serve", "--port", str(self.port), "--no-ic-agent"]
-        if self.profile is not None:
-            command = [sys.executable, "-m", "cProfile", "-o", str(self.profile), *command]
-        log = (self.data_dir / "serve.log").open("ab")
-        self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError("voipcloud serve exited; see serve.log")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("voipcloud serve did not become healthy within 60 s")
-
-    def cpu_seconds(self) -> float:
-        assert self.process is not None
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
-
-    def rss_mib(self) -> float:
-        assert self.process is not None
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            # uvicorn re-raises the signal after its graceful shutdown; SIGTERM's default
-            # action would kill the process before cProfile writes, SIGINT's exception lets it
-            self.process.send_signal(signal.SIGINT if self.profile else signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
 
 
 # one simulated agent
@@ -161,16 +84,6 @@ class SimAgent:
                     await self.ws.send(outcome.model_dump_json())
         except ConnectionClosed:
             return
-
-
-async def bounded(limit: int, jobs: list[Callable[[], Awaitable[Any]]]) -> list[Any]:
-    semaphore = asyncio.Semaphore(limit)
-
-    async def run(job: Callable[[], Awaitable[Any]]) -> Any:
-        async with semaphore:
-            return await job()
-
-    return await asyncio.gather(*(run(job) for job in jobs))
 
 
 async def create_agents(url: str, admin: httpx.AsyncClient, count: int) -> list[SimAgent]:
@@ -408,7 +321,7 @@ def main() -> None:
         raise SystemExit(f"ulimit -n is too low for {args.agents} agents (2 sockets each)")
 
     with tempfile.TemporaryDirectory(prefix="voipcloud-bench-") as tmp:
-        serve = Serve(data_dir=Path(tmp) / "controller", profile=args.profile)
+        serve = Serve(Path(tmp) / "controller", env=CHANNEL_SETTINGS, profile=args.profile)
         serve.start()
         try:
             print(

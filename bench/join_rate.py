@@ -38,144 +38,29 @@ import json
 import os
 import secrets
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 import httpx
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.support
-from tests.support.processes import voipcloud_executable
-from tests.support.server import free_port
-
-from voipcloud import protocol
-
-API = "/api/v1"
-PASSWORD = "bench-admin-password"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-INVENTORY = protocol.Inventory(
-    os="Debian GNU/Linux 12 (bookworm)",
-    kernel="Linux 6.1.0-21-amd64",
-    version="0.1.0",
-    components=[
-        protocol.ComponentInfo(name=f"package-{i:02d}", version=f"1.{i}") for i in range(20)
-    ],
+from _common import (
+    HEALTHZ,
+    INVENTORY,
+    PASSWORD,
+    Serve,
+    cpu_seconds,
+    exchange,
+    loadavg,
+    private_database,
 )
 
-
-def loadavg() -> list[float]:
-    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-@dataclass
-class Serve:
-    data_dir: Path
-    database_url: str | None
-    pythonpath: str | None = None
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        env = {
-            **os.environ,
-            "VOIPCLOUD_DATA_DIR": str(self.data_dir),
-            "VOIPCLOUD_ADMIN_PASSWORD": PASSWORD,
-            "VOIPCLOUD_HEARTBEAT_INTERVAL": "10",
-            "VOIPCLOUD_METRICS_ALLOW": "127.0.0.1/32",  # the join groups, from /metrics
-        }
-        if self.database_url:
-            env["VOIPCLOUD_DATABASE_URL"] = self.database_url
-        command = [voipcloud_executable(), "serve", "--port", str(self.port), "--no-ic-agent"]
-        if self.pythonpath:  # another source tree first on the path
-            env["PYTHONPATH"] = self.pythonpath
-            command = [
-                sys.executable,
-                "-c",
-                "from voipcloud.cli.main import app; app()",
-                *command[1:],
-            ]
-        log = (self.data_dir / "serve.log").open("ab")
-        self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"voipcloud serve exited; see {self.data_dir}/serve.log")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
-                    return
-            time.sleep(0.2)
-        raise RuntimeError(f"voipcloud serve did not become ready; see {self.data_dir}/serve.log")
-
-    @property
-    def pid(self) -> int:
-        assert self.process is not None
-        return self.process.pid
-
-    def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-
-
-@contextlib.contextmanager
-def private_database(server_url: str) -> Iterator[str]:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"voipcloud_join_{secrets.token_hex(4)}"
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+API = "/api/v1"
 
 
 # ------------------------------------------------------------------ the join clients (children)
-
-
-async def _exchange(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
-) -> tuple[int, bytes]:
-    writer.write(request)
-    status_line = await reader.readline()
-    if not status_line:
-        raise ConnectionError("the server closed the connection")
-    status = int(status_line.split()[1])
-    length = 0
-    while True:
-        line = await reader.readline()
-        if line in (b"\r\n", b""):
-            break
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    return status, await reader.readexactly(length)
 
 
 def _post(path: str, body: bytes) -> bytes:
@@ -192,7 +77,7 @@ async def _connection(
     try:
         for request in requests:
             t0 = time.monotonic()
-            status, payload = await _exchange(reader, writer, request)
+            status, payload = await exchange(reader, writer, request)
             latencies.append(time.monotonic() - t0)
             if status != 200:
                 bad.append(f"{status} {payload[:200]!r}")
@@ -328,7 +213,15 @@ def run(args: argparse.Namespace, work: Path, database_url: str | None) -> dict[
         "cpus": os.cpu_count(),
         "load_before": loadavg(),
     }
-    serve = Serve(work / "controller", database_url, pythonpath=args.pythonpath)
+    serve = Serve(
+        work / "controller",
+        database_url,
+        env={
+            "VOIPCLOUD_HEARTBEAT_INTERVAL": "10",
+            "VOIPCLOUD_METRICS_ALLOW": "127.0.0.1/32",  # the join groups, from /metrics
+        },
+        pythonpath=args.pythonpath,
+    )
     serve.start()
     try:
         admin = login(serve.url)
@@ -375,7 +268,7 @@ def run(args: argparse.Namespace, work: Path, database_url: str | None) -> dict[
         count = max(2000, min(20000, int(joined["per_s"] * 5)))
         ceiling = run_clients(
             serve.port,
-            [b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n"] * count,
+            [HEALTHZ] * count,
             clients=args.clients,
             concurrency=args.concurrency,
         )
@@ -449,7 +342,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="voipcloud-join-"))
     try:
         if args.postgres_url:
-            with private_database(args.postgres_url) as url:
+            with private_database(args.postgres_url, "voipcloud_join") as url:
                 result = run(args, work, url)
         else:
             result = run(args, work, None)

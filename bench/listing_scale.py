@@ -26,18 +26,17 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import create_engine, func, insert, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, insert, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _common import private_database
 from tests.support.server import serve_in_thread
 from web_listing import PASSWORD, ROLE_SETS, ServerClock, served, sign_in
 
@@ -167,21 +166,6 @@ def timed(call: Callable[[], object], repeats: int) -> list[float]:
     return samples
 
 
-@contextmanager
-def private_postgres(server_url: str) -> Iterator[str]:
-    """A database of our own on the shared server, dropped afterwards."""
-    name = f"voipcloud_bench_{os.getpid()}"
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
 def total(controller: Controller, flt: NodeFilter) -> int:
     """The listing's total alone: the store's own function when it has one (since 0008; since
     0009 a `Total`, counted up to 1,000 for a search)."""
@@ -266,7 +250,7 @@ def main() -> None:
     if args.only in (None, "sqlite"):
         results.append(run("sqlite", None, args.nodes, args.requests))
     if args.only in (None, "postgresql"):
-        with private_postgres(args.postgres_url) as url:
+        with private_database(args.postgres_url) as url:
             results.append(run("postgresql", url, args.nodes, args.requests))
     document = {"uptime": Path("/proc/loadavg").read_text().strip(), "results": results}
     if args.json:

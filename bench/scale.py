@@ -26,153 +26,29 @@ Never passes or fails. Every part is bounded (`timeout` per subprocess). Usage:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import secrets
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.support.processes import voipcloud_executable
-from tests.support.server import free_port
+from _common import Serve, healthz_ceiling, loadavg, private_database, ws_echo_ceiling
 
 BENCH = Path(__file__).resolve().parent
 PYTHON = sys.executable
 
 
-def loadavg() -> list[float]:
-    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-
-
 # ceilings
-HTTP_CLIENT = r"""
-import asyncio, sys, time
-port, seconds, connections = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
-REQUEST = b"GET /healthz HTTP/1.1\r\nHost: scale\r\n\r\n"
-count = 0
-async def one(end):
-    global count
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    while time.monotonic() < end:
-        writer.write(REQUEST)
-        await writer.drain()
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head.lower().split(b"\r\n")
-        length = int([x for x in lines if x.startswith(b"content-length")][0].split(b":")[1])
-        await reader.readexactly(length)
-        count += 1
-    writer.close()
-async def main():
-    end = time.monotonic() + seconds
-    await asyncio.gather(*(one(end) for _ in range(connections)))
-asyncio.run(main())
-print(count / seconds)
-"""
-
-ECHO_SERVER = r"""
-import asyncio, sys
-from websockets.asyncio.server import serve
-async def echo(ws):
-    async for message in ws:
-        await ws.send(message)
-async def main():
-    async with serve(echo, "127.0.0.1", int(sys.argv[1]), compression=None, ping_interval=None):
-        await asyncio.sleep(float(sys.argv[2]))
-asyncio.run(main())
-"""
-
-ECHO_CLIENT = r"""
-import asyncio, sys, time
-from websockets.asyncio.client import connect
-port, seconds, connections = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
-count = 0
-async def one(end):
-    global count
-    for _ in range(100):
-        try:
-            ws = await connect(f"ws://127.0.0.1:{port}", compression=None, ping_interval=None)
-            break
-        except OSError:
-            await asyncio.sleep(0.1)
-    while time.monotonic() < end:
-        await ws.send('{"type":"beat"}')
-        await ws.recv()
-        count += 1
-    await ws.close()
-async def main():
-    end = time.monotonic() + seconds
-    await asyncio.gather(*(one(end) for _ in range(connections)))
-asyncio.run(main())
-print(count / seconds)
-"""
-
-
-@contextlib.contextmanager
-def serve_sqlite(tmp: Path) -> Iterator[str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "VOIPCLOUD_DATA_DIR": str(tmp / "ceiling"),
-        "VOIPCLOUD_ADMIN_PASSWORD": "scale-admin-password",
-    }
-    log = (tmp / "ceiling.log").open("ab")
-    process = subprocess.Popen(
-        [voipcloud_executable(), "serve", "--port", str(port), "--no-ic-agent"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.2)
-        yield str(port)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-
-
 def ceilings(tmp: Path, seconds: float) -> dict[str, Any]:
-    with serve_sqlite(tmp) as port:
-        rps = subprocess.run(
-            [PYTHON, "-c", HTTP_CLIENT, port, str(seconds), "32"],
-            capture_output=True,
-            text=True,
-            timeout=seconds + 120,
-            check=True,
-        )
-    port = str(free_port())
-    server = subprocess.Popen([PYTHON, "-c", ECHO_SERVER, port, str(seconds + 60)])
-    try:
-        echo = subprocess.run(
-            [PYTHON, "-c", ECHO_CLIENT, port, str(seconds), "64"],
-            capture_output=True,
-            text=True,
-            timeout=seconds + 120,
-            check=True,
-        )
-    finally:
-        server.kill()  # by PID
-        server.wait(timeout=10)
+    with Serve(tmp / "ceiling", password="scale-admin-password") as serve:
+        rps = healthz_ceiling(serve.port, seconds, 32)
+    echo = ws_echo_ceiling(seconds, 64)
     return {
-        "healthz_rps": round(float(rps.stdout.split()[-1]), 1),
-        "ws_echo_round_trips_per_s": round(float(echo.stdout.split()[-1]), 1),
+        "healthz_rps": round(rps, 1),
+        "ws_echo_round_trips_per_s": round(echo, 1),
     }
 
 
@@ -195,23 +71,6 @@ def run_json(command: list[str], timeout: float, out: Path) -> dict[str, Any]:
         return result
     result.update(json.loads(out.read_text()))
     return result
-
-
-@contextlib.contextmanager
-def private_database(server_url: str) -> Iterator[str]:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"voipcloud_scale_{secrets.token_hex(4)}"
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def agents(
@@ -267,7 +126,7 @@ def main() -> None:
             if args.full:
                 # 50,000 cannot be held by one process here (ulimit -n 20,000): four
                 # controllers on one PostgreSQL, ten load processes from ten source addresses
-                with private_database(args.postgres_url) as url:
+                with private_database(args.postgres_url, "voipcloud_scale") as url:
                     report["agents_50000"] = agents(
                         tmp,
                         "50000",
@@ -277,7 +136,7 @@ def main() -> None:
                         1800,
                     )
         if "two" not in skip:
-            with private_database(args.postgres_url) as url:
+            with private_database(args.postgres_url, "voipcloud_scale") as url:
                 report["two_controllers"] = agents(
                     tmp,
                     "two",
