@@ -183,8 +183,10 @@ class Supervisor:
         policy: RestartPolicy | None = None,
         pass_fds: tuple[int, ...] = (),
         stop_seconds: float = STOP_SECONDS,
+        metrics_dir: str | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics_dir = metrics_dir  # the workers' shared /metrics files (services/metrics)
         self.slots = [Slot(i + 1, Restarts(policy)) for i in range(settings.workers)]
         self.pass_fds = pass_fds
         self.stop_seconds = stop_seconds
@@ -208,6 +210,7 @@ class Supervisor:
             "parent": os.getpid(),
             "ready_fd": write_end,
             "settings": self.settings.model_dump(mode="json"),
+            "metrics_dir": self.metrics_dir,
         }
         try:
             process = subprocess.Popen(
@@ -261,6 +264,10 @@ class Supervisor:
             self._read_ready(0)  # a ready message written just before it died
             self._close_pipe(slot)
             slot.process = None
+            if self.metrics_dir is not None:  # its live gauges leave /metrics' sums
+                from voipcloud.services.metrics import process_died
+
+                process_died(self.metrics_dir, process.pid)
             ready_for = now - slot.ready_at if slot.ready_at is not None else 0.0
             delay = slot.restarts.died(was_ready=slot.ready_at is not None, ready_for=ready_for)
             what = _exit_text(process.returncode)
@@ -384,7 +391,13 @@ def run(settings: Settings, *, with_ic_agent: bool = True) -> None:
     serve.announce(settings, secure)
     _say(f"{settings.workers} worker processes share this address (SO_REUSEPORT)")
     lock = instance_lock.held_fileno()
-    supervisor = Supervisor(settings, pass_fds=(lock,) if lock is not None else ())
+    from voipcloud.services.metrics import prepare_shared_dir
+
+    # every worker's /metrics figures, read by whichever serves a scrape; wiped at each start
+    shared = prepare_shared_dir(settings.data_dir.resolve() / "metrics-workers")
+    supervisor = Supervisor(
+        settings, pass_fds=(lock,) if lock is not None else (), metrics_dir=shared
+    )
     supervisor.install_signals()
     if with_ic_agent:  # one IC agent, in this parent, through the shared port
         serve.start_ic_agent(settings, controller, secure)
@@ -431,6 +444,10 @@ def worker_main() -> None:
             flush=True,
         )
         raise SystemExit(1) from None
+    if spec.get("metrics_dir"):  # before the app makes its metrics
+        from voipcloud.services.metrics import share_across_processes
+
+        share_across_processes(spec["metrics_dir"])
     app = serve.serving_app(settings, secure)
     WorkerServer(
         server.config(app, settings, secure=secure),

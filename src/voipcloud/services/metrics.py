@@ -6,17 +6,38 @@ resets them, `rate()` copes). Operations are counted from the event log, which e
 past their own place (store/event_tail.py) on every scrape and every few seconds. The gauges
 (nodes by status and role, agents, role health, storage migrations, pending webhook
 deliveries) are read from the database and from presence at each scrape, never stale.
+
+Several processes (`voipcloud serve --workers N`, cli/workers.py): the parent makes a directory
+for prometheus_client's multiprocess mode and each worker calls `share_across_processes` before
+its app is built. A worker's own figures then live in that directory's files and every scrape,
+whichever worker serves it, reads all of them (`MultiProcessCollector`); see `AGGREGATION` for
+how each family combines. The event log is counted once for them all: a worker catches up
+under a file lock on one shared place in the log (`SharedTail`), so each event is counted by
+exactly one worker and the sum is the controller's. A single process (`serve`, the SQLite
+default) never uses those files, whatever PROMETHEUS_MULTIPROC_DIR says.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
+import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+    values,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
@@ -34,7 +55,7 @@ from voipcloud.store import event_tail
 from voipcloud.store import nodes as node_rows
 from voipcloud.store import rollouts as rollout_rows
 from voipcloud.store import webhooks as webhook_rows
-from voipcloud.store.tables import nodes, role_assignments, storage_migrations
+from voipcloud.store.tables import events, nodes, role_assignments, storage_migrations
 
 # event-log operation -> (operation measured, what happened)
 STARTED, SUCCEEDED, FAILED, TIMED_OUT = "started", "succeeded", "failed", "timed_out"
@@ -54,10 +75,125 @@ DURATION_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800)
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 MAX_TRACKED = 100_000  # operations in progress remembered for their duration
 
+# How each family combines across the worker processes of one `serve --workers N` (the
+# scrape's answer is the controller's whole, whichever worker serves it). "sum": counters and
+# histograms, each process's own file, a dead process's counts kept (they happened);
+# "livesum"/"max": a gauge's value per process, "live" ones dropped when the parent sees the
+# process die; "serving": computed by the worker serving the scrape, once (from the database,
+# the cluster's presence, or a constant), never summed over the workers.
+AGGREGATION: dict[str, str] = {
+    "voipcloud_http_request_duration_seconds": "sum",
+    "voipcloud_agent_heartbeats": "sum",  # rate() of the sum: the workers' rates summed
+    "voipcloud_agent_channel_refused": "sum",
+    "voipcloud_agent_channel_handshakes": "livesum",  # in progress now, each live worker's
+    "voipcloud_operations_started": "sum",  # each event counted by one worker (SharedTail)
+    "voipcloud_operations_succeeded": "sum",
+    "voipcloud_operations_failed": "sum",
+    "voipcloud_operations_timed_out": "sum",
+    "voipcloud_operation_duration_seconds": "sum",
+    "voipcloud_webhook_attempts": "sum",  # only the webhook duty's holder delivers
+    "voipcloud_controller_agent_channels": "livesum",
+    "voipcloud_agent_join_groups": "sum",
+    "voipcloud_agent_joins": "sum",
+    "voipcloud_agent_join_group_largest": "max",  # the most any process wrote
+    "voipcloud_info": "serving",
+    "voipcloud_nodes": "serving",
+    "voipcloud_nodes_by_role": "serving",
+    "voipcloud_nodes_in_maintenance": "serving",
+    "voipcloud_agents": "serving",  # presence knows the other workers' channels (cluster)
+    "voipcloud_role_health": "serving",
+    "voipcloud_storage_migration_objects": "serving",
+    "voipcloud_storage_migration_bytes": "serving",
+    "voipcloud_storage_migration_running": "serving",
+    "voipcloud_webhook_deliveries_pending": "serving",
+    "voipcloud_rollouts": "serving",
+    "voipcloud_rollout_nodes": "serving",
+    "voipcloud_rollout_progress_ratio": "serving",
+}
+
+_shared_dir: str | None = None  # set in a worker of `serve --workers N`
+
+
+def share_across_processes(path: str | os.PathLike[str]) -> None:
+    """This process is one worker of several: its metrics go to files in `path` (made and
+    wiped by the parent), read by whichever worker serves a scrape. Call before `Metrics`."""
+    global _shared_dir
+    _shared_dir = os.fspath(path)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _shared_dir  # where prometheus_client writes
+
+
+def prepare_shared_dir(path: str | os.PathLike[str]) -> str:
+    """The parent, before any worker starts: an empty directory for the workers' files (what
+    an earlier run left is removed: counters start again, as a process's do)."""
+    directory = os.fspath(path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    for name in os.listdir(directory):
+        if name.endswith((".db", ".json", ".lock", ".tmp")):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(directory, name))
+    return directory
+
+
+def process_died(path: str | os.PathLike[str], pid: int) -> None:
+    """The parent saw worker `pid` die: its live gauges leave the sums (its counts stay)."""
+    with contextlib.suppress(OSError):
+        multiprocess.mark_process_dead(pid, os.fspath(path))  # type: ignore[no-untyped-call]
+
+
+class SharedTail:
+    """One place in the event log for every worker, in a file under a lock: whoever catches up
+    counts the events past it and moves it, so each event is counted once."""
+
+    def __init__(self, directory: str) -> None:
+        self.path = os.path.join(directory, "events-tail.json")
+        self.lock_path = os.path.join(directory, "events-tail.lock")
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def load(self) -> tuple[event_tail.TailState, int] | None:
+        """(the place, the first event id counted) or None: nobody began yet."""
+        try:
+            with open(self.path) as found:
+                data = json.load(found)
+            return event_tail.TailState.from_json(int(data["last_id"]), data["gaps"]), int(
+                data["origin"]
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def save(self, state: event_tail.TailState, origin: int) -> None:
+        temporary = self.path + ".tmp"
+        with open(temporary, "w") as out:
+            json.dump({"last_id": state.last_id, "gaps": state.to_json(), "origin": origin}, out)
+        os.replace(temporary, self.path)
+
+
+class _SampledGauge(Gauge):
+    """A gauge read from a function: at collect time in one process; sampled into its file
+    (`Metrics.sample`) when shared, since another process serves the scrape."""
+
+    sample: Callable[[], float] | None = None
+
+    def set_function(self, f: Callable[[], float]) -> None:
+        self.sample = f
+        if _shared_dir is None:
+            super().set_function(f)
+
 
 class Metrics:
     def __init__(self, controller: Controller) -> None:
         self.controller = controller
+        self.shared = _shared_dir
+        # prometheus_client picks where values live when a metric (or a label's child) is
+        # made: in this process's memory, or in the shared directory's files
+        values.ValueClass = values.MutexValue if self.shared is None else values.MultiProcessValue()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.http_duration = Histogram(
@@ -75,10 +211,11 @@ class Metrics:
             "Agent channel upgrades answered 503 with Retry-After (too many handshakes at once)",
             registry=r,
         )
-        self.channel_handshakes = Gauge(
+        self.channel_handshakes = _SampledGauge(
             "voipcloud_agent_channel_handshakes",
             "Agent channel handshakes in progress (upgrade to first desired state sent)",
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.operations = {
             outcome: Counter(
@@ -111,19 +248,89 @@ class Metrics:
         self._lock = threading.Lock()
         self._tail: event_tail.TailState | None = None
         self._started: dict[int, tuple[str, datetime]] = {}  # node id -> (operation, at)
+        self._shared_tail: SharedTail | None = None
+        self._origin = 0  # shared: the first event id counted (durations start after it)
+        self.scrape_registry = r
+        if self.shared is not None:
+            self._share(self.shared)
+
+    def _share(self, directory: str) -> None:
+        """Per-process figures read at scrape time in one process become files here."""
+        self._shared_tail = SharedTail(directory)
+        self.agent_channels = Gauge(
+            "voipcloud_controller_agent_channels",
+            "Agent channels held open by this controller (all its worker processes)",
+            multiprocess_mode="livesum",
+            registry=None,
+        )
+        self.join_groups = Counter(
+            "voipcloud_agent_join_groups",
+            "Join transactions this controller wrote (each for one or more joins)",
+            registry=None,
+        )
+        self.joins = Counter(
+            "voipcloud_agent_joins", "Agent joins this controller wrote (or refused)", registry=None
+        )
+        self.join_largest = Gauge(
+            "voipcloud_agent_join_group_largest",
+            "The most joins one transaction of this controller has written",
+            multiprocess_mode="max",
+            registry=None,
+        )
+        self._joins_seen = (0, 0)
+        self._sample_lock = threading.Lock()
+        presence = self.controller.agents.presence
+        # exact at every channel's open and close, whichever process is scraped
+        presence.listeners.append(lambda _kind, _node: self.sample())
+        self.scrape_registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]
+            self.scrape_registry, path=directory
+        )
+        self.scrape_registry.register(_StateCollector(self))
+
+    def sample(self) -> None:
+        """Shared: write this process's read-at-scrape figures into its files."""
+        if self.shared is None:
+            return
+        with self._sample_lock:  # channel listeners call it from any thread
+            self.agent_channels.set(len(self.controller.agents.presence.local_channels()))
+            groups, joins, largest = self.controller.agents.join_groups()
+            seen_groups, seen_joins = self._joins_seen
+            if groups > seen_groups:
+                self.join_groups.inc(groups - seen_groups)
+            if joins > seen_joins:
+                self.joins.inc(joins - seen_joins)
+            self._joins_seen = (groups, joins)
+            self.join_largest.set(largest)
+            if self.channel_handshakes.sample is not None:
+                self.channel_handshakes.set(self.channel_handshakes.sample())
 
     def begin(self) -> None:
         """Count from now: called once the database is ready."""
+        self.sample()
         with self.controller.ctx.db.read() as conn:
             newest = event_tail.newest_id(conn)
         with self._lock:
             if self._tail is None:
                 self._tail = event_tail.TailState(last_id=newest)
+            shared = self._shared_tail
+            if shared is not None:  # the first worker to begin sets the shared place
+                with shared.held():
+                    found = shared.load()
+                    if found is None:
+                        shared.save(self._tail, newest)
+                        self._origin = newest
+                    else:
+                        self._origin = found[1]
 
     def catch_up(self, *, max_batches: int = 50) -> None:
-        """Count the events written since the last call."""
+        """Count the events written since the last call (shared: since any worker's)."""
+        self.sample()
         with self._lock:
             if self._tail is None:
+                return
+            if self._shared_tail is not None:
+                self._catch_up_shared(self._shared_tail, max_batches)
                 return
             for _ in range(max_batches):
                 with self.controller.ctx.db.read() as conn:
@@ -133,7 +340,23 @@ class Metrics:
                 if len(found) < event_tail.BATCH:
                     break
 
-    def _count(self, event: Any) -> None:
+    def _catch_up_shared(self, shared: SharedTail, max_batches: int) -> None:
+        with shared.held():
+            place = shared.load()
+            if place is None:
+                return
+            tail, origin = place
+            for _ in range(max_batches):
+                with self.controller.ctx.db.read() as conn:
+                    found, tail = event_tail.read(conn, tail, now=time.time())
+                    for event in found:
+                        self._count(event, conn=conn, origin=origin)
+                # a worker killed between its counting and this line counts that batch twice
+                shared.save(tail, origin)
+                if len(found) < event_tail.BATCH:
+                    break
+
+    def _count(self, event: Any, *, conn: Any = None, origin: int = 0) -> None:
         known = _OPERATION_EVENTS.get(event.operation)
         if known is None:
             return
@@ -147,6 +370,23 @@ class Metrics:
             outcome = TIMED_OUT
         self.operations[outcome].labels(operation).inc()
         if event.node_id is None:
+            return
+        if conn is not None:  # shared: the start may have been counted by another worker
+            if outcome != STARTED:
+                begun_at = conn.execute(
+                    select(events.c.at)
+                    .where(
+                        events.c.node_id == event.node_id,
+                        events.c.operation == operation,  # its start event bears its name
+                        events.c.id > origin,
+                        events.c.id < event.id,
+                    )
+                    .order_by(events.c.id.desc())
+                    .limit(1)
+                ).scalar_one_or_none()
+                if begun_at is not None:
+                    seconds = max((event.at - begun_at).total_seconds(), 0.0)
+                    self.operation_duration.labels(operation, outcome).observe(seconds)
             return
         if outcome == STARTED:
             if len(self._started) < MAX_TRACKED:
@@ -163,7 +403,7 @@ class Metrics:
     def exposition(self) -> bytes:
         """The text format, after counting what the event log holds since the last time."""
         self.catch_up()
-        return generate_latest(self.registry)
+        return generate_latest(self.scrape_registry)
 
 
 class _StateCollector(Collector):
@@ -180,6 +420,11 @@ class _StateCollector(Collector):
         info = GaugeMetricFamily("voipcloud_info", "This controller", labels=["version"])
         info.add_metric([__version__], 1)
         yield info
+        if self._metrics.shared is None:  # shared: these are in the processes' files
+            yield from self._process_families(controller)
+        yield from self._fleet_families(controller)
+
+    def _process_families(self, controller: Controller) -> Iterator[Metric]:
         channels = GaugeMetricFamily(  # per process: several controllers share the fleet
             "voipcloud_controller_agent_channels",
             "Agent channels held open by this controller process",
@@ -204,6 +449,8 @@ class _StateCollector(Collector):
         )
         biggest.add_metric([], largest)
         yield biggest
+
+    def _fleet_families(self, controller: Controller) -> Iterator[Metric]:
         now = controller.ctx.clock()
         with controller.ctx.db.read() as conn:
             by_status: dict[str, int] = dict(  # list(): a Result has keys(), not a mapping
