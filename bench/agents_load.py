@@ -46,7 +46,6 @@ import argparse
 import asyncio
 import contextlib
 import functools
-import gc
 import heapq
 import json
 import math
@@ -81,6 +80,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from voipcloud import protocol
 from voipcloud.agent.runner import Backoff, retry_after, retry_after_delay
+from voipcloud.api.gc_policy import CollectorPolicy
 
 API = "/api/v1"
 BEAT = protocol.Beat().model_dump_json()  # exactly what the agent sends
@@ -300,25 +300,21 @@ async def child_drain(agents: list[ClientConnection], tag: str, samples: int) ->
     return last
 
 
-def lean_gc() -> None:
+def lean_gc(stats: ChildStats, beater: Beater) -> asyncio.Task[None]:
     """The load generator holds ~12,500 connections per child; with the interpreter's default
-    thresholds its cyclic garbage collector walked all of them again and again while channels
-    opened: 81 % of a child's CPU was `gc_collect_main` in the 50,000-agent mass reconnect
-    (py-spy --native), so the children, not the controller, set the pace. Young collections are
-    made rarer and everything alive so far is frozen out of the collector's sight (again after
-    each phase that opens channels, `refreeze`)."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
-
-
-def refreeze() -> None:
-    gc.collect(1)
-    gc.freeze()
+    collector its full collections walked all of them again and again while channels opened:
+    81 % of a child's CPU was `gc_collect_main` in the 50,000-agent mass reconnect (py-spy
+    --native), so the children, not the controller, set the pace. The children run the
+    controller's own policy (api/gc_policy.py): what is alive is frozen out of the collector's
+    sight as channels open. (Rarer young collections, tried first, made each one walk tens of
+    thousands of objects: pauses of 0.1-0.8 s, and 11 s in generation 1.)"""
+    policy = CollectorPolicy(lambda: stats.opened + stats.reopened, lambda: len(beater.agents))
+    started = asyncio.Event()
+    started.set()
+    return asyncio.create_task(policy.run(started))
 
 
 async def child_main(args: argparse.Namespace) -> None:
-    lean_gc()
     tokens: list[list[Any]] = json.loads(Path(args.tokens).read_text())
     stats = ChildStats()
     out = sys.stdout
@@ -345,6 +341,7 @@ async def child_main(args: argparse.Namespace) -> None:
     semaphore = asyncio.Semaphore(args.concurrency)
     beater = Beater(args.interval, stats)
     beating = asyncio.create_task(beater.run())
+    collector = lean_gc(stats, beater)
 
     async def one(index: int, token: str) -> None:
         async with semaphore:
@@ -356,7 +353,6 @@ async def child_main(args: argparse.Namespace) -> None:
 
     t0 = time.monotonic()
     await asyncio.gather(*(one(i, token) for i, (_node, token) in enumerate(tokens)))
-    refreeze()
     emit(
         kind="ready",
         t=time.monotonic(),
@@ -424,6 +420,7 @@ async def child_main(args: argparse.Namespace) -> None:
             emit(kind="armed", count=len(keepers), window=stats.window)
     reporter.cancel()
     beating.cancel()
+    collector.cancel()
     await asyncio.gather(*(ws.close() for ws in beater.agents.values()), return_exceptions=True)
 
 
