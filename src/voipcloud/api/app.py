@@ -55,6 +55,7 @@ from voipcloud.web.routes import webhooks as webhook_pages
 
 log = logging.getLogger("voipcloud")
 PRESENCE_FLUSH_SECONDS = 2.0
+LOGIN_SWEEP_SECONDS = 60.0  # old rows of the shared login throttle (PostgreSQL) go this often
 
 
 def build_controller(settings: Settings) -> Controller:
@@ -358,6 +359,15 @@ def create_app(settings: Settings | None = None, controller: Controller | None =
                         gained=controller.operations.took_over,
                     ),
                     "expiring pending operations",
+                    outage=outage,
+                    after=started,
+                )
+            ),
+            asyncio.create_task(
+                _every(
+                    LOGIN_SWEEP_SECONDS,
+                    _duty(duties, Duty.LOGIN_FAILURES, controller.auth.sweep_login_failures),
+                    "login throttle sweep",
                     outage=outage,
                     after=started,
                 )

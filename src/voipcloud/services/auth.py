@@ -4,6 +4,7 @@ services/tokens.py, reached as `controller.auth.accounts` and `controller.auth.t
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 import math
@@ -11,10 +12,13 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
+
+from sqlalchemy import Connection, text
 
 from voipcloud.domain.access import Principal, actor_of
 from voipcloud.domain.errors import NotAuthenticated
@@ -23,8 +27,10 @@ from voipcloud.services.accounts import AccountService
 from voipcloud.services.context import CONTROLLER_ACTOR, Context
 from voipcloud.services.secrets_box import token_digest
 from voipcloud.services.tokens import API_TOKEN_PREFIX, TokenService
-from voipcloud.store import accounts, events
+from voipcloud.store import accounts, events, login_failures
 from voipcloud.store.accounts import AccountRow
+from voipcloud.store.database import Database
+from voipcloud.store.types import utcnow
 
 ADMIN_USERNAME = "admin"
 # Login throttling (docs/security.md): per (account, source address) and per source address,
@@ -38,6 +44,10 @@ FAILED_LOGIN_EVENTS_PER_MINUTE = 60  # beyond this a flood is summed up in one e
 TOKEN_USE_RECORDED_EVERY = timedelta(seconds=60)  # an API token's last use: one write a minute
 log = logging.getLogger("voipcloud.auth")
 _STRIPES = 64
+# the first key of the login throttle's advisory locks on PostgreSQL ("voil"): apart from the
+# duties' locks (services/cluster.py LOCK_SPACE); the second key is the source's hash
+LOGIN_LOCK_SPACE = 0x766F696C
+SWEEP_BATCH = 5_000  # rows of login_failures deleted per sweep and kind, at most
 
 
 class LoginThrottled(NotAuthenticated):
@@ -71,6 +81,13 @@ class _Failures:
     next_allowed: float = 0.0
 
 
+def _delay(count: int, free: int) -> float:
+    """The wait after the `count`th failure in a row: nothing for the free ones, then 1 s,
+    2 s, 4 s ... at most MAX_LOGIN_DELAY."""
+    extra = count - free
+    return min(MAX_LOGIN_DELAY, 2.0 ** (extra - 1)) if extra > 0 else 0.0
+
+
 class _Table:
     """Failure counts by key, bounded, forgetting old ones."""
 
@@ -88,8 +105,7 @@ class _Table:
         entry = self.get(key, now)
         entry.count += 1
         entry.last = now
-        extra = entry.count - self.free
-        delay = min(MAX_LOGIN_DELAY, 2.0 ** (extra - 1)) if extra > 0 else 0.0
+        delay = _delay(entry.count, self.free)
         entry.next_allowed = now + delay
         self._entries[key] = entry
         self._entries.move_to_end(key)
@@ -120,7 +136,7 @@ class LoginLimiter:
         # slip in before the first failure is counted
         self._stripes = [threading.Lock() for _ in range(_STRIPES)]
 
-    def serialized(self, address: str) -> threading.Lock:
+    def serialized(self, address: str) -> AbstractContextManager[object]:
         return self._stripes[hash(source_key(address)) % _STRIPES]
 
     def check(self, username: str, address: str) -> None:
@@ -144,6 +160,120 @@ class LoginLimiter:
     def succeeded(self, username: str, address: str) -> None:
         with self._lock:
             self._pairs.clear((username, source_key(address)))
+
+    def sweep(self) -> int:
+        """Forget old counts (the tables in memory bound themselves)."""
+        return 0
+
+
+class SharedLoginLimiter(LoginLimiter):
+    """The same throttle with its counts in the database (`login_failures`): one for every
+    controller and `serve --workers` process on one PostgreSQL, so guesses spread over N
+    processes are counted and slowed down as if they came to one.
+
+    `serialized(address)` is one write transaction that first takes a transaction-scoped
+    advisory lock on the source (PostgreSQL: `pg_advisory_xact_lock`), after this process's
+    own stripe lock (so one source holds at most one pooled connection per process while it
+    waits); check, failed and succeeded inside it use that transaction, so one source's
+    attempts are checked one after another across all processes, and its failure is committed
+    before the next attempt of that source is checked. A failure is counted by one atomic
+    upsert that returns the count. Times come from the database server's clock (one clock for
+    all controllers), or from `clock` when given (tests). When the database is away every step
+    raises DatabaseUnavailable (503): an attempt is never let through uncounted."""
+
+    def __init__(self, db: Database, clock: Callable[[], datetime] | None = None) -> None:
+        super().__init__()
+        self._db = db
+        self._clock = clock
+        self._local = threading.local()
+
+    @contextmanager
+    def serialized(self, address: str) -> Iterator[object]:
+        source = source_key(address)
+        with super().serialized(address), self._db.write() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:space, :key)"),
+                    {"space": LOGIN_LOCK_SPACE, "key": _lock_key(source)},
+                )
+            self._local.conn = conn
+            try:
+                yield conn
+            finally:
+                self._local.conn = None
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        """The serialized block's transaction, or one of its own outside one."""
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            yield conn
+            return
+        with self._db.write() as own:
+            yield own
+
+    def _now(self, conn: Connection) -> datetime:
+        if self._clock is not None:
+            return self._clock()
+        if conn.dialect.name == "postgresql":
+            return login_failures.database_now(conn)
+        return utcnow()
+
+    def check(self, username: str, address: str) -> None:
+        source = source_key(address)
+        pair = (login_failures.PAIR, login_failures.pair_key(username, source))
+        whole = (login_failures.ADDRESS, source)
+        with self._transaction() as conn:
+            now = self._now(conn)
+            found = login_failures.read(conn, [pair, whole], forget_before=now - _FORGET)
+        wait = 0.0
+        for key, free in ((pair, FREE_LOGIN_FAILURES), (whole, FREE_ADDRESS_FAILURES)):
+            if key in found:
+                count = found[key]
+                until = (count.last_failed_at - now).total_seconds() + _delay(count.failures, free)
+                wait = max(wait, until)
+        if wait > 0:
+            raise LoginThrottled(wait)
+
+    def failed(self, username: str, address: str) -> float:
+        source = source_key(address)
+        with self._transaction() as conn:
+            now = self._now(conn)
+            forget_before = now - _FORGET
+            pair = login_failures.count_failure(
+                conn,
+                login_failures.PAIR,
+                login_failures.pair_key(username, source),
+                now=now,
+                forget_before=forget_before,
+            )
+            whole = login_failures.count_failure(
+                conn, login_failures.ADDRESS, source, now=now, forget_before=forget_before
+            )
+        return max(_delay(pair, FREE_LOGIN_FAILURES), _delay(whole, FREE_ADDRESS_FAILURES))
+
+    def succeeded(self, username: str, address: str) -> None:
+        source = source_key(address)
+        with self._transaction() as conn:
+            login_failures.clear(
+                conn, login_failures.PAIR, login_failures.pair_key(username, source)
+            )
+
+    def sweep(self) -> int:
+        """Delete forgotten counts and those beyond MAX_TRACKED per kind (bounded)."""
+        with self._db.write() as conn:
+            now = self._now(conn)
+            return login_failures.sweep(
+                conn, forget_before=now - _FORGET, keep=MAX_TRACKED, batch=SWEEP_BATCH
+            )
+
+
+_FORGET = timedelta(seconds=FORGET_FAILURES_AFTER)
+
+
+def _lock_key(source: str) -> int:
+    """A source's advisory lock key: a signed 32-bit hash, the same in every process."""
+    return int.from_bytes(hashlib.sha256(source.encode()).digest()[:4], "big", signed=True)
 
 
 class _EventBudget:
@@ -172,10 +302,18 @@ class _EventBudget:
 class AuthService:
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
-        self.limiter = LoginLimiter()
+        # PostgreSQL: counts shared by every controller on the database; SQLite has one
+        # process (serve refuses --workers N on it), whose memory is exact and costs no write
+        self.limiter: LoginLimiter = (
+            SharedLoginLimiter(ctx.db) if ctx.db.dialect == "postgresql" else LoginLimiter()
+        )
         self._failure_events = _EventBudget(FAILED_LOGIN_EVENTS_PER_MINUTE)
         self.accounts = AccountService(ctx, self.limiter)
         self.tokens = TokenService(ctx)
+
+    def sweep_login_failures(self) -> int:
+        """The periodic cleanup of the shared login throttle (one controller does it)."""
+        return self.limiter.sweep()
 
     def signing_key(self, purpose: str) -> str:
         """A secret for signing web session cookies and CSRF tokens, from the data dir key."""

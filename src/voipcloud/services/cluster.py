@@ -57,6 +57,7 @@ class Duty(IntEnum):
     EXPIRE_OPERATIONS = 1  # pending activations/fixes past their deadline
     AGENT_WATCH = 2  # agent-lost / agent-back events
     WEBHOOKS = 3  # webhook dispatch and delivery
+    LOGIN_FAILURES = 4  # old rows of the shared login throttle swept (services/auth.py)
     STORAGE_MIGRATION = 100  # + the resource kind's index: one lock per kind
 
 

@@ -446,6 +446,18 @@ rollout_nodes = Table(
 )
 
 
+# Wrong-password counts shared by every controller on the database (services/auth.py,
+# store/login_failures.py): scope `pair` (key: source, newline, username) or `address`.
+login_failures = Table(
+    "login_failures",
+    metadata,
+    Column("scope", String(8), primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("last_failed_at", UTCDateTime(), nullable=False),
+    Index("ix_login_failures_scope_last_failed_at", "scope", "last_failed_at"),
+)
+
 # --- What Alembic's comparison of this metadata with a database leaves out -----------------
 
 
