@@ -46,6 +46,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import gc
 import heapq
 import json
 import math
@@ -80,7 +81,6 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from voipcloud import protocol
 from voipcloud.agent.runner import Backoff, retry_after, retry_after_delay
-from voipcloud.api.gc_policy import CollectorPolicy
 
 API = "/api/v1"
 BEAT = protocol.Beat().model_dump_json()  # exactly what the agent sends
@@ -300,18 +300,18 @@ async def child_drain(agents: list[ClientConnection], tag: str, samples: int) ->
     return last
 
 
-def lean_gc(stats: ChildStats, beater: Beater) -> asyncio.Task[None]:
-    """The load generator holds ~12,500 connections per child; with the interpreter's default
-    collector its full collections walked all of them again and again while channels opened:
-    81 % of a child's CPU was `gc_collect_main` in the 50,000-agent mass reconnect (py-spy
-    --native), so the children, not the controller, set the pace. The children run the
-    controller's own policy (api/gc_policy.py): what is alive is frozen out of the collector's
-    sight as channels open. (Rarer young collections, tried first, made each one walk tens of
-    thousands of objects: pauses of 0.1-0.8 s, and 11 s in generation 1.)"""
-    policy = CollectorPolicy(lambda: stats.opened + stats.reopened, lambda: len(beater.agents))
-    started = asyncio.Event()
-    started.set()
-    return asyncio.create_task(policy.run(started))
+def freeze_open_channels() -> None:
+    """The load generator holds ~12,500 connections per child; with nothing frozen, the
+    collector's full collections walked all of them again and again: 81 % of a child's CPU was
+    `gc_collect_main` in the 50,000-agent mass reconnect (py-spy --native), so the children,
+    not the controller, set the pace. Once the channels are open they are frozen out of the
+    collector's sight (what a closed one leaves in cycles stays until the child exits: one
+    generation of channels, bounded). Tried and dropped: rarer young collections (each then
+    walked tens of thousands of objects: 0.1-0.8 s, and 11 s in generation 1) and the
+    controller's own policy, api/gc_policy.py (the failed attempts of a reconnect storm are
+    garbage in cycles that reached the old generation: 75 full collections, 85 s in all)."""
+    gc.collect()
+    gc.freeze()
 
 
 async def child_main(args: argparse.Namespace) -> None:
@@ -341,7 +341,6 @@ async def child_main(args: argparse.Namespace) -> None:
     semaphore = asyncio.Semaphore(args.concurrency)
     beater = Beater(args.interval, stats)
     beating = asyncio.create_task(beater.run())
-    collector = lean_gc(stats, beater)
 
     async def one(index: int, token: str) -> None:
         async with semaphore:
@@ -353,6 +352,7 @@ async def child_main(args: argparse.Namespace) -> None:
 
     t0 = time.monotonic()
     await asyncio.gather(*(one(i, token) for i, (_node, token) in enumerate(tokens)))
+    freeze_open_channels()
     emit(
         kind="ready",
         t=time.monotonic(),
@@ -420,7 +420,6 @@ async def child_main(args: argparse.Namespace) -> None:
             emit(kind="armed", count=len(keepers), window=stats.window)
     reporter.cancel()
     beating.cancel()
-    collector.cancel()
     await asyncio.gather(*(ws.close() for ws in beater.agents.values()), return_exceptions=True)
 
 
