@@ -40,8 +40,8 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
 from typing import Any, Generic, TypeVar
 
 import anyio
@@ -148,11 +148,36 @@ logging.getLogger("uvicorn.error").addFilter(_DenialIsComplete())
 
 
 class ChannelRoute:
-    """ASGI middleware, outermost: the agent channel's upgrade goes straight to the hub. The
-    other middleware passes WebSockets through, but the router matched every upgrade against
-    each route of the API and the web interface first: about a third of the event loop's time
-    per channel opened. Every other request is untouched (routes/agent.py still documents the
-    channel and serves it when this is not installed)."""
+    """ASGI middleware: the agent channel's upgrade goes straight to the hub, not through the
+    router (which matched every upgrade against each route of the API and the web interface
+    first: about a third of the event loop's time per channel opened). A served controller
+    reaches the hub earlier still, through `ChannelDispatch` (given to uvicorn by
+    `api/server.py`); this one serves the channel when the FastAPI application is run on its
+    own (in-process test clients). routes/agent.py documents the channel."""
+
+    def __init__(self, app: ASGIApp, hub: AgentHub) -> None:
+        self.app = app
+        self.hub = hub
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == CHANNEL_PATH:
+            await self.hub.handle(WebSocket(scope, receive, send))
+            return
+        await self.app(scope, receive, send)
+
+
+class ChannelDispatch:
+    """The ASGI application uvicorn is given (`api/server.py`, `config`): the agent channel's
+    upgrade goes to the hub, everything else (lifespan included) to the FastAPI application.
+
+    `ChannelRoute` sits inside FastAPI: an open channel's coroutine then kept Starlette's and
+    every middleware's frame alive as long as the connection (ServerErrorMiddleware, the
+    HTTPS headers, the request timer, the body limit: none of them does anything for a
+    WebSocket). What matters for the channel is in the hub: the shedding 503 before any
+    database work (`AgentHub.handle`), its metric (`on_refused`) and its log filter. TLS is
+    the server's (uvicorn's SSL context): the same for both paths."""
+
+    __slots__ = ("app", "hub")
 
     def __init__(self, app: ASGIApp, hub: AgentHub) -> None:
         self.app = app
@@ -178,30 +203,46 @@ class _Channel:
         "node_id",
         "pushing",
         "send_lock",
+        "senders",
         "sent",
         "stamp",
-        "token",
         "urgent",
         "wanted",
         "websocket",
     )
 
-    def __init__(self, websocket: WebSocket, node_id: int, token: str, now: float) -> None:
+    def __init__(self, websocket: WebSocket, node_id: int, digest: str, now: float) -> None:
         self.websocket = websocket
         self.node_id = node_id
-        self.token = token
-        self.digest = token_digest(token)
+        self.digest = digest  # of the agent's credential (the credential itself is not kept)
         self.features: frozenset[str] = frozenset()  # what the agent announced in its hello
         self.heard = now  # loop time of the last frame from the agent
         self.stamp: Stamp | None = None  # of the row the last desired state was read from
         self.sent = 0  # hash of the last desired state sent
-        self.send_lock = asyncio.Lock()
+        # sends go one at a time; the lock exists only while a send is under way (`sending`)
+        self.send_lock: asyncio.Lock | None = None
+        self.senders = 0
         self.pushing = False  # a push task runs
         self.wanted = False  # another push is wanted after the running one
         self.urgent = False  # an administrator is waiting for it
         self.closing = False
         self.first: asyncio.TimerHandle | None = None  # the first push, if no hello comes
         self.admitted = True  # holds a handshake slot until its first desired state is sent
+
+    @asynccontextmanager
+    async def sending(self) -> AsyncIterator[None]:
+        """One send at a time on this channel (desired state, ack, close)."""
+        self.senders += 1
+        lock = self.send_lock
+        if lock is None:
+            lock = self.send_lock = asyncio.Lock()
+        try:
+            async with lock:
+                yield
+        finally:
+            self.senders -= 1
+            if not self.senders:
+                self.send_lock = None
 
 
 class AgentHub:
@@ -314,7 +355,7 @@ class AgentHub:
             return
         sent = hash(answer.payload)  # a hash, not the text: there may be tens of thousands
         if sent != channel.sent:
-            async with channel.send_lock:
+            async with channel.sending():
                 if not channel.closing:
                     await channel.websocket.send_text(answer.payload)
             channel.sent = sent
@@ -332,7 +373,7 @@ class AgentHub:
             return
         channel.closing = True
         with suppress(RuntimeError, OSError):
-            async with channel.send_lock:
+            async with channel.sending():
                 await channel.websocket.close(code, reason)
 
     # the sweep: the only periodic work, one for all channels
@@ -450,7 +491,9 @@ class AgentHub:
         except DatabaseUnavailable:
             await websocket.close(CLOSE_TRY_AGAIN, "database unavailable; try again later")
             return
-        channel = _Channel(websocket, node_id, token, asyncio.get_running_loop().time())
+        digest = token_digest(token)
+        del header, token  # this frame lives as long as the channel: the credential is not kept
+        channel = _Channel(websocket, node_id, digest, asyncio.get_running_loop().time())
         slot[0] = False  # the channel gives it back (`_admitted`)
         presence = agents.presence
         self._channels.setdefault(node_id, set()).add(channel)
@@ -530,7 +573,7 @@ class AgentHub:
         elif hello.inventory_digest is not None:  # checked in a batch with other hellos
             known = await self._inventory_known((channel.node_id, hello.inventory_digest))
             if not known:
-                async with channel.send_lock:
+                async with channel.sending():
                     await channel.websocket.send_text(INVENTORY_REQUEST)
         for outcome in hello.outcomes:
             await self._record(channel, outcome)
@@ -539,5 +582,5 @@ class AgentHub:
     async def _record(self, channel: _Channel, outcome: protocol.OutcomeReport) -> None:
         result = await self._thread(True, self._controller.agents.report, channel.node_id, outcome)
         ack = protocol.Ack(operation_id=outcome.operation_id, recorded=result.recorded)
-        async with channel.send_lock:
+        async with channel.sending():
             await channel.websocket.send_text(ack.model_dump_json())

@@ -346,6 +346,8 @@ def config(
     app: Any, settings: Settings, *, secure: Transport | None = None, **overrides: Any
 ) -> ServerConfig:
     """The server configuration `voipcloud serve` runs with (tests start the same one)."""
+    from voipcloud.api.ws_protocol import LeanWebSocketProtocol
+
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
@@ -360,11 +362,17 @@ def config(
         # read ahead at most; against uvicorn's default (`websockets`) at 8,000 open agent
         # channels: 25-27 KiB each instead of 44 KiB; at 3,000, opened 265/s instead of 190/s
         # (docs/benchmarks.md, "What a channel costs")
-        "ws": "websockets-sansio",
+        # ... with its queue and flow-control event made lighter (api/ws_protocol.py)
+        "ws": LeanWebSocketProtocol,
         "timeout_keep_alive": settings.keep_alive_timeout,
         **overrides,
     }
     if secure is not None and secure.context is not None:
         context = secure.context
         options["ssl_context_factory"] = lambda _config, _default: context
+    hub = getattr(getattr(app, "state", None), "hub", None)
+    if hub is not None:  # the agents' channels reach the hub before FastAPI and its middleware
+        from voipcloud.api.agent_channel import ChannelDispatch
+
+        app = ChannelDispatch(app, hub)
     return ServerConfig(app, limits=RequestLimits.from_settings(settings), **options)

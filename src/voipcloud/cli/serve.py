@@ -12,7 +12,6 @@ from fastapi import FastAPI
 
 from voipcloud.agent import trust
 from voipcloud.agent.handlers import AgentConfig
-from voipcloud.agent.runner import Agent
 from voipcloud.api import enrolment, server
 from voipcloud.api.app import create_app
 from voipcloud.config import Settings
@@ -86,6 +85,10 @@ def _ic_session_key(controller: Controller) -> str:
 def start_ic_agent(
     settings: Settings, controller: Controller, secure: server.Transport | None = None
 ) -> threading.Thread:
+    # here, not at the top: a `--workers` worker imports this module and runs no agent (the
+    # agent's HTTP client, httpx, imports rich and click: about 10 MiB per worker)
+    from voipcloud.agent.runner import Agent
+
     state_dir = settings.data_dir / "ic-agent"
     secure = secure or server.Transport()
     transport = secure

@@ -16,17 +16,10 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    ReadTimeoutError,
-)
+if TYPE_CHECKING:
+    import boto3
 
 from voipcloud.domain.errors import NotFound
 from voipcloud.domain.storage import (
@@ -237,9 +230,11 @@ class S3Backend:
         self.settings = settings
         self.kind = kind
         self.tuning = tuning
+        # botocore is imported with the first S3 backend (s3_client), not with this module: a
+        # controller that stores nothing in S3 never loads it (about 25 MiB per process)
         try:
             self._client = s3_client(settings, tuning)
-        except (BotoCoreError, ValueError) as exc:  # settings botocore cannot build a client of
+        except (_errors()[0], ValueError) as exc:  # settings botocore cannot build a client of
             raise BackendFailure(
                 FailureReason.NOT_CONFIGURED,
                 f"The S3 settings of {kind.value} are not usable: {type(exc).__name__}: "
@@ -266,7 +261,7 @@ class S3Backend:
                 )
                 return
             self._multipart(bucket, name, source, content_type)
-        except (BotoCoreError, ClientError) as exc:
+        except _errors() as exc:
             raise self.translate(exc, "write") from None
 
     def _multipart(self, bucket: str, name: str, source: Readable, content_type: str) -> None:
@@ -288,14 +283,14 @@ class S3Backend:
                 Bucket=bucket, Key=name, UploadId=upload_id, MultipartUpload={"Parts": parts}
             )
         except BaseException:
-            with contextlib.suppress(BotoCoreError, ClientError):
+            with contextlib.suppress(*_errors()):
                 self._client.abort_multipart_upload(Bucket=bucket, Key=name, UploadId=upload_id)
             raise
 
     def open(self, key: str, *, size: int | None = None) -> Iterator[bytes]:
         try:
             answer = self._client.get_object(Bucket=self.settings.bucket, Key=self.object_key(key))
-        except (BotoCoreError, ClientError) as exc:
+        except _errors() as exc:
             if _code(exc) in {"NoSuchKey", "404"}:
                 raise NotFound(
                     f"The {self.kind.value} resource {key} is missing from bucket "
@@ -311,7 +306,7 @@ class S3Backend:
     def _chunks(self, body: Any) -> Iterator[bytes]:
         try:
             yield from body.iter_chunks(CHUNK)
-        except (BotoCoreError, ClientError) as exc:
+        except _errors() as exc:
             raise self.translate(exc, "read") from None
         finally:
             body.close()
@@ -319,11 +314,18 @@ class S3Backend:
     def delete(self, key: str) -> None:
         try:
             self._client.delete_object(Bucket=self.settings.bucket, Key=self.object_key(key))
-        except (BotoCoreError, ClientError) as exc:
+        except _errors() as exc:
             raise self.translate(exc, "delete") from None
 
     def translate(self, exc: Exception, doing: str) -> BackendFailure:
         """One botocore error → the reason and a message that says what to check."""
+        from botocore.exceptions import (
+            ClientError,
+            ConnectTimeoutError,
+            EndpointConnectionError,
+            ReadTimeoutError,
+        )
+
         where = f"S3 storage of {self.kind.value} (bucket {self.settings.bucket}"
         where += f" at {self.settings.endpoint_url})" if self.settings.endpoint_url else ")"
         code = _code(exc)
@@ -388,6 +390,9 @@ def s3_client(settings: S3Settings, tuning: S3Tuning) -> Any:
     with _clients_lock:
         client = _clients.get(cache_key)
         if client is None:
+            import boto3
+            from botocore.config import Config
+
             _session = _session or boto3.session.Session()
             client = _session.client(
                 "s3",
@@ -409,7 +414,16 @@ def s3_client(settings: S3Settings, tuning: S3Tuning) -> Any:
         return client
 
 
+def _errors() -> tuple[type[Exception], type[Exception]]:
+    """botocore's two error bases, imported when first needed (an S3 backend exists by then)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return BotoCoreError, ClientError
+
+
 def _code(exc: Exception) -> str:
+    from botocore.exceptions import ClientError
+
     if isinstance(exc, ClientError):
         return str(exc.response.get("Error", {}).get("Code", ""))
     return ""

@@ -25,11 +25,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
-import httpx
 from sqlalchemy import Connection
 
 from voipcloud import __version__
@@ -41,6 +40,9 @@ from voipcloud.store import event_tail
 from voipcloud.store import maintenance as maintenance_rows
 from voipcloud.store import webhooks as rows
 from voipcloud.store.webhooks import DELIVERED, FAILED, PENDING, Attempt, Delivery, WebhookRow
+
+if TYPE_CHECKING:  # httpx (with the rich and click it imports) loads with the first delivery
+    import httpx
 
 log = logging.getLogger("voipcloud.webhooks")
 
@@ -531,6 +533,8 @@ async def attempt(
     clock: Callable[[], datetime],
 ) -> Result:
     """POST one delivery, signed; never raises for what the receiver or network does."""
+    import httpx  # loaded already: the client is one
+
     at = clock()
     started = time.monotonic()
     if secret is None:
@@ -595,6 +599,7 @@ class WebhookWorker:
         self.gate: Callable[[], object] | None = None
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: httpx.AsyncClient | None = None  # made for the first delivery due
 
     def wake(self, *_: object) -> None:
         """Thread-safe: run a round now (after a commit, a queued test)."""
@@ -610,29 +615,40 @@ class WebhookWorker:
         self._wake = asyncio.Event()
         self.service.on_queued = self.wake
         await started.wait()
-        limits = httpx.Limits(max_connections=self.concurrency * 2, max_keepalive_connections=4)
-        async with httpx.AsyncClient(limits=limits, follow_redirects=False) as client:
-            try:
-                while True:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self.interval)
-                    self._wake.clear()
-                    try:
-                        if self.gate is not None and not await anyio.to_thread.run_sync(self.gate):
-                            continue
-                        await self._round(client)
-                    except DatabaseUnavailable as exc:
-                        report("webhook deliveries", exc)
-                    except Exception:  # a bug: keep the loop alive
-                        log.exception("webhook round failed")
-            finally:
-                for task in list(self._inflight.values()):
-                    task.cancel()
-                for task in list(self._inflight.values()):
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.interval)
+                self._wake.clear()
+                try:
+                    if self.gate is not None and not await anyio.to_thread.run_sync(self.gate):
+                        continue
+                    await self._round()
+                except DatabaseUnavailable as exc:
+                    report("webhook deliveries", exc)
+                except Exception:  # a bug: keep the loop alive
+                    log.exception("webhook round failed")
+        finally:
+            for task in list(self._inflight.values()):
+                task.cancel()
+            for task in list(self._inflight.values()):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            client, self._client = self._client, None
+            if client is not None:
+                await client.aclose()
 
-    async def _round(self, client: httpx.AsyncClient) -> None:
+    def _http(self) -> httpx.AsyncClient:
+        """The worker's HTTP client, made (and httpx imported) when a first delivery is due:
+        a controller without webhooks never loads httpx, rich and click (docs/benchmarks.md)."""
+        if self._client is None:
+            import httpx
+
+            limits = httpx.Limits(max_connections=self.concurrency * 2, max_keepalive_connections=4)
+            self._client = httpx.AsyncClient(limits=limits, follow_redirects=False)
+        return self._client
+
+    async def _round(self) -> None:
         await anyio.to_thread.run_sync(self.service.dispatch)
         free = self.concurrency - len(self._inflight)
         if free <= 0:
@@ -642,7 +658,7 @@ class WebhookWorker:
         )
         for delivery, url, secret in due:
             self._inflight[delivery.id] = asyncio.create_task(
-                self._deliver(client, delivery, url, secret)
+                self._deliver(self._http(), delivery, url, secret)
             )
 
     async def _deliver(

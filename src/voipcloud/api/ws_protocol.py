@@ -1,0 +1,95 @@
+"""uvicorn's sans-I/O WebSocket protocol, lighter per open connection (the agents' channels).
+
+An open agent channel is idle nearly all the time, and there may be tens of thousands per
+process. uvicorn's `websockets-sansio` protocol gives each connection an `asyncio.Queue` (three
+deques and an `asyncio.Event`, itself a deque) for the frames it hands to the application, and
+an `asyncio.Event` for write flow control: about 3.5 KiB per connection in empty deques (each
+one allocates a 64-slot block), though the queue holds one message at most (uvicorn pauses
+reading until the application takes it). After the handshake it also keeps the handshake's
+response. `LeanWebSocketProtocol` is the same protocol with:
+
+- `_Inbox` instead of the queue: a list and one future, made only while the application waits;
+- `_Writable` instead of the event: a flag, and a future only while writing is paused;
+- the handshake response dropped once the connection is accepted (it is not read again).
+
+Nothing else changes: frames, closing, flow control and errors are uvicorn's own code.
+Measured: docs/benchmarks.md, "Idle upkeep and what a channel costs".
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+
+class _Inbox:
+    """What uvicorn uses of `asyncio.Queue`: `put_nowait`, `get`, `empty` (any number of
+    waiters; the one uvicorn has is the application's `receive`)."""
+
+    __slots__ = ("_items", "_ready")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._ready: asyncio.Future[None] | None = None  # exists while someone waits
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        ready, self._ready = self._ready, None
+        if ready is not None and not ready.done():
+            ready.set_result(None)
+
+    async def get(self) -> Any:
+        while not self._items:
+            if self._ready is None or self._ready.done():
+                self._ready = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._ready)  # a cancelled waiter leaves it for the others
+        return self._items.pop(0)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+
+class _Writable:
+    """What uvicorn uses of `asyncio.Event` for write flow control: `set`, `clear`, `wait`."""
+
+    __slots__ = ("_set", "_waiting")
+
+    def __init__(self) -> None:
+        self._set = True
+        self._waiting: asyncio.Future[None] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None and not waiting.done():
+            waiting.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> bool:
+        while not self._set:
+            if self._waiting is None or self._waiting.done():
+                self._waiting = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._waiting)
+        return True
+
+
+class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue = _Inbox()  # type: ignore[assignment]
+        self.writable = _Writable()  # type: ignore[assignment]
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if self.handshake_complete and getattr(self, "response", None) is not None:
+            self.response = None  # type: ignore[assignment]  # read only to accept
