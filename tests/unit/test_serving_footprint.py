@@ -147,3 +147,18 @@ def test_writable_blocks_while_cleared_and_resumes_on_set() -> None:
         assert await asyncio.wait_for(waiter, 1) is True
 
     asyncio.run(scenario())
+
+
+def test_inbox_a_waiter_woken_then_cancelled_passes_the_item_on() -> None:
+    async def scenario() -> object:
+        inbox = _Inbox()
+        first = asyncio.create_task(inbox.get())
+        second = asyncio.create_task(inbox.get())
+        await asyncio.sleep(0)
+        inbox.put_nowait("x")  # wakes the first waiter ...
+        first.cancel()  # ... which is cancelled before it runs again
+        result = await asyncio.wait_for(second, 1)
+        assert first.cancelled()
+        return result
+
+    assert asyncio.run(scenario()) == "x"

@@ -68,6 +68,7 @@ BEAT_TEXT = protocol.Beat().model_dump_json()  # '{"type":"beat"}': no validatio
 INVENTORY_REQUEST = protocol.InventoryRequest().model_dump_json()
 MAX_HANDSHAKES = 256  # channel handshakes in progress at once (setting max_channel_handshakes)
 OPEN_RATE = 400.0  # channels/s assumed before one is measured (setting channel_open_rate)
+MAX_FEATURE_SETS = 64  # distinct feature sets shared between channels (more: not shared)
 BATCH = 64  # channels per batched read (smaller: completions flow instead of coming in lumps)
 _messages: TypeAdapter[protocol.AgentMessage] = TypeAdapter(protocol.AgentMessage)
 T = TypeVar("T")
@@ -270,6 +271,7 @@ class AgentHub:
             self.reads.inventory_known_many, functools.partial(self._thread, False)
         )
         self._channels: dict[int, set[_Channel]] = {}
+        self._feature_sets: dict[frozenset[str], frozenset[str]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._limiters: tuple[anyio.CapacityLimiter, anyio.CapacityLimiter] | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # pushes and closes (kept referenced)
@@ -535,6 +537,7 @@ class AgentHub:
             if frame["type"] == "websocket.disconnect":
                 return
             text = frame.get("text")
+            del frame  # this frame waits for the next one as long as the channel is open
             channel.heard = loop.time()
             if text == BEAT_TEXT:  # the frame that matters at scale: no parsing at all
                 presence.beat(node_id, clock())
@@ -542,29 +545,40 @@ class AgentHub:
             if text is None:  # a binary frame: the protocol is JSON text only
                 await self._close(channel, protocol.CLOSE_POLICY, "binary frames are not accepted")
                 raise _Closed
-            try:
-                message = _messages.validate_json(text)
-            except ValidationError as exc:
-                reason = f"invalid message: {exc.errors()[0]['msg']}"[:120]
-                await self._close(channel, protocol.CLOSE_POLICY, reason)
-                raise _Closed from None
-            presence.beat(node_id, clock())
-            if isinstance(message, protocol.Beat):
-                continue
-            if isinstance(message, protocol.Hello):
-                await self._hello(channel, message)
-            elif isinstance(message, protocol.InventoryUpdate):
-                await self._thread(False, agents.record_inventory, node_id, message.inventory)
-            elif isinstance(message, protocol.OutcomeReport):
-                await self._record(channel, message)
-            elif isinstance(message, protocol.Problem):
-                await self._thread(False, agents.problem, node_id, message.reason)
-            elif isinstance(message, protocol.HealthReport):
-                await self._thread(False, agents.health, node_id, message)
+            # in a call of its own: the message (a hello, an inventory) is not kept meanwhile
+            await self._message(channel, text)
+            del text
+
+    async def _message(self, channel: _Channel, text: str) -> None:
+        node_id = channel.node_id
+        agents = self._controller.agents
+        try:
+            message = _messages.validate_json(text)
+        except ValidationError as exc:
+            reason = f"invalid message: {exc.errors()[0]['msg']}"[:120]
+            await self._close(channel, protocol.CLOSE_POLICY, reason)
+            raise _Closed from None
+        agents.presence.beat(node_id, self._controller.ctx.clock())
+        if isinstance(message, protocol.Beat):
+            return
+        if isinstance(message, protocol.Hello):
+            await self._hello(channel, message)
+        elif isinstance(message, protocol.InventoryUpdate):
+            await self._thread(False, agents.record_inventory, node_id, message.inventory)
+        elif isinstance(message, protocol.OutcomeReport):
+            await self._record(channel, message)
+        elif isinstance(message, protocol.Problem):
+            await self._thread(False, agents.problem, node_id, message.reason)
+        elif isinstance(message, protocol.HealthReport):
+            await self._thread(False, agents.health, node_id, message)
 
     async def _hello(self, channel: _Channel, hello: protocol.Hello) -> None:
         agents = self._controller.agents
-        channel.features = frozenset(hello.features or ())
+        features = frozenset(hello.features or ())
+        # agents of one version announce the same features: one set shared by their channels
+        if len(self._feature_sets) < MAX_FEATURE_SETS:
+            features = self._feature_sets.setdefault(features, features)
+        channel.features = self._feature_sets.get(features, features)
         if channel.first is not None:
             channel.first.cancel()
             channel.first = None

@@ -8,7 +8,7 @@ one allocates a 64-slot block), though the queue holds one message at most (uvic
 reading until the application takes it). After the handshake it also keeps the handshake's
 response. `LeanWebSocketProtocol` is the same protocol with:
 
-- `_Inbox` instead of the queue: a list and one future, made only while the application waits;
+- `_Inbox` instead of the queue: a list, and a future only while the application waits;
 - `_Writable` instead of the event: a flag, and a future only while writing is paused;
 - the handshake response dropped once the connection is accepted (it is not read again).
 
@@ -26,25 +26,44 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 
 class _Inbox:
     """What uvicorn uses of `asyncio.Queue`: `put_nowait`, `get`, `empty` (any number of
-    waiters; the one uvicorn has is the application's `receive`)."""
+    waiters, woken in turn; the one uvicorn has is the application's `receive`)."""
 
-    __slots__ = ("_items", "_ready")
+    __slots__ = ("_items", "_waiters")
 
     def __init__(self) -> None:
         self._items: list[Any] = []
-        self._ready: asyncio.Future[None] | None = None  # exists while someone waits
+        self._waiters: list[asyncio.Future[None]] | None = None  # exists while someone waits
 
     def put_nowait(self, item: Any) -> None:
         self._items.append(item)
-        ready, self._ready = self._ready, None
-        if ready is not None and not ready.done():
-            ready.set_result(None)
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.pop(0)
+            if not waiter.done():
+                waiter.set_result(None)
+                break
+        if not waiters:
+            self._waiters = None
 
     async def get(self) -> Any:
         while not self._items:
-            if self._ready is None or self._ready.done():
-                self._ready = asyncio.get_running_loop().create_future()
-            await asyncio.shield(self._ready)  # a cancelled waiter leaves it for the others
+            waiter = asyncio.get_running_loop().create_future()
+            if self._waiters is None:
+                self._waiters = []
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if self._waiters is not None and waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                    if not self._waiters:
+                        self._waiters = None
+                elif self._items:  # woken, then cancelled: the item goes to the next waiter
+                    self._wake_one()
+                raise
         return self._items.pop(0)
 
     def empty(self) -> bool:
