@@ -81,6 +81,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from voipcloud import protocol
 from voipcloud.agent.runner import Backoff, retry_after, retry_after_delay
+from voipcloud.config import Settings
 
 API = "/api/v1"
 BEAT = protocol.Beat().model_dump_json()  # exactly what the agent sends
@@ -1046,6 +1047,15 @@ def main() -> None:
         return
     if args.controllers > 1 and not args.database_url:
         raise SystemExit("several controllers need --database-url (PostgreSQL)")
+    # the controllers run with the default missed-beats (3): a stored last-seen time goes stale
+    # after 3 intervals without a beat, and a channel silent for twice that is closed
+    stale_after = args.interval * Settings.model_fields["missed_beats"].default
+    if args.quiet > stale_after:
+        raise SystemExit(
+            f"--quiet {args.quiet:g} must not exceed {stale_after:g} s (3 heartbeat intervals): "
+            "longer, the agents look lost and their channels are closed as silent, which is not "
+            "idle upkeep (a 60 s quiet phase once closed 33,146 of 50,000 channels)"
+        )
     if args.url and args.seed == "store" and not args.database_url:
         raise SystemExit("--url with --seed store needs --database-url")
     with tempfile.TemporaryDirectory(prefix="voipcloud-load-") as tmp:
