@@ -196,11 +196,19 @@ async def keep(
     stats: ChildStats,
     beater: Beater,
     deadline: float,
+    handshakes: asyncio.Semaphore,
 ) -> None:
     """After the controller restarts: reconnect exactly as `voipcloud agent` does
     (agent/runner.py): the first attempt after a healthy channel spread over the advertised
     reconnect window, then capped exponential backoff with full jitter; a 503 answered with
-    Retry-After waits that plus jitter instead. Bounded by `deadline`."""
+    Retry-After waits that plus jitter instead. Bounded by `deadline`.
+
+    `handshakes` bounds the attempts in progress in this child (`--concurrency`), as in the
+    open phase. A real agent has its host's CPU to itself; 12,500 simulated ones share one
+    interpreter, which, unbounded, opened TCP connections faster than it could send their
+    upgrade requests: the controller closed them as idle after `keep_alive_timeout` (5 s),
+    hundreds of thousands of failures and backoffs that measured the generator, not the
+    controller. An attempt's wait for a slot counts in the reconnect time."""
     await ws.wait_closed()
     beater.agents.pop(index, None)
     backoff = Backoff(window=stats.window)
@@ -209,9 +217,10 @@ async def keep(
         while True:
             await asyncio.sleep(delay)
             try:
-                fresh = await open_once(
-                    args.url, args.source, token, args.hello == "full", stats, args.open_timeout
-                )
+                async with handshakes:
+                    fresh = await open_once(
+                        args.url, args.source, token, args.hello == "full", stats, args.open_timeout
+                    )
             except InvalidStatus as exc:
                 seconds = retry_after(exc)
                 stats.error(f"reconnect http {exc.response.status_code}")
@@ -399,7 +408,9 @@ async def child_main(args: argparse.Namespace) -> None:
         elif command[0] == "arm":  # the controller restarts next: reconnect as agents do
             bound = time.monotonic() + float(command[1])
             keepers = [
-                asyncio.create_task(keep(i, ws, tokens[i][1], args, stats, beater, bound))
+                asyncio.create_task(
+                    keep(i, ws, tokens[i][1], args, stats, beater, bound, semaphore)
+                )
                 for i, ws in list(beater.agents.items())
             ]
             refused0 = stats.refused
