@@ -148,25 +148,6 @@ class _DenialIsComplete(logging.Filter):
 logging.getLogger("uvicorn.error").addFilter(_DenialIsComplete())
 
 
-class ChannelRoute:
-    """ASGI middleware: the agent channel's upgrade goes straight to the hub, not through the
-    router (which matched every upgrade against each route of the API and the web interface
-    first: about a third of the event loop's time per channel opened). A served controller
-    reaches the hub earlier still, through `ChannelDispatch` (given to uvicorn by
-    `api/server.py`); this one serves the channel when the FastAPI application is run on its
-    own (in-process test clients). routes/agent.py documents the channel."""
-
-    def __init__(self, app: ASGIApp, hub: AgentHub) -> None:
-        self.app = app
-        self.hub = hub
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and scope["path"] == CHANNEL_PATH:
-            await self.hub.handle(WebSocket(scope, receive, send))
-            return
-        await self.app(scope, receive, send)
-
-
 class ChannelDispatch:
     """The ASGI application uvicorn is given (`api/server.py`, `config`): the agent channel's
     upgrade goes to the hub, everything else (lifespan included) to the FastAPI application.
@@ -189,6 +170,17 @@ class ChannelDispatch:
             await self.hub.handle(WebSocket(scope, receive, send))
             return
         await self.app(scope, receive, send)
+
+
+class ChannelRoute(ChannelDispatch):
+    """ASGI middleware: the agent channel's upgrade goes straight to the hub, not through the
+    router (which matched every upgrade against each route of the API and the web interface
+    first: about a third of the event loop's time per channel opened). A served controller
+    reaches the hub earlier still, through `ChannelDispatch` (given to uvicorn by
+    `api/server.py`); this one serves the channel when the FastAPI application is run on its
+    own (in-process test clients). routes/agent.py documents the channel."""
+
+    __slots__ = ()
 
 
 class _Channel:
