@@ -162,3 +162,72 @@ def test_inbox_a_waiter_woken_then_cancelled_passes_the_item_on() -> None:
         return result
 
     assert asyncio.run(scenario()) == "x"
+
+
+async def _served_scope(path: str) -> tuple[dict[str, object], list[object], object]:
+    """A real uvicorn server with the lean protocol on loopback; a real WebSocket client
+    opens `path` with a credential header and sends one frame. What the protocol and the
+    ASGI scope still hold once the application has that frame."""
+    import socket
+
+    import uvicorn
+    from websockets.asyncio.client import connect
+
+    held: dict[str, object] = {}
+    got_frame = asyncio.Event()
+
+    async def app(scope: dict[str, object], receive: object, send: object) -> None:
+        if scope["type"] != "websocket":
+            return
+        assert await receive() == {"type": "websocket.connect"}  # type: ignore[operator]
+        # what the hub does: read the credential, then accept
+        held["authorization"] = dict(scope["headers"]).get(b"authorization")  # type: ignore[call-overload]
+        await send({"type": "websocket.accept"})  # type: ignore[operator]
+        held["frame"] = await receive()  # type: ignore[operator]
+        held["scope"] = scope
+        got_frame.set()
+        await receive()  # type: ignore[operator]  # the client's close
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, ws=LeanWebSocketProtocol, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        headers = {"Authorization": "Bearer secret-credential", "X-Padding": "p" * 500}
+        async with connect(f"ws://127.0.0.1:{port}{path}", additional_headers=headers) as ws:
+            await ws.send("hello")
+            await asyncio.wait_for(got_frame.wait(), 10)
+            (protocol,) = server.server_state.connections
+            request = protocol.conn.parser.gi_frame.f_locals.get("request")  # type: ignore[attr-defined]
+            scope = held["scope"]
+            assert isinstance(scope, dict)
+            snapshot = dict(scope)
+            if "headers" in scope:
+                snapshot["headers"] = list(scope["headers"])
+            return snapshot, [held["authorization"], held["frame"]], request
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+def test_an_accepted_agent_channel_keeps_no_handshake_headers_and_a_small_scope() -> None:
+    scope, seen, request = asyncio.run(_served_scope(CHANNEL_PATH))
+    # the application read the credential before accepting, and frames still flow
+    assert seen == [b"Bearer secret-credential", {"type": "websocket.receive", "text": "hello"}]
+    assert sorted(scope) == ["client", "path", "query_string", "scheme", "server", "type"]
+    assert scope["path"] == CHANNEL_PATH
+    assert request is not None
+    assert list(request.headers.raw_items()) == []
+
+
+def test_another_websocket_path_keeps_its_whole_scope() -> None:
+    scope, seen, request = asyncio.run(_served_scope("/some/other/socket"))
+    assert seen[0] == b"Bearer secret-credential"
+    assert {"headers", "subprotocols", "extensions", "raw_path"} <= set(scope)
+    assert (b"authorization", b"Bearer secret-credential") in scope["headers"]  # type: ignore[operator]
+    assert request is not None
+    assert request.headers["X-Padding"] == "p" * 500

@@ -10,7 +10,11 @@ response. `LeanWebSocketProtocol` is the same protocol with:
 
 - `_Inbox` instead of the queue: a list, and a future only while the application waits;
 - `_Writable` instead of the event: a flag, and a future only while writing is paused;
-- the handshake response dropped once the connection is accepted (it is not read again).
+- the handshake response dropped once the connection is accepted (it is not read again);
+- on the agent channel, once accepted, the handshake request's headers emptied (websockets'
+  parser keeps the request in its generator frame as long as the connection) and the ASGI
+  scope kept only with what uvicorn's log lines and the hub read after the handshake (the
+  client, the path, the query string); the hub reads the credential before it accepts.
 
 Nothing else changes: frames, closing, flow control and errors are uvicorn's own code.
 Measured: docs/benchmarks.md, "Idle upkeep and what a channel costs".
@@ -22,6 +26,12 @@ import asyncio
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
+from voipcloud.api.agent_channel import CHANNEL_PATH
+
+# what stays of an agent channel's ASGI scope once accepted (uvicorn's log lines read the
+# client and path with query string; Starlette's WebSocket reads nothing of it after accept)
+KEPT_SCOPE = frozenset({"type", "client", "server", "scheme", "path", "query_string"})
 
 
 class _Inbox:
@@ -112,3 +122,19 @@ class LeanWebSocketProtocol(WebSocketsSansIOProtocol):
         await super().send(message)
         if self.handshake_complete and getattr(self, "response", None) is not None:
             self.response = None  # type: ignore[assignment]  # read only to accept
+            if self.scope.get("path") == CHANNEL_PATH and not self.close_sent:
+                self._trim_handshake()
+
+    def _trim_handshake(self) -> None:
+        """What only the handshake read, dropped from an accepted agent channel: about 4 KiB
+        of an idle connection's objects (docs/benchmarks.md, "What a channel costs")."""
+        request = getattr(self, "request", None)
+        if request is not None:
+            request.headers.clear()  # the same object stays in websockets' parser frame
+            self.request = None  # type: ignore[assignment]
+        scope: dict[str, Any] = self.scope  # type: ignore[assignment]
+        headers = scope.get("headers")
+        if isinstance(headers, list):
+            headers.clear()  # in place: Starlette's `WebSocket.headers` holds this list
+        for key in [key for key in scope if key not in KEPT_SCOPE]:
+            del scope[key]
