@@ -252,6 +252,24 @@ def test_single_controller_connectivity_is_unchanged() -> None:
     assert presence.state(2, None, NOW)[0] is Connectivity.NEVER
 
 
+def test_local_count_follows_opens_and_closes_of_nodes_channels() -> None:
+    """What the channel metric reads at every open and close: nodes, not channels (an agent
+    that reconnects before its old channel closed counts once), and others' not at all."""
+    presence = _presence(True)
+    assert presence.local_count() == 0
+    presence.opened(1, NOW)
+    presence.opened(2, NOW)
+    presence.opened(2, NOW)  # node 2's agent reconnected; its old channel is still open
+    presence.remote_open("other", {3, 4})
+    assert presence.local_count() == 2
+    assert presence.local_count() == len(presence.local_channels())
+    presence.closed(2)
+    assert presence.local_count() == 2
+    presence.closed(2)
+    presence.closed(1)
+    assert presence.local_count() == 0
+
+
 def test_connectivity_of_an_agent_held_by_another_controller() -> None:
     presence = _presence(True)
     fresh, stale = NOW - timedelta(seconds=5), NOW - timedelta(seconds=31)

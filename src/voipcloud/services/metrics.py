@@ -280,20 +280,24 @@ class Metrics:
         self._joins_seen = (0, 0)
         self._sample_lock = threading.Lock()
         presence = self.controller.agents.presence
-        # exact at every channel's open and close, whichever process is scraped
-        presence.listeners.append(lambda _kind, _node: self.sample())
+        # exact at every channel's open and close, whichever process is scraped: the count
+        # alone (the rest of `sample` is read at scrape time), in O(1)
+        presence.listeners.append(lambda _kind, _node: self._channels_changed())
         self.scrape_registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(  # type: ignore[no-untyped-call]
             self.scrape_registry, path=directory
         )
         self.scrape_registry.register(_StateCollector(self))
 
+    def _channels_changed(self) -> None:
+        self.agent_channels.set(self.controller.agents.presence.local_count())
+
     def sample(self) -> None:
         """Shared: write this process's read-at-scrape figures into its files."""
         if self.shared is None:
             return
         with self._sample_lock:  # channel listeners call it from any thread
-            self.agent_channels.set(len(self.controller.agents.presence.local_channels()))
+            self._channels_changed()
             groups, joins, largest = self.controller.agents.join_groups()
             seen_groups, seen_joins = self._joins_seen
             if groups > seen_groups:
@@ -429,7 +433,7 @@ class _StateCollector(Collector):
             "voipcloud_controller_agent_channels",
             "Agent channels held open by this controller process",
         )
-        channels.add_metric([], len(controller.agents.presence.local_channels()))
+        channels.add_metric([], controller.agents.presence.local_count())
         yield channels
         groups, joins, largest = controller.agents.join_groups()
         written = CounterMetricFamily(  # per process: group commit (services/group_commit.py)

@@ -76,6 +76,11 @@ class Presence:
         with self._lock:
             return set(self._connected)
 
+    def local_count(self) -> int:
+        """How many nodes' agents hold a channel to this process (no copy: it is read at
+        every channel's open and close)."""
+        return len(self._connected)
+
     def remote_open(self, controller: str, node_ids: set[int]) -> None:
         """Another controller announced that it holds these nodes' channels."""
         with self._lock:
