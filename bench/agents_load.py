@@ -886,7 +886,10 @@ async def reconnect_phase(
     for serve in serves:  # the same port, data dir and database
         await asyncio.to_thread(serve.start)
     t_up = time.monotonic()
-    usage = Usage([s.pid for s in serves])
+    # the processes holding the connections: with --workers, the new workers (the parent's
+    # own CPU is the supervisor's, near nothing)
+    pids = [p for s in serves for p in s.worker_pids()]
+    usage = Usage(pids)
 
     async def sample() -> None:
         while True:
@@ -936,8 +939,8 @@ async def reconnect_phase(
         "refused_503": sum(d["refused"] for d in done),
         "errors": errors,
         "cpu_percent": cpu,
-        "rss_mib": [round(rss_mib(s.pid), 1) for s in serves],
-        "pss_mib": [round(pss_mib(s.pid), 1) for s in serves],
+        "rss_mib": [round(rss_mib(p), 1) for p in pids],
+        "pss_mib": [round(pss_mib(p), 1) for p in pids],
         "load": loads,
         "reopened_per_second": [
             per_second.get(k, 0) for k in range(max(per_second, default=-1) + 1)
