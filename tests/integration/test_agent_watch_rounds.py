@@ -63,8 +63,9 @@ def test_rounds_between_full_ones_see_every_kind_of_change(
     assert recorded(controller)[-1] == (a, "agent-back")
 
     # an agent silent past the window while its channel is still open (stored and heard
-    # last-seen times both old): lost, found by the stale-last-seen read
-    old = datetime.now(UTC) - timedelta(hours=1)
+    # last-seen times both just older than the window): lost, found by the stale-last-seen read
+    window = presence.heartbeat_interval * presence.missed_beats
+    old = datetime.now(UTC) - timedelta(seconds=window + 1)
     with controller.ctx.db.write() as conn:
         conn.execute(update(nodes).where(nodes.c.id == b).values(last_seen=old))
     presence.beat(b, old)
@@ -99,3 +100,58 @@ def test_too_many_named_nodes_make_a_full_round(
         presence.closed(node_id)
     assert watch.check() == 3
     assert sorted(recorded(controller)) == sorted((n, "agent-lost") for n in ids)
+
+
+def _gone(controller: Controller, count: int, name: str) -> list[int]:
+    """Nodes whose agents joined and went long ago (a site down): stored last-seen times an
+    hour old, no channel."""
+    old = datetime.now(UTC) - timedelta(hours=1)
+    return [joined_node(controller, f"{name}-{n}", old) for n in range(count)]
+
+
+def test_nodes_long_stale_and_recorded_lost_are_not_read_at_every_round(
+    controller: Controller,
+) -> None:
+    watch = AgentWatch(controller.ctx, controller.agents.presence, grace=0)
+    presence = controller.agents.presence
+    gone = _gone(controller, 30, "gone")
+    assert watch.check() == 30  # the first (full) round records them lost
+    assert watch.read >= 30
+    assert watch.check() == 0
+    assert watch.read == 0  # lost and still stale: nothing can have changed; not read
+    # one that goes stale now is still read and recorded (the floor is a heartbeat under it)
+    now = datetime.now(UTC)
+    live = joined_node(controller, "live", now)
+    presence.opened(live, now)
+    assert watch.check() == 0
+    window = presence.heartbeat_interval * presence.missed_beats
+    just_stale = datetime.now(UTC) - timedelta(seconds=window + 1)
+    with controller.ctx.db.write() as conn:
+        conn.execute(update(nodes).where(nodes.c.id == live).values(last_seen=just_stale))
+    presence.beat(live, just_stale)
+    assert watch.check() == 1
+    assert recorded(controller)[-1] == (live, "agent-lost")
+    assert watch.read == 1
+    # and one of the gone comes back on a channel of this controller: named, back
+    presence.opened(gone[0], datetime.now(UTC))
+    assert watch.check() == 1
+    assert recorded(controller)[-1] == (gone[0], "agent-back")
+
+
+def test_a_round_cut_short_or_in_grace_reads_every_stale_node_next_time(
+    controller: Controller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(agent_watch, "MAX_PER_ROUND", 4)
+    watch = AgentWatch(controller.ctx, controller.agents.presence, grace=0)
+    gone = _gone(controller, 10, "cut")
+    assert watch.check() == 4  # the rest wait: the round was cut at MAX_PER_ROUND
+    assert watch.stale_floor is None
+    assert watch.check() == 4
+    assert watch.check() == 2
+    assert sorted(n for n, op in recorded(controller) if op == "agent-lost") == sorted(gone)
+    assert watch.stale_floor is not None
+    # a controller in its grace (or shedding) records no loss of agents it has not heard:
+    # those rounds are not complete either
+    waiting = AgentWatch(controller.ctx, controller.agents.presence, grace=3600)
+    assert waiting.check() == 0
+    assert waiting.stale_floor is None

@@ -20,6 +20,15 @@ whose channel is open again. Every other node is as recorded: connected (a chann
 within the window) or lost (no channel). A full round (every live node) comes at start and every
 `FULL_ROUND_SECONDS`, and forgets deleted nodes; at 50,000 nodes a full round costs about
 0.4 s of a core, a round of candidates a few milliseconds.
+
+The stale read is bounded below too: a stored last-seen time only grows, so a node that went
+stale before the last complete round was read by that round (its event recorded, or no change),
+and is not read again at every round while it stays stale (thousands of agents gone, e.g. a
+site down, made each round a full one: `stale_floor`). A round is complete when it recorded
+every change it saw and no grace applied; after any other round the next reads every stale
+node again. The floor keeps one heartbeat interval of slack (two controllers' flushes of one
+node may land out of order); a node whose stored time jumped back further is found by the next
+full round.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import and_, func, or_, select
 
 from voipcloud.services.context import CONTROLLER_ACTOR, Context
 from voipcloud.services.presence import Connectivity, Presence
@@ -50,6 +59,9 @@ class AgentWatch:
         self._grace_until = time.monotonic() + grace
         self._connected: dict[int, bool] | None = None  # node id -> last recorded state
         self._next_full = 0.0  # monotonic time of the next full round
+        # stale nodes whose stored last-seen time is older were read by a complete round
+        self.stale_floor: datetime | None = None
+        self.read = 0  # nodes the last round read (tests and benchmarks read it)
         # True while agents told "Retry-After" may still be on their way (api/agent_channel.py)
         self.busy: Callable[[], bool] | None = None
 
@@ -76,6 +88,7 @@ class AgentWatch:
         starts from what the events say, not from what it remembered."""
         self._connected = None
         self._next_full = 0.0
+        self.stale_floor = None
 
     def _candidates(self, conn: Any, known: dict[int, bool], now: datetime) -> dict[int, Any]:
         """The live nodes whose state can differ from the one recorded (the module's
@@ -90,6 +103,8 @@ class AgentWatch:
             return self._agent_nodes(conn)
         window = timedelta(seconds=self._presence.heartbeat_interval * self._presence.missed_beats)
         stale = nodes.c.last_seen < now - window
+        if self.stale_floor is not None:
+            stale = and_(stale, nodes.c.last_seen >= self.stale_floor)
         query = select(nodes.c.id, nodes.c.last_seen, nodes.c.status).where(
             nodes.c.status != "Deleted",
             nodes.c.last_seen.is_not(None),
@@ -116,6 +131,7 @@ class AgentWatch:
                 self._next_full = time.monotonic() + FULL_ROUND_SECONDS
             else:
                 live = self._candidates(conn, self._connected, now)
+        self.read = len(live)
         # presence knows of agents that joined since the last flush of last_seen
         states = {
             node_id: self._presence.state(node_id, seen, now)[0]
@@ -152,8 +168,10 @@ class AgentWatch:
                             f"no heartbeat for {window:g} s or its channel closed",
                         )
                     )
+        complete = len(changes) <= MAX_PER_ROUND and not in_grace
         changes = changes[:MAX_PER_ROUND]
         if not changes:
+            self._round_done(now, complete)
             return 0
         with self._ctx.db.write() as conn:
             for node_id, operation, status, reason in changes:
@@ -169,4 +187,15 @@ class AgentWatch:
                 )
         for node_id, operation, _status, _reason in changes:  # recorded: remember
             known[node_id] = operation == AGENT_BACK
+        self._round_done(now, complete)
         return len(changes)
+
+    def _round_done(self, now: datetime, complete: bool) -> None:
+        """After a round whose changes are recorded: a complete one raises the stale floor to
+        the nodes that go stale from now on; any other makes the next read every stale node."""
+        if not complete:
+            self.stale_floor = None
+            return
+        presence = self._presence
+        window = presence.heartbeat_interval * presence.missed_beats
+        self.stale_floor = now - timedelta(seconds=window + presence.heartbeat_interval)
