@@ -4,8 +4,10 @@ start of the same kind (409 naming the rule), and can pause it."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +27,8 @@ from voipcloud.services.storage_migration import StorageMigrations
 pytestmark = pytest.mark.postgres
 BASE = "/api/v1/storage/recordings"
 OBJECTS = 600
-MOVE_DELAY = 0.04  # per object: 600 objects take at least 6 s, so the pause lands mid-way
+MOVE_DELAY = 0.04  # per object
+GATE_AFTER = 20  # moves before the rest wait for the pause to be asked
 
 
 @pytest.fixture
@@ -38,11 +41,17 @@ def test_a_migration_runs_on_one_controller_and_the_other_sees_and_pauses_it(
     tmp_path: Path, postgres_template: str, moto: MotoServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # S3 on loopback is fast enough to finish 600 objects before the other controller's pause
-    # arrives on a loaded machine; each move is made slower so the test is about the pause
+    # arrives on a loaded machine (even at 40 ms a move: four move at once, so 6 s); past the
+    # first GATE_AFTER moves, each waits up to 0.5 s more until the pause has been asked for
+    # (the rest would take 75 s), so the test is about the pause whatever the machine's load
     move = StorageMigrations._move
+    moves = itertools.count(1)
+    pause_asked = threading.Event()
 
     def slow_move(self: StorageMigrations, config: KindConfig, key: str) -> None:
         time.sleep(MOVE_DELAY)
+        if next(moves) > GATE_AFTER:  # slower still until the pause is asked (0.5 s at
+            pause_asked.wait(timeout=0.5)  # most: the worker may hold a lock the pause needs)
         move(self, config, key)
 
     monkeypatch.setattr(StorageMigrations, "_move", slow_move)
@@ -72,6 +81,7 @@ def test_a_migration_runs_on_one_controller_and_the_other_sees_and_pauses_it(
                 assert refused.json()["rule"] == "storage-migration-running"
 
                 paused = ok(b.post(f"{BASE}/migration/pause"))
+                pause_asked.set()
                 assert paused["status"] == "paused", paused
                 assert paused["done"] < paused["total"] == OBJECTS
                 later = wait_migration(a, lambda p: p["status"] == "paused")
@@ -83,4 +93,5 @@ def test_a_migration_runs_on_one_controller_and_the_other_sees_and_pauses_it(
                 b.close()
             a.close()
     finally:
+        pause_asked.set()  # a failure before the pause leaves no move waiting
         databases.drop_database(name)
