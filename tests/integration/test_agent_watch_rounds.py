@@ -29,6 +29,16 @@ def joined_node(controller: Controller, name: str, seen: datetime) -> int:
     return node.id
 
 
+def silent_just_past_the_window(controller: Controller, node_id: int) -> None:
+    """The agent was last heard (stored and in presence) just before the missed-beats window."""
+    presence = controller.agents.presence
+    window = presence.heartbeat_interval * presence.missed_beats
+    heard = datetime.now(UTC) - timedelta(seconds=window + 1)
+    with controller.ctx.db.write() as conn:
+        conn.execute(update(nodes).where(nodes.c.id == node_id).values(last_seen=heard))
+    presence.beat(node_id, heard)
+
+
 def recorded(controller: Controller) -> list[tuple[int, str]]:
     query = (
         select(events.c.node_id, events.c.operation)
@@ -64,11 +74,7 @@ def test_rounds_between_full_ones_see_every_kind_of_change(
 
     # an agent silent past the window while its channel is still open (stored and heard
     # last-seen times both just older than the window): lost, found by the stale-last-seen read
-    window = presence.heartbeat_interval * presence.missed_beats
-    old = datetime.now(UTC) - timedelta(seconds=window + 1)
-    with controller.ctx.db.write() as conn:
-        conn.execute(update(nodes).where(nodes.c.id == b).values(last_seen=old))
-    presence.beat(b, old)
+    silent_just_past_the_window(controller, b)
     assert watch.check() == 1
     assert recorded(controller)[-1] == (b, "agent-lost")
 
@@ -124,11 +130,7 @@ def test_nodes_long_stale_and_recorded_lost_are_not_read_at_every_round(
     live = joined_node(controller, "live", now)
     presence.opened(live, now)
     assert watch.check() == 0
-    window = presence.heartbeat_interval * presence.missed_beats
-    just_stale = datetime.now(UTC) - timedelta(seconds=window + 1)
-    with controller.ctx.db.write() as conn:
-        conn.execute(update(nodes).where(nodes.c.id == live).values(last_seen=just_stale))
-    presence.beat(live, just_stale)
+    silent_just_past_the_window(controller, live)
     assert watch.check() == 1
     assert recorded(controller)[-1] == (live, "agent-lost")
     assert watch.read == 1
