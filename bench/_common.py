@@ -115,6 +115,12 @@ def pss_mib(pid: int) -> float:
 # ------------------------------------------------------------------ the controller
 
 
+def _children(pid: int) -> list[int]:
+    with contextlib.suppress(OSError):
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return []
+
+
 @dataclass
 class Serve:
     """A real `voipcloud serve` on a free loopback port with its own data dir (its log in
@@ -141,15 +147,20 @@ class Serve:
         return self.process.pid
 
     def worker_pids(self) -> list[int]:
-        """The processes holding connections: the workers (children of `serve`), or it."""
+        """The processes holding connections: the workers (forked by the fork server, a child
+        of `serve`), or `serve` itself."""
         pid = self.pid
         if self.workers <= 1:
             return [pid]
-        with contextlib.suppress(OSError):
-            return sorted(
-                int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-            )
-        return []
+        return sorted(worker for child in _children(pid) for worker in _children(child))
+
+    def all_pids(self) -> list[int]:
+        """Every process of this controller: `serve`, its fork server and the workers (and
+        multiprocessing's resource tracker): what its memory is the sum of."""
+        pid = self.pid
+        if self.workers <= 1:
+            return [pid]
+        return sorted({pid, *_children(pid), *self.worker_pids()})
 
     def _workers_ready(self) -> bool:
         if self.workers <= 1:

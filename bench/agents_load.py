@@ -783,6 +783,10 @@ async def parent_main(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             result["pss_per_connection_kib"] = (
                 round((sum(pss) - base) * 1024 / opened, 1) if opened else None
             )
+            # the whole controller: its parent, fork server and workers, shared pages once
+            everything = [p for s in serves for p in s.all_pids()]
+            result["controller_pss_open_mib"] = round(sum(pss_mib(p) for p in everything), 1)
+            result["controller_processes"] = len(everything)
 
             # quiet: channels open, nothing sent (shorter than the silence that closes them)
             usage = Usage(pids)
@@ -973,6 +977,10 @@ def table(result: dict[str, Any]) -> str:
             "controller PSS base → open (MiB)",
             f"{result['pss_base_mib']} → {result['pss_open_mib']} "
             f"({result['pss_per_connection_kib']} KiB a connection)",
+        ),
+        (
+            "whole controller PSS at open (MiB, processes)",
+            f"{result['controller_pss_open_mib']} ({result['controller_processes']})",
         ),
         ("idle upkeep CPU % (per controller)", result["idle_cpu_percent"]),
         (

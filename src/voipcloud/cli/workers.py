@@ -19,6 +19,13 @@ here; what must happen once is done by this parent before any worker starts:
 - the IC node's agent, in a thread of this parent: it connects through the shared port to
   whichever worker the kernel picks (one IC agent, as the cluster needs).
 
+The workers are forked from one process that imported the application before any of them
+(`multiprocessing`'s forkserver, preloading `voipcloud.cli.worker_preload`, which collects
+and freezes what the imports made): the interpreter's and the application's start-up pages
+are shared copy-on-write between the workers instead of built once each (about 80 MiB a
+worker beyond the first; docs/benchmarks.md). The fork server is a fresh interpreter, not a
+fork of this parent: it holds no thread, lock, socket or database connection of ours.
+
 The parent then supervises: it prints each worker's pid, forwards SIGTERM/SIGINT to the
 workers and waits for them (SIGKILL after `STOP_SECONDS`), starts a worker that died again
 after a backoff (`Restarts`), and gives up (exit 1, every worker stopped) when one keeps dying
@@ -34,8 +41,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import logging
+import multiprocessing
 import os
 import selectors
 import signal
@@ -44,6 +51,8 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from multiprocessing import reduction
+from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any
 
@@ -55,6 +64,7 @@ from voipcloud.config import Settings
 log = logging.getLogger("voipcloud.workers")
 
 STOP_SECONDS = 30.0  # a graceful stop of every worker, then SIGKILL
+PRELOAD = "voipcloud.cli.worker_preload"  # imported once, by the fork server
 TICK_SECONDS = 0.2  # how often the parent looks at its workers
 PR_SET_PDEATHSIG = 1
 
@@ -159,14 +169,69 @@ def port_taken(host: str, port: int) -> OSError | None:
 # --- the parent ----------------------------------------------------------------------------
 
 
+class WorkerProcess:
+    """A forked worker, seen as the parent needs it (the calls of `subprocess.Popen` used here).
+
+    The fork server is the worker's parent in the kernel; `multiprocessing` reports its exit
+    status back (`exitcode`: the code, or minus the signal that killed it)."""
+
+    def __init__(self, process: multiprocessing.process.BaseProcess) -> None:
+        self._process = process
+        self.pid: int = process.pid or 0
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.exitcode
+
+    def poll(self) -> int | None:
+        return self._process.exitcode
+
+    def send_signal(self, signum: int) -> None:
+        if self._process.exitcode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def wait(self, timeout: float | None = None) -> int:
+        self._process.join(timeout)
+        code = self._process.exitcode
+        if code is None:
+            raise subprocess.TimeoutExpired(f"worker pid {self.pid}", timeout or 0.0)
+        return code
+
+
+class InheritedFd:
+    """A descriptor of the parent handed to a forked worker (the data dir's lock): sent to
+    the fork server with the worker's arguments, received as a descriptor of the worker."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __reduce__(self) -> tuple[Any, tuple[Any]]:
+        return _received_fd, (reduction.DupFd(self.fd),)
+
+
+def _received_fd(duplicate: Any) -> int:
+    return int(duplicate.detach())
+
+
+def worker_context() -> multiprocessing.context.ForkServerContext:
+    """Where the workers are forked from: one interpreter that imported the application."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([PRELOAD])
+    return context
+
+
 @dataclass
 class Slot:
     """One worker's place: its current process and its restart history."""
 
     index: int
     restarts: Restarts
-    process: subprocess.Popen[bytes] | None = None
-    ready_pipe: int | None = None  # read end: the worker writes once it listens
+    process: WorkerProcess | None = None
+    ready_pipe: Connection | None = None  # read end: the worker writes once it listens
     started: float = 0.0
     ready_at: float | None = None
     start_at: float | None = None  # a restart waiting for its backoff
@@ -192,6 +257,7 @@ class Supervisor:
         self.stop_seconds = stop_seconds
         self.stopping = 0  # signals received
         self.selector = selectors.DefaultSelector()
+        self.context = worker_context()
 
     # signals: the first stops the workers gracefully, a second hurries them
     def _signalled(self, signum: int, _frame: FrameType | None) -> None:
@@ -204,42 +270,38 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._signalled)
 
     def spawn(self, slot: Slot) -> None:
-        read_end, write_end = os.pipe()
+        read_end, write_end = self.context.Pipe(duplex=False)
         spec = {
             "index": slot.index,
             "parent": os.getpid(),
-            "ready_fd": write_end,
             "settings": self.settings.model_dump(mode="json"),
             "metrics_dir": self.metrics_dir,
         }
+        # the settings (a database password among them) travel over the fork server's
+        # socket, never on a command line
+        process = self.context.Process(
+            target=forked_worker,
+            args=(spec, write_end, [InheritedFd(fd) for fd in self.pass_fds]),
+            name=f"voipcloud-worker-{slot.index}",
+        )
         try:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "voipcloud.cli.workers"],
-                stdin=subprocess.PIPE,
-                pass_fds=(write_end, *self.pass_fds),
-                start_new_session=True,  # a terminal's Ctrl-C reaches the parent only
-            )
+            process.start()
         finally:
-            os.close(write_end)
-        assert process.stdin is not None
-        try:  # the settings (a database password among them) never on a command line
-            process.stdin.write(json.dumps(spec).encode())
-            process.stdin.close()
-        except OSError:
-            pass  # it died at once: seen by the next look
-        slot.process = process
+            write_end.close()
+        worker = WorkerProcess(process)
+        slot.process = worker
         slot.ready_pipe = read_end
         slot.started = time.monotonic()
         slot.ready_at = None
         slot.start_at = None
-        slot.pids.append(process.pid)
+        slot.pids.append(worker.pid)
         self.selector.register(read_end, selectors.EVENT_READ, slot)
-        _say(f"worker {slot.index} started: pid {process.pid}")
+        _say(f"worker {slot.index} started: pid {worker.pid}")
 
     def _close_pipe(self, slot: Slot) -> None:
         if slot.ready_pipe is not None:
             self.selector.unregister(slot.ready_pipe)
-            os.close(slot.ready_pipe)
+            slot.ready_pipe.close()
             slot.ready_pipe = None
 
     def _read_ready(self, timeout: float) -> None:
@@ -259,7 +321,8 @@ class Supervisor:
         now = time.monotonic()
         for slot in self.slots:
             process = slot.process
-            if process is None or process.poll() is None:
+            code = process.poll() if process is not None else None
+            if process is None or code is None:
                 continue
             self._read_ready(0)  # a ready message written just before it died
             self._close_pipe(slot)
@@ -270,7 +333,7 @@ class Supervisor:
                 process_died(self.metrics_dir, process.pid)
             ready_for = now - slot.ready_at if slot.ready_at is not None else 0.0
             delay = slot.restarts.died(was_ready=slot.ready_at is not None, ready_for=ready_for)
-            what = _exit_text(process.returncode)
+            what = _exit_text(code)
             if delay is None:
                 log.error(
                     "worker %d (pid %d) %s before it was ready, %d times in a row: giving up",
@@ -314,7 +377,7 @@ class Supervisor:
         self.stop()
         return code
 
-    def _live(self) -> list[subprocess.Popen[bytes]]:
+    def _live(self) -> list[WorkerProcess]:
         return [s.process for s in self.slots if s.process and s.process.poll() is None]
 
     def _signal_all(self, signum: int) -> None:
@@ -417,20 +480,35 @@ def run(settings: Settings, *, with_ic_agent: bool = True) -> None:
 
 
 def _die_with_parent(parent: int) -> None:
-    """SIGTERM when the parent ends, however it ends (Linux); gone already: exit now."""
+    """SIGTERM when the fork server ends, however it ends (Linux): it ends with the parent,
+    whose end it sees at once. Either gone already: exit now."""
+    forked_from = os.getppid()
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    if os.getppid() != parent:
+    try:
+        os.kill(parent, 0)
+    except ProcessLookupError:
+        raise SystemExit(1) from None
+    if os.getppid() != forked_from:
         raise SystemExit(1)
 
 
-def worker_main() -> None:
-    """One worker: the settings arrive on stdin from the parent."""
+def forked_worker(spec: dict[str, Any], ready: Connection, inherited: list[int]) -> None:
+    """One worker, in a process forked by the fork server (`inherited`: the parent's
+    descriptors it keeps open, the data dir's lock)."""
+    os.setsid()  # a terminal's Ctrl-C reaches the parent only
+    ready_fd = os.dup(ready.fileno())  # written once by WorkerServer, then closed
+    ready.close()
+    del inherited  # held open for the process's life: nothing reads them
+    _die_with_parent(int(spec["parent"]))
+    worker_main(spec, ready_fd)
+
+
+def worker_main(spec: dict[str, Any], ready_fd: int) -> None:
+    """One worker: `spec` from the parent."""
     from voipcloud.cli import serve
 
-    spec = json.loads(sys.stdin.buffer.read())
-    _die_with_parent(int(spec["parent"]))
     index = int(spec["index"])
     settings = Settings.model_validate(spec["settings"])
     serve.setup_logging(f"[worker {index}] ")
@@ -453,7 +531,7 @@ def worker_main() -> None:
         server.config(app, settings, secure=secure),
         watcher=secure.watcher,
         reload_interval=settings.tls_reload_interval,
-        ready_fd=int(spec["ready_fd"]),
+        ready_fd=ready_fd,
     ).run(sockets=listeners)
 
 
@@ -471,7 +549,3 @@ class WorkerServer(server.Server):
                 os.write(self.ready_fd, b"ready\n")
                 os.close(self.ready_fd)
             self.ready_fd = None
-
-
-if __name__ == "__main__":
-    worker_main()
