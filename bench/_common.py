@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -147,20 +148,19 @@ class Serve:
         return self.process.pid
 
     def worker_pids(self) -> list[int]:
-        """The processes holding connections: the workers (forked by the fork server, a child
-        of `serve`), or `serve` itself."""
+        """The processes holding connections: the workers (children of `serve` it printed as
+        ready; its other child is the IC node's agent), or `serve` itself."""
         pid = self.pid
         if self.workers <= 1:
             return [pid]
-        return sorted(worker for child in _children(pid) for worker in _children(child))
+        log = (self.data_dir / "serve.log").read_text(errors="replace")
+        ready = {int(p) for p in re.findall(r"worker \d+ ready: pid (\d+)", log)}
+        return sorted(set(_children(pid)) & ready)
 
     def all_pids(self) -> list[int]:
-        """Every process of this controller: `serve`, its fork server and the workers (and
-        multiprocessing's resource tracker): what its memory is the sum of."""
-        pid = self.pid
-        if self.workers <= 1:
-            return [pid]
-        return sorted({pid, *_children(pid), *self.worker_pids()})
+        """Every process of this controller: `serve` and its children (the workers, and the IC
+        node's agent when it runs one): what its memory is the sum of."""
+        return sorted({self.pid, *_children(self.pid)})
 
     def _workers_ready(self) -> bool:
         if self.workers <= 1:

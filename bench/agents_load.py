@@ -783,7 +783,7 @@ async def parent_main(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             result["pss_per_connection_kib"] = (
                 round((sum(pss) - base) * 1024 / opened, 1) if opened else None
             )
-            # the whole controller: its parent, fork server and workers, shared pages once
+            # the whole controller: its parent and children, shared pages counted once
             everything = [p for s in serves for p in s.all_pids()]
             result["controller_pss_open_mib"] = round(sum(pss_mib(p) for p in everything), 1)
             result["controller_processes"] = len(everything)

@@ -8,7 +8,7 @@ client's local port (/proc/net/tcp), owned by the worker whose descriptors inclu
 worker is activated through a request the other serves; a worker killed with SIGKILL is
 started again and its agents come back; SIGTERM to the parent stops every worker (no
 orphans); HTTPS is served by every worker with the one certificate, and the IC node's agent
-runs once, in the parent; SQLite is refused above one worker.
+runs once, in a supervised child of its own; SQLite is refused above one worker.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ pytestmark = pytest.mark.e2e
 
 STARTED = re.compile(r"voipcloud: worker (\d+) started: pid (\d+)")
 READY = re.compile(r"voipcloud: worker (\d+) ready: pid (\d+)")
+IC_AGENT = re.compile(r"voipcloud: ic agent started: pid (\d+)")
 
 
 # --- who holds a connection (from the kernel) ----------------------------------------------
@@ -137,10 +138,8 @@ class WorkersMixin:
         return [int(m.group(2)) for m in STARTED.finditer(self.full_log())]
 
     def children(self) -> list[int]:
-        """The processes the parent's children (the fork server among them) started: the
-        workers are forked from the fork server, not from the parent."""
         assert self.process is not None
-        return sorted(p for child in _children(self.process.pid) for p in _children(child))
+        return sorted(_children(self.process.pid))
 
     def live_workers(self) -> list[int]:
         """The workers the parent printed as ready and that are its children now."""
@@ -268,10 +267,10 @@ def test_workers_share_one_address(tmp_path: Path, database: str) -> None:
         controller.start()
         pids = controller.wait_workers()
         assert len(set(pids)) == 2
-        assert controller.children() == pids  # forked by the parent's fork server
-        # the application imported once: most of each worker's start-up pages are shared
-        # with the other worker and the fork server (66 MiB measured here, against 29 MiB of
-        # shared libraries when each worker imported it itself)
+        assert controller.children() == pids  # the parent's children are its workers
+        # forked from the parent after it imported the application: most of each worker's
+        # start-up pages are shared with the parent and the other worker (about 70 MiB),
+        # against 29 MiB of shared libraries when each worker imported it itself
         assert all(_shared_mib(pid) > 40 for pid in pids), [_shared_mib(p) for p in pids]
 
         # the kernel spreads new connections over both workers
@@ -379,7 +378,7 @@ def test_workers_serve_https_and_one_ic_agent(tmp_path: Path, database: str) -> 
                 break
         assert seen == set(pids)
 
-        # the IC node's agent: one, in the parent, connected through the shared port
+        # the IC node's agent: one, in a child of its own, connected through the shared port
         admin = controller.admin()
         assert controller.process is not None
         parent = controller.process.pid
@@ -388,9 +387,25 @@ def test_workers_serve_https_and_one_ic_agent(tmp_path: Path, database: str) -> 
             timeout=90,
             what=f"the IC node's agent connected: {controller.log()}",
         )
-        assert _client_ports(parent, controller.port), "the parent holds no agent channel"
-        for pid in pids:
-            assert not _client_ports(pid, controller.port), f"worker {pid} runs an agent"
+        agents = [int(m.group(1)) for m in IC_AGENT.finditer(controller.full_log())]
+        assert len(agents) == 1, controller.full_log()[-3000:]
+        assert controller.children() == sorted([*pids, agents[0]])
+        assert _client_ports(agents[0], controller.port), "the IC agent holds no channel"
+        for pid in [parent, *pids]:
+            assert not _client_ports(pid, controller.port), f"pid {pid} runs an agent"
+
+        # the agent's process killed: the parent starts it again, and it connects again
+        os.kill(agents[0], signal.SIGKILL)
+        again = wait_for(
+            lambda: len(found := IC_AGENT.findall(controller.full_log())) == 2 and int(found[1]),
+            timeout=30,
+            what=f"the IC agent started again: {controller.full_log()[-3000:]}",
+        )
+        wait_for(
+            lambda: bool(_client_ports(again, controller.port)),
+            timeout=60,
+            what="the new IC agent's channel",
+        )
     finally:
         controller.stop()
 

@@ -7,6 +7,7 @@ import logging
 import ssl
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
@@ -18,6 +19,9 @@ from voipcloud.config import Settings
 from voipcloud.services import instance_lock, key_guard, tls
 from voipcloud.services.controller import Controller
 from voipcloud.web.transport import SecureTransport
+
+if TYPE_CHECKING:
+    from voipcloud.agent.runner import Agent
 
 
 def _local_url(settings: Settings, scheme: str = "http") -> str:
@@ -85,6 +89,16 @@ def _ic_session_key(controller: Controller) -> str:
 def start_ic_agent(
     settings: Settings, controller: Controller, secure: server.Transport | None = None
 ) -> threading.Thread:
+    agent = ic_agent(settings, controller, secure)
+    thread = threading.Thread(target=lambda: asyncio.run(agent.run()), name="ic-agent", daemon=True)
+    thread.start()
+    return thread
+
+
+def ic_agent(
+    settings: Settings, controller: Controller, secure: server.Transport | None = None
+) -> Agent:
+    """The IC node's agent, talking to this controller over its own address."""
     # here, not at the top: a `--workers` worker imports this module and runs no agent (the
     # agent's HTTP client, httpx, imports rich and click: about 10 MiB per worker)
     from voipcloud.agent.runner import Agent
@@ -92,7 +106,7 @@ def start_ic_agent(
     state_dir = settings.data_dir / "ic-agent"
     secure = secure or server.Transport()
     transport = secure
-    agent = Agent(
+    return Agent(
         controller_url=_local_url(settings, secure.scheme),
         session_key=lambda: _ic_session_key(controller),
         state_dir=state_dir,
@@ -100,13 +114,13 @@ def start_ic_agent(
         # built at each connection: it follows a CA replacement (voipcloud tls ca ...)
         ssl_context=(lambda: _ic_agent_context(transport)) if secure.context else None,  # type: ignore[arg-type, return-value]
     )
-    thread = threading.Thread(target=lambda: asyncio.run(agent.run()), name="ic-agent", daemon=True)
-    thread.start()
-    return thread
 
 
 def setup_logging(prefix: str = "") -> None:
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {prefix}%(name)s %(message)s")
+    # force: a process forked by `serve --workers` replaces its parent's prefix
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s {prefix}%(name)s %(message)s", force=True
+    )
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 

@@ -16,15 +16,17 @@ here; what must happen once is done by this parent before any worker starts:
 - the key check, the migrations and the first-start work (under the cluster's first-start
   lock, so a worker starting later finds them done), and the generated admin password
   printed once;
-- the IC node's agent, in a thread of this parent: it connects through the shared port to
-  whichever worker the kernel picks (one IC agent, as the cluster needs).
+- the IC node's agent, in a process of its own (forked, supervised, never given up on): it
+  connects through the shared port to whichever worker the kernel picks (one IC agent, as
+  the cluster needs).
 
-The workers are forked from one process that imported the application before any of them
-(`multiprocessing`'s forkserver, preloading `voipcloud.cli.worker_preload`, which collects
-and freezes what the imports made): the interpreter's and the application's start-up pages
-are shared copy-on-write between the workers instead of built once each (about 80 MiB a
-worker beyond the first; docs/benchmarks.md). The fork server is a fresh interpreter, not a
-fork of this parent: it holds no thread, lock, socket or database connection of ours.
+The workers are forked from this parent (`multiprocessing`'s fork), after it imported the
+application and ran the start-up work, then let go of its database connections and froze
+what it holds (`gc.freeze`): the interpreter's and the application's start-up pages are
+shared copy-on-write by the parent and every worker instead of built once each (a worker's
+PSS before its first connection: about 45 MiB, against 120 MiB of RSS; docs/benchmarks.md).
+A fork is safe only from a process with one thread: the parent never starts a thread, and the
+IC node's agent runs in a process of its own, forked and supervised like a worker.
 
 The parent then supervises: it prints each worker's pid, forwards SIGTERM/SIGINT to the
 workers and waits for them (SIGKILL after `STOP_SECONDS`), starts a worker that died again
@@ -39,8 +41,10 @@ each other's agent channels.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
+import gc
 import logging
 import multiprocessing
 import os
@@ -49,9 +53,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from multiprocessing import reduction
 from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any
@@ -64,9 +69,9 @@ from voipcloud.config import Settings
 log = logging.getLogger("voipcloud.workers")
 
 STOP_SECONDS = 30.0  # a graceful stop of every worker, then SIGKILL
-PRELOAD = "voipcloud.cli.worker_preload"  # imported once, by the fork server
 TICK_SECONDS = 0.2  # how often the parent looks at its workers
 PR_SET_PDEATHSIG = 1
+IC_AGENT = 0  # the slot of the IC node's agent
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,10 +175,8 @@ def port_taken(host: str, port: int) -> OSError | None:
 
 
 class WorkerProcess:
-    """A forked worker, seen as the parent needs it (the calls of `subprocess.Popen` used here).
-
-    The fork server is the worker's parent in the kernel; `multiprocessing` reports its exit
-    status back (`exitcode`: the code, or minus the signal that killed it)."""
+    """A forked child, seen as the parent needs it (the calls of `subprocess.Popen` used here;
+    `exitcode`: the code, or minus the signal that killed it)."""
 
     def __init__(self, process: multiprocessing.process.BaseProcess) -> None:
         self._process = process
@@ -202,31 +205,10 @@ class WorkerProcess:
         return code
 
 
-class InheritedFd:
-    """A descriptor of the parent handed to a forked worker (the data dir's lock): sent to
-    the fork server with the worker's arguments, received as a descriptor of the worker."""
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def __reduce__(self) -> tuple[Any, tuple[Any]]:
-        return _received_fd, (reduction.DupFd(self.fd),)
-
-
-def _received_fd(duplicate: Any) -> int:
-    return int(duplicate.detach())
-
-
-def worker_context() -> multiprocessing.context.ForkServerContext:
-    """Where the workers are forked from: one interpreter that imported the application."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([PRELOAD])
-    return context
-
-
 @dataclass
 class Slot:
-    """One worker's place: its current process and its restart history."""
+    """One child's place (a worker, or the IC node's agent: index 0): its current process and
+    its restart history."""
 
     index: int
     restarts: Restarts
@@ -237,6 +219,10 @@ class Slot:
     start_at: float | None = None  # a restart waiting for its backoff
     pids: list[int] = field(default_factory=list)  # every process this slot ran
 
+    @property
+    def name(self) -> str:
+        return "ic agent" if self.index == IC_AGENT else f"worker {self.index}"
+
 
 class Supervisor:
     """Starts, watches, restarts and stops the worker processes (the parent's main loop)."""
@@ -246,18 +232,21 @@ class Supervisor:
         settings: Settings,
         *,
         policy: RestartPolicy | None = None,
-        pass_fds: tuple[int, ...] = (),
         stop_seconds: float = STOP_SECONDS,
         metrics_dir: str | None = None,
+        ic_agent: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.metrics_dir = metrics_dir  # the workers' shared /metrics files (services/metrics)
         self.slots = [Slot(i + 1, Restarts(policy)) for i in range(settings.workers)]
-        self.pass_fds = pass_fds
+        self.ic_agent = ic_agent  # runs in a child of its own, started again whenever it ends
+        if ic_agent is not None:
+            self.slots.append(Slot(IC_AGENT, Restarts(policy)))
         self.stop_seconds = stop_seconds
         self.stopping = 0  # signals received
         self.selector = selectors.DefaultSelector()
-        self.context = worker_context()
+        self.context = multiprocessing.get_context("fork")
+        self.parent = os.getpid()
 
     # signals: the first stops the workers gracefully, a second hurries them
     def _signalled(self, signum: int, _frame: FrameType | None) -> None:
@@ -270,33 +259,55 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._signalled)
 
     def spawn(self, slot: Slot) -> None:
-        read_end, write_end = self.context.Pipe(duplex=False)
-        spec = {
-            "index": slot.index,
-            "parent": os.getpid(),
-            "settings": self.settings.model_dump(mode="json"),
-            "metrics_dir": self.metrics_dir,
-        }
-        # the settings (a database password among them) travel over the fork server's
-        # socket, never on a command line
+        if threading.active_count() > 1:  # a fork copies no thread but the caller's
+            log.warning("forking with %d threads alive", threading.active_count())
+        read_end: Connection | None = None
+        write_end: Connection | None = None
+        if slot.index != IC_AGENT:
+            read_end, write_end = self.context.Pipe(duplex=False)
         process = self.context.Process(
-            target=forked_worker,
-            args=(spec, write_end, [InheritedFd(fd) for fd in self.pass_fds]),
-            name=f"voipcloud-worker-{slot.index}",
+            target=self._child,
+            args=(slot, read_end, write_end),
+            name=f"voipcloud-{slot.name.replace(' ', '-')}",
         )
         try:
             process.start()
         finally:
-            write_end.close()
+            if write_end is not None:
+                write_end.close()
         worker = WorkerProcess(process)
         slot.process = worker
         slot.ready_pipe = read_end
         slot.started = time.monotonic()
-        slot.ready_at = None
+        slot.ready_at = slot.started if read_end is None else None  # an agent: at once
         slot.start_at = None
         slot.pids.append(worker.pid)
-        self.selector.register(read_end, selectors.EVENT_READ, slot)
-        _say(f"worker {slot.index} started: pid {worker.pid}")
+        if read_end is not None:
+            self.selector.register(read_end, selectors.EVENT_READ, slot)
+        _say(f"{slot.name} started: pid {worker.pid}")
+
+    def _child(self, slot: Slot, read_end: Connection | None, ready: Connection | None) -> None:
+        """In the forked child: let go of what is the parent's, then run the slot's work."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_DFL)
+        self.selector.close()
+        for other in self.slots:
+            if other.ready_pipe is not None:
+                other.ready_pipe.close()
+        if read_end is not None:
+            read_end.close()
+        os.setsid()  # a terminal's Ctrl-C reaches the parent only
+        _die_with_parent(self.parent)
+        from voipcloud.cli import serve
+
+        if ready is None:
+            assert self.ic_agent is not None
+            serve.setup_logging("[ic agent] ")
+            self.ic_agent()
+            return
+        ready_fd = os.dup(ready.fileno())  # written once by WorkerServer, then closed
+        ready.close()
+        worker_main(slot.index, self.settings, self.metrics_dir, ready_fd)
 
     def _close_pipe(self, slot: Slot) -> None:
         if slot.ready_pipe is not None:
@@ -453,17 +464,24 @@ def run(settings: Settings, *, with_ic_agent: bool = True) -> None:
         log.warning("database unavailable at start (%s): the workers will wait for it", exc)
     serve.announce(settings, secure)
     _say(f"{settings.workers} worker processes share this address (SO_REUSEPORT)")
-    lock = instance_lock.held_fileno()
     from voipcloud.services.metrics import prepare_shared_dir
 
     # every worker's /metrics figures, read by whichever serves a scrape; wiped at each start
     shared = prepare_shared_dir(settings.data_dir.resolve() / "metrics-workers")
-    supervisor = Supervisor(
-        settings, pass_fds=(lock,) if lock is not None else (), metrics_dir=shared
-    )
+    ic_agent: Callable[[], None] | None = None
+    if with_ic_agent:  # one IC agent, in a child of its own, through the shared port
+        agent = serve.ic_agent(settings, controller, secure)
+
+        def ic_agent() -> None:
+            asyncio.run(agent.run())
+
+    supervisor = Supervisor(settings, metrics_dir=shared, ic_agent=ic_agent)
     supervisor.install_signals()
-    if with_ic_agent:  # one IC agent, in this parent, through the shared port
-        serve.start_ic_agent(settings, controller, secure)
+    # what the children inherit: no database connection (each makes its own), and what is
+    # alive now frozen, so no collection writes to the pages they share with this parent
+    controller.ctx.db.dispose()
+    gc.collect()
+    gc.freeze()
     code = supervisor.run()
     with contextlib.suppress(Exception):
         controller.ctx.db.dispose()
@@ -480,37 +498,18 @@ def run(settings: Settings, *, with_ic_agent: bool = True) -> None:
 
 
 def _die_with_parent(parent: int) -> None:
-    """SIGTERM when the fork server ends, however it ends (Linux): it ends with the parent,
-    whose end it sees at once. Either gone already: exit now."""
-    forked_from = os.getppid()
+    """SIGTERM when the parent ends, however it ends (Linux); gone already: exit now."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    try:
-        os.kill(parent, 0)
-    except ProcessLookupError:
-        raise SystemExit(1) from None
-    if os.getppid() != forked_from:
+    if os.getppid() != parent:
         raise SystemExit(1)
 
 
-def forked_worker(spec: dict[str, Any], ready: Connection, inherited: list[int]) -> None:
-    """One worker, in a process forked by the fork server (`inherited`: the parent's
-    descriptors it keeps open, the data dir's lock)."""
-    os.setsid()  # a terminal's Ctrl-C reaches the parent only
-    ready_fd = os.dup(ready.fileno())  # written once by WorkerServer, then closed
-    ready.close()
-    del inherited  # held open for the process's life: nothing reads them
-    _die_with_parent(int(spec["parent"]))
-    worker_main(spec, ready_fd)
-
-
-def worker_main(spec: dict[str, Any], ready_fd: int) -> None:
-    """One worker: `spec` from the parent."""
+def worker_main(index: int, settings: Settings, metrics_dir: str | None, ready_fd: int) -> None:
+    """One worker, in a child forked by the parent."""
     from voipcloud.cli import serve
 
-    index = int(spec["index"])
-    settings = Settings.model_validate(spec["settings"])
     serve.setup_logging(f"[worker {index}] ")
     secure = serve.secure_transport(settings)  # the parent created the files: loaded here
     try:
@@ -522,10 +521,10 @@ def worker_main(spec: dict[str, Any], ready_fd: int) -> None:
             flush=True,
         )
         raise SystemExit(1) from None
-    if spec.get("metrics_dir"):  # before the app makes its metrics
+    if metrics_dir:  # before the app makes its metrics
         from voipcloud.services.metrics import share_across_processes
 
-        share_across_processes(spec["metrics_dir"])
+        share_across_processes(metrics_dir)
     app = serve.serving_app(settings, secure)
     WorkerServer(
         server.config(app, settings, secure=secure),
