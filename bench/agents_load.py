@@ -451,6 +451,7 @@ def seed_store(database_url: str, count: int) -> list[tuple[int, str]]:
     tokens = [secrets.token_urlsafe(32) for _ in range(count)]
     prefix = f"load-{secrets.token_hex(3)}"
     components = [c.model_dump() for c in INVENTORY.components]
+    digest = protocol.inventory_digest(INVENTORY)
     rows = [
         {
             "hostname": f"{prefix}-{i:05d}",
@@ -462,6 +463,7 @@ def seed_store(database_url: str, count: int) -> list[tuple[int, str]]:
             "kernel": INVENTORY.kernel,
             "agent_version": INVENTORY.version,
             "components": components,
+            "inventory_digest": digest,  # as a join writes it
             "agent_token_digest": token_digest(tokens[i]),
             "created_at": now,
             "updated_at": now,
@@ -827,6 +829,8 @@ async def parent_main(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             result["load_during"] = [load0, loadavg()]
             result["rss_end_mib"] = [round(rss_mib(p), 1) for p in pids]
             result["pss_end_mib"] = [round(pss_mib(p), 1) for p in pids]
+            everything = [p for s in serves for p in s.all_pids()]
+            result["controller_pss_end_mib"] = round(sum(pss_mib(p) for p in everything), 1)
             per_second: dict[int, int] = {}
             for child in children:
                 previous = None
@@ -982,6 +986,7 @@ def table(result: dict[str, Any]) -> str:
             "whole controller PSS at open (MiB, processes)",
             f"{result['controller_pss_open_mib']} ({result['controller_processes']})",
         ),
+        ("whole controller PSS after the beats (MiB)", result.get("controller_pss_end_mib")),
         ("idle upkeep CPU % (per controller)", result["idle_cpu_percent"]),
         (
             "beats target / sent / absorbed per s",

@@ -2,7 +2,10 @@
 
 An agent with the "inventory-digest" feature sends only the SHA-256 of its inventory in its
 hello; the controller writes nothing when its stored copy has that digest, and otherwise asks
-(`inventory-request`) and stores the answer. An older agent still sends the whole inventory,
+(`inventory-request`) and stores the answer. The digest is stored with the inventory
+(`nodes.inventory_digest`), so a controller started again answers a hello from it without
+reading the components back (a row written before the column existed: from its components).
+An older agent still sends the whole inventory,
 which is written only when it differs from the stored one. A write shows as a new
 `updated_at` of the node (the inventory is the only thing these tests change).
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from sqlalchemy import select, update
 from websockets.sync.client import ClientConnection
 
 from tests.conftest import LiveApi
@@ -26,6 +30,9 @@ from tests.integration.test_agent_security import (
 )
 from tests.support.processes import wait_for
 from voipcloud import protocol
+from voipcloud.api.app import build_controller
+from voipcloud.store import channels as channel_rows
+from voipcloud.store.tables import nodes
 
 FIRST = protocol.Inventory(
     os="Debian GNU/Linux 12",
@@ -94,12 +101,55 @@ def test_hello_with_the_digest_writes_the_inventory_once_and_again_when_it_chang
             what="the changed inventory to be stored",
         )
     assert rewritten["updated_at"] > stored["updated_at"]
+    assert stored_digest(api, nid) == protocol.inventory_digest(CHANGED)
 
     # and from then on that one is known: no request, no write
     with channel(api.base_url, token) as ws:
         ws.send(hello_digest(CHANGED))
         assert "inventory-request" not in kinds(until_ack(ws, "known"))
     assert node(api.client, nid)["updated_at"] == rewritten["updated_at"]
+
+
+def stored_digest(api: LiveApi, nid: int) -> str | None:
+    controller = build_controller(api.settings)
+    try:
+        with controller.ctx.db.read() as conn:
+            return conn.execute(select(nodes.c.inventory_digest).where(nodes.c.id == nid)).scalar()
+    finally:
+        controller.ctx.db.dispose()
+
+
+def test_a_controller_started_again_knows_the_inventory_from_the_stored_digest(
+    api: LiveApi,
+) -> None:
+    nid, _token = joined(api, "digest-04")
+    first, changed = protocol.inventory_digest(FIRST), protocol.inventory_digest(CHANGED)
+    assert stored_digest(api, nid) == first  # written by the join, with the inventory
+
+    # a controller with nothing in memory (as after a restart), on the same database
+    fresh = build_controller(api.settings)
+    try:
+        with fresh.ctx.db.read() as conn:
+            row = channel_rows.inventories_of(conn, [nid])[nid]
+        assert row["inventory_digest"] == first
+        assert row["components"] is None  # not read back: the digest decides
+        assert fresh.agents.inventory_known(nid, first)
+        assert not fresh.agents.inventory_known(nid, changed)
+    finally:
+        fresh.ctx.db.dispose()
+
+    # a row stored before the digest was (NULL): checked from its components, as before
+    legacy = build_controller(api.settings)
+    try:
+        with legacy.ctx.db.write() as conn:
+            conn.execute(update(nodes).where(nodes.c.id == nid).values(inventory_digest=None))
+        with legacy.ctx.db.read() as conn:
+            row = channel_rows.inventories_of(conn, [nid])[nid]
+        assert row["components"] == [c.model_dump() for c in FIRST.components]
+        assert legacy.agents.inventory_known(nid, first)
+        assert not legacy.agents.inventory_known(nid, changed)
+    finally:
+        legacy.ctx.db.dispose()
 
 
 def test_an_older_agent_sending_the_whole_inventory_is_written_only_when_it_changed(

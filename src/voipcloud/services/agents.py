@@ -201,9 +201,15 @@ class AgentService:
                     )
                     continue
                 stored = stored_inventory(request.inventory)
+                inventory_digest = protocol.inventory_digest(request.inventory)
                 token = secrets.token_urlsafe(32)
                 writes.append(
-                    {"node_id": found.node_id, "token_digest": token_digest(token), **stored}
+                    {
+                        "node_id": found.node_id,
+                        "token_digest": token_digest(token),
+                        **stored,
+                        "inventory_digest": inventory_digest,
+                    }
                 )
                 history.append(
                     {
@@ -217,13 +223,12 @@ class AgentService:
                         f"{_line(peer)}",
                     }
                 )
-                digest_raw = bytes.fromhex(protocol.inventory_digest(request.inventory))
-                joined.append((found.node_id, digest_raw))
+                joined.append((found.node_id, bytes.fromhex(inventory_digest)))
                 outcomes.append(Joined(node_id=found.node_id, agent_token=token))
             enrolment.record_joins(conn, writes, now=now)
             enrolment.insert_events(conn, history)
-        for node_id, inventory_digest in joined:  # committed
-            self._inventory_digests[node_id] = inventory_digest
+        for node_id, raw in joined:  # committed
+            self._inventory_digests[node_id] = raw
             self.presence.beat(node_id, now)
         return outcomes
 
@@ -313,7 +318,7 @@ class AgentService:
         if self.inventory_known(node_id, digest):
             return False
         with self._ctx.db.write() as conn:
-            self._store_inventory(conn, node_id, sanitized(inventory))
+            self._store_inventory(conn, node_id, sanitized(inventory), digest)
         self._inventory_digests[node_id] = bytes.fromhex(digest)
         return True
 
@@ -330,9 +335,15 @@ class AgentService:
         self, node_id: int, digest: str, row: dict[str, Any] | None
     ) -> bool:
         """Whether a stored inventory row (`channel_rows.reported_inventory`) is the one with
-        this digest; remembered when it is."""
+        this digest; remembered when it is. The row's stored digest decides; a row written
+        before it was stored (NULL) is hashed from its components."""
         if row is None:
             return False
+        if row.get("inventory_digest") is not None:
+            if row["inventory_digest"] != digest:
+                return False
+            self._inventory_digests[node_id] = bytes.fromhex(digest)
+            return True
         try:
             stored = protocol.Inventory(
                 os=row["os"] or "",
@@ -349,8 +360,9 @@ class AgentService:
         return True
 
     def _store_inventory(
-        self, conn: Connection, node_id: int, inventory: protocol.Inventory
+        self, conn: Connection, node_id: int, inventory: protocol.Inventory, digest: str
     ) -> None:
+        """`digest`: of the inventory as reported (before `sanitized`), which hellos carry."""
         node_rows.set_inventory(
             conn,
             node_id,
@@ -360,6 +372,7 @@ class AgentService:
             container_id=inventory.container_id or None,
             agent_version=inventory.version,
             components=[{"name": c.name, "version": c.version} for c in inventory.components],
+            inventory_digest=digest,
         )
 
     def report(self, node_id: int, outcome: protocol.OutcomeReport) -> Outcome:

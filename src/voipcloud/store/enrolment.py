@@ -94,6 +94,7 @@ _JOINED = (
         container_id=bindparam("container_id"),
         agent_version=bindparam("agent_version"),
         components=bindparam("components", type_=nodes.c.components.type),
+        inventory_digest=bindparam("inventory_digest"),
         updated_at=bindparam("now", type_=nodes.c.updated_at.type),
     )
 )
@@ -101,6 +102,7 @@ _JOINED = (
 
 def record_joins(conn: Connection, joins: Sequence[dict[str, Any]], *, now: datetime) -> None:
     """Each joined agent's credential and reported inventory (keys: node_id, token_digest, os,
-    kernel, container_id, agent_version, components), in one statement batch."""
+    kernel, container_id, agent_version, components, inventory_digest), in one statement
+    batch."""
     if joins:
         conn.execute(_JOINED, [{**j, "now": now} for j in joins])

@@ -352,8 +352,10 @@ def set_inventory(
     container_id: str | None,
     agent_version: str,
     components: list[dict[str, str]],
+    inventory_digest: str,
 ) -> None:
-    """What the agent reports. Not a compare-and-set: it never races an administrator's rule."""
+    """What the agent reports, with the digest of the report (`nodes.inventory_digest`). Not a
+    compare-and-set: it never races an administrator's rule."""
     conn.execute(
         update(nodes)
         .where(nodes.c.id == node_id)
@@ -363,6 +365,7 @@ def set_inventory(
             container_id=container_id,
             agent_version=agent_version,
             components=components,
+            inventory_digest=inventory_digest,
             updated_at=now,
         )
     )

@@ -60,6 +60,9 @@ nodes = Table(
     Column("os", String(255), nullable=True),
     Column("kernel", String(255), nullable=True),
     Column("components", JSON, nullable=True),
+    # the SHA-256 (hex) of the inventory as the agent reported it, written with it: a hello's
+    # digest is compared with this, not with the components (NULL: written before 0012)
+    Column("inventory_digest", String(64), nullable=True),
     Column("last_seen", UTCDateTime(), nullable=True),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
