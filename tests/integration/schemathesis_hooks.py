@@ -201,6 +201,17 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
         case.path_parameters["username"] = STAND_IN
 
 
+def _sent_to_the_stand_in(case: Any) -> bool:
+    """A case `before_call` moved from the run's own account to the stand-in: its 404 is by
+    design. The stateful phase links an account created by POST /api/v1/accounts to these
+    writes and reports the 404 as ST302 ("created resource not found") when the link's
+    username was the run's own (seen once in a full run: the DELETE went to the stand-in)."""
+    operation_id = case.operation.definition.raw.get("operationId")
+    return (
+        operation_id in ACCOUNT_WRITES and (case.path_parameters or {}).get("username") == STAND_IN
+    )
+
+
 def _detail_entries(response: Any) -> list[dict[str, Any]] | None:
     try:
         body = response.json()
@@ -258,9 +269,11 @@ def _conforming_storage_report(case: Any, message: str) -> bool:
 @schemathesis.hook
 def filter_failure(context: Any, failure: Any, case: Any, response: Any) -> bool:
     """False (drop) only for an ST202 whose every field at fault is explained above (and the
-    ST201 report on an optional S3 setting)."""
+    ST201 report on an optional S3 setting, and an ST302 on the stand-in account)."""
     code = getattr(failure, "code", None)
     operation_id = case.operation.definition.raw.get("operationId")
+    if code == "ST302" and _sent_to_the_stand_in(case):
+        return False
     if code == "ST201" and operation_id in STORAGE_SETTINGS:
         return not _conforming_storage_report(case, str(getattr(failure, "message", "")))
     if code != "ST202":
