@@ -438,6 +438,30 @@ async def child_main(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------- parent
 
 
+def watch_events(database_url: str, since: datetime, until: datetime) -> dict[str, int]:
+    """agent-lost / agent-back events recorded in [since, until), by operation."""
+    from sqlalchemy import func, select
+
+    from voipcloud.store.database import Database
+    from voipcloud.store.tables import events
+
+    db = Database(database_url)
+    try:
+        with db.read() as conn:
+            rows = conn.execute(
+                select(events.c.operation, func.count())
+                .where(
+                    events.c.operation.in_(("agent-lost", "agent-back")),
+                    events.c.at >= since,
+                    events.c.at < until,
+                )
+                .group_by(events.c.operation)
+            ).all()
+    finally:
+        db.dispose()
+    return {operation: int(count) for operation, count in rows}
+
+
 def seed_store(database_url: str, count: int) -> list[tuple[int, str]]:
     """N nodes with the wk role and an agent credential each, in a few multi-row statements."""
     from sqlalchemy import insert, select
@@ -792,15 +816,22 @@ async def parent_main(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
             # quiet: channels open, nothing sent (shorter than the silence that closes them)
             usage = Usage(pids)
+            quiet_from = datetime.now(UTC)
             for child in children:
                 await child.command(f"quiet {args.quiet}")
             for child in children:
                 await asyncio.wait_for(child.events.get(), timeout=args.quiet + 60)
             result["idle_cpu_percent"] = usage.percent()
+            # what the agent watch recorded meanwhile: idle only if nothing (an agent silent
+            # past the missed-beats window is "lost", and recording it is work)
+            result["watch_events_while_quiet"] = await asyncio.to_thread(
+                watch_events, database_url, quiet_from, datetime.now(UTC)
+            )
 
             # beat, with pushes
             usage = Usage(pids)
             load0 = loadavg()
+            beat_from = datetime.now(UTC)
             for child in children:
                 await child.command(f"beat {args.seconds} phase1")
             push_ms, acked_ms, failures = await push_probes(
@@ -809,6 +840,9 @@ async def parent_main(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             for child in children:
                 child.beaten = await asyncio.wait_for(child.events.get(), timeout=120)
             result["beat_cpu_percent"] = usage.percent()
+            result["watch_events_while_beating"] = await asyncio.to_thread(
+                watch_events, database_url, beat_from, datetime.now(UTC)
+            )
             beaten = [c.beaten for c in children if c.beaten]
             sent = sum(b["beats"] for b in beaten)
             start = min(b["start"] for b in beaten)
@@ -988,6 +1022,8 @@ def table(result: dict[str, Any]) -> str:
         ),
         ("whole controller PSS after the beats (MiB)", result.get("controller_pss_end_mib")),
         ("idle upkeep CPU % (per controller)", result["idle_cpu_percent"]),
+        ("agent-lost / -back recorded while quiet", result.get("watch_events_while_quiet")),
+        ("… and while beating", result.get("watch_events_while_beating")),
         (
             "beats target / sent / absorbed per s",
             "{} / {} / {}".format(
