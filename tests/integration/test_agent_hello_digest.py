@@ -13,6 +13,8 @@ which is written only when it differs from the stored one. A write shows as a ne
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import select, update
@@ -31,6 +33,7 @@ from tests.integration.test_agent_security import (
 from tests.support.processes import wait_for
 from voipcloud import protocol
 from voipcloud.api.app import build_controller
+from voipcloud.services.controller import Controller
 from voipcloud.store import channels as channel_rows
 from voipcloud.store.tables import nodes
 
@@ -110,46 +113,53 @@ def test_hello_with_the_digest_writes_the_inventory_once_and_again_when_it_chang
     assert node(api.client, nid)["updated_at"] == rewritten["updated_at"]
 
 
-def stored_digest(api: LiveApi, nid: int) -> str | None:
+@contextmanager
+def started_again(api: LiveApi) -> Iterator[Controller]:
+    """A controller with nothing in memory (as after a restart), on the same database."""
     controller = build_controller(api.settings)
     try:
-        with controller.ctx.db.read() as conn:
-            return conn.execute(select(nodes.c.inventory_digest).where(nodes.c.id == nid)).scalar()
+        yield controller
     finally:
         controller.ctx.db.dispose()
+
+
+def stored_digest(api: LiveApi, nid: int) -> str | None:
+    with started_again(api) as controller, controller.ctx.db.read() as conn:
+        return conn.execute(select(nodes.c.inventory_digest).where(nodes.c.id == nid)).scalar()
+
+
+def known(controller: Controller, nid: int) -> tuple[dict[str, Any], bool, bool]:
+    """The inventory row the channels read, and whether the first and the changed inventory
+    are known from it."""
+    with controller.ctx.db.read() as conn:
+        row = channel_rows.inventories_of(conn, [nid])[nid]
+    return (
+        row,
+        controller.agents.inventory_known(nid, protocol.inventory_digest(FIRST)),
+        controller.agents.inventory_known(nid, protocol.inventory_digest(CHANGED)),
+    )
 
 
 def test_a_controller_started_again_knows_the_inventory_from_the_stored_digest(
     api: LiveApi,
 ) -> None:
     nid, _token = joined(api, "digest-04")
-    first, changed = protocol.inventory_digest(FIRST), protocol.inventory_digest(CHANGED)
+    first = protocol.inventory_digest(FIRST)
     assert stored_digest(api, nid) == first  # written by the join, with the inventory
 
-    # a controller with nothing in memory (as after a restart), on the same database
-    fresh = build_controller(api.settings)
-    try:
-        with fresh.ctx.db.read() as conn:
-            row = channel_rows.inventories_of(conn, [nid])[nid]
-        assert row["inventory_digest"] == first
-        assert row["components"] is None  # not read back: the digest decides
-        assert fresh.agents.inventory_known(nid, first)
-        assert not fresh.agents.inventory_known(nid, changed)
-    finally:
-        fresh.ctx.db.dispose()
+    with started_again(api) as fresh:
+        row, first_known, changed_known = known(fresh, nid)
+    assert row["inventory_digest"] == first
+    assert row["components"] is None  # not read back: the digest decides
+    assert (first_known, changed_known) == (True, False)
 
     # a row stored before the digest was (NULL): checked from its components, as before
-    legacy = build_controller(api.settings)
-    try:
+    with started_again(api) as legacy:
         with legacy.ctx.db.write() as conn:
             conn.execute(update(nodes).where(nodes.c.id == nid).values(inventory_digest=None))
-        with legacy.ctx.db.read() as conn:
-            row = channel_rows.inventories_of(conn, [nid])[nid]
-        assert row["components"] == [c.model_dump() for c in FIRST.components]
-        assert legacy.agents.inventory_known(nid, first)
-        assert not legacy.agents.inventory_known(nid, changed)
-    finally:
-        legacy.ctx.db.dispose()
+        row, first_known, changed_known = known(legacy, nid)
+    assert row["components"] == [c.model_dump() for c in FIRST.components]
+    assert (first_known, changed_known) == (True, False)
 
 
 def test_an_older_agent_sending_the_whole_inventory_is_written_only_when_it_changed(

@@ -24,14 +24,15 @@ _COMPONENTS_IF_NO_DIGEST = type_coerce(
     case((nodes.c.inventory_digest.is_(None), nodes.c.components), else_=null()),
     nodes.c.components.type,
 ).label("components")
-_INVENTORY = select(
+_INVENTORY_COLUMNS = (
     nodes.c.os,
     nodes.c.kernel,
     nodes.c.container_id,
     nodes.c.agent_version,
     nodes.c.inventory_digest,
     _COMPONENTS_IF_NO_DIGEST,
-).where(nodes.c.id == bindparam("node_id"))
+)
+_INVENTORY = select(*_INVENTORY_COLUMNS).where(nodes.c.id == bindparam("node_id"))
 
 
 # What the agent's desired state needs: not the reported components (decoding a few hundred
@@ -86,15 +87,9 @@ _ASSIGNMENTS_OF = (
     .where(role_assignments.c.node_id.in_(bindparam("ids", expanding=True)))
     .order_by(role_assignments.c.node_id, role_assignments.c.created_at, role_assignments.c.role)
 )
-_INVENTORIES_OF = select(
-    nodes.c.id,
-    nodes.c.os,
-    nodes.c.kernel,
-    nodes.c.container_id,
-    nodes.c.agent_version,
-    nodes.c.inventory_digest,
-    _COMPONENTS_IF_NO_DIGEST,
-).where(nodes.c.id.in_(bindparam("ids", expanding=True)))
+_INVENTORIES_OF = select(nodes.c.id, *_INVENTORY_COLUMNS).where(
+    nodes.c.id.in_(bindparam("ids", expanding=True))
+)
 _PROPERTIES_VERSION = select(infrastructure.c.row_version).where(infrastructure.c.id == 1)
 _FLEET = select(func.count()).where(
     nodes.c.agent_token_digest.is_not(None), nodes.c.status != "Deleted"
