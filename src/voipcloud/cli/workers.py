@@ -24,7 +24,8 @@ The workers are forked from this parent (`multiprocessing`'s fork), after it imp
 application and ran the start-up work, then let go of its database connections and froze
 what it holds (`gc.freeze`): the interpreter's and the application's start-up pages are
 shared copy-on-write by the parent and every worker instead of built once each (a worker's
-PSS before its first connection: about 45 MiB, against 120 MiB of RSS; docs/benchmarks.md).
+PSS before its first connection: 54-57 MiB, against about 120 MiB when each worker imported
+the application itself; docs/benchmarks.md).
 A fork is safe only from a process with one thread: the parent never starts a thread, and the
 IC node's agent runs in a process of its own, forked and supervised like a worker.
 
@@ -57,7 +58,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
 from types import FrameType
 from typing import Any
 
@@ -182,10 +182,6 @@ class WorkerProcess:
         self._process = process
         self.pid: int = process.pid or 0
 
-    @property
-    def returncode(self) -> int | None:
-        return self._process.exitcode
-
     def poll(self) -> int | None:
         return self._process.exitcode
 
@@ -213,7 +209,7 @@ class Slot:
     index: int
     restarts: Restarts
     process: WorkerProcess | None = None
-    ready_pipe: Connection | None = None  # read end: the worker writes once it listens
+    ready_pipe: int | None = None  # read end: the worker writes once it listens
     started: float = 0.0
     ready_at: float | None = None
     start_at: float | None = None  # a restart waiting for its backoff
@@ -261,10 +257,10 @@ class Supervisor:
     def spawn(self, slot: Slot) -> None:
         if threading.active_count() > 1:  # a fork copies no thread but the caller's
             log.warning("forking with %d threads alive", threading.active_count())
-        read_end: Connection | None = None
-        write_end: Connection | None = None
-        if slot.index != IC_AGENT:
-            read_end, write_end = self.context.Pipe(duplex=False)
+        read_end: int | None = None
+        write_end: int | None = None
+        if slot.index != IC_AGENT:  # a fork inherits the descriptors: a plain pipe
+            read_end, write_end = os.pipe()
         process = self.context.Process(
             target=self._child,
             args=(slot, read_end, write_end),
@@ -274,7 +270,7 @@ class Supervisor:
             process.start()
         finally:
             if write_end is not None:
-                write_end.close()
+                os.close(write_end)
         worker = WorkerProcess(process)
         slot.process = worker
         slot.ready_pipe = read_end
@@ -286,33 +282,31 @@ class Supervisor:
             self.selector.register(read_end, selectors.EVENT_READ, slot)
         _say(f"{slot.name} started: pid {worker.pid}")
 
-    def _child(self, slot: Slot, read_end: Connection | None, ready: Connection | None) -> None:
+    def _child(self, slot: Slot, read_end: int | None, ready_fd: int | None) -> None:
         """In the forked child: let go of what is the parent's, then run the slot's work."""
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, signal.SIG_DFL)
         self.selector.close()
         for other in self.slots:
             if other.ready_pipe is not None:
-                other.ready_pipe.close()
+                os.close(other.ready_pipe)
         if read_end is not None:
-            read_end.close()
+            os.close(read_end)
         os.setsid()  # a terminal's Ctrl-C reaches the parent only
         _die_with_parent(self.parent)
         from voipcloud.cli import serve
 
-        if ready is None:
+        if ready_fd is None:
             assert self.ic_agent is not None
             serve.setup_logging("[ic agent] ")
             self.ic_agent()
             return
-        ready_fd = os.dup(ready.fileno())  # written once by WorkerServer, then closed
-        ready.close()
         worker_main(slot.index, self.settings, self.metrics_dir, ready_fd)
 
     def _close_pipe(self, slot: Slot) -> None:
         if slot.ready_pipe is not None:
             self.selector.unregister(slot.ready_pipe)
-            slot.ready_pipe.close()
+            os.close(slot.ready_pipe)
             slot.ready_pipe = None
 
     def _read_ready(self, timeout: float) -> None:
@@ -347,8 +341,8 @@ class Supervisor:
             what = _exit_text(code)
             if delay is None:
                 log.error(
-                    "worker %d (pid %d) %s before it was ready, %d times in a row: giving up",
-                    slot.index,
+                    "%s (pid %d) %s before it was ready, %d times in a row: giving up",
+                    slot.name,
                     process.pid,
                     what,
                     slot.restarts.start_failures,
@@ -356,8 +350,8 @@ class Supervisor:
                 return False
             uptime = now - slot.started
             log.warning(
-                "worker %d (pid %d) %s after %.1f s%s; starting it again in %.1f s",
-                slot.index,
+                "%s (pid %d) %s after %.1f s%s; starting it again in %.1f s",
+                slot.name,
                 process.pid,
                 what,
                 uptime,
