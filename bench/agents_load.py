@@ -438,6 +438,11 @@ async def child_main(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------------- parent
 
 
+def controller_pss(serves: list[Serve]) -> float:
+    """MiB of PSS of every process of these controllers (a shared page counted once)."""
+    return round(sum(pss_mib(p) for s in serves for p in s.all_pids()), 1)
+
+
 def watch_events(database_url: str, since: datetime, until: datetime) -> dict[str, int]:
     """agent-lost / agent-back events recorded in [since, until), by operation."""
     from sqlalchemy import func, select
@@ -810,9 +815,8 @@ async def parent_main(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 round((sum(pss) - base) * 1024 / opened, 1) if opened else None
             )
             # the whole controller: its parent and children, shared pages counted once
-            everything = [p for s in serves for p in s.all_pids()]
-            result["controller_pss_open_mib"] = round(sum(pss_mib(p) for p in everything), 1)
-            result["controller_processes"] = len(everything)
+            result["controller_pss_open_mib"] = controller_pss(serves)
+            result["controller_processes"] = sum(len(s.all_pids()) for s in serves)
 
             # quiet: channels open, nothing sent (shorter than the silence that closes them)
             usage = Usage(pids)
@@ -863,8 +867,7 @@ async def parent_main(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             result["load_during"] = [load0, loadavg()]
             result["rss_end_mib"] = [round(rss_mib(p), 1) for p in pids]
             result["pss_end_mib"] = [round(pss_mib(p), 1) for p in pids]
-            everything = [p for s in serves for p in s.all_pids()]
-            result["controller_pss_end_mib"] = round(sum(pss_mib(p) for p in everything), 1)
+            result["controller_pss_end_mib"] = controller_pss(serves)
             per_second: dict[int, int] = {}
             for child in children:
                 previous = None
