@@ -157,3 +157,91 @@ def test_a_round_cut_short_or_in_grace_reads_every_stale_node_next_time(
     waiting = AgentWatch(controller.ctx, controller.agents.presence, grace=3600)
     assert waiting.check() == 0
     assert waiting.stale_floor is None
+
+
+class FakeMonotonic:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_the_start_grace_lasts_while_the_fleet_is_still_coming_back(
+    controller: Controller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restarted controller whose agents take longer than its grace to come back (50,000 on
+    two cores) records no lost/back pair for the ones still on their way; the ones that do
+    not come back are recorded lost once the returns stop."""
+    clock = FakeMonotonic()
+    monkeypatch.setattr(agent_watch, "time", clock)
+    presence = controller.agents.presence
+    fleet = _gone(controller, 60, "fleet")  # connected before the restart, not heard since
+    watch = AgentWatch(controller.ctx, presence, grace=60)
+
+    def back(node_ids: list[int]) -> None:
+        for node_id in node_ids:
+            presence.opened(node_id, datetime.now(UTC))
+
+    assert watch.check() == 0  # t=0, in the grace: nobody lost
+    clock.now += 30
+    back(fleet[:20])
+    assert watch.check() == 0
+    clock.now += 31  # the grace has passed, but 30 agents came back in the last window
+    back(fleet[20:50])
+    assert watch.check() == 0
+    clock.now += 31  # no agent came back in the last window: the other 10 are lost
+    assert watch.check() == 10
+    lost = sorted(n for n, op in recorded(controller) if op == "agent-lost")
+    assert lost == sorted(fleet[50:])
+    assert all(op == "agent-lost" for _, op in recorded(controller))  # no lost/back pairs
+    # the grace is over for good: an agent gone now is lost at once, the returning are back
+    presence.closed(fleet[0])
+    back(fleet[50:52])
+    assert watch.check() == 3
+    assert set(recorded(controller)[-3:]) == {
+        (fleet[0], "agent-lost"),
+        (fleet[50], "agent-back"),
+        (fleet[51], "agent-back"),
+    }
+
+
+def test_the_start_grace_ends_when_the_returns_are_a_trickle(
+    controller: Controller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeMonotonic()
+    monkeypatch.setattr(agent_watch, "time", clock)
+    presence = controller.agents.presence
+    fleet = _gone(controller, 50, "slow")
+    watch = AgentWatch(controller.ctx, presence, grace=60)
+    assert watch.check() == 0
+    clock.now += 61  # fewer than RETURNING_MIN back in the last window: not a fleet coming back
+    few = agent_watch.RETURNING_MIN - 1
+    for node_id in fleet[:few]:
+        presence.opened(node_id, datetime.now(UTC))
+    assert watch.check() == 50 - few
+    assert sorted(n for n, _ in recorded(controller)) == sorted(fleet[few:])
+
+
+def test_the_start_grace_never_lasts_past_its_limit(
+    controller: Controller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeMonotonic()
+    monkeypatch.setattr(agent_watch, "time", clock)
+    monkeypatch.setattr(agent_watch, "GRACE_LIMIT_SECONDS", 120.0)
+    presence = controller.agents.presence
+    fleet = _gone(controller, 100, "limit")
+    watch = AgentWatch(controller.ctx, presence, grace=60)
+    assert watch.check() == 0
+    returned = 0
+    for at in (31, 62, 93):  # 20 back every 31 s: still coming back, spared until 120 s
+        clock.now = 1000.0 + at
+        for node_id in fleet[returned : returned + 20]:
+            presence.opened(node_id, datetime.now(UTC))
+        returned += 20
+        assert watch.check() == 0, at
+    clock.now = 1000.0 + 124
+    for node_id in fleet[returned : returned + 20]:
+        presence.opened(node_id, datetime.now(UTC))
+    returned += 20
+    assert watch.check() == 100 - returned  # past the limit: the 20 not back are lost

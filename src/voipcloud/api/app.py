@@ -226,7 +226,8 @@ def _fleet(controller: Controller, settings: Settings) -> tuple[Metrics, Webhook
             "success" if result.ok else "failure"
         ).inc(),
     )
-    # agents reconnecting to a restarted controller are not "lost" meanwhile
+    # agents reconnecting to a restarted controller are not "lost" meanwhile (the grace
+    # lasts longer while they are still coming back: services/agent_watch.py)
     window = settings.heartbeat_interval * settings.missed_beats
     watch = AgentWatch(controller.ctx, presence, grace=max(window, protocol.RECONNECT_CAP) + window)
     return collected, worker, watch

@@ -9,9 +9,13 @@ round (it samples every few seconds: an agent gone and back between two samples 
 seen). Its memory is rebuilt at start from each node's last such event, and an agent this
 process has not yet heard from is not declared lost during a grace period after start
 (`grace`: the time agents need to reconnect to a restarted controller), so a controller
-restart records no lost/back pairs. The grace also lasts while the controller sheds channel
-opens (`busy`: agents it told to come back later are not lost meanwhile; docs/reliability.md
-"Mass reconnect").
+restart records no lost/back pairs. The grace lasts past `grace` while the fleet is still
+coming back: as long as the agents not yet back fell by `RETURNING_MIN` or more over the last
+missed-beats window (50,000 agents reconnecting take minutes on two cores; a fixed minute
+recorded 17,000 lost/back pairs for agents that were on their way), and at most
+`GRACE_LIMIT_SECONDS` after start; once it has ended it does not come back. It also lasts
+while the controller sheds channel opens (`busy`: agents it told to come back later are not
+lost meanwhile; docs/reliability.md "Mass reconnect").
 
 A round reads only the nodes whose state can have changed (docs/benchmarks.md, "Idle
 upkeep"): those whose stored last-seen time is older than the missed-beats window, those
@@ -34,6 +38,7 @@ full round.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -50,13 +55,18 @@ AGENT_LOST, AGENT_BACK = "agent-lost", "agent-back"
 MAX_PER_ROUND = 1000
 FULL_ROUND_SECONDS = 300.0
 MAX_CANDIDATE_IDS = 2000  # more nodes lost or closed than this: a full round instead
+RETURNING_MIN = 10  # agents back per missed-beats window that keep the start's grace going
+GRACE_LIMIT_SECONDS = 900.0  # the start's grace never lasts longer than this
 
 
 class AgentWatch:
     def __init__(self, ctx: Context, presence: Presence, *, grace: float) -> None:
         self._ctx = ctx
         self._presence = presence
-        self._grace_until = time.monotonic() + grace
+        self._started = time.monotonic()
+        self._grace_until = self._started + grace
+        self._grace_over = grace <= 0
+        self._absent: deque[tuple[float, int]] = deque()  # (monotonic time, agents not back)
         self._connected: dict[int, bool] | None = None  # node id -> last recorded state
         self._next_full = 0.0  # monotonic time of the next full round
         # stale nodes whose stored last-seen time is older were read by a complete round
@@ -132,14 +142,21 @@ class AgentWatch:
             else:
                 live = self._candidates(conn, self._connected, now)
         self.read = len(live)
+        known = self._connected
         # presence knows of agents that joined since the last flush of last_seen
         states = {
             node_id: self._presence.state(node_id, seen, now)[0]
             for node_id, (seen, _status) in live.items()
         }
-        in_grace = time.monotonic() < self._grace_until or (self.busy is not None and self.busy())
+        absent = sum(
+            1
+            for node_id, state in states.items()
+            if state is Connectivity.LOST
+            and known.get(node_id) is not False
+            and not self._heard_here(node_id, now)
+        )
+        in_grace = self._in_grace(absent)
         changes: list[tuple[int, str, str, str]] = []
-        known = self._connected
         if full:
             for node_id in list(known):
                 if node_id not in live:
@@ -153,8 +170,7 @@ class AgentWatch:
                 elif was is None:
                     known[node_id] = True
             elif state is Connectivity.LOST:
-                # this process heard the agent itself (not only the stored last-seen time)
-                heard_here = self._presence.state(node_id, None, now)[0] is not Connectivity.NEVER
+                heard_here = self._heard_here(node_id, now)
                 if was is None:  # first seen lost (e.g. joined and went between two rounds)
                     known[node_id] = True
                     was = True
@@ -189,6 +205,32 @@ class AgentWatch:
             known[node_id] = operation == AGENT_BACK
         self._round_done(now, complete)
         return len(changes)
+
+    def _heard_here(self, node_id: int, now: datetime) -> bool:
+        """This process heard the agent itself (not only the stored last-seen time)."""
+        return self._presence.state(node_id, None, now)[0] is not Connectivity.NEVER
+
+    def _in_grace(self, absent: int) -> bool:
+        """Whether agents not heard here since start are spared being recorded lost this
+        round (the module's docstring); `absent`: how many such agents this round saw."""
+        if self.busy is not None and self.busy():
+            return True
+        if self._grace_over:
+            return False
+        now = time.monotonic()
+        window = self._presence.heartbeat_interval * self._presence.missed_beats
+        while len(self._absent) > 1 and self._absent[1][0] <= now - window:
+            self._absent.popleft()  # the first: the newest sample at least a window old
+        returning = now < self._grace_until or (
+            now < self._started + GRACE_LIMIT_SECONDS
+            and bool(self._absent)
+            and self._absent[0][1] - absent >= RETURNING_MIN
+        )
+        self._absent.append((now, absent))
+        if not returning:
+            self._grace_over = True
+            self._absent.clear()
+        return returning
 
     def _round_done(self, now: datetime, complete: bool) -> None:
         """After a round whose changes are recorded: a complete one raises the stale floor to
