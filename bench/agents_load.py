@@ -100,7 +100,10 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
 
+@functools.cache
 def hello_text(full: bool) -> str:
+    """The same for every simulated agent (one inventory): built once, not per open (3.5 % of a
+    child's CPU in a reconnect, py-spy)."""
     if full:
         return protocol.Hello(inventory=INVENTORY, features=FEATURES[:2]).model_dump_json(
             exclude_none=True
@@ -143,6 +146,7 @@ async def open_once(
         compression=None,
         ping_interval=None,  # as the agent: beats are the liveness mechanism
         close_timeout=2,
+        proxy=None,  # loopback; websockets otherwise reads the proxy environment per open (7 %)
         local_addr=(source, 0),
     )
     try:
