@@ -49,6 +49,13 @@ def recorded(controller: Controller) -> list[tuple[int, str]]:
         return [(row.node_id, row.operation) for row in conn.execute(query)]
 
 
+def reasons(controller: Controller) -> dict[int, str]:
+    """Each node's newest agent-lost reason."""
+    query = select(events.c.node_id, events.c.reason).where(events.c.operation == "agent-lost")
+    with controller.ctx.db.read() as conn:
+        return {row.node_id: row.reason for row in conn.execute(query.order_by(events.c.id))}
+
+
 def test_rounds_between_full_ones_see_every_kind_of_change(
     controller: Controller, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -68,6 +75,7 @@ def test_rounds_between_full_ones_see_every_kind_of_change(
     presence.closed(a)  # a channel closes: lost at the next round
     assert watch.check() == 1
     assert recorded(controller) == [(a, "agent-lost")]
+    assert reasons(controller)[a] == "its channel closed"  # what the operator reads: why
     presence.opened(a, datetime.now(UTC))  # and opens again: back
     assert watch.check() == 1
     assert recorded(controller)[-1] == (a, "agent-back")
@@ -77,6 +85,7 @@ def test_rounds_between_full_ones_see_every_kind_of_change(
     silent_just_past_the_window(controller, b)
     assert watch.check() == 1
     assert recorded(controller)[-1] == (b, "agent-lost")
+    assert reasons(controller)[b] == "no heartbeat for 30 s"  # the channel is still open
 
     # a node whose agent joined after the full round, then went: lost too
     d = joined_node(controller, "watch-d", datetime.now(UTC))

@@ -175,15 +175,7 @@ class AgentWatch:
                     known[node_id] = True
                     was = True
                 if was and (heard_here or not in_grace):
-                    window = self._presence.heartbeat_interval * self._presence.missed_beats
-                    changes.append(
-                        (
-                            node_id,
-                            AGENT_LOST,
-                            status,
-                            f"no heartbeat for {window:g} s or its channel closed",
-                        )
-                    )
+                    changes.append((node_id, AGENT_LOST, status, self._why_lost(node_id)))
         complete = len(changes) <= MAX_PER_ROUND and not in_grace
         changes = changes[:MAX_PER_ROUND]
         if not changes:
@@ -205,6 +197,12 @@ class AgentWatch:
             known[node_id] = operation == AGENT_BACK
         self._round_done(now, complete)
         return len(changes)
+
+    def _why_lost(self, node_id: int) -> str:
+        if self._presence.without_channel([node_id]):
+            return "its channel closed"
+        window = self._presence.heartbeat_interval * self._presence.missed_beats
+        return f"no heartbeat for {window:g} s"
 
     def _heard_here(self, node_id: int, now: datetime) -> bool:
         """This process heard the agent itself (not only the stored last-seen time)."""
