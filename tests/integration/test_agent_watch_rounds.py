@@ -5,6 +5,7 @@ full round would. On each database."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select, update
@@ -12,6 +13,7 @@ from sqlalchemy import select, update
 from voipcloud.services import agent_watch
 from voipcloud.services.agent_watch import AgentWatch
 from voipcloud.services.controller import Controller
+from voipcloud.services.presence import Connectivity
 from voipcloud.store.tables import events, nodes
 
 ADMIN = "admin:admin"
@@ -254,3 +256,46 @@ def test_the_start_grace_never_lasts_past_its_limit(
         presence.opened(node_id, datetime.now(UTC))
     returned += 20
     assert watch.check() == 100 - returned  # past the limit: the 20 not back are lost
+
+
+def test_a_channel_opening_while_a_round_reads_is_not_recorded_lost(
+    controller: Controller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen in a 50,000-agent reconnect: a round took seconds, an agent's channel opened here
+    between the round's reading of its state (lost: not back yet) and of whether this process
+    had heard it (yes, now), and it was recorded lost in the grace, then back: 1,100 pairs.
+    The two are one snapshot now."""
+    presence = controller.agents.presence
+    fleet = _gone(controller, 3, "racing")  # connected before a restart, not heard since
+    watch = AgentWatch(controller.ctx, presence, grace=3600)
+    read = presence.states
+
+    def read_then_the_agents_connect(*args: Any, **kwargs: Any) -> Any:
+        found = read(*args, **kwargs)
+        for node_id in fleet:  # their channels open here while the round goes on
+            presence.opened(node_id, datetime.now(UTC))
+        return found
+
+    monkeypatch.setattr(presence, "states", read_then_the_agents_connect)
+    assert watch.check() == 0
+    monkeypatch.setattr(presence, "states", read)
+    assert watch.check() == 0
+    assert recorded(controller) == []
+
+
+def test_presence_states_agree_with_state(controller: Controller) -> None:
+    presence = controller.agents.presence
+    now = datetime.now(UTC)
+    window = presence.heartbeat_interval * presence.missed_beats
+    stale = now - timedelta(seconds=window + 5)
+    here, silent, away = 10_001, 10_002, 10_003
+    presence.opened(here, now)
+    presence.opened(silent, stale)
+    stored: dict[int, datetime | None] = {here: None, silent: stale, away: now, 10_004: None}
+    found = presence.states(stored, now)
+    for node_id, last in stored.items():
+        assert found[node_id][0] is presence.state(node_id, last, now)[0]
+    assert found[here] == (Connectivity.CONNECTED, True)
+    assert found[silent] == (Connectivity.LOST, True)
+    assert found[away][1] is False
+    assert found[10_004] == (Connectivity.NEVER, False)

@@ -144,16 +144,19 @@ class AgentWatch:
         self.read = len(live)
         known = self._connected
         # presence knows of agents that joined since the last flush of last_seen
-        states = {
-            node_id: self._presence.state(node_id, seen, now)[0]
-            for node_id, (seen, _status) in live.items()
-        }
+        # each node's state and whether this process heard its agent, at one instant: a
+        # channel that opens here while the round runs is not "heard here and lost"
+        judged = self._presence.states(
+            {node_id: seen for node_id, (seen, _status) in live.items()}, now
+        )
+        states = {node_id: state for node_id, (state, _heard) in judged.items()}
+        heard = {node_id for node_id, (_state, here) in judged.items() if here}
         absent = sum(
             1
             for node_id, state in states.items()
             if state is Connectivity.LOST
             and known.get(node_id) is not False
-            and not self._heard_here(node_id, now)
+            and node_id not in heard
         )
         in_grace = self._in_grace(absent)
         changes: list[tuple[int, str, str, str]] = []
@@ -170,7 +173,7 @@ class AgentWatch:
                 elif was is None:
                     known[node_id] = True
             elif state is Connectivity.LOST:
-                heard_here = self._heard_here(node_id, now)
+                heard_here = node_id in heard
                 if was is None:  # first seen lost (e.g. joined and went between two rounds)
                     known[node_id] = True
                     was = True
@@ -203,10 +206,6 @@ class AgentWatch:
             return "its channel closed"
         window = self._presence.heartbeat_interval * self._presence.missed_beats
         return f"no heartbeat for {window:g} s"
-
-    def _heard_here(self, node_id: int, now: datetime) -> bool:
-        """This process heard the agent itself (not only the stored last-seen time)."""
-        return self._presence.state(node_id, None, now)[0] is not Connectivity.NEVER
 
     def _in_grace(self, absent: int) -> bool:
         """Whether agents not heard here since start are spared being recorded lost this

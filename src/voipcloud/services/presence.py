@@ -18,6 +18,8 @@ from enum import StrEnum
 
 from voipcloud.services.role_health import RoleHealthBook
 
+STATES_BATCH = 1000  # nodes judged per hold of the lock (`Presence.states`)
+
 
 class Connectivity(StrEnum):
     CONNECTED = "connected"
@@ -140,6 +142,44 @@ class Presence:
             seen = self._seen.get(node_id)
             channel_open = self._channel_open(node_id)
             slack = self.remote_slack if self.clustered and node_id not in self._connected else 0
+        return self._judge(seen, stored_last_seen, channel_open, slack, now)
+
+    def states(
+        self, stored_last_seen: dict[int, datetime | None], now: datetime
+    ) -> dict[int, tuple[Connectivity, bool]]:
+        """Each node's connectivity and whether this process heard its agent itself, both
+        taken at the same instant (the agent-lost watch: a channel opening while it reads
+        must not be seen as heard here and not yet open). The lock is taken per batch of
+        nodes, so the channels' beats never wait long for it."""
+        found: dict[int, tuple[Connectivity, bool]] = {}
+        items = list(stored_last_seen.items())
+        for start in range(0, len(items), STATES_BATCH):
+            with self._lock:
+                taken = [
+                    (
+                        node_id,
+                        stored,
+                        self._seen.get(node_id),
+                        self._channel_open(node_id),
+                        self.remote_slack
+                        if self.clustered and node_id not in self._connected
+                        else 0.0,
+                    )
+                    for node_id, stored in items[start : start + STATES_BATCH]
+                ]
+            for node_id, stored, seen, channel_open, slack in taken:
+                state = self._judge(seen, stored, channel_open, slack, now)[0]
+                found[node_id] = (state, seen is not None)
+        return found
+
+    def _judge(
+        self,
+        seen: datetime | None,
+        stored_last_seen: datetime | None,
+        channel_open: bool,
+        slack: float,
+        now: datetime,
+    ) -> tuple[Connectivity, datetime | None]:
         last = max((t for t in (seen, stored_last_seen) if t is not None), default=None)
         if last is None:
             return Connectivity.NEVER, None
