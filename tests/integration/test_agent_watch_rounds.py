@@ -163,11 +163,16 @@ def test_a_round_cut_short_or_in_grace_reads_every_stale_node_next_time(
     assert watch.check() == 2
     assert sorted(n for n, op in recorded(controller) if op == "agent-lost") == sorted(gone)
     assert watch.stale_floor is not None
-    # a controller in its grace (or shedding) records no loss of agents it has not heard:
-    # those rounds are not complete either
-    waiting = AgentWatch(controller.ctx, controller.agents.presence, grace=3600)
+    # a controller shedding opens records no loss of agents it has not heard: those rounds
+    # are not complete either; in the grace after start, no round runs
+    waiting = AgentWatch(controller.ctx, controller.agents.presence, grace=0)
+    waiting.busy = lambda: True
     assert waiting.check() == 0
+    assert waiting.read > 0
     assert waiting.stale_floor is None
+    starting = AgentWatch(controller.ctx, controller.agents.presence, grace=3600)
+    assert starting.check() == 0
+    assert starting.read == 0
 
 
 class FakeMonotonic:
@@ -193,6 +198,7 @@ def test_the_start_grace_lasts_while_the_fleet_is_still_coming_back(
     def back(node_ids: list[int]) -> None:
         for node_id in node_ids:
             presence.opened(node_id, datetime.now(UTC))
+        controller.agents.flush_presence()  # as every few seconds: their last-seen stored
 
     assert watch.check() == 0  # t=0, in the grace: nobody lost
     clock.now += 30
@@ -230,6 +236,7 @@ def test_the_start_grace_ends_when_the_returns_are_a_trickle(
     few = agent_watch.RETURNING_MIN - 1
     for node_id in fleet[:few]:
         presence.opened(node_id, datetime.now(UTC))
+    controller.agents.flush_presence()
     assert watch.check() == 50 - few
     assert sorted(n for n, _ in recorded(controller)) == sorted(fleet[few:])
 
@@ -249,11 +256,13 @@ def test_the_start_grace_never_lasts_past_its_limit(
         clock.now = 1000.0 + at
         for node_id in fleet[returned : returned + 20]:
             presence.opened(node_id, datetime.now(UTC))
+        controller.agents.flush_presence()
         returned += 20
         assert watch.check() == 0, at
     clock.now = 1000.0 + 124
     for node_id in fleet[returned : returned + 20]:
         presence.opened(node_id, datetime.now(UTC))
+    controller.agents.flush_presence()
     returned += 20
     assert watch.check() == 100 - returned  # past the limit: the 20 not back are lost
 
@@ -264,10 +273,13 @@ def test_a_channel_opening_while_a_round_reads_is_not_recorded_lost(
     """Seen in a 50,000-agent reconnect: a round took seconds, an agent's channel opened here
     between the round's reading of its state (lost: not back yet) and of whether this process
     had heard it (yes, now), and it was recorded lost in the grace, then back: 1,100 pairs.
-    The two are one snapshot now."""
+    The two are one snapshot now. (Rounds that spare agents not heard here run while the
+    controller sheds opens; the start's grace runs none.)"""
     presence = controller.agents.presence
     fleet = _gone(controller, 3, "racing")  # connected before a restart, not heard since
-    watch = AgentWatch(controller.ctx, presence, grace=3600)
+    watch = AgentWatch(controller.ctx, presence, grace=0)
+    watch._connected = dict.fromkeys(fleet, True)  # as recorded before
+    watch.busy = lambda: True  # the controller sheds: agents told to come back are due
     read = presence.states
 
     def read_then_the_agents_connect(*args: Any, **kwargs: Any) -> Any:
@@ -299,3 +311,23 @@ def test_presence_states_agree_with_state(controller: Controller) -> None:
     assert found[silent] == (Connectivity.LOST, True)
     assert found[away][1] is False
     assert found[10_004] == (Connectivity.NEVER, False)
+
+
+def test_in_the_start_grace_an_agent_heard_here_that_goes_is_lost_at_once(
+    controller: Controller,
+) -> None:
+    presence = controller.agents.presence
+    away = _gone(controller, 20, "away")  # not back yet after the restart: not even read
+    node = joined_node(controller, "here", datetime.now(UTC))
+    presence.opened(node, datetime.now(UTC))
+    watch = AgentWatch(controller.ctx, presence, grace=3600)
+    assert watch.check() == 0
+    presence.closed(node)
+    assert watch.check() == 1
+    assert watch.read == 1  # the node heard here, not the twenty on their way
+    assert recorded(controller) == [(node, "agent-lost")]
+    assert reasons(controller)[node] == "its channel closed"
+    presence.opened(node, datetime.now(UTC))
+    assert watch.check() == 1
+    assert recorded(controller)[-1] == (node, "agent-back")
+    assert all(node_id not in away for node_id, _ in recorded(controller))

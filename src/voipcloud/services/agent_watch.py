@@ -6,24 +6,29 @@ that has had an agent, and records an `agent-lost` event when a connected agent 
 and an `agent-back` event when a lost one is connected again (actor `controller`; the node's
 status is unchanged). Bounded: one event per node per change, at most `MAX_PER_ROUND` per
 round (it samples every few seconds: an agent gone and back between two samples is not
-seen). Its memory is rebuilt at start from each node's last such event, and an agent this
-process has not yet heard from is not declared lost during a grace period after start
-(`grace`: the time agents need to reconnect to a restarted controller), so a controller
-restart records no lost/back pairs. The grace lasts past `grace` while the fleet is still
-coming back: as long as the agents not yet back fell by `RETURNING_MIN` or more over the last
-missed-beats window (50,000 agents reconnecting take minutes on two cores; a fixed minute
-recorded 17,000 lost/back pairs for agents that were on their way), and at most
-`GRACE_LIMIT_SECONDS` after start; once it has ended it does not come back. It also lasts
-while the controller sheds channel opens (`busy`: agents it told to come back later are not
-lost meanwhile; docs/reliability.md "Mass reconnect").
+seen). Its memory is rebuilt from each node's last such event when its first round runs.
 
-A round reads only the nodes whose state can have changed (docs/benchmarks.md, "Idle
-upkeep"): those whose stored last-seen time is older than the missed-beats window, those
-recorded connected whose channel presence no longer knows open, and those recorded lost
-whose channel is open again. Every other node is as recorded: connected (a channel, heard
-within the window) or lost (no channel). A full round (every live node) comes at start and every
-`FULL_ROUND_SECONDS`, and forgets deleted nodes; at 50,000 nodes a full round costs about
-0.4 s of a core, a round of candidates a few milliseconds.
+After a start, agents this process has not heard are not declared lost during a grace period
+(`grace`: the time agents need to reconnect to a restarted controller), so a controller restart
+records no lost/back pairs. Its rounds then read only the nodes heard here whose channel closed
+or that were recorded lost (an agent that connected and went is recorded at once), and count
+the nodes whose stored last-seen time is stale (one COUNT: reading those rows every round was
+40 % of the duty worker's interpreter during a 50,000-agent reconnect, py-spy). The grace lasts
+past `grace` while the fleet is still coming back: as long as that count fell by
+`RETURNING_MIN` or more over the last missed-beats window (50,000 agents reconnecting take
+minutes on two cores; a fixed minute recorded 17,000 lost/back pairs for agents that were on
+their way), and at most `GRACE_LIMIT_SECONDS` after start; once it has ended it does not come
+back, and the next round reads every node. While the controller sheds channel opens (`busy`:
+agents it told to come back later are on their way), rounds run but spare the agents this
+process has not heard (docs/reliability.md "Mass reconnect").
+
+A round reads only the nodes whose state can have changed (docs/benchmarks.md, "Idle upkeep"):
+those whose stored last-seen time is older than the missed-beats window, those recorded
+connected whose channel presence no longer knows open, and those recorded lost whose channel is
+open again. Every other node is as recorded: connected (a channel, heard within the window) or
+lost (no channel). A full round (every live node) comes after the start's grace and every
+`FULL_ROUND_SECONDS`, and forgets deleted nodes; at 50,000 nodes a full round costs about 0.4 s
+of a core, a round of candidates a few milliseconds.
 
 The stale read is bounded below too: a stored last-seen time only grows, so a node that went
 stale before the last complete round was read by that round (its event recorded, or no change),
@@ -122,6 +127,21 @@ class AgentWatch:
         )
         return {i: (seen, status) for i, seen, status in conn.execute(query)}
 
+    def _heard_here(self, conn: Any, known: dict[int, bool]) -> dict[int, Any]:
+        """In the grace after start, the only nodes whose change can be recorded: those whose
+        agent this process heard and whose channel is closed (lost), or that were recorded
+        lost and are heard here again (back); the others are not read at all."""
+        heard = self._presence.heard()
+        named = self._presence.without_channel(heard)
+        named |= {node_id for node_id in heard if known.get(node_id) is False}
+        if not named:
+            return {}
+        ids = sorted(named)[:MAX_CANDIDATE_IDS]  # any more: the next rounds
+        query = select(nodes.c.id, nodes.c.last_seen, nodes.c.status).where(
+            nodes.c.status != "Deleted", nodes.c.last_seen.is_not(None), nodes.c.id.in_(ids)
+        )
+        return {i: (seen, status) for i, seen, status in conn.execute(query)}
+
     @staticmethod
     def _agent_nodes(conn: Any) -> dict[int, Any]:
         query = select(nodes.c.id, nodes.c.last_seen, nodes.c.status).where(
@@ -131,34 +151,30 @@ class AgentWatch:
 
     def check(self) -> int:
         """One round; returns how many events were recorded."""
+        starting = self._starting()
         now = self._ctx.clock()
-        full = self._connected is None or time.monotonic() >= self._next_full
+        full = not starting and (self._connected is None or time.monotonic() >= self._next_full)
         with self._ctx.db.read() as conn:
             if self._connected is None:
                 self._connected = self._baseline(conn)
-            if full:
+            if starting:
+                live = self._heard_here(conn, self._connected)
+            elif full:
                 live = self._agent_nodes(conn)
                 self._next_full = time.monotonic() + FULL_ROUND_SECONDS
             else:
                 live = self._candidates(conn, self._connected, now)
         self.read = len(live)
         known = self._connected
-        # presence knows of agents that joined since the last flush of last_seen
-        # each node's state and whether this process heard its agent, at one instant: a
+        # presence knows of agents that joined since the last flush of last_seen; each
+        # node's state and whether this process heard its agent are read at one instant: a
         # channel that opens here while the round runs is not "heard here and lost"
         judged = self._presence.states(
             {node_id: seen for node_id, (seen, _status) in live.items()}, now
         )
         states = {node_id: state for node_id, (state, _heard) in judged.items()}
         heard = {node_id for node_id, (_state, here) in judged.items() if here}
-        absent = sum(
-            1
-            for node_id, state in states.items()
-            if state is Connectivity.LOST
-            and known.get(node_id) is not False
-            and node_id not in heard
-        )
-        in_grace = self._in_grace(absent)
+        in_grace = starting or (self.busy is not None and self.busy())
         changes: list[tuple[int, str, str, str]] = []
         if full:
             for node_id in list(known):
@@ -207,15 +223,14 @@ class AgentWatch:
         window = self._presence.heartbeat_interval * self._presence.missed_beats
         return f"no heartbeat for {window:g} s"
 
-    def _in_grace(self, absent: int) -> bool:
-        """Whether agents not heard here since start are spared being recorded lost this
-        round (the module's docstring); `absent`: how many such agents this round saw."""
-        if self.busy is not None and self.busy():
-            return True
+    def _starting(self) -> bool:
+        """Whether the grace after start still holds (the module's docstring): it lasts while
+        the count of stale nodes falls by `RETURNING_MIN` or more per missed-beats window."""
         if self._grace_over:
             return False
         now = time.monotonic()
         window = self._presence.heartbeat_interval * self._presence.missed_beats
+        absent = self._stale_count(window)
         while len(self._absent) > 1 and self._absent[1][0] <= now - window:
             self._absent.popleft()  # the first: the newest sample at least a window old
         returning = now < self._grace_until or (
@@ -228,6 +243,18 @@ class AgentWatch:
             self._grace_over = True
             self._absent.clear()
         return returning
+
+    def _stale_count(self, window: float) -> int:
+        """Live nodes whose agent joined once and whose stored last-seen time is older than
+        the window: the agents not back yet (and those long gone, a constant)."""
+        cutoff = self._ctx.clock() - timedelta(seconds=window)
+        query = (
+            select(func.count())
+            .select_from(nodes)
+            .where(nodes.c.status != "Deleted", nodes.c.last_seen < cutoff)
+        )
+        with self._ctx.db.read() as conn:
+            return int(conn.execute(query).scalar_one())
 
     def _round_done(self, now: datetime, complete: bool) -> None:
         """After a round whose changes are recorded: a complete one raises the stale floor to
