@@ -187,9 +187,12 @@ def test_webhooks_api_and_deliveries(api: LiveApi, receiver: Receiver) -> None:
     wait_for(lambda: len(receiver.accepted()) >= 3, timeout=15, what="three deliveries")
     time.sleep(1.2)
     got = receiver.accepted()
-    assert [b["event_id"] for b in got if b["event"] != "webhook.test"] == [
+    # one delivery per change; three nodes are three queues, delivered side by side, so
+    # their order between nodes is not promised (a node's own events are: in order, tested
+    # in tests/e2e/test_webhooks_metrics.py); seen in a full run on PostgreSQL: 9, 8, 10
+    assert sorted(b["event_id"] for b in got if b["event"] != "webhook.test") == sorted(
         e["id"] for e in changes
-    ]
+    )
     assert all(r.signature_ok for r in receiver.got)
     assert got[0]["data"] == {
         "operation": "standby",
