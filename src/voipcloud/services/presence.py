@@ -139,9 +139,7 @@ class Presence:
         self, node_id: int, stored_last_seen: datetime | None, now: datetime
     ) -> tuple[Connectivity, datetime | None]:
         with self._lock:
-            seen = self._seen.get(node_id)
-            channel_open = self._channel_open(node_id)
-            slack = self.remote_slack if self.clustered and node_id not in self._connected else 0
+            seen, channel_open, slack = self._sample(node_id)
         return self._judge(seen, stored_last_seen, channel_open, slack, now)
 
     def states(
@@ -156,21 +154,19 @@ class Presence:
         for start in range(0, len(items), STATES_BATCH):
             with self._lock:
                 taken = [
-                    (
-                        node_id,
-                        stored,
-                        self._seen.get(node_id),
-                        self._channel_open(node_id),
-                        self.remote_slack
-                        if self.clustered and node_id not in self._connected
-                        else 0.0,
-                    )
+                    (node_id, stored, *self._sample(node_id))
                     for node_id, stored in items[start : start + STATES_BATCH]
                 ]
             for node_id, stored, seen, channel_open, slack in taken:
                 state = self._judge(seen, stored, channel_open, slack, now)[0]
                 found[node_id] = (state, seen is not None)
         return found
+
+    def _sample(self, node_id: int) -> tuple[datetime | None, bool, float]:
+        """With the lock held: what a node's connectivity is judged from (heard here,
+        channel open here or elsewhere, the slack a remote holder's flush is allowed)."""
+        slack = self.remote_slack if self.clustered and node_id not in self._connected else 0.0
+        return self._seen.get(node_id), self._channel_open(node_id), slack
 
     def _judge(
         self,
