@@ -6,6 +6,12 @@ durable by default (`synchronous=FULL`: the WAL is synced at every commit, so an
 change survives a power cut); `normal` trades the last commits before a power cut (never an
 application crash) for faster writes (docs/reliability.md, "Durability").
 PostgreSQL runs at READ COMMITTED; races on a node are settled by compare-and-set writes.
+Every statement is planned for its own values (`plan_cache_mode = force_custom_plan`): psycopg
+prepares a statement on the server from its fifth run, and PostgreSQL may then keep a generic
+plan, made without the values. The listing's search is one statement whatever `q` is: after a
+few searches of 1-2 characters (a scan, whatever the plan) the generic plan was that scan, and a
+search the trigram index answers in 1 ms took 160-400 ms at 50,000 nodes (docs/benchmarks.md,
+"The listing's third pass").
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 
 from voipcloud.store import errors, tables
 
@@ -30,6 +36,8 @@ NODES_CHANNEL = "voipcloud_nodes"
 MAX_NOTIFY_PAYLOAD = 7000  # PostgreSQL's limit is 8000 bytes
 ChangeListener = Callable[[set[int]], None]
 SQLITE_SYNCHRONOUS = ("full", "normal")
+# PostgreSQL session settings of every connection (the module's docstring)
+POSTGRES_OPTIONS = "-c plan_cache_mode=force_custom_plan"
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -43,10 +51,22 @@ def make_engine(url: str, *, echo: bool = False, sqlite_synchronous: str = "full
         engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False})
         _configure_sqlite(engine, synchronous=sqlite_synchronous.upper())
         return engine
-    return create_engine(url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    # the URL's own `options`, if any, come after ours: an operator's setting wins
+    given = make_url(url).query.get("options")
+    options = " ".join([POSTGRES_OPTIONS, *([given] if isinstance(given, str) else given or [])])
+    return create_engine(
+        url,
+        echo=echo,
+        pool_size=10,
+        max_overflow=20,
+        pool_pre_ping=True,
+        connect_args={"options": options},
+    )
 
 
 def _configure_sqlite(engine: Engine, *, synchronous: str) -> None:
+    engine.dialect.statement_compiler = _sqlite_compiler(engine.dialect.statement_compiler)
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # let SQLAlchemy's "begin" event below decide how transactions start
@@ -62,6 +82,18 @@ def _configure_sqlite(engine: Engine, *, synchronous: str) -> None:
     def _on_begin(connection: Connection) -> None:
         immediate = connection.info.get(_IMMEDIATE, False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _sqlite_compiler(base: Any) -> Any:
+    """SQLite's statement compiler, rendering a statement's table hint after the table's name
+    in FROM (SQLAlchemy's own does not render hints for SQLite): `select(...).with_hint(table,
+    "INDEXED BY name", "sqlite")` reads `table` through that index (store/node_search.py)."""
+
+    class HintingCompiler(base):  # type: ignore[misc]
+        def get_from_hint_text(self, table: Any, text: str | None) -> str | None:
+            return text
+
+    return HintingCompiler
 
 
 class Database:

@@ -1,0 +1,168 @@
+"""PostgreSQL keeps the columns searches scan inside the node's row (migration 0013), and plans
+every statement for its own values (store/database.py), however often it runs.
+
+Both were found at 50,000 nodes (docs/benchmarks.md, "The listing's third pass"): a host name
+moved out of line cost a TOAST lookup per node in every scan (a 1-character search: 222 ms
+instead of 15), and from a search's sixth run PostgreSQL used a generic plan that could not use
+the trigram index (300 ms instead of 4). The tests measure what a scan reads and which plan a
+repeated search gets, not time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from alembic import command
+from sqlalchemy import Connection, insert, text
+
+from voipcloud.domain.filters import NodeFilter
+from voipcloud.store import nodes as node_rows
+from voipcloud.store.database import Database, alembic_config
+from voipcloud.store.tables import nodes
+
+# PostgreSQL alone: the `database_url` fixture's PostgreSQL case only
+pytestmark = pytest.mark.parametrize(
+    "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+COUNT = 300
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
+# ~8 KiB of JSON, as a real agent's inventory: the row's large value, which must leave it
+COMPONENTS = [{"name": f"package-{i:03d}", "version": f"1.{i}.0-1"} for i in range(200)]
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    yield database
+    database.dispose()
+
+
+def _fill(conn: Connection, first: int, count: int = COUNT, components: object = None) -> None:
+    conn.execute(
+        insert(nodes),
+        [
+            {
+                "id": first + n,
+                "hostname": f"sip-{first + n:05d}.fra1.voip.example",
+                "private_ip": f"10.{n // 65536}.{n // 256 % 256}.{n % 256}",
+                "status": "Online",
+                "is_controller": False,
+                "config_generation": 1,
+                "components": COMPONENTS if components is None else components,
+                "session_key_digest": f"{first + n:064x}",
+                "inventory_digest": f"{first + n:064x}",
+                "last_seen": NOW,
+                "created_at": NOW,
+                "updated_at": NOW,
+                "row_version": 1,
+            }
+            for n in range(count)
+        ],
+    )
+
+
+def _pages_read(conn: Connection, statement: str) -> tuple[int, int]:
+    """Pages a statement read (buffers hit or read), and the pages of the nodes' heap."""
+    conn.exec_driver_sql("ANALYZE nodes")
+    plan = conn.execute(text(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {statement}")).scalar()
+    top = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
+    read = top["Shared Hit Blocks"] + top["Shared Read Blocks"]
+    heap = conn.exec_driver_sql("SELECT pg_relation_size('nodes') / 8192").scalar_one()
+    return read, int(heap)
+
+
+SCAN = "SELECT count(*) FROM nodes WHERE hostname LIKE '%zq%' OR session_key_digest = 'x'"
+
+
+def test_a_scan_of_host_names_reads_the_heap_alone(db: Database) -> None:
+    with db.engine.begin() as conn:
+        _fill(conn, 1000)
+    with db.engine.begin() as conn:
+        read, heap = _pages_read(conn, SCAN)
+        storage = dict(
+            conn.exec_driver_sql(
+                "SELECT attname, attstorage FROM pg_attribute WHERE attrelid = 'nodes'::regclass "
+                "AND attname IN ('hostname', 'session_key_digest', 'components')"
+            ).all()
+        )
+        toast = conn.exec_driver_sql(
+            "SELECT pg_relation_size(reltoastrelid) FROM pg_class WHERE relname = 'nodes'"
+        ).scalar_one()
+    assert storage == {"hostname": "m", "session_key_digest": "m", "components": "x"}
+    assert toast > 0  # the components did leave the rows
+    assert read <= heap + 5, f"{read} pages read for a heap of {heap}"
+
+
+def test_the_migration_moves_values_already_out_of_line_back(db: Database) -> None:
+    config = alembic_config()
+    with db.engine.connect() as conn:
+        config.attributes["connection"] = conn
+        command.downgrade(config, "0012")
+        conn.commit()
+        _fill(conn, 5000)  # written by the old rule: host names and digests out of line
+        conn.commit()
+        before, heap_before = _pages_read(conn, SCAN)
+        conn.commit()
+        command.upgrade(config, "head")
+        conn.commit()
+        after, heap_after = _pages_read(conn, SCAN)
+        conn.commit()
+    assert before > 2 * COUNT, f"the old rule read {before} pages ({heap_before} of heap)"
+    assert after <= heap_after + 5, f"{after} pages read for a heap of {heap_after}"
+    with db.read() as conn:  # no value changed
+        names = conn.execute(text("SELECT hostname FROM nodes WHERE id >= 5000 ORDER BY id"))
+        expected = [f"sip-{n:05d}.fra1.voip.example" for n in range(5000, 5300)]
+        assert list(names.scalars()) == expected
+
+
+def _plan_after_short_searches(conn: Connection, q: str) -> str:
+    """The plan of the listing's capped count of a search, prepared on the server as psycopg
+    does from a statement's fifth run, for `q` after eight searches of 2 characters (which no
+    index serves: their plan is a scan). A search of 3 or more characters is counted with
+    scans disabled, as `node_search._bitmap_only` does, so that its index bitmaps are used."""
+    conn.exec_driver_sql(
+        "PREPARE search(varchar, varchar) AS SELECT count(*) FROM (SELECT 1 FROM nodes "
+        "WHERE status != 'Deleted' AND (hostname LIKE $1 OR private_ip LIKE $2) LIMIT 1001) s"
+    )
+    try:
+        for _ in range(8):
+            conn.execute(text("EXECUTE search('%zq%', 'zq%')")).scalar()
+        conn.exec_driver_sql("SET enable_seqscan = off")
+        conn.exec_driver_sql("SET enable_indexscan = off")
+        plan = conn.execute(text(f"EXPLAIN (FORMAT JSON) EXECUTE search('%{q}%', '{q}%')")).scalar()
+    finally:
+        conn.exec_driver_sql("DEALLOCATE search")
+        conn.exec_driver_sql("RESET enable_seqscan")
+        conn.exec_driver_sql("RESET enable_indexscan")
+    return json.dumps(plan)
+
+
+def test_a_search_after_short_ones_still_uses_the_trigram_index(db: Database) -> None:
+    with db.engine.begin() as conn:  # enough nodes for an index to beat a scan
+        _fill(conn, 10_000, count=20_000, components=[])
+        conn.exec_driver_sql("ANALYZE nodes")
+    with db.engine.connect() as conn:
+        assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_custom_plan"
+        assert "ix_nodes_hostname_trgm" in _plan_after_short_searches(conn, "sip-1234")
+        conn.exec_driver_sql("SET plan_cache_mode = auto")  # PostgreSQL's default: the cause
+        assert "ix_nodes_hostname_trgm" not in _plan_after_short_searches(conn, "sip-1234")
+    with db.read() as conn:  # the listing itself, short searches first, then a selective one
+        for _ in range(8):
+            node_rows.list_page(conn, NodeFilter(q="zq"))
+        page = node_rows.list_page(conn, NodeFilter(q="sip-1234"))
+    assert [n.hostname for n in page.items] == [
+        f"sip-{n:05d}.fra1.voip.example" for n in range(12340, 12350)
+    ]
+
+
+def test_an_operator_may_still_choose_the_plan_cache_mode(database_url: str) -> None:
+    separator = "&" if "?" in database_url else "?"
+    db = Database(f"{database_url}{separator}options=-c%20plan_cache_mode%3Dauto")
+    try:
+        with db.engine.connect() as conn:
+            assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar() == "auto"
+    finally:
+        db.dispose()
