@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, event, func, insert, select, update
 
 from tests.conftest import ADMIN_PASSWORD
 from tests.integration.accounts_helpers import web_login
@@ -157,6 +159,50 @@ def test_short_searches_exact_below_the_real_cap(fleet: tuple[Database, list[Row
             page = node_rows.list_page(conn, flt)
             assert [n.id for n in page.items] == expected(rows, flt), q
             assert (page.total, page.total_exact) == (len(expected(rows, flt)), True), q
+
+
+@contextmanager
+def _statements(db: Database) -> Iterator[list[tuple[str, Any]]]:
+    """The SELECTs from `nodes` run meanwhile, with their parameters."""
+    seen: list[tuple[str, Any]] = []
+
+    def record(_conn: object, _cursor: object, statement: str, parameters: Any, *_: object) -> None:
+        if statement.lstrip().startswith("SELECT") and "FROM nodes" in statement:
+            seen.append((statement, parameters))
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+
+
+def test_short_searches_read_the_cover_index_on_sqlite(fleet: tuple[Database, list[Row]]) -> None:  # noqa: F811
+    """SQLite: a search of 1-2 characters counts its matches, and reads a page of few, through
+    `ix_nodes_search_cover` (~60 bytes a node) rather than the ~8 KiB rows; a search with no
+    match reads no page at all. Results are the definition's (the test above)."""
+    db, rows = fleet
+    if db.dialect != "sqlite":
+        pytest.skip("SQLite's planner (PostgreSQL's row storage: test_nodes_row_storage.py)")
+    for q in ("zq", "00", "e8"):
+        flt = NodeFilter.parse(q=q, sort="created_at")
+        with db.read() as conn:
+            with _statements(db) as seen:
+                page = node_rows.list_page(conn, flt)
+            plans = [
+                " / ".join(
+                    str(step[-1])
+                    for step in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", parameters)
+                )
+                for sql, parameters in seen
+                if "LIKE" in sql
+            ]
+        matches = expected(rows, flt)
+        assert [n.id for n in page.items] == matches[: flt.limit], q
+        assert len(plans) == (2 if matches else 1), (q, plans)  # the count, then the page
+        # the count from the index alone; the page's sort key (created_at) from matches' rows
+        assert "SCAN nodes USING COVERING INDEX ix_nodes_search_cover" in plans[0], (q, plans)
+        assert all("SCAN nodes USING INDEX ix_nodes_search_cover" in p for p in plans[1:]), plans
 
 
 def _role_totals(db: Database) -> dict[tuple[str, str | None], int]:

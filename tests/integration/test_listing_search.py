@@ -42,6 +42,7 @@ TRICKY = [
     "::", ":", ".", "..", "-", "--", "xn--", "1", "2", "12", "0", "00", "007", "10.", "10.0.",
     "10.0.1", "203.0.113.", "192.168.", "1000000000", "999999999", "42", "³", "１２", "e", "ex",
     "exa", "example", "ample.ne", ".example.net", "sip-00", "a" * 40,
+    "fe80::23%", "fe80::23%eth1", "fe80::46%ETH", "%eth0", "eth0", "fe80::23%eth0",
 ]  # fmt: skip
 
 
@@ -91,7 +92,9 @@ def fleet(database_url: str) -> Iterator[tuple[Database, list[Row]]]:
     with db.write() as conn:
         for number in range(320):
             hostname = f"{chance.choice(labels)}-{number:05d}.{chance.choice(sites)}"
-            if number % 5 == 0:
+            if number % 35 == 0:  # a scoped address: its zone may hold any character
+                private_ip = f"fe80::{number:x}%eth{number % 2}"
+            elif number % 5 == 0:
                 private_ip = f"fe80::{number:x}"
             else:
                 private_ip = f"10.{number % 3}.{number // 256}.{number % 256}"

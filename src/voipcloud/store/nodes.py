@@ -252,12 +252,17 @@ def list_page(conn: Connection, flt: NodeFilter) -> Page[Node]:
     descending = flt.sort.startswith("-")
     order = [column.desc() if descending else column.asc() for column in columns]
     statement: Any = query.where(*where).order_by(*order).limit(flt.limit).offset(flt.offset)
+    if total.exact:  # few matches: read them all through the search's index and sort them
+        statement = node_search.from_cover(statement, flt)
     params = {}
     if conn.dialect.name == "sqlite" and _all_live_by_id(flt):
         statement = _SQLITE_LIVE_BY_ID[descending]
         params = {"limit": flt.limit, "offset": flt.offset}
-    with node_search.page_plan(conn, flt, total):
-        ids = list(conn.execute(statement, params).scalars())
+    if total.exact and total.count <= flt.offset:
+        ids = []  # nothing on this page (no match at all, or a page past the last)
+    else:
+        with node_search.page_plan(conn, flt, total):
+            ids = list(conn.execute(statement, params).scalars())
     found = {
         row.id: row
         for row in conn.execute(select(*_LISTING_COLUMNS, _HAS_KEY).where(nodes.c.id.in_(ids)))
