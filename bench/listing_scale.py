@@ -7,7 +7,9 @@ N nodes written straight through the store (every status, 5 % Deleted, one to th
 `sip-04217.fra1.voip.example`), the app is served on 127.0.0.1 and, signed in as the
 administrator over real HTTP, each listing request is made `--requests` times after a warm-up.
 It reports the **server time** of each request (ASGI in to out), p50 and p95, beside the same
-run's ceiling: `GET /healthz`, an endpoint that touches no database. The total alone (what
+run's ceiling: `GET /healthz`, an endpoint that touches no database; and the same listing
+through the REST API (`GET /api/v1/nodes`, 25 a page: the query and JSON, without the page's
+view and HTML). The total alone (what
 every poll of the listing pays for its count) is timed in-process. Prints a table and, with
 --json, one JSON document. Never passes or fails. Usage:
 
@@ -89,6 +91,15 @@ REQUESTS = (
     ("role + sort (que, -hostname)", "/?role=que&sort=-hostname"),
     ("search + sort (q=fra1, -last_seen)", "/?q=fra1&sort=-last_seen"),
 )
+
+
+def api_path(web_path: str) -> str:
+    """The same listing through the REST API (`GET /api/v1/nodes`, JSON, 25 a page): the
+    query and the nodes' JSON without the web page's view and HTML."""
+    query = dict(httpx.QueryParams(web_path.partition("?")[2]))
+    page = int(query.pop("page", "1"))
+    query |= {"limit": "25", "offset": str((page - 1) * 25)}
+    return "/api/v1/nodes?" + str(httpx.QueryParams(query))
 
 
 def fill(controller: Controller, count: int) -> float:
@@ -222,12 +233,26 @@ def run(label: str, database_url: str | None, count: int, repeats: int) -> dict[
                 sign_in(client)
                 ceiling = summary(served(clock, functools.partial(client.get, "/healthz"), repeats))
                 results["ceiling"] = ceiling
+                token = client.post(
+                    "/api/v1/auth/token", json={"username": "admin", "password": PASSWORD}
+                ).json()["access_token"]
+                api = {"Authorization": f"Bearer {token}"}
                 for what, path in REQUESTS:
                     answer = client.get(path)
                     rows = answer.text.count('data-node-id="')
                     figures = summary(served(clock, functools.partial(client.get, path), repeats))
+                    listed = api_path(path)
+                    through_api = functools.partial(client.get, listed, headers=api)
+                    api_rows = len(through_api().json()["items"])
+                    api_figures = summary(served(clock, through_api, repeats))
                     results["requests"].append(
-                        {"what": what, "path": path, "rows": rows, **figures}
+                        {
+                            "what": what,
+                            "path": path,
+                            "rows": rows,
+                            **figures,
+                            "api": {"path": listed, "rows": api_rows, **api_figures},
+                        }
                     )
             for what, flt in (
                 ("total, no filter", NodeFilter()),
@@ -251,11 +276,20 @@ def table(results: list[dict[str, Any]]) -> str:
             f"(load {result['load_before'][0]:.2f} before, {result['load_after'][0]:.2f} after); "
             f"ceiling GET /healthz p50 {ceiling['p50_ms']} ms, p95 {ceiling['p95_ms']} ms"
         )
-        lines.append(f"  {'request':<50} {'rows':>5} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}")
+        lines.append(
+            f"  {'request':<50} {'rows':>5} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}"
+            f"   {'API p50':>8} {'API p95':>8} {'API max':>8}"
+        )
         for row in result["requests"]:
+            api = row.get("api")
             lines.append(
                 f"  {row['what']:<50} {row.get('rows', ''):>5} {row['p50_ms']:>8.1f} "
                 f"{row['p95_ms']:>8.1f} {row['max_ms']:>8.1f}"
+                + (
+                    f"   {api['p50_ms']:>8.1f} {api['p95_ms']:>8.1f} {api['max_ms']:>8.1f}"
+                    if api
+                    else ""
+                )
             )
     return "\n".join(lines)
 
