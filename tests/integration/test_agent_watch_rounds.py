@@ -126,11 +126,14 @@ def _gone(controller: Controller, count: int, name: str) -> list[int]:
     return [joined_node(controller, f"{name}-{n}", old) for n in range(count)]
 
 
+@pytest.mark.parametrize("clustered", [False, True], ids=["one controller", "several"])
 def test_nodes_long_stale_and_recorded_lost_are_not_read_at_every_round(
-    controller: Controller,
+    controller: Controller, clustered: bool
 ) -> None:
     watch = AgentWatch(controller.ctx, controller.agents.presence, grace=0)
     presence = controller.agents.presence
+    # several controllers: a channel this process has no word of may be open elsewhere
+    presence.clustered = clustered
     gone = _gone(controller, 30, "gone")
     assert watch.check() == 30  # the first (full) round records them lost
     assert watch.read >= 30
@@ -149,6 +152,36 @@ def test_nodes_long_stale_and_recorded_lost_are_not_read_at_every_round(
     presence.opened(gone[0], datetime.now(UTC))
     assert watch.check() == 1
     assert recorded(controller)[-1] == (gone[0], "agent-back")
+    if not clustered:
+        return
+    # another comes back through another controller, which announces it and flushes its
+    # last-seen time: named, back at the next round
+    with controller.ctx.db.write() as conn:
+        fresh = datetime.now(UTC)
+        conn.execute(update(nodes).where(nodes.c.id == gone[1]).values(last_seen=fresh))
+    presence.remote_open("other-controller", {gone[1]})
+    assert watch.check() == 1
+    assert recorded(controller)[-1] == (gone[1], "agent-back")
+    assert watch.read <= 3
+
+
+def test_unannounced_returns_through_another_controller_are_found_by_the_full_round(
+    controller: Controller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several controllers: an agent recorded lost that opened a channel elsewhere with no
+    announcement this process heard (before it started) is back at the next full round."""
+    watch = AgentWatch(controller.ctx, controller.agents.presence, grace=0)
+    controller.agents.presence.clustered = True
+    gone = _gone(controller, 3, "away")
+    assert watch.check() == 3
+    with controller.ctx.db.write() as conn:  # its holder flushes a fresh last-seen time
+        fresh = datetime.now(UTC)
+        conn.execute(update(nodes).where(nodes.c.id == gone[2]).values(last_seen=fresh))
+    assert watch.check() == 0  # not named: not read
+    assert watch.read == 0
+    monkeypatch.setattr(watch, "_next_full", 0.0)  # FULL_ROUND_SECONDS later
+    assert watch.check() == 1
+    assert recorded(controller)[-1] == (gone[2], "agent-back")
 
 
 def test_a_round_cut_short_or_in_grace_reads_every_stale_node_next_time(

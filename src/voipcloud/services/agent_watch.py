@@ -25,10 +25,11 @@ process has not heard (docs/reliability.md "Mass reconnect").
 A round reads only the nodes whose state can have changed (docs/benchmarks.md, "Idle upkeep"):
 those whose stored last-seen time is older than the missed-beats window, those recorded
 connected whose channel presence no longer knows open, and those recorded lost whose channel is
-open again. Every other node is as recorded: connected (a channel, heard within the window) or
-lost (no channel). A full round (every live node) comes after the start's grace and every
-`FULL_ROUND_SECONDS`, and forgets deleted nodes; at 50,000 nodes a full round costs about 0.4 s
-of a core, a round of candidates a few milliseconds.
+open again (here, or as another controller announced: one opened elsewhere unannounced is
+found by the next full round). Every other node is as recorded: connected (a channel, heard
+within the window) or lost (no channel). A full round (every live node) comes after the
+start's grace and every `FULL_ROUND_SECONDS`, and forgets deleted nodes; at 50,000 nodes a full
+round costs about 0.4 s of a core, a round of candidates a few milliseconds.
 
 The stale read is bounded below too: a stored last-seen time only grows, so a node that went
 stale before the last complete round was read by that round (its event recorded, or no change),
@@ -109,11 +110,16 @@ class AgentWatch:
         """The live nodes whose state can differ from the one recorded (the module's
         docstring), or None when there are too many to name: read them all."""
         # recorded connected, or heard here since the last full round (not recorded yet):
-        # lost once their channel closes; recorded lost: back only with a channel open
+        # lost once their channel closes; recorded lost: back once a channel is known open
+        # (here, or announced by another controller). One that several controllers cannot
+        # rule out (opened elsewhere before this process started, unannounced) is not named:
+        # with 47,500 agents recorded lost that was every one of them, so every round read the
+        # whole fleet (0.4-0.55 s of the duty worker each 2 s at 50,000 nodes); the next full
+        # round (FULL_ROUND_SECONDS) finds it back from the last-seen time its holder flushes
         up = [node_id for node_id, connected in known.items() if connected]
         up += [node_id for node_id in self._presence.heard() if node_id not in known]
-        lost = {node_id for node_id, connected in known.items() if not connected}
-        named = self._presence.without_channel(up) | (lost - self._presence.without_channel(lost))
+        lost = [node_id for node_id, connected in known.items() if not connected]
+        named = self._presence.without_channel(up) | self._presence.announced_open(lost)
         if len(named) > MAX_CANDIDATE_IDS:
             return self._agent_nodes(conn)
         window = timedelta(seconds=self._presence.heartbeat_interval * self._presence.missed_beats)

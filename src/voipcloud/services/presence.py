@@ -124,6 +124,19 @@ class Presence:
         remote = self._remote.get(node_id)
         return remote[1] if remote is not None else node_id not in self._seen
 
+    def announced_open(self, node_ids: Iterable[int]) -> set[int]:
+        """Of these nodes, those whose agent holds a channel here or, as another controller
+        announced, there: not those `_channel_open` only cannot rule out (several
+        controllers: an agent never heard of here may hold a channel opened elsewhere before
+        this process started; its holder's flushed last-seen time tells)."""
+        with self._lock:
+            return {
+                node_id
+                for node_id in node_ids
+                if node_id in self._connected
+                or (self.clustered and self._remote.get(node_id, ("", False))[1])
+            }
+
     def heard(self) -> set[int]:
         """The nodes whose agents this process has heard (joined, opened or beat here)."""
         with self._lock:
