@@ -53,6 +53,9 @@ def _fill(conn: Connection, first: int, count: int = COUNT, components: object =
                 "config_generation": 1,
                 "components": COMPONENTS if components is None else components,
                 "session_key_digest": f"{first + n:064x}",
+                "agent_token_digest": f"{first + n:064x}",
+                "os": "Debian GNU/Linux 12 (bookworm)",
+                "kernel": "Linux 6.1.0-21-amd64",
                 "inventory_digest": f"{first + n:064x}",
                 "last_seen": NOW,
                 "created_at": NOW,
@@ -74,7 +77,11 @@ def _pages_read(conn: Connection, statement: str) -> tuple[int, int]:
     return read, int(heap)
 
 
-SCAN = "SELECT count(*) FROM nodes WHERE hostname LIKE '%zq%' OR session_key_digest = 'x'"
+# the host names (a short search), the credentials (a sweep) and the OS (a hello) of every node
+SCAN = (
+    "SELECT count(*) FROM nodes WHERE hostname LIKE '%zq%' OR session_key_digest = 'x' "
+    "OR agent_token_digest = 'x' OR inventory_digest = 'x' OR os = 'x'"
+)
 
 
 def test_a_scan_of_host_names_reads_the_heap_alone(db: Database) -> None:

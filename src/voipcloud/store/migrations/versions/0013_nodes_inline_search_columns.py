@@ -10,10 +10,11 @@ host name (`sip-04217.fra1.voip.example`) and the 64-character digests included.
 1 or 2 characters (no trigram) scans the host names: each was then a lookup in the TOAST
 table's index and a read of its heap, about 4 pages per node (201,515 buffers for 50,000
 nodes against 1,540 pages of heap; 222 ms for `hostname LIKE '%zq%'` against 15 ms inline).
-The digests are read at each agent's hello (credentials, inventory).
+The digests and the reported OS, kernel and agent version are read at each agent's hello
+(credentials, inventory) and the credentials by each sweep of the channels (every node's).
 
-`STORAGE MAIN` keeps these columns in the row (PostgreSQL moves a MAIN attribute out of line
-only when the row would not fit in a page otherwise); the components still leave it. Existing
+`STORAGE MAIN` keeps these short columns in the row (PostgreSQL moves a MAIN attribute out of
+line only when the row would not fit in a page otherwise); the components still leave it. Existing
 values already out of line are written back into their rows: one `UPDATE` of every node
 (4 s for 50,000 nodes on a 2-core machine), which changes no value and fires no trigger (those
 on `nodes` fire on `status`). SQLite has no TOAST: nothing to do there.
@@ -37,6 +38,9 @@ INLINE = (
     "session_key_digest",
     "agent_token_digest",
     "inventory_digest",
+    "os",
+    "kernel",
+    "agent_version",
 )
 
 
