@@ -6,12 +6,6 @@ durable by default (`synchronous=FULL`: the WAL is synced at every commit, so an
 change survives a power cut); `normal` trades the last commits before a power cut (never an
 application crash) for faster writes (docs/reliability.md, "Durability").
 PostgreSQL runs at READ COMMITTED; races on a node are settled by compare-and-set writes.
-Every statement is planned for its own values (`plan_cache_mode = force_custom_plan`): psycopg
-prepares a statement on the server from its fifth run, and PostgreSQL may then keep a generic
-plan, made without the values. The listing's search is one statement whatever `q` is: after a
-few searches of 1-2 characters (a scan, whatever the plan) the generic plan was that scan, and a
-search the trigram index answers in 1 ms took 160-400 ms at 50,000 nodes (docs/benchmarks.md,
-"The listing's third pass").
 """
 
 from __future__ import annotations
@@ -24,7 +18,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 
 from voipcloud.store import errors, tables
 
@@ -36,8 +30,6 @@ NODES_CHANNEL = "voipcloud_nodes"
 MAX_NOTIFY_PAYLOAD = 7000  # PostgreSQL's limit is 8000 bytes
 ChangeListener = Callable[[set[int]], None]
 SQLITE_SYNCHRONOUS = ("full", "normal")
-# PostgreSQL session settings of every connection (the module's docstring)
-POSTGRES_OPTIONS = "-c plan_cache_mode=force_custom_plan"
 
 
 def sqlite_url(data_dir: Path) -> str:
@@ -51,17 +43,7 @@ def make_engine(url: str, *, echo: bool = False, sqlite_synchronous: str = "full
         engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False})
         _configure_sqlite(engine, synchronous=sqlite_synchronous.upper())
         return engine
-    # the URL's own `options`, if any, come after ours: an operator's setting wins
-    given = make_url(url).query.get("options")
-    options = " ".join([POSTGRES_OPTIONS, *([given] if isinstance(given, str) else given or [])])
-    return create_engine(
-        url,
-        echo=echo,
-        pool_size=10,
-        max_overflow=20,
-        pool_pre_ping=True,
-        connect_args={"options": options},
-    )
+    return create_engine(url, echo=echo, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
 def _configure_sqlite(engine: Engine, *, synchronous: str) -> None:

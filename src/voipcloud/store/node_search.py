@@ -230,6 +230,19 @@ def from_cover(statement: Select[Any], flt: NodeFilter) -> Select[Any]:
     return statement
 
 
+def custom_plans(conn: Connection, flt: NodeFilter) -> None:
+    """PostgreSQL, a search: the rest of this transaction plans each statement for its own
+    values (`plan_cache_mode`). psycopg prepares a statement on the server from its fifth run,
+    and PostgreSQL may then keep a generic plan, made without the values. A search's count is
+    one statement whatever `q` is: after a few searches of 1-2 characters (a scan, whatever
+    the values) the generic plan was that scan, and it served every search after them: a host
+    name the trigram index finds in 1 ms took 300-400 ms at 50,000 nodes, a NodeID 160 ms
+    (docs/benchmarks.md, "The listing's third pass"). Only here: the channels' statements,
+    the same shape at every beat and hello, keep the plans PostgreSQL caches for them."""
+    if conn.dialect.name == "postgresql" and flt.q:
+        conn.exec_driver_sql("SELECT set_config('plan_cache_mode', 'force_custom_plan', true)")
+
+
 def page_plan(conn: Connection, flt: NodeFilter, counted: Total) -> AbstractContextManager[None]:
     """How the page of a search is read on PostgreSQL: through the search's index bitmaps when
     they propose few rows (an exact total: at most COUNT_CAP), or when no index walks the sort

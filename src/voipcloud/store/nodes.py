@@ -232,6 +232,7 @@ def _all_live_by_id(flt: NodeFilter) -> bool:
 
 
 def list_page(conn: Connection, flt: NodeFilter) -> Page[Node]:
+    node_search.custom_plans(conn, flt)
     where = _where(flt)
     total = node_search.total(conn, flt, where)
     if flt.q and not total.exact:  # many matches: along the sort's index, stopping early
@@ -281,6 +282,7 @@ def list_page(conn: Connection, flt: NodeFilter) -> Page[Node]:
 def matching_ids(conn: Connection, flt: NodeFilter, *, at_most: int) -> tuple[list[int], int]:
     """The ids of the nodes `flt` matches (sort and page ignored), in id order, at most
     `at_most` of them; and how many it matches in all."""
+    node_search.custom_plans(conn, flt)
     where = _where(flt)
     total = conn.execute(select(func.count()).select_from(nodes).where(*where)).scalar_one()
     ids = conn.execute(select(nodes.c.id).where(*where).order_by(nodes.c.id).limit(at_most))
@@ -408,6 +410,7 @@ def touch_last_seen(conn: Connection, seen: dict[int, datetime]) -> None:
 
 def ids_matching(conn: Connection, flt: NodeFilter, *, limit: int) -> list[int]:
     """Every node id the listing's filter matches (no page), in id order, at most `limit`."""
+    node_search.custom_plans(conn, flt)
     rows = conn.execute(
         select(nodes.c.id).where(*_where(flt)).order_by(nodes.c.id).limit(limit)
     ).scalars()
