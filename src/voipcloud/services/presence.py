@@ -112,17 +112,24 @@ class Presence:
 
     def _channel_open(self, node_id: int) -> bool:
         """With the lock held: does the node's agent hold a channel, here or (as announced)
-        to another controller?"""
+        to another controller? Nothing announced, with several controllers: trust the
+        last-seen time its holder flushes if this process started after the channel opened
+        (never heard of the agent); an agent heard here (it joined here) has no channel until
+        one is announced."""
+        known = self._known_channel(node_id)
+        if known is not None:
+            return known
+        return self.clustered and node_id not in self._seen
+
+    def _known_channel(self, node_id: int) -> bool | None:
+        """With the lock held: whether the node's agent holds a channel here or, as the last
+        word another controller announced about it, there; None when nothing tells."""
         if node_id in self._connected:
             return True
         if not self.clustered:
             return False
-        # held by another controller, unless the last word about it was a close. Nothing
-        # announced: trust the last-seen time its holder flushes if this process started
-        # after the channel opened (never heard of the agent); an agent heard here (it
-        # joined here) has no channel until one is announced
         remote = self._remote.get(node_id)
-        return remote[1] if remote is not None else node_id not in self._seen
+        return None if remote is None else remote[1]
 
     def announced_open(self, node_ids: Iterable[int]) -> set[int]:
         """Of these nodes, those whose agent holds a channel here or, as another controller
@@ -130,12 +137,7 @@ class Presence:
         controllers: an agent never heard of here may hold a channel opened elsewhere before
         this process started; its holder's flushed last-seen time tells)."""
         with self._lock:
-            return {
-                node_id
-                for node_id in node_ids
-                if node_id in self._connected
-                or (self.clustered and self._remote.get(node_id, ("", False))[1])
-            }
+            return {node_id for node_id in node_ids if self._known_channel(node_id)}
 
     def heard(self) -> set[int]:
         """The nodes whose agents this process has heard (joined, opened or beat here)."""
