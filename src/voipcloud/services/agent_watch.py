@@ -157,10 +157,10 @@ class AgentWatch:
 
     def check(self) -> int:
         """One round; returns how many events were recorded."""
-        starting = self._starting()
         now = self._ctx.clock()
-        full = not starting and (self._connected is None or time.monotonic() >= self._next_full)
         with self._ctx.db.read() as conn:
+            starting = self._starting(conn)
+            full = not starting and (self._connected is None or time.monotonic() >= self._next_full)
             if self._connected is None:
                 self._connected = self._baseline(conn)
             if starting:
@@ -229,14 +229,14 @@ class AgentWatch:
         window = self._presence.heartbeat_interval * self._presence.missed_beats
         return f"no heartbeat for {window:g} s"
 
-    def _starting(self) -> bool:
+    def _starting(self, conn: Any) -> bool:
         """Whether the grace after start still holds (the module's docstring): it lasts while
         the count of stale nodes falls by `RETURNING_MIN` or more per missed-beats window."""
         if self._grace_over:
             return False
         now = time.monotonic()
         window = self._presence.heartbeat_interval * self._presence.missed_beats
-        absent = self._stale_count(window)
+        absent = self._stale_count(conn, window)
         while len(self._absent) > 1 and self._absent[1][0] <= now - window:
             self._absent.popleft()  # the first: the newest sample at least a window old
         returning = now < self._grace_until or (
@@ -250,7 +250,7 @@ class AgentWatch:
             self._absent.clear()
         return returning
 
-    def _stale_count(self, window: float) -> int:
+    def _stale_count(self, conn: Any, window: float) -> int:
         """Live nodes whose agent joined once and whose stored last-seen time is older than
         the window: the agents not back yet (and those long gone, a constant)."""
         cutoff = self._ctx.clock() - timedelta(seconds=window)
@@ -259,8 +259,7 @@ class AgentWatch:
             .select_from(nodes)
             .where(nodes.c.status != "Deleted", nodes.c.last_seen < cutoff)
         )
-        with self._ctx.db.read() as conn:
-            return int(conn.execute(query).scalar_one())
+        return int(conn.execute(query).scalar_one())
 
     def _round_done(self, now: datetime, complete: bool) -> None:
         """After a round whose changes are recorded: a complete one raises the stale floor to
