@@ -1,6 +1,7 @@
 """A storage migration with two controllers on one PostgreSQL (issue 15): it runs on the
 controller it was started on; the other shows it running (not interrupted), refuses a second
-start of the same kind (409 naming the rule), and can pause it."""
+start of the same kind (409 naming the rule), and can pause it — also when the pause commits
+while the worker writes its progress (the worker once wrote "running" back over it)."""
 
 from __future__ import annotations
 
@@ -21,8 +22,15 @@ from tests.support import databases
 from tests.support.moto import MotoServer, moto_server
 from tests.support.server import serve_in_thread
 from voipcloud.api.app import create_app
-from voipcloud.domain.storage import KindConfig
-from voipcloud.services.storage_migration import StorageMigrations
+from voipcloud.domain.storage import BackendType, KindConfig, ResourceKind
+from voipcloud.services import cluster
+from voipcloud.services.context import Context
+from voipcloud.services.controller import Controller
+from voipcloud.services.secrets_box import SecretBox
+from voipcloud.services.storage_migration import MigrationStatus, StorageMigrations
+from voipcloud.services.storage_migration import _lock_key as migration_key
+from voipcloud.store import storage as storage_rows
+from voipcloud.store.database import Database
 
 pytestmark = pytest.mark.postgres
 BASE = "/api/v1/storage/recordings"
@@ -95,3 +103,71 @@ def test_a_migration_runs_on_one_controller_and_the_other_sees_and_pauses_it(
     finally:
         pause_asked.set()  # a failure before the pause leaves no move waiting
         databases.drop_database(name)
+
+
+def _controllers(url: str, tmp_path: Path) -> tuple[Controller, Controller]:
+    box = SecretBox.in_data_dir(tmp_path / "data")
+    a = Controller.build(Context(db=Database(url), box=box))
+    a.bootstrap(admin_password="x" * 12)
+    return a, Controller.build(Context(db=Database(url), box=box))
+
+
+@pytest.mark.parametrize("moment", ["while the worker writes", "before the worker writes"])
+def test_a_pause_through_another_controller_is_never_written_over(
+    tmp_path: Path, postgres_template: str, monkeypatch: pytest.MonkeyPatch, moment: str
+) -> None:
+    """B pauses a migration that A's worker runs. Whenever B's pause commits, A's worker
+    reads it at its next progress write and stops; the row stays paused."""
+    name = databases.create_database(template=postgres_template)
+    url = databases.url_for(name)
+    a, b = _controllers(url, tmp_path)
+    kind, target = ResourceKind.RECORDINGS, BackendType.S3
+    a.storage.migrations._save_started(
+        kind, BackendType.LOCAL, target, "admin", a.storage.migrations.ctx.clock()
+    )
+    worker_lock = cluster.MigrationLock(a.storage.migrations.ctx.db, migration_key(kind))
+    assert worker_lock.acquire()  # as A's worker holds it: B's pause asks through the row
+    pausing = threading.Thread(target=b.storage.migrations.pause, args=(kind,), daemon=True)
+    counts = storage_rows.progress_counts
+
+    def pause_meanwhile(*args: object, **kwargs: object) -> tuple[int, int, int, int]:
+        # inside A's progress write, after it read the status: B pauses now; B's UPDATE
+        # either commits at once (nothing stops it) or waits for A's transaction
+        pausing.start()
+        time.sleep(1.0)
+        found: tuple[int, int, int, int] = counts(*args, **kwargs)
+        return found
+
+    try:
+        if moment == "while the worker writes":
+            monkeypatch.setattr(storage_rows, "progress_counts", pause_meanwhile)
+        else:
+            pausing.start()
+            wait_for_status(a, kind, "paused")
+        a.storage.migrations._record(kind, target, MigrationStatus.RUNNING, 0, None)
+        monkeypatch.setattr(storage_rows, "progress_counts", counts)
+        wait_for_status(a, kind, "paused")
+        # the worker's next progress write reads the pause, and says so (it stops there)
+        assert a.storage.migrations._record(kind, target, MigrationStatus.RUNNING, 0, None)
+        assert status_of(a, kind) == "paused"
+    finally:
+        worker_lock.release()
+        if pausing.is_alive() or pausing.ident is not None:
+            pausing.join(timeout=30)
+        for controller in (a, b):
+            controller.storage.migrations.ctx.db.dispose()
+        databases.drop_database(name)
+
+
+def status_of(controller: Controller, kind: ResourceKind) -> str:
+    with controller.storage.migrations.ctx.db.read() as conn:
+        row = storage_rows.migration(conn, kind.value)
+    assert row is not None
+    return str(row["status"])
+
+
+def wait_for_status(controller: Controller, kind: ResourceKind, status: str) -> None:
+    deadline = time.monotonic() + 10
+    while status_of(controller, kind) != status:
+        assert time.monotonic() < deadline, f"the migration never became {status}"
+        time.sleep(0.05)

@@ -244,14 +244,13 @@ class StorageMigrations:
             worker[0].join(timeout=120)
         elif cluster.held_anywhere(self.ctx.db, _lock_key(kind)):
             with self.ctx.db.write() as conn:
-                row = rows.migration(conn, kind.value)
-                if row is not None and row["status"] == MigrationStatus.RUNNING.value:
-                    rows.save_migration(
-                        conn,
-                        kind.value,
-                        status=MigrationStatus.PAUSED.value,
-                        updated_at=self.ctx.clock(),
-                    )
+                rows.set_migration_status_if(
+                    conn,
+                    kind.value,
+                    current=MigrationStatus.RUNNING.value,
+                    status=MigrationStatus.PAUSED.value,
+                    now=self.ctx.clock(),
+                )
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and cluster.held_anywhere(
                 self.ctx.db, _lock_key(kind)
@@ -382,8 +381,8 @@ class StorageMigrations:
         now = self.ctx.clock()
         paused_elsewhere = False
         with self.ctx.db.write() as conn:
-            if not final:
-                current = rows.migration(conn, kind.value)
+            if not final:  # locked: a pause committed meanwhile is read, not overwritten
+                current = rows.migration(conn, kind.value, for_update=True)
                 if current is not None and current["status"] == MigrationStatus.PAUSED.value:
                     paused_elsewhere, status = True, MigrationStatus.PAUSED
             total, done, bytes_total, bytes_done = rows.progress_counts(

@@ -232,9 +232,28 @@ def clear_stale(conn: Connection, *, kind: str, key: str, stale_backend: str) ->
 # --- migrations ---------------------------------------------------------------------------
 
 
-def migration(conn: Connection, kind: str) -> dict[str, Any] | None:
-    row = conn.execute(select(storage_migrations).where(storage_migrations.c.kind == kind)).first()
+def migration(conn: Connection, kind: str, *, for_update: bool = False) -> dict[str, Any] | None:
+    """The kind's migration row; `for_update` locks it until the transaction ends, so a
+    status read and written back in one transaction cannot undo another controller's pause
+    (PostgreSQL; SQLite's writers take turns anyway)."""
+    query = select(storage_migrations).where(storage_migrations.c.kind == kind)
+    if for_update:
+        query = query.with_for_update()
+    row = conn.execute(query).first()
     return dict(row._mapping) if row else None
+
+
+def set_migration_status_if(
+    conn: Connection, kind: str, *, current: str, status: str, now: datetime
+) -> bool:
+    """Move the kind's migration from `current` to `status` in one statement (no read
+    before the write to race with); False when it was not `current`."""
+    changed = conn.execute(
+        update(storage_migrations)
+        .where(storage_migrations.c.kind == kind, storage_migrations.c.status == current)
+        .values(status=status, updated_at=now)
+    ).rowcount
+    return bool(changed)
 
 
 def save_migration(conn: Connection, kind: str, **values: Any) -> None:
