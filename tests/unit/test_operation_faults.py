@@ -14,6 +14,7 @@ from tests.unit.test_lifecycle_table import ADMIN, Env, add_node, bring_to, open
 from voipcloud import protocol
 from voipcloud.domain.statuses import NodeStatus
 from voipcloud.services.controller import Controller
+from voipcloud.store import nodes as node_rows
 
 
 @pytest.fixture
@@ -111,3 +112,66 @@ def test_an_inherited_activation_whose_agent_never_comes_back_still_times_out(
     restarted.nodes.action(other, "activate", actor=ADMIN)
     env.clock.advance(env.c.ctx.activation_timeout)
     assert [n.id for n in restarted.operations.expire()] == [other]
+
+
+def seen_now(env: Env, node_id: int) -> None:
+    """The node's agent was connected (its last beat recorded now)."""
+    with env.db.write() as conn:
+        node_rows.touch_last_seen(conn, {node_id: env.clock.now})
+
+
+def test_a_fix_sent_while_the_agents_come_back_waits_for_them(fresh: Env) -> None:
+    """The issue seen in CI: a rollout's next batch, started right after a restart, timed out
+    on an agent still waiting out its reconnect backoff. Started in the reconnect window on a
+    node whose agent joined before and is not back yet, the time counts from the window's end,
+    then from when the agent is seen back; a node whose agent is back already, or never
+    joined, or an operation started after the window, has the plain deadline."""
+    env = fresh
+    env.c.ctx.activation_timeout = 6.0  # shorter than the window (30 s)
+    timeout = timedelta(seconds=env.c.ctx.activation_timeout)
+    hostnames = {"late": "edge-01", "back": "edge-02", "never": "edge-03", "after": "edge-04"}
+    ids = {name: add_node(env, hostname) for name, hostname in hostnames.items()}
+    for name, node_id in ids.items():
+        env.c.roles.assign(node_id, actor=ADMIN, role="sip", parameters={})
+        if name != "never":
+            bring_to(env, node_id, NodeStatus.DAMAGED)
+            seen_now(env, node_id)
+    env.clock.advance(5)  # the controller stops; it starts again, and its start ends here
+    restarted = Controller.build(env.c.ctx)
+    restarted.operations.took_over()
+    agents_back = env.clock.now + timedelta(seconds=protocol.RECONNECT_CAP)
+    env.clock.advance(2)
+    seen_now(env, ids["back"])  # this agent reconnected at once
+    env.clock.advance(1)
+    started = env.clock.now
+    fix = restarted.nodes.action(ids["late"], "fix", actor=ADMIN)
+    fix_back = restarted.nodes.action(ids["back"], "fix", actor=ADMIN)
+    activation = restarted.nodes.action(ids["never"], "activate", actor=ADMIN)
+    deadline = restarted.operations.deadline
+    assert deadline(fix) == agents_back + timeout
+    assert deadline(fix_back) == started + timeout
+    assert deadline(activation) == started + timeout
+    env.clock.advance(timeout.total_seconds())
+    expired = {n.id for n in restarted.operations.expire()}
+    assert expired == {ids["back"], ids["never"]}
+    # the late agent is seen back 15 s after the start: it has the whole timeout from then
+    env.clock.advance(15 - 3 - timeout.total_seconds())
+    seen_now(env, ids["late"])
+    back_at = env.clock.now
+    assert deadline(restarted.nodes.get(ids["late"]).node) == back_at + timeout
+    env.clock.advance(timeout.total_seconds() - 1)
+    assert deadline(restarted.nodes.get(ids["late"]).node) == back_at + timeout
+    assert restarted.operations.expire() == []
+    assert fix.operation_id is not None
+    late = restarted.operations.report(ids["late"], operation_id=fix.operation_id, success=True)
+    assert late.recorded
+    assert late.node.status is NodeStatus.ONLINE
+    # after the window, a Fix has the plain deadline again, whether the agent is back or not
+    env.clock.advance((agents_back - env.clock.now).total_seconds() + 1)
+    plain = restarted.nodes.action(ids["after"], "fix", actor=ADMIN)
+    assert deadline(plain) == env.clock.now + timeout
+    env.clock.advance(timeout.total_seconds())
+    (timed_out,) = restarted.operations.expire()
+    assert timed_out.id == ids["after"]
+    assert timed_out.status is NodeStatus.DAMAGED
+    assert "no report from the agent" in (timed_out.status_reason or "")

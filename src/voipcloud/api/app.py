@@ -79,6 +79,9 @@ def start(controller: Controller, settings: Settings) -> None:
         check_data_key(controller.ctx, settings.data_dir)  # a missing or wrong key is refused
         controller.ctx.db.migrate()
         generated = controller.bootstrap(admin_password=settings.admin_password)
+    # agents can reach this process from now on: the deadlines' reconnect window starts here
+    # (a slow start, under load, does not eat into it)
+    controller.operations.took_over()
     if generated:
         print(
             "\n  voipcloud: created the system administrator 'admin' with password\n\n"

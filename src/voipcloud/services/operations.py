@@ -9,9 +9,17 @@ Each failed attempt is recorded once (event `deactivation-attempt-failed`) and s
 node's status reason until the next one; a repeated report of the same attempt changes nothing.
 
 Deadlines (activations and fixes only): `activation_timeout` seconds after the operation
-started; for an operation started before this controller process did, the time counts from
-this process's start plus the agents' longest reconnect delay (protocol.RECONNECT_CAP), so an
-agent that finished while the controller was down can still report (docs/protocol.md).
+started. The agents of an earlier controller process come back within the longest reconnect
+delay (protocol.RECONNECT_CAP) of this process's start, so until then the time counts from
+the end of that window for
+- an operation started before this process did (its agent may have finished while the
+  controller was down, and can still report), and
+- one this process started in that window on a node whose agent joined before and has not
+  been seen since this process started (a rollout's next batch, an administrator's Fix sent
+  right after a restart: the agent may still be waiting out its backoff). Once the agent is
+  seen back, the time counts from then. A node whose agent never joined has nothing to
+  come back; one whose agent is back already has the plain deadline.
+docs/protocol.md, "Reconnecting".
 """
 
 from __future__ import annotations
@@ -66,12 +74,16 @@ class OperationService:
         self._ctx = ctx
         # operations pending from before this moment were inherited from an earlier process
         self.started_at = ctx.clock()
+        # (node, operation) started in the reconnect window -> when its agent was seen back
+        self._back: dict[tuple[int, str | None], datetime] = {}
 
     def took_over(self) -> None:
-        """This process now keeps the deadlines (another controller of the cluster kept them
-        before): operations pending since before now count as inherited, so agents moving
-        over from a lost controller have time to reconnect and report."""
+        """This process keeps the deadlines from now on: at the end of its start (agents can
+        reach it now), and when it takes the duty from another controller of the cluster.
+        Operations pending since before now count as inherited, so agents coming back (or
+        moving over from a lost controller) have time to reconnect and report."""
         self.started_at = max(self.started_at, self._ctx.clock())
+        self._back.clear()
 
     def report(
         self,
@@ -158,9 +170,23 @@ class OperationService:
         started = node.operation_started_at
         if not lifecycle.has_deadline(node.pending_operation) or started is None:
             return None
+        agents_back = self.started_at + timedelta(seconds=protocol.RECONNECT_CAP)
         if started < self.started_at:  # inherited: its agent may still be reconnecting
-            started = self.started_at + timedelta(seconds=protocol.RECONNECT_CAP)
+            started = agents_back
+        elif started < agents_back and node.last_seen is not None:
+            started = self._since_back(node, started, agents_back)
         return started + timedelta(seconds=self._ctx.activation_timeout)
+
+    def _since_back(self, node: Node, started: datetime, agents_back: datetime) -> datetime:
+        """Where the time of an operation started in the reconnect window counts from: the
+        window's end while the node's agent has not been seen since this process started;
+        once it has, the moment this process first saw that (the operation's start, if it
+        was back already), so an agent that returns late still has the whole timeout."""
+        assert node.last_seen is not None
+        if node.last_seen < self.started_at:
+            return agents_back
+        seen = self._back.setdefault((node.id, node.operation_id), self._ctx.clock())
+        return max(started, min(seen, agents_back))
 
     def _overdue(self, node: Node, now: datetime) -> bool:
         deadline = self.deadline(node)
@@ -170,7 +196,11 @@ class OperationService:
         """Move activations and fixes past their deadline to their failure status."""
         now = self._ctx.clock()
         with self._ctx.db.read() as conn:
-            due = [n.id for n in node_rows.with_pending_operation(conn) if self._overdue(n, now)]
+            pending = node_rows.with_pending_operation(conn)
+        due = [n.id for n in pending if self._overdue(n, now)]
+        if self._back:  # forget the operations that ended
+            for key in self._back.keys() - {(n.id, n.operation_id) for n in pending}:
+                del self._back[key]
         if not due:  # the usual case: no write transaction, no lock taken
             return []
         expired: list[Node] = []
