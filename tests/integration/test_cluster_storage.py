@@ -34,7 +34,7 @@ from voipcloud.store.database import Database
 
 pytestmark = pytest.mark.postgres
 BASE = "/api/v1/storage/recordings"
-OBJECTS = 600
+OBJECTS = 200
 MOVE_DELAY = 0.04  # per object
 GATE_AFTER = 20  # moves before the rest wait for the pause to be asked
 
@@ -48,10 +48,10 @@ def moto(tmp_path: Path) -> Iterator[MotoServer]:
 def test_a_migration_runs_on_one_controller_and_the_other_sees_and_pauses_it(
     tmp_path: Path, postgres_template: str, moto: MotoServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # S3 on loopback is fast enough to finish 600 objects before the other controller's pause
-    # arrives on a loaded machine (even at 40 ms a move: four move at once, so 6 s); past the
+    # S3 on loopback is fast enough to finish 200 objects before the other controller's pause
+    # arrives on a loaded machine (even at 40 ms a move: four move at once, so 2 s); past the
     # first GATE_AFTER moves, each waits up to 0.5 s more until the pause has been asked for
-    # (the rest would take 75 s), so the test is about the pause whatever the machine's load
+    # (the rest would take 22 s), so the test is about the pause whatever the machine's load
     move = StorageMigrations._move
     moves = itertools.count(1)
     pause_asked = threading.Event()
