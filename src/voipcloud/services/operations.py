@@ -17,9 +17,9 @@ the end of that window for
 - one this process started in that window on a node whose agent joined before and has not
   been seen since this process started (a rollout's next batch, an administrator's Fix sent
   right after a restart: the agent may still be waiting out its backoff). Once the agent is
-  seen back, the time counts from then. A node whose agent never joined has nothing to
-  come back; one whose agent is back already has the plain deadline.
-docs/protocol.md, "Reconnecting".
+  seen back, the time counts from then. A node whose agent never joined has no agent to
+  wait for, and one whose agent is back already has the plain deadline.
+docs/protocol.md, "Deadlines".
 """
 
 from __future__ import annotations
