@@ -20,6 +20,7 @@ from tests.integration.test_storage_api import ok, s3_config, unique_bucket
 from tests.integration.test_storage_migration import wait_migration
 from tests.support import databases
 from tests.support.moto import MotoServer, moto_server
+from tests.support.processes import wait_for
 from tests.support.server import serve_in_thread
 from voipcloud.api.app import create_app
 from voipcloud.domain.storage import BackendType, KindConfig, ResourceKind
@@ -152,7 +153,7 @@ def test_a_pause_through_another_controller_is_never_written_over(
         assert status_of(a, kind) == "paused"
     finally:
         worker_lock.release()
-        if pausing.is_alive() or pausing.ident is not None:
+        if pausing.ident is not None:  # started
             pausing.join(timeout=30)
         for controller in (a, b):
             controller.storage.migrations.ctx.db.dispose()
@@ -167,7 +168,9 @@ def status_of(controller: Controller, kind: ResourceKind) -> str:
 
 
 def wait_for_status(controller: Controller, kind: ResourceKind, status: str) -> None:
-    deadline = time.monotonic() + 10
-    while status_of(controller, kind) != status:
-        assert time.monotonic() < deadline, f"the migration never became {status}"
-        time.sleep(0.05)
+    wait_for(
+        lambda: status_of(controller, kind) == status,
+        timeout=10,
+        interval=0.05,
+        what=f"the migration to become {status}",
+    )
