@@ -142,10 +142,11 @@ def test_a_silent_channel_is_closed_after_twice_the_missed_beats_window(
         channel(controller, join(controller, silent_key)) as silent,
         channel(controller, join(controller, beating_key)) as beating,
     ):
+        # the controller last heard the silent channel when its hello arrived: after this
+        opened = time.monotonic()
         for ws in (silent, beating):
             ws.send(hello)
             assert json.loads(ws.recv(timeout=5))["type"] == "desired"
-        opened = time.monotonic()
         code = None
         while time.monotonic() - opened < 12:
             beating.send(beat)

@@ -44,6 +44,16 @@ def connected(client: httpx.Client, node_id: int, timeout: float = 15.0) -> dict
     )
 
 
+def inventoried(client: httpx.Client, node_id: int, timeout: float = 15.0) -> dict:
+    """The node once its agent is connected and its inventory stored: a new agent's inventory
+    follows the channel's opening (the hello's digest is unknown: the controller asks for it)."""
+    return wait_for(
+        lambda: (n := node(client, node_id))["connectivity"] == "connected" and n["os"] and n,
+        timeout=timeout,
+        what=f"node {node_id}'s agent to connect and report its inventory",
+    )
+
+
 # An agent that lost its controller tries again after a full-jitter backoff capped at
 # protocol.RECONNECT_CAP, so the wait for it after a restart is that cap plus a margin for a
 # loaded machine (its controller may take seconds to start, while the backoff grows).
@@ -61,8 +71,7 @@ def test_join_activate_online_with_inventory_and_role_config(
     admin = controller.admin()
     node_id, key = add_node_with_roles(admin, "sip-e2e", ["sip", "jabber"])
     agent = start_agent(controller, key, name="sip")
-    joined = connected(admin, node_id)
-    assert joined["os"]
+    joined = inventoried(admin, node_id)
     assert joined["kernel"].startswith("Linux")
     assert joined["version"]
     names = {c["name"] for c in joined["components"]}
@@ -254,8 +263,7 @@ def test_serve_runs_the_ic_agent_and_activates_a_single_machine(tmp_path: Path) 
         admin = controller.admin()
         ic = admin.get("/api/v1/nodes").json()["items"][0]
         assert ic["is_controller"]
-        reported = connected(admin, ic["node_id"])
-        assert reported["os"]
+        inventoried(admin, ic["node_id"])  # the IC agent, started by serve, reported it
         admin.post(f"/api/v1/nodes/{ic['node_id']}/actions/activate").raise_for_status()
         wait_status(admin, ic["node_id"], "Online")
     finally:

@@ -1,12 +1,15 @@
-"""A real uvicorn server on 127.0.0.1 in a background thread, for HTTP-level tests."""
+"""A real uvicorn server on 127.0.0.1 in a background thread, for HTTP-level tests; and one
+in the test's own event loop with `voipcloud serve`'s WebSocket protocol, for its tests."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -44,3 +47,24 @@ def serve_in_thread(app: FastAPI) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+@asynccontextmanager
+async def lean_websocket_server(app: Any) -> AsyncIterator[tuple[uvicorn.Server, int]]:
+    """uvicorn on loopback in this event loop, serving the ASGI `app` with `voipcloud serve`'s
+    WebSocket protocol (no lifespan): the server and its port."""
+    from voipcloud.api.ws_protocol import LeanWebSocketProtocol
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = int(sock.getsockname()[1])
+    config = uvicorn.Config(app, ws=LeanWebSocketProtocol, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        yield server, port
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.server import lean_websocket_server
 from voipcloud.api.agent_channel import CHANNEL_PATH, ChannelDispatch
 from voipcloud.api.ws_protocol import LeanWebSocketProtocol, _Inbox, _Writable
 
@@ -45,7 +46,8 @@ async def _dispatch(path: str, kind: str) -> str:
     seen: list[str] = []
 
     class Hub:
-        async def handle(self, websocket: object) -> None:
+        async def handle(self, websocket: object, receive: object = None) -> None:
+            assert receive is nothing  # the ASGI receive itself: no Starlette frame in between
             seen.append("hub")
 
     async def app(scope: object, receive: object, send: object) -> None:
@@ -90,13 +92,17 @@ def test_served_config_gives_uvicorn_the_dispatcher_and_the_lean_protocol(tmp_pa
         assert config.app.app is app
         assert config.app.hub is app.state.hub
         assert config.ws is LeanWebSocketProtocol
+        # the dispatcher's `__call__` returns the coroutine it hands on (not a coroutine
+        # function): uvicorn must be told it is ASGI 3, not guess ASGI 2 from it
+        assert config.interface == "asgi3"
     finally:
         app.state.controller.ctx.db.dispose()
 
 
 def test_inbox_hands_items_in_order_and_wakes_a_waiter() -> None:
     async def scenario() -> list[object]:
-        inbox = _Inbox()
+        drained: list[int] = []
+        inbox = _Inbox(lambda: drained.append(inbox.qsize()))
         assert inbox.empty()
         got: list[object] = []
 
@@ -113,6 +119,8 @@ def test_inbox_hands_items_in_order_and_wakes_a_waiter() -> None:
         await asyncio.wait_for(task, 1)
         assert inbox.empty()
         assert inbox.qsize() == 0
+        # told each time a get took the last item (uvicorn resumes reading then), not after 1
+        assert drained == [0, 0]
         return got
 
     assert asyncio.run(scenario()) == [1, 2, 3]
@@ -120,7 +128,7 @@ def test_inbox_hands_items_in_order_and_wakes_a_waiter() -> None:
 
 def test_inbox_a_cancelled_waiter_does_not_take_the_next_item_from_another() -> None:
     async def scenario() -> object:
-        inbox = _Inbox()
+        inbox = _Inbox(lambda: None)
         first = asyncio.create_task(inbox.get())
         second = asyncio.create_task(inbox.get())
         await asyncio.sleep(0)
@@ -151,7 +159,7 @@ def test_writable_blocks_while_cleared_and_resumes_on_set() -> None:
 
 def test_inbox_a_waiter_woken_then_cancelled_passes_the_item_on() -> None:
     async def scenario() -> object:
-        inbox = _Inbox()
+        inbox = _Inbox(lambda: None)
         first = asyncio.create_task(inbox.get())
         second = asyncio.create_task(inbox.get())
         await asyncio.sleep(0)
@@ -168,9 +176,6 @@ async def _served_scope(path: str) -> tuple[dict[str, object], list[object], obj
     """A real uvicorn server with the lean protocol on loopback; a real WebSocket client
     opens `path` with a credential header and sends one frame. What the protocol and the
     ASGI scope still hold once the application has that frame."""
-    import socket
-
-    import uvicorn
     from websockets.asyncio.client import connect
 
     held: dict[str, object] = {}
@@ -188,15 +193,7 @@ async def _served_scope(path: str) -> tuple[dict[str, object], list[object], obj
         got_frame.set()
         await receive()  # type: ignore[operator]  # the client's close
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(app, ws=LeanWebSocketProtocol, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
-    try:
-        while not server.started:
-            await asyncio.sleep(0.01)
+    async with lean_websocket_server(app) as (server, port):
         headers = {"Authorization": "Bearer secret-credential", "X-Padding": "p" * 500}
         async with connect(f"ws://127.0.0.1:{port}{path}", additional_headers=headers) as ws:
             await ws.send("hello")
@@ -209,9 +206,6 @@ async def _served_scope(path: str) -> tuple[dict[str, object], list[object], obj
             if "headers" in scope:
                 snapshot["headers"] = list(scope["headers"])
             return snapshot, [held["authorization"], held["frame"]], request
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
 
 
 def test_an_accepted_agent_channel_keeps_no_handshake_headers_and_a_small_scope() -> None:

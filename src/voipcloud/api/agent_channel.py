@@ -39,8 +39,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any, Generic, TypeVar
 
@@ -70,6 +71,12 @@ MAX_HANDSHAKES = 256  # channel handshakes in progress at once (setting max_chan
 OPEN_RATE = 400.0  # channels/s assumed before one is measured (setting channel_open_rate)
 MAX_FEATURE_SETS = 64  # distinct feature sets shared between channels (more: not shared)
 BATCH = 64  # channels per batched read (smaller: completions flow instead of coming in lumps)
+# While channels keep opening (a batch ended less than BUSY_SECONDS ago), a batch smaller than
+# BATCH waits GATHER_SECONDS for more before it is read: a transaction costs about the same for
+# one channel as for dozens (docs/benchmarks.md, "Batches that gather"). An open after a quiet
+# moment is read at once.
+GATHER_SECONDS = 0.02
+BUSY_SECONDS = 1.0
 _messages: TypeAdapter[protocol.AgentMessage] = TypeAdapter(protocol.AgentMessage)
 T = TypeVar("T")
 K = TypeVar("K")
@@ -78,17 +85,25 @@ R = TypeVar("R")
 
 class _Batcher(Generic[K, R]):
     """Requests from the event loop, answered by one thread call for a whole batch: while a
-    batch is read, the requests arriving meanwhile gather into the next one."""
+    batch is read, the requests arriving meanwhile gather into the next one; while requests
+    keep coming (a batch ended within `busy` seconds), a batch not yet full waits `gather`
+    seconds for more first."""
 
     def __init__(
         self,
         run: Callable[[list[K]], list[R | Exception]],
         thread: Callable[[Callable[[list[K]], list[R | Exception]], list[K]], Any],
         size: int = BATCH,
+        *,
+        gather: float = GATHER_SECONDS,
+        busy: float = BUSY_SECONDS,
     ) -> None:
         self._run = run
         self._thread = thread
         self._size = size
+        self._gather = gather
+        self._busy = busy
+        self._ended = -math.inf  # loop time the last batch was answered
         self._waiting: list[tuple[K, asyncio.Future[R]]] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -100,7 +115,10 @@ class _Batcher(Generic[K, R]):
         return await future
 
     async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
         while self._waiting:
+            if len(self._waiting) < self._size and loop.time() - self._ended < self._busy:
+                await asyncio.sleep(self._gather)
             batch, self._waiting = self._waiting[: self._size], self._waiting[self._size :]
             batch = [(item, future) for item, future in batch if not future.done()]
             if not batch:
@@ -112,6 +130,8 @@ class _Batcher(Generic[K, R]):
                     if not future.done():
                         future.set_exception(exc)
                 continue
+            finally:
+                self._ended = loop.time()
             for (_, future), answer in zip(batch, answers, strict=True):
                 if future.done():
                     continue
@@ -122,6 +142,9 @@ class _Batcher(Generic[K, R]):
 
 
 CHANNEL_PATH = "/api/v1/agent/channel"
+# ASGI scope extension of `voipcloud serve`'s WebSocket protocol (api/ws_protocol.py): a
+# function taking the callback that handles this channel's beats without waking its task
+BEATS_EXTENSION = "voipcloud.beats"
 
 
 class _Closed(Exception):
@@ -165,11 +188,12 @@ class ChannelDispatch:
         self.app = app
         self.hub = hub
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # not a coroutine of its own: an open channel waits in the hub's frame alone
+        # (`AgentHub.handle`); `api/server.py` tells uvicorn this is ASGI 3
         if scope["type"] == "websocket" and scope["path"] == CHANNEL_PATH:
-            await self.hub.handle(WebSocket(scope, receive, send))
-            return
-        await self.app(scope, receive, send)
+            return self.hub.handle(WebSocket(scope, receive, send), receive)
+        return self.app(scope, receive, send)
 
 
 class ChannelRoute(ChannelDispatch):
@@ -262,7 +286,8 @@ class AgentHub:
         self._inventory_known: _Batcher[tuple[int, str], bool] = _Batcher(
             self.reads.inventory_known_many, functools.partial(self._thread, False)
         )
-        self._channels: dict[int, set[_Channel]] = {}
+        # a node's open channels (one, nearly always: a list of one is 64 bytes, a set 216)
+        self._channels: dict[int, list[_Channel]] = {}
         self._feature_sets: dict[frozenset[str], frozenset[str]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._limiters: tuple[anyio.CapacityLimiter, anyio.CapacityLimiter] | None = None
@@ -435,18 +460,78 @@ class AgentHub:
         return woken
 
     # one channel
-    async def handle(self, websocket: WebSocket) -> None:
+    async def handle(self, websocket: WebSocket, receive: Receive | None = None) -> None:
+        """One agent channel, from its upgrade to its end. An open channel's task waits in this
+        one frame (and the protocol's): each nested coroutine it would wait in costs ~0.23 KiB,
+        11 MiB at 50,000 channels. `receive` is the ASGI callable the frames come from (from
+        `ChannelDispatch`; without it, through Starlette's `WebSocket.receive`)."""
         loop = asyncio.get_running_loop()
         retry_after = self.admission.try_enter(loop.time())
         if retry_after is not None:  # shed: before any database work
             await self._refuse(websocket, retry_after)
             return
-        slot = [True]  # this call holds the handshake slot until a channel takes it over
+        # read before accepting: the protocol trims the scope once the channel is accepted
+        take_beats = websocket.scope.get("extensions", {}).get(BEATS_EXTENSION)
+        channel = None
         try:
-            await self._handle(websocket, slot)
+            channel = await self._accept(websocket)
         finally:
-            if slot[0]:  # the handshake ended before its channel existed
+            if channel is None:  # the handshake ended before its channel existed
                 self.admission.leave(loop.time(), opened=False)
+        if channel is None:
+            return
+        # the channel holds the handshake slot from here (`_admitted` gives it back)
+        node_id = channel.node_id
+        presence = self._controller.agents.presence
+        self._channels.setdefault(node_id, []).append(channel)
+        self._open += 1
+        presence.opened(node_id, self._controller.ctx.clock())
+        if take_beats is not None:  # beats from here on skip this task (`_beat`)
+            take_beats(functools.partial(self._beat, channel))
+        self._start_sweep()
+        # the first desired state follows the hello (its features shape it); a client that
+        # sends none gets it after FIRST_PUSH_WAIT anyway
+        channel.first = loop.call_later(
+            FIRST_PUSH_WAIT, functools.partial(self._push, channel, urgent=False)
+        )
+        next_frame = websocket.receive if receive is None else receive
+        try:
+            while True:  # the frames the protocol does not hand to `_beat`
+                frame = await next_frame()
+                if frame["type"] == "websocket.disconnect":
+                    break
+                text = frame.get("text")
+                del frame  # this frame waits for the next one as long as the channel is open
+                if text == BEAT_TEXT:  # the frame that matters at scale: no parsing at all
+                    self._beat(channel)  # (served by `voipcloud serve`, beats rarely come here)
+                    continue
+                channel.heard = loop.time()
+                if text is None:  # a binary frame: the protocol is JSON text only
+                    await self._close(
+                        channel, protocol.CLOSE_POLICY, "binary frames are not accepted"
+                    )
+                    break
+                # in a call of its own: the message (a hello, an inventory) is not kept meanwhile
+                await self._message(channel, text)
+                del text
+        except DatabaseUnavailable:
+            await self._close(channel, CLOSE_TRY_AGAIN, "database unavailable; try again later")
+        except (_Closed, RuntimeError, OSError):
+            pass
+        finally:
+            channel.closing = True
+            if take_beats is not None:
+                take_beats(None)
+            self._admitted(channel, opened=False)
+            if channel.first is not None:
+                channel.first.cancel()
+            self._open -= 1
+            listeners = self._channels.get(node_id, [])
+            if channel in listeners:
+                listeners.remove(channel)
+            if not listeners:
+                self._channels.pop(node_id, None)
+            presence.closed(node_id)
 
     def shedding(self) -> bool:
         """Whether agents this controller told to come back later may still be on their way
@@ -467,8 +552,9 @@ class AgentHub:
             await websocket.send_denial_response(answer)
             _DenialIsComplete.pending += 1
 
-    async def _handle(self, websocket: WebSocket, slot: list[bool]) -> None:
-        agents = self._controller.agents
+    async def _accept(self, websocket: WebSocket) -> _Channel | None:
+        """Accept the upgrade and check the credential: the channel, or None once it is closed
+        with the reason (its frame ends here: the credential is not kept)."""
         header = websocket.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         await websocket.accept()
@@ -478,68 +564,21 @@ class AgentHub:
             node_id = await self._authenticate(token)
         except NotAuthenticated:
             await websocket.close(protocol.CLOSE_UNAUTHORIZED, "credential refused; join again")
-            return
+            return None
         except NodeGone:
             await websocket.close(protocol.CLOSE_DELETED, "node deleted")
-            return
+            return None
         except DatabaseUnavailable:
             await websocket.close(CLOSE_TRY_AGAIN, "database unavailable; try again later")
-            return
-        digest = token_digest(token)
-        del header, token  # this frame lives as long as the channel: the credential is not kept
-        channel = _Channel(websocket, node_id, digest, asyncio.get_running_loop().time())
-        slot[0] = False  # the channel gives it back (`_admitted`)
-        presence = agents.presence
-        self._channels.setdefault(node_id, set()).add(channel)
-        self._open += 1
-        presence.opened(node_id, self._controller.ctx.clock())
-        self._start_sweep()
-        # the first desired state follows the hello (its features shape it); a client that
-        # sends none gets it after FIRST_PUSH_WAIT anyway
-        channel.first = asyncio.get_running_loop().call_later(
-            FIRST_PUSH_WAIT, functools.partial(self._push, channel, urgent=False)
-        )
-        try:
-            await self._read(channel)
-        except DatabaseUnavailable:
-            await self._close(channel, CLOSE_TRY_AGAIN, "database unavailable; try again later")
-        except (_Closed, RuntimeError, OSError):
-            pass
-        finally:
-            channel.closing = True
-            self._admitted(channel, opened=False)
-            if channel.first is not None:
-                channel.first.cancel()
-            self._open -= 1
-            listeners = self._channels.get(node_id, set())
-            listeners.discard(channel)
-            if not listeners:
-                self._channels.pop(node_id, None)
-            presence.closed(node_id)
+            return None
+        now = asyncio.get_running_loop().time()
+        return _Channel(websocket, node_id, token_digest(token), now)
 
-    async def _read(self, channel: _Channel) -> None:
-        websocket = channel.websocket
-        node_id = channel.node_id
-        agents = self._controller.agents
-        presence = agents.presence
-        clock = self._controller.ctx.clock
-        loop = asyncio.get_running_loop()
-        while True:
-            frame = await websocket.receive()
-            if frame["type"] == "websocket.disconnect":
-                return
-            text = frame.get("text")
-            del frame  # this frame waits for the next one as long as the channel is open
-            channel.heard = loop.time()
-            if text == BEAT_TEXT:  # the frame that matters at scale: no parsing at all
-                presence.beat(node_id, clock())
-                continue
-            if text is None:  # a binary frame: the protocol is JSON text only
-                await self._close(channel, protocol.CLOSE_POLICY, "binary frames are not accepted")
-                raise _Closed
-            # in a call of its own: the message (a hello, an inventory) is not kept meanwhile
-            await self._message(channel, text)
-            del text
+    def _beat(self, channel: _Channel) -> None:
+        """A beat frame: from `handle`'s read loop, or handed over by the WebSocket protocol
+        (api/ws_protocol.py) without waking the channel's task."""
+        channel.heard = asyncio.get_running_loop().time()
+        self._controller.agents.presence.beat(channel.node_id, self._controller.ctx.clock())
 
     async def _message(self, channel: _Channel, text: str) -> None:
         node_id = channel.node_id

@@ -364,6 +364,9 @@ def config(
         # (docs/benchmarks.md, "What a channel costs")
         # ... with its queue and flow-control event made lighter (api/ws_protocol.py)
         "ws": LeanWebSocketProtocol,
+        # said, not guessed: `ChannelDispatch` is ASGI 3 with a plain `__call__` (uvicorn's
+        # guess would take it for ASGI 2)
+        "interface": "asgi3",
         "timeout_keep_alive": settings.keep_alive_timeout,
         **overrides,
     }
