@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
 import threading
 import uuid
 from collections.abc import Iterator
@@ -123,6 +124,28 @@ def damaged(kind: ResourceKind, key: str, found: int, size: int, where: str) -> 
 
 # --- local directory ----------------------------------------------------------------------
 
+CREATE_ATTEMPTS = 5  # tries to create a file whose directory a delete removes meanwhile
+
+
+def _make_and_create(part: Path) -> int:
+    part.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # the controller's user alone reads the bytes from the disk (others use the API)
+    return os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+
+
+def _blocked_by_a_file(directory: Path) -> bool:
+    """True if `directory` or a directory above it is something other than a directory (no
+    retry can help). One stat per path: a directory that a delete removes between two looks
+    (exists, then is it a directory) would pass for a file."""
+    for path in (directory, *directory.parents):
+        try:
+            mode = path.stat().st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if not stat.S_ISDIR(mode):
+            return True
+    return False
+
 
 class LocalBackend:
     type = BackendType.LOCAL
@@ -146,9 +169,7 @@ class LocalBackend:
         path = self._path(key)
         part = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            # the controller's user alone reads the bytes from the disk (others use the API)
-            descriptor = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            descriptor = self._create(part)
             with open(descriptor, "wb") as out:
                 while chunk := source.read(CHUNK):
                     out.write(chunk)
@@ -161,6 +182,21 @@ class LocalBackend:
             if isinstance(exc, OSError):
                 raise self._failure(exc, "write to") from None
             raise
+
+    @staticmethod
+    def _create(part: Path) -> int:
+        """Create `part` and the directories above it. A delete elsewhere (another request, a
+        migration's thread, another worker) may remove a directory it found empty between the
+        two steps: then both are done again. Once the file is there, its directory is not empty
+        and stays."""
+        for _ in range(CREATE_ATTEMPTS - 1):
+            try:
+                return _make_and_create(part)
+            except (FileNotFoundError, FileExistsError):
+                # FileExistsError: mkdir found the directory, which was gone when it checked
+                if _blocked_by_a_file(part.parent):
+                    raise
+        return _make_and_create(part)  # the last try: its error is the answer
 
     def open(self, key: str, *, size: int | None = None) -> Iterator[bytes]:
         try:
