@@ -90,6 +90,10 @@ REQUESTS = (
     ("role filter, rare (ic: the controller alone)", "/?role=ic"),
     ("role + sort (que, -hostname)", "/?role=que&sort=-hostname"),
     ("search + sort (q=fra1, -last_seen)", "/?q=fra1&sort=-last_seen"),
+    # added with migration 0014: a common role sorted by keys its nodes spread along
+    ("role + sort (que, status)", "/?role=que&sort=status"),
+    ("role + sort (que, -last_seen)", "/?role=que&sort=-last_seen"),
+    ("role + sort, a later page (que, hostname, page=40)", "/?role=que&sort=hostname&page=40"),
 )
 
 

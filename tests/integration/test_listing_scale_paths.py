@@ -273,16 +273,16 @@ def test_role_totals_kept_exact(fleet: tuple[Database, list[Row]]) -> None:  # n
         kept = conn.execute(select(func.count()).select_from(node_role_counts)).scalar_one()
     assert kept < 1024 + len(ROLES) * len(NodeStatus)
     # the role filter's page: its rows in the sort's order, read from the role's index or
-    # walking the sort key's index (ROLE_DRIVEN_MAX 0: every role counts as common)
+    # walking the sort key's index (ROLE_SORTED_MAX 0: every role counts as common)
     live = {r.id: r for r in rows if r.id not in ids[100:130]}
     with db.read() as conn:
         status_of = dict(conn.execute(select(nodes.c.id, nodes.c.status)).all())
         roles_of = node_rows.roles_of(conn, list(live))
     cases = [("que", None, "-hostname"), ("web", "Online", "hostname"), ("sip", None, "id")]
     cases += [("pbx", "StandBy", "-id"), ("que", None, "created_at"), ("web", None, "-hostname")]
-    for driven_max in (node_rows.ROLE_DRIVEN_MAX, 0):
+    for driven_max in (node_rows.ROLE_SORTED_MAX, 0):
         with db.read() as conn, pytest.MonkeyPatch.context() as patch:
-            patch.setattr(node_rows, "ROLE_DRIVEN_MAX", driven_max)
+            patch.setattr(node_rows, "ROLE_SORTED_MAX", driven_max)
             for role, status, sort in cases:
                 flt = NodeFilter.parse(role=role, status=status, sort=sort, limit=9, offset=2)
                 page = node_rows.list_page(conn, flt)
@@ -301,6 +301,59 @@ def test_role_totals_kept_exact(fleet: tuple[Database, list[Row]]) -> None:  # n
                 assert got == [r.id for r in want][2:11], (role, status, sort, driven_max)
                 assert page.total == len(want)
                 assert page.total_exact
+
+
+# (ROLE_SORTED_MAX, WALK_MARGIN, WALK_SLACK): the role's nodes read and sorted (every role of
+# this fleet is under the default maximum); the sort key's index walked far enough; walked only
+# a fifth as far as the page would reach with the role's nodes spread evenly, which ends before
+# the page (mostly), so that the role's nodes are read and sorted after the walk
+ROLE_PATHS = {"sorted": (1_000, 4, 200), "walked": (0, 4, 400), "walk ended": (0, 0.2, 0)}
+
+
+@pytest.mark.parametrize("path", list(ROLE_PATHS))
+def test_a_role_sorted_by_any_key_whichever_way_its_page_is_read(
+    fleet: tuple[Database, list[Row]],  # noqa: F811
+    seen: dict[int, object],
+    path: str,
+) -> None:
+    """A role filter sorted by each key, in both directions, on the first, a middle and a page
+    past the last: the definition's rows in the sort's order, however the page was read."""
+    db, rows = fleet
+    sorted_max, margin, slack = ROLE_PATHS[path]
+    walks: list[bool] = []  # each walk: whether it found the page
+    walk = node_rows._role_walk
+
+    def counted_walk(*args: Any) -> list[int] | None:
+        found = walk(*args)
+        walks.append(found is not None)
+        return found
+
+    wrong = []
+    with db.read() as conn, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(node_rows, "ROLE_SORTED_MAX", sorted_max)
+        patch.setattr(node_rows, "WALK_MARGIN", margin)
+        patch.setattr(node_rows, "WALK_SLACK", slack)
+        patch.setattr(node_rows, "_role_walk", counted_walk)
+        for role in ("sip", "que"):
+            for status in (None, "Online"):
+                for sort in SORTS:
+                    for offset in (0, 7, 400):
+                        flt = NodeFilter.parse(
+                            role=role, status=status, sort=sort, limit=9, offset=offset
+                        )
+                        page = node_rows.list_page(conn, flt)
+                        want = ordered(rows, flt, seen)
+                        if [n.id for n in page.items] != want:
+                            wrong.append((role, status, sort, offset))
+                        assert page.total == len(expected(rows, flt))
+    assert not wrong, wrong
+    if path == "sorted":
+        assert walks == []
+    elif path == "walked":
+        assert walks
+        assert all(walks)
+    else:
+        assert walks.count(False) > len(walks) // 2, walks
 
 
 @pytest.mark.postgres

@@ -3,6 +3,9 @@ databases, and the newest one goes down and up again without loss of the schema.
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -133,3 +136,38 @@ def test_listing_migration_down_and_up(database_url: str) -> None:
         engine.dispose()
     assert _differences(database_url) == []
     test_search_structures_exist(database_url)
+
+
+def _hostname_index(conn: Any) -> str:
+    return str(
+        conn.exec_driver_sql(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'uq_nodes_live_hostname'"
+        ).scalar_one()
+    )
+
+
+def test_the_hostname_index_carries_the_nodeid_and_goes_down_without_it(
+    database_url: str,
+) -> None:
+    """Migration 0014 (PostgreSQL): the live host names' unique index carries the NodeID, so
+    that a role's page sorted by host name reads the index alone; down and up again."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite's indexes carry the rowid, the NodeID: 0014 changes nothing there")
+    engine = create_engine(database_url)
+    config = alembic_config()
+    try:
+        with engine.connect() as conn:
+            found = _hostname_index(conn)
+            assert "UNIQUE INDEX uq_nodes_live_hostname" in found
+            assert found.endswith(
+                "(hostname) INCLUDE (id) WHERE ((status)::text <> 'Deleted'::text)"
+            )
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0013")
+            conn.commit()
+            assert "INCLUDE" not in _hostname_index(conn)
+            command.upgrade(config, "head")
+            conn.commit()
+            assert _hostname_index(conn) == found
+    finally:
+        engine.dispose()

@@ -278,8 +278,15 @@ def allowed(operation: Operation, status: S) -> bool:
     return (operation, status) in _INDEX
 
 
+# each operation's source statuses in the statuses' order, worked out once: the listing asks
+# for them for every refused action of every row it shows
+_SOURCES: dict[Operation, tuple[S, ...]] = {
+    op: tuple(s for s in S if (op, s) in _INDEX) for op in Operation
+}
+
+
 def allowed_sources(operation: Operation) -> list[S]:
-    return [s for s in S if (operation, s) in _INDEX]
+    return list(_SOURCES[operation])
 
 
 def plan(operation: Operation, status: S, *, hostname: str) -> S:
@@ -288,7 +295,7 @@ def plan(operation: Operation, status: S, *, hostname: str) -> S:
     if target is not None:
         return target
     title = TITLES[operation]
-    sources = allowed_sources(operation)
+    sources = _SOURCES[operation]
     if status is S.DELETED:
         message = f"{title} is not available: node {hostname} is Deleted."
     else:

@@ -78,6 +78,8 @@ nodes = Table(
         unique=True,
         sqlite_where=text("status != 'Deleted'"),
         postgresql_where=text("status != 'Deleted'"),
+        # the NodeID read from the index alone (migration 0014; SQLite's carry the rowid)
+        postgresql_include=["id"],
     ),
     Index(
         "uq_nodes_single_controller",

@@ -301,11 +301,7 @@ def listing(controller: Controller, request: ListingRequest) -> Listing:
         error = "The filter was not understood (" + str(exc) + "); showing every live node."
         request = ListingRequest(per_page=request.per_page)
         flt = NodeFilter(limit=request.per_page)
-    page = controller.nodes.list(flt)
-    facts = controller.nodes.facts(page.items)
-    extension_count = next(iter(facts.values())).extension_count if facts else 0
-    if not facts:
-        extension_count = controller.extensions.count()
+    page, facts, extension_count = controller.nodes.listing(flt)
     rows = [node_row(controller, node, facts[node.id]) for node in page.items]
     pages = max(1, -(-page.total // request.per_page))
     if not page.total_exact:  # at least one more than counted, and the next page if this is full

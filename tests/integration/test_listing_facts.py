@@ -1,0 +1,68 @@
+"""The Node Listing reads the rulebook's facts without the names the controller node's
+sentences quote (services/nodes.py `facts_of(quoted=False)`): every action it offers, refuses
+or asks about first must be decided as with the full facts."""
+
+from __future__ import annotations
+
+from voipcloud.domain import policy
+from voipcloud.domain.filters import NodeFilter
+from voipcloud.domain.lifecycle import Operation
+from voipcloud.domain.policy import Decision
+from voipcloud.services.controller import Controller
+from voipcloud.web import views
+
+ADMIN = "admin:admin"
+
+
+def shown(decision: Decision) -> tuple[object, ...]:
+    """What a row shows of a decision: offered or not, the rule and reason, asks first or not."""
+    return (decision.allowed, decision.rule, decision.reason, decision.confirm is not None)
+
+
+def test_the_listing_decides_every_action_as_the_full_facts_do(services: Controller) -> None:
+    ic = services.nodes.list(NodeFilter(role="ic")).items[0]
+    services.roles.assign(ic.id, actor=ADMIN, role="jabber", parameters={})
+    for number in range(7):  # more than the five a warning names
+        node = services.nodes.add(
+            actor=ADMIN,
+            hostname=f"jabber-{number}",
+            private_ip=f"10.9.0.{number + 1}",
+            public_ip=f"203.0.113.{number + 1}",
+        )
+        services.roles.assign(node.id, actor=ADMIN, role="jabber", parameters={})
+    services.nodes.add(actor=ADMIN, hostname="bare", private_ip="10.9.1.1")
+    services.extensions.add(actor=ADMIN, number="100")
+
+    page, facts, extension_count = services.nodes.listing(NodeFilter(limit=25))
+    assert len(page.items) == 9
+    assert extension_count == 1
+    for node in page.items:
+        full = services.nodes.get(node.id).facts
+        light = facts[node.id]
+        for _key, operation, _label in views.ROW_ACTIONS + views.INFO_ACTIONS:
+            assert shown(policy.decide(operation, light)) == shown(
+                policy.decide(operation, full)
+            ), (node.hostname, operation)
+        for role in node.roles:
+            for operation in (Operation.DELETE_ASSIGNMENT, Operation.ADMIN_REMOVE):
+                assert shown(policy.decide(operation, light, role=role)) == shown(
+                    policy.decide(operation, full, role=role)
+                ), (node.hostname, operation, role)
+
+    # what was left out: the names the controller's sentences quote, read when their page opens
+    full_ic = services.nodes.get(ic.id).facts
+    assert full_ic.carried_elsewhere["jabber"] == tuple(f"jabber-{n}" for n in range(5))
+    assert full_ic.carried_count["jabber"] == 7
+    assert facts[ic.id].carried_elsewhere == {}
+    remove = policy.decide(Operation.ADMIN_REMOVE, full_ic, role="jabber")
+    assert remove.confirm is not None
+    assert "It stays on 7 other node(s): jabber-0, jabber-1" in remove.confirm
+
+
+def test_an_empty_listing_still_counts_the_extensions(services: Controller) -> None:
+    for number in ("101", "102"):
+        services.extensions.add(actor=ADMIN, number=number)
+    page, facts, extension_count = services.nodes.listing(NodeFilter(q="no-such-node"))
+    assert page.items == []
+    assert facts == {}
+    assert extension_count == 2
