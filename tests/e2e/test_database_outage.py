@@ -244,6 +244,10 @@ def test_postgres_outage_is_answered_and_recovered_from(
         agent_token = joined.json()["agent_token"]
         web = web_login(controller.url)
         cli.login(controller)
+        # a fresh keep-alive connection for the outage: the two logins above may take longer
+        # than uvicorn's 5 s idle timeout on a loaded machine, and it closes the first one
+        api.close()
+        api = KeepAlive(controller.url, token)
         events_before = administrators_events(api)
 
         private_postgres.crash()
@@ -316,6 +320,10 @@ def test_postgres_outage_is_answered_and_recovered_from(
         assert status == 201, data
         assert web.get("/").status_code == 200
         assert "after" in cli.ok("node", "list").stdout
+        # the outage is over: a new connection for the rest (the web and CLI checks above may
+        # outlast uvicorn's 5 s idle timeout on a loaded machine, which closes the old one)
+        api.close()
+        api = KeepAlive(controller.url, token)
         wait_for(lambda: api.request("GET", "/readyz")[0] == 200, timeout=15, what="ready")
 
         # nothing of the refused write stayed: one event more (the add after recovery)

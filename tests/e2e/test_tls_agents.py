@@ -1,7 +1,8 @@
 """Agents in network namespaces reach `voipcloud serve` over HTTPS at a non-loopback address.
 
-The controller listens on the lab's bridge address (10.200.77.1): not loopback, so it serves
-HTTPS with its own CA without being asked. Each agent runs in its own namespace, started with
+The controller listens on the lab's bridge address (10.200.77.1, or another range while a
+concurrent lab holds that one): not loopback, so it serves HTTPS with its own CA without being
+asked. Each agent runs in its own namespace, started with
 the command the enrolment answer shows (controller's https:// address, `--ca-fingerprint`,
 the key read from a file). Proven here: the right pin goes Online; a wrong pin exits 2 and
 the controller never sees the session key; a man in the middle (another certificate at the
@@ -123,9 +124,9 @@ def test_pinned_agents_go_online_and_stay_connected_through_rotations(
     fingerprint = controller.fingerprint()
     started = []
     for n in (1, 2):
-        node_id, key, joining = enrol(admin, f"tls-node-{n}", f"10.200.77.{n + 1}")
+        node_id, key, joining = enrol(admin, f"tls-node-{n}", f"10.200.{lab.net}.{n + 1}")
         assert joining["controller_url"] == controller.url.rstrip("/")
-        assert joining["controller_url"].startswith("https://10.200.77.1:")
+        assert joining["controller_url"].startswith(f"https://{lab.host_address}:")
         assert joining["ca_fingerprint"] == fingerprint
         command = joining["agent_command"]
         assert f"--ca-fingerprint {fingerprint}" in command
@@ -191,7 +192,7 @@ def test_wrong_fingerprint_exits_and_the_controller_never_sees_the_key(
     lab: TlsLab, controller: HttpsController, agents: list[NodeAgent], tmp_path: Path
 ) -> None:
     admin = controller.admin()
-    node_id, key, joining = enrol(admin, "tls-wrong", "10.200.77.2")
+    node_id, key, joining = enrol(admin, "tls-wrong", f"10.200.{lab.net}.2")
     right = joining["ca_fingerprint"]
     wrong = "sha256:" + ("ab" * 32)
     command = joining["agent_command"].replace(right, wrong)
@@ -219,13 +220,13 @@ def test_a_man_in_the_middle_gets_no_session_key_and_no_credential(
     admin = controller.admin()
     fingerprint = controller.fingerprint()
     # a connected, Online node first
-    node_id, key, joining = enrol(admin, "tls-mitm-1", "10.200.77.2")
+    node_id, key, joining = enrol(admin, "tls-mitm-1", f"10.200.{lab.net}.2")
     online = start_agent(lab, tmp_path, "online", key, joining["agent_command"], agents)
     connected(admin, node_id)
     admin.post(f"/api/v1/nodes/{node_id}/actions/activate").raise_for_status()
     wait_status(admin, node_id, "Online", timeout=30)
-    fresh_id, fresh_key, fresh_joining = enrol(admin, "tls-mitm-2", "10.200.77.3")
-    copied_id, copied_key, copied_joining = enrol(admin, "tls-mitm-3", "10.200.77.4")
+    fresh_id, fresh_key, fresh_joining = enrol(admin, "tls-mitm-2", f"10.200.{lab.net}.3")
+    copied_id, copied_key, copied_joining = enrol(admin, "tls-mitm-3", f"10.200.{lab.net}.4")
     admin.close()
 
     controller.stop()  # the impostor takes the controller's address and port

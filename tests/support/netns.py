@@ -11,11 +11,14 @@ the kernel refuses (tests skip loudly then).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import re
 import secrets
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -71,12 +74,23 @@ class Namespace:
             time.sleep(0.1)
 
 
+# the lock the pytest workers of a run take turns on to claim a lab's address range
+_CLAIMS = Path(tempfile.gettempdir()) / "voipcloud-test-labs.lock"
+
+
+def nets_in_use() -> set[int]:
+    """The <net> of every 10.200.<net>.x address on this host's interfaces."""
+    listed = _ip("-o", "-4", "addr", "show").stdout
+    return {int(net) for net in re.findall(r"\binet 10\.200\.(\d+)\.", listed)}
+
+
 @dataclass
 class Lab:
     """A bridge and namespaces on it; `close()` removes everything it made.
 
-    Subclasses pick their own address range (`net`) and interface names (`bridge_name`,
-    `names`), so labs of different tests never collide."""
+    Subclasses pick their own address range (`net`, another free one if it is taken:
+    `open()`) and interface names (`bridge_name`, `names`), so labs of different tests never
+    collide."""
 
     net: int = field(default_factory=lambda: 100 + secrets.randbelow(150))
     tag: str = field(default_factory=lambda: secrets.token_hex(2))
@@ -95,9 +109,22 @@ class Lab:
         return f"vc{self.tag}-{n}", f"vh{self.tag}{n}", f"vn{self.tag}{n}"
 
     def open(self) -> Self:
+        """The bridge, on an address range no other open lab holds: the pytest workers of a
+        run take turns (a file lock) to pick a range no interface of the host has, and the
+        bridge's address is the claim. Two labs on one range both route 10.200.<net>.0/24: the
+        host then reached only one of them (a controller in the other never answered its
+        health check, CI 2026-12-01)."""
         self.bridge = self.bridge_name()
-        _ip("link", "add", self.bridge, "type", "bridge")
-        _ip("addr", "add", f"{self.host_address}/24", "dev", self.bridge)
+        with _CLAIMS.open("a") as claims:
+            fcntl.flock(claims, fcntl.LOCK_EX)  # released when the file closes
+            used = nets_in_use()
+            if self.net in used:
+                free = [n for n in range(100, 250) if n not in used]
+                if not free:
+                    raise RuntimeError("every test address range 10.200.100-249.x is in use")
+                self.net = secrets.choice(free)
+            _ip("link", "add", self.bridge, "type", "bridge")
+            _ip("addr", "add", f"{self.host_address}/24", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
         return self
 

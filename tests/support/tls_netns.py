@@ -36,7 +36,8 @@ from voipcloud.services import tls
 
 @dataclass
 class TlsLab(Lab):
-    """The lab of the TLS tests: 10.200.77.x, interfaces named vct*."""
+    """The lab of the TLS tests: 10.200.77.x (another range when a concurrent lab holds it),
+    interfaces named vct*."""
 
     net: int = 77
 
