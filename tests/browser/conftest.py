@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, Playwright, expect, sync_playwright
 
 from tests.support.processes import AgentProcess, wait_for
 from tests.support.server import serve_in_thread
@@ -182,18 +182,34 @@ ALL_ROW_ACTIONS = frozenset(
 buttons, refused ones disabled with the rulebook's reason -- never hidden."""
 
 
+def open_actions(page: Page, node_id: int) -> Locator:
+    """The node's row with its Actions menu opened afresh: the listing loads a row's actions
+    when its menu opens (a menu left open is closed and opened again, so that what it shows
+    was decided now, not before the last live update)."""
+    toggle = page.locator(f"#n{node_id}-menu")
+    menu = page.locator(f"#n{node_id}-actions")
+    if toggle.get_attribute("aria-expanded") == "true":
+        toggle.click()
+        expect(menu).to_be_hidden()
+    toggle.click()
+    expect(menu.locator("[data-action]").first).to_be_visible()
+    expect(menu).not_to_have_attribute("aria-busy", "true")
+    return page.locator(f"#node-{node_id}")
+
+
 def row_actions(page: Page, node_id: int) -> set[str]:
     """The data-action of every action button or link in the node's row that can be used
-    (the disabled ones, shown with their reason, are in `disabled_actions`)."""
-    row = page.locator(f"#node-{node_id}")
+    (the disabled ones, shown with their reason, are in `disabled_actions`), its menu open."""
+    row = open_actions(page, node_id)
     return set(
         row.locator(f"[data-action]{ENABLED}").evaluate_all("els => els.map(e => e.dataset.action)")
     )
 
 
 def disabled_actions(page: Page, node_id: int) -> dict[str, str]:
-    """The row's disabled actions: data-action -> the reason shown (its title)."""
-    row = page.locator(f"#node-{node_id}")
+    """The row's disabled actions: data-action -> the reason shown (its title), its menu
+    open."""
+    row = open_actions(page, node_id)
     pairs = row.locator(f"[data-action]{DISABLED}").evaluate_all(
         "els => els.map(e => [e.dataset.action, e.getAttribute('title') || ''])"
     )

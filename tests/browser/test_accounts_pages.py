@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 from playwright.sync_api import Browser, Page, expect
 
-from tests.browser.conftest import ADMIN, DESKTOP, Site, screenshot, sign_in
+from tests.browser.conftest import ADMIN, DESKTOP, Site, open_actions, screenshot, sign_in
 from voipcloud.domain.access import AccountRole
 
 PASSWORD = "a-long-enough-passphrase"
@@ -157,6 +157,7 @@ def test_viewer_and_operator_see_only_what_they_may_do(browser: Browser, site: S
     assert set(row.locator("[data-action]").evaluate_all("e => e.map(x => x.dataset.action)")) == {
         "info"
     }
+    expect(row.locator(".row-menu-toggle, .row-menu")).to_have_count(0)  # no menu to open
     screenshot(viewer, "viewer-cloud-management")
     row.get_by_role("link", name=f"View Info of {node.hostname}").click()
     expect(viewer.locator("#info-session-key-hidden")).to_be_visible()
@@ -178,9 +179,9 @@ def test_viewer_and_operator_see_only_what_they_may_do(browser: Browser, site: S
         operator.get_by_role("navigation", name="Main").get_by_role("link", name="Accounts")
     ).to_have_count(0)
     actions = set(
-        operator.locator(f"#node-{node.id} [data-action]").evaluate_all(
-            "e => e.map(x => x.dataset.action)"
-        )
+        open_actions(operator, node.id)
+        .locator("[data-action]")
+        .evaluate_all("e => e.map(x => x.dataset.action)")
     )
     assert {"info", "edit", "standby", "activate"} <= actions, actions
     answer = operator.goto("/accounts")

@@ -16,6 +16,7 @@ from tests.browser.conftest import (
     ALL_ROW_ACTIONS,
     Site,
     disabled_actions,
+    open_actions,
     role_actions,
     row_actions,
     screenshot,
@@ -88,16 +89,16 @@ def test_set_standby_then_delete_with_confirmation(admin_page: Page, site: Site)
     page = admin_page
     page.reload()
     row = page.locator(f"#node-{node.id}")
-    row.get_by_role("button", name="Set StandBy").click()
+    open_actions(page, node.id).get_by_role("button", name="Set StandBy").click()
     expect(row).to_have_attribute("data-status", "StandBy")
-    row.get_by_role("link", name="Delete Node").click()
+    open_actions(page, node.id).get_by_role("link", name="Delete Node").click()
     layer = page.locator("#layer")
     expect(layer.get_by_role("heading", name="Delete Node: spare-01")).to_be_visible()
     layer.get_by_role("button", name="Cancel").click()
     expect(layer).to_be_hidden()
     assert site.node(node.id).status.value == "StandBy"  # asking changed nothing
 
-    row.get_by_role("link", name="Delete Node").click()
+    open_actions(page, node.id).get_by_role("link", name="Delete Node").click()
     layer.get_by_role("button", name="Delete Node").click()
     expect(page.get_by_text("Node spare-01 deleted.")).to_be_visible()
     expect(row).to_have_count(0)

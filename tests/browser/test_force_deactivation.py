@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import Site, row_actions, screenshot
+from tests.browser.conftest import Site, open_actions, row_actions, screenshot
 
 
 def test_force_deactivation_from_the_row(admin_page: Page, site: Site) -> None:
@@ -21,12 +21,16 @@ def test_force_deactivation_from_the_row(admin_page: Page, site: Site) -> None:
     )
     row = page.locator(f"#node-{node.id}")
     expect(row.locator(".conn")).to_have_text("connected", timeout=20_000)
-    row.get_by_role("button", name="Activate que-jammed", exact=True).click()
+    open_actions(page, node.id).get_by_role(
+        "button", name="Activate que-jammed", exact=True
+    ).click()
     expect(row).to_have_attribute("data-status", "Online", timeout=20_000)
     assert "force-deactivate" not in row_actions(page, node.id)  # only DeactivatePending
 
     # an Online node: Deactivate asks first, then the agent cannot stop the role
-    row.get_by_role("link", name="Deactivate que-jammed", exact=True).click()
+    open_actions(page, node.id).get_by_role(
+        "link", name="Deactivate que-jammed", exact=True
+    ).click()
     page.locator("#layer").get_by_role("button", name="Deactivate").click()
     expect(row).to_have_attribute("data-status", "DeactivatePending")
     expect(row.locator(".conn")).to_have_text("connected")

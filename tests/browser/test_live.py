@@ -7,7 +7,7 @@ import re
 
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import Site, role_actions, row_actions, screenshot
+from tests.browser.conftest import Site, open_actions, role_actions, row_actions, screenshot
 
 
 def test_agent_joins_and_the_row_turns_online_without_reload(admin_page: Page, site: Site) -> None:
@@ -23,7 +23,7 @@ def test_agent_joins_and_the_row_turns_online_without_reload(admin_page: Page, s
     assert page.evaluate("window.__noReload") is True
 
     # a form post (the agent is connected: nothing to confirm); the page comes back
-    row.get_by_role("button", name="Activate sip-live", exact=True).click()
+    open_actions(page, node.id).get_by_role("button", name="Activate sip-live", exact=True).click()
     expect(
         page.get_by_role("status").filter(has_text="Activate of sip-live requested")
     ).to_be_visible()
@@ -58,14 +58,14 @@ def test_agent_joins_and_the_row_turns_online_without_reload(admin_page: Page, s
     expect(layer).to_be_hidden()
 
     # Mark Damaged asks for a reason first
-    row.get_by_role("link", name="Mark Damaged").click()
+    open_actions(page, node.id).get_by_role("link", name="Mark Damaged").click()
     layer.get_by_label("Reason").fill("disk full")
     layer.get_by_role("button", name="Mark Damaged").click()
     expect(row).to_have_attribute("data-status", "Damaged")
     expect(row.locator(".badge")).to_have_attribute("title", "disk full")
     assert row_actions(page, node.id) == {"info", "edit", "fix"}
 
-    row.get_by_role("button", name="Fix Node sip-live", exact=True).click()
+    open_actions(page, node.id).get_by_role("button", name="Fix Node sip-live", exact=True).click()
     expect(row).to_have_attribute("data-status", "Online", timeout=20_000)
     expect(row.locator(".pending")).to_have_count(0)
 
@@ -74,7 +74,7 @@ def test_agent_joins_and_the_row_turns_online_without_reload(admin_page: Page, s
     agent.stop()
     expect(row.locator(".conn")).to_have_text("lost", timeout=20_000)
     # Deactivate of an Online node asks first, saying its lost agent must sign it
-    row.get_by_role("link", name="Deactivate sip-live", exact=True).click()
+    open_actions(page, node.id).get_by_role("link", name="Deactivate sip-live", exact=True).click()
     expect(layer.locator(".warning")).to_contain_text("the agent of node sip-live is lost")
     layer.get_by_role("button", name="Deactivate").click()
     expect(row).to_have_attribute("data-status", "DeactivatePending")
@@ -90,7 +90,7 @@ def test_failed_activation_shows_its_reason_and_the_allowed_actions(
     site.start_agent(node.id, config='[roles.pbx]\napply = "echo cannot bind rtp >&2; exit 7"\n')
     row = page.locator(f"#node-{node.id}")
     expect(row.locator(".conn")).to_have_text("connected", timeout=20_000)
-    row.get_by_role("button", name="Activate pbx-fails", exact=True).click()
+    open_actions(page, node.id).get_by_role("button", name="Activate pbx-fails", exact=True).click()
     expect(row).to_have_attribute("data-status", "ActivateFailed", timeout=20_000)
     expect(row.locator(".badge")).to_have_attribute("title", re.compile("cannot bind rtp"))
     assert row_actions(page, node.id) == {

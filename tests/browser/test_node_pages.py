@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from playwright.sync_api import Page, Route, expect
 
-from tests.browser.conftest import Site
+from tests.browser.conftest import Site, open_actions
 
 
 def test_edit_node_shows_a_taken_hostname_next_to_the_field(admin_page: Page, site: Site) -> None:
@@ -12,7 +12,7 @@ def test_edit_node_shows_a_taken_hostname_next_to_the_field(admin_page: Page, si
     node = site.add_node("edit-me")
     page = admin_page
     page.reload()
-    page.locator(f"#node-{node.id}").get_by_role("link", name="Edit edit-me").click()
+    open_actions(page, node.id).get_by_role("link", name="Edit edit-me").click()
     page.get_by_label("Hostname").fill("taken-01")
     page.get_by_role("button", name="Save").click()
     expect(page.locator("#e-hostname")).to_contain_text("already used by another node")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import Site, screenshot
+from tests.browser.conftest import Site, open_actions, screenshot
 
 
 def test_role_health_marks_in_the_listing_and_quick_info(
@@ -29,7 +29,9 @@ def test_role_health_marks_in_the_listing_and_quick_info(
     )
     row = page.locator(f"#node-{node.id}")
     expect(row.locator(".conn")).to_have_text("connected", timeout=20_000)
-    row.get_by_role("button", name="Activate health-live", exact=True).click()
+    open_actions(page, node.id).get_by_role(
+        "button", name="Activate health-live", exact=True
+    ).click()
     expect(row).to_have_attribute("data-status", "Online", timeout=20_000)
 
     worker = page.locator(f"#n{node.id}-wk-health")

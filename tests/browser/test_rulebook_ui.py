@@ -19,6 +19,7 @@ from tests.browser.conftest import (
     ADMIN_PASSWORD,
     Site,
     disabled_actions,
+    open_actions,
     role_actions,
     row_actions,
     screenshot,
@@ -76,7 +77,7 @@ def test_deactivate_the_online_ic_node_asks_naming_it(
     page.reload()
     row = page.locator("#node-1")
     expect(row).to_have_attribute("data-status", "Online")
-    row.get_by_role("link", name=f"Deactivate {ic.hostname}").click()
+    open_actions(page, 1).get_by_role("link", name=f"Deactivate {ic.hostname}").click()
     layer = page.locator("#layer")
     expect(layer).to_be_visible()
     expect(layer).to_contain_text(f"Deactivate node {ic.hostname} (NodeID 1, Online)?")
@@ -95,7 +96,7 @@ def test_deactivate_the_online_ic_node_asks_naming_it(
     expect(layer).to_be_hidden()
     assert site.node(1).status.value == "Online"  # asking changed nothing
 
-    row.get_by_role("link", name=f"Deactivate {ic.hostname}").click()
+    open_actions(page, 1).get_by_role("link", name=f"Deactivate {ic.hostname}").click()
     layer.get_by_role("button", name="Deactivate").click()
     expect(page.get_by_role("status")).to_contain_text(ic.hostname)
     site.wait_status(1, "Deactivated")  # its agent signed it
@@ -154,7 +155,7 @@ def test_activate_without_an_agent_warns_then_fails_with_a_sentence(
 
     # never joined: Activate asks first, saying what will happen
     layer = page.locator("#layer")
-    page.locator(f"#node-{never.id}").get_by_role("link", name="Activate never-joined").click()
+    open_actions(page, never.id).get_by_role("link", name="Activate never-joined").click()
     warning = layer.locator(".warning")
     expect(warning).to_have_text(
         "Activate is carried out by the node's agent, and the agent of node never-joined has "
@@ -172,7 +173,7 @@ def test_activate_without_an_agent_warns_then_fails_with_a_sentence(
     )
 
     # lost: the warning says since when; the failure says so in the row, not only on hover
-    row.get_by_role("link", name="Activate agent-gone").click()
+    open_actions(page, gone.id).get_by_role("link", name="Activate agent-gone").click()
     expect(warning).to_contain_text(
         re.compile(r"the agent of node agent-gone is lost \(last seen [0-9-]+ [0-9:]+ UTC\)")
     )
@@ -280,6 +281,7 @@ def _outside(page: Page, node_id: int) -> list[str]:
     """The action buttons of the row that are not wholly inside the viewport."""
     width = page.viewport_size["width"] if page.viewport_size else 0
     found = []
+    open_actions(page, node_id)
     buttons = page.locator(f"#node-{node_id} [data-action], #node-{node_id} [data-role-action]")
     assert buttons.count() >= 10
     for button in buttons.all():
@@ -337,7 +339,7 @@ def test_enter_in_a_dialog_does_its_primary_action_not_close(admin_page: Page, s
     expect(layer).to_be_hidden()
 
     # a confirmation: the keyboard is on the primary button, Enter confirms
-    page.locator(f"#node-{doomed.id}").get_by_role("link", name="Delete Node").click()
+    open_actions(page, doomed.id).get_by_role("link", name="Delete Node").click()
     primary = layer.get_by_role("button", name="Delete Node")
     expect(primary).to_be_focused()
     page.keyboard.press("Enter")

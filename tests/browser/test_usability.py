@@ -6,7 +6,7 @@ import re
 
 from playwright.sync_api import Browser, Page, Response, expect
 
-from tests.browser.conftest import ADMIN, Site, _all, sign_in
+from tests.browser.conftest import ADMIN, Site, _all, open_actions, sign_in
 from tests.support.processes import wait_for
 
 FAULTS = """() => [...document.querySelectorAll('a[href]')]
@@ -148,8 +148,8 @@ def test_a_live_update_keeps_the_keyboard_focus_and_the_ring_is_solid(
     other = site.add_node("focus-02", roles=("jabber",))
     page = admin_page
     page.goto("/")
-    # no agent has joined: Activate asks first (a link to its confirmation)
-    button = page.get_by_role("link", name="Activate focus-01", exact=True)
+    # no agent has joined: Activate asks first (a link to its confirmation), in the row's menu
+    button = open_actions(page, here.id).get_by_role("link", name="Activate focus-01", exact=True)
     button.focus()
     page.keyboard.press("Shift+Tab")
     page.keyboard.press("Tab")  # focus by keyboard, so :focus-visible applies
@@ -161,6 +161,21 @@ def test_a_live_update_keeps_the_keyboard_focus_and_the_ring_is_solid(
     site.controller.nodes.action(other.id, "standby", actor=ADMIN)
     expect(page.locator(f"#node-{other.id}")).to_have_attribute("data-status", "StandBy")
     assert page.evaluate("document.activeElement.id") == f"n{here.id}-activate"
+    # the open menu stayed open through the update, loaded again, the focus still in it
+    expect(page.locator(f"#n{here.id}-actions")).not_to_have_attribute("aria-busy", "true")
+    expect(page.locator(f"#n{here.id}-menu")).to_have_attribute("aria-expanded", "true")
+    assert page.evaluate("document.activeElement.id") == f"n{here.id}-activate"
+    # its own row changing too: the menu then offers what the node's new status allows
+    site.controller.nodes.action(here.id, "standby", actor=ADMIN)
+    expect(page.locator(f"#node-{here.id}")).to_have_attribute("data-status", "StandBy")
+    menu = page.locator(f"#n{here.id}-actions")
+    expect(menu.locator(f"#n{here.id}-standby")).to_have_attribute("aria-disabled", "true")
+    expect(menu).not_to_have_attribute("aria-busy", "true")
+    assert page.evaluate("document.activeElement.id") == f"n{here.id}-activate"
+    # Escape closes the menu and gives the keyboard back to its button
+    page.keyboard.press("Escape")
+    expect(menu).to_be_hidden()
+    assert page.evaluate("document.activeElement.id") == f"n{here.id}-menu"
 
 
 def test_a_parameter_that_follows_a_property_names_it_as_the_properties_page_does(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import ADMIN, Site, screenshot
+from tests.browser.conftest import ADMIN, Site, open_actions, screenshot
 from tests.support.moto import MotoServer, moto_server
 from tests.support.processes import wait_for
 
@@ -300,7 +300,7 @@ def test_wording_damaged_is_not_a_success_and_deleted_has_no_agent(
 
     page.goto("/")
     row = page.locator(f"#node-{node.id}")
-    row.get_by_role("link", name="Mark Damaged").click()
+    open_actions(page, node.id).get_by_role("link", name="Mark Damaged").click()
     page.locator("#layer").get_by_label("Reason").fill("fan noise")
     page.locator("#layer").get_by_role("button", name="Mark Damaged").click()
     expect(row).to_have_attribute("data-status", "Damaged")

@@ -26,6 +26,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/nodes/{node_id}/edit"): OPERATOR,
     ("POST", "/nodes/{node_id}/edit"): OPERATOR,
     ("GET", "/nodes/{node_id}/info"): VIEWER,
+    ("GET", "/nodes/{node_id}/actions"): OPERATOR,  # a listing row's Actions menu
     ("GET", "/nodes/{node_id}/actions/force-deactivate"): OPERATOR,
     ("POST", "/nodes/{node_id}/actions/force-deactivate"): OPERATOR,
     ("POST", "/nodes/{node_id}/actions/{action}"): OPERATOR,

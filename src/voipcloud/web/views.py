@@ -158,7 +158,11 @@ class NodeRow:
         return [b.key for b in self.buttons if b.allowed]
 
 
-def node_row(controller: Controller, node: Node, facts: NodeFacts) -> NodeRow:
+def node_row(
+    controller: Controller, node: Node, facts: NodeFacts, *, buttons: bool = True
+) -> NodeRow:
+    """A node as a row shows it; `buttons=False` leaves its actions undecided (the listing's
+    rows: their actions are decided when the row's menu opens, `row_menu`)."""
     facts, connectivity, last_seen = facts_with_agent(controller, node, facts)
     return NodeRow(
         node=node,
@@ -166,9 +170,16 @@ def node_row(controller: Controller, node: Node, facts: NodeFacts) -> NodeRow:
         connectivity=connectivity,
         last_seen=last_seen,
         roles=role_views(node, facts),
-        buttons=action_views(controller, facts),
+        buttons=action_views(controller, facts) if buttons else [],
         facts=facts,
     )
+
+
+def row_menu(controller: Controller, node_id: int) -> NodeRow:
+    """A listing row's Actions menu, opened: every row action decided on the node as it is
+    now (the full facts), allowed ones offered, refused ones with the rulebook's reason."""
+    details = controller.nodes.get(node_id)
+    return node_row(controller, details.node, details.facts)
 
 
 # --- the listing ---------------------------------------------------------------------------
@@ -302,7 +313,9 @@ def listing(controller: Controller, request: ListingRequest) -> Listing:
         request = ListingRequest(per_page=request.per_page)
         flt = NodeFilter(limit=request.per_page)
     page, facts, extension_count = controller.nodes.listing(flt)
-    rows = [node_row(controller, node, facts[node.id]) for node in page.items]
+    # the rows' actions are decided when a row's menu opens (`row_menu`), not for every row
+    # of every poll: nine decisions and their buttons a row were most of the page's time
+    rows = [node_row(controller, node, facts[node.id], buttons=False) for node in page.items]
     pages = max(1, -(-page.total // request.per_page))
     if not page.total_exact:  # at least one more than counted, and the next page if this is full
         full = len(rows) == request.per_page

@@ -177,6 +177,20 @@ def node_info(
     return render(request, "nodes/info.html", nav="cloud", info=info)
 
 
+@router.get("/nodes/{node_id}/actions")
+def row_actions(
+    request: Request,
+    node_id: int,
+    _operator: PageNodes,
+    controller: ControllerDep,
+    next: Next = None,
+) -> Response:
+    """A listing row's Actions menu (a fragment the row loads when its menu opens); `next` is
+    the listing page the actions come back to."""
+    row = views.row_menu(controller, node_id)
+    return render(request, "cloud/_row_actions.html", row=row, back=local_url(next))
+
+
 FORCE_CONSEQUENCE = (
     "The controller records node {hostname} Deactivated without its agent's signature and "
     "drops the pending deactivation. The agent may still be running the roles on the machine: "

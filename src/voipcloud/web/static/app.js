@@ -130,6 +130,72 @@
     showSelection();
   });
 
+  // The Node Listing's row menus: a row's actions are decided and loaded when its Actions
+  // button opens the menu (GET /nodes/{id}/actions), not for every row of every poll. The
+  // button closes it again, and so does Escape inside it. A live update of the listing keeps
+  // an open menu open (its last content at once, then loaded again: the node may have changed)
+  // and the keyboard focus where it was.
+  const menuOf = (toggle) => document.getElementById(toggle.getAttribute("aria-controls"));
+  function closeMenu(toggle, focus) {
+    const menu = menuOf(toggle);
+    if (menu) { menu.hidden = true; menu.replaceChildren(); }
+    toggle.setAttribute("aria-expanded", "false");
+    if (focus) toggle.focus();
+  }
+  document.addEventListener("htmx:beforeRequest", (event) => {
+    const toggle = event.detail.elt;
+    if (toggle instanceof Element && toggle.classList.contains("row-menu-toggle")
+        && toggle.getAttribute("aria-expanded") === "true") {
+      event.preventDefault();  // the open menu's button closes it: nothing to load
+      closeMenu(toggle, false);
+    }
+  });
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape" || !(event.target instanceof Element)) return;
+    const menu = event.target.closest(".row-menu");
+    const toggle = menu && document.querySelector(`[aria-controls="${menu.id}"]`);
+    if (toggle) { event.preventDefault(); closeMenu(toggle, true); }
+  });
+  let openMenus = null;  // the listing's open menus while a live update replaces them
+  document.addEventListener("htmx:beforeSwap", (event) => {
+    if (!event.detail.shouldSwap || !event.detail.target || event.detail.target.id !== "listing") return;
+    const active = document.activeElement;
+    openMenus = {
+      menus: [...document.querySelectorAll("#listing .row-menu:not([hidden])")].map((m) => [m.id, m.innerHTML]),
+      focus: active && active.closest(".row-menu") ? active.id : "",
+    };
+  });
+  document.addEventListener("htmx:afterSwap", (event) => {
+    const target = event.detail.target;
+    if (target && target.classList && target.classList.contains("row-menu")) {
+      const toggle = document.querySelector(`[aria-controls="${target.id}"]`);
+      target.hidden = false;
+      target.removeAttribute("aria-busy");
+      if (toggle) toggle.setAttribute("aria-expanded", "true");
+      if (event.detail.elt === toggle) {  // opened by its button: the keyboard goes in
+        const first = target.querySelector("a, button, [tabindex]");
+        if (first) first.focus();
+      }
+      return;
+    }
+    if (!openMenus || !document.getElementById("listing")) return;
+    const { menus, focus } = openMenus;
+    openMenus = null;
+    for (const [id, html] of menus) {
+      const menu = document.getElementById(id);
+      const toggle = document.querySelector(`[aria-controls="${id}"]`);
+      if (!menu || !toggle) continue;  // the row left the page
+      menu.innerHTML = html;
+      menu.hidden = false;
+      toggle.setAttribute("aria-expanded", "true");
+      menu.setAttribute("aria-busy", "true");  // until its actions are loaded again
+      htmx.process(menu);
+      htmx.ajax("GET", toggle.getAttribute("hx-get"), { target: menu, swap: "innerHTML" });
+    }
+    const focused = focus && document.getElementById(focus);
+    if (focused) focused.focus({ preventScroll: true });
+  });
+
   // Filter a long table as the user types: <input data-filter-table="table-id">.
   document.addEventListener("input", (event) => {
     const input = event.target;
