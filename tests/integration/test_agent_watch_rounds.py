@@ -102,6 +102,27 @@ def test_rounds_between_full_ones_see_every_kind_of_change(
     assert (c, "agent-lost") not in recorded(controller)
 
 
+def test_an_agent_that_joined_and_never_opened_its_channel_is_lost_saying_so(
+    controller: Controller,
+) -> None:
+    """The reason names what happened: an agent that joined (over REST) but never opened its
+    channel did not have one close; one whose channel opened then closed did."""
+    presence = controller.agents.presence
+    window = presence.heartbeat_interval * presence.missed_beats
+    long_ago = datetime.now(UTC) - timedelta(seconds=window + 1)
+    joined_only = joined_node(controller, "joined-only", long_ago)
+    presence.beat(joined_only, long_ago)  # heard here (its join), no channel ever
+    had_one = joined_node(controller, "had-one", long_ago)
+    presence.opened(had_one, long_ago)
+    presence.closed(had_one)
+    watch = AgentWatch(controller.ctx, presence, grace=0)
+    assert watch.check() == 2
+    assert reasons(controller) == {
+        joined_only: "it joined but never opened its channel",
+        had_one: "its channel closed",
+    }
+
+
 def test_too_many_named_nodes_make_a_full_round(
     controller: Controller, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -225,7 +225,9 @@ class AgentWatch:
 
     def _why_lost(self, node_id: int) -> str:
         if self._presence.without_channel([node_id]):
-            return "its channel closed"
+            if self._presence.channel_closed(node_id):
+                return "its channel closed"
+            return "it joined but never opened its channel"
         window = self._presence.heartbeat_interval * self._presence.missed_beats
         return f"no heartbeat for {window:g} s"
 

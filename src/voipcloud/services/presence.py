@@ -144,6 +144,13 @@ class Presence:
         with self._lock:
             return set(self._seen)
 
+    def channel_closed(self, node_id: int) -> bool:
+        """Whether the node's agent had a channel that closed (here, or as another controller
+        announced), rather than never opening one (an agent that joined over REST only)."""
+        with self._lock:
+            remote = self._remote.get(node_id)
+            return remote is not None and not remote[1]
+
     def without_channel(self, node_ids: Iterable[int]) -> set[int]:
         """Of these nodes, those whose agent holds no channel as far as this process knows
         (one lock for all of them)."""
