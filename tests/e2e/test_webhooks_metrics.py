@@ -143,9 +143,16 @@ def test_status_changes_reach_the_receiver_once_in_order_and_metrics_count_them(
         assert receiver.got[0].status == 500
         retried = receiver.got[0].json["event_id"]
         assert [r.json["event_id"] for r in receiver.got].count(retried) == 2
-        deliveries = admin.get(
-            f"/api/v1/webhooks/{hook['id']}/deliveries", params={"limit": 200}
-        ).json()
+
+        def decided() -> dict[str, Any] | None:
+            """The log once no delivery is pending: the receiver holds a request before the
+            controller has the answer and records it."""
+            found: dict[str, Any] = admin.get(
+                f"/api/v1/webhooks/{hook['id']}/deliveries", params={"limit": 200}
+            ).json()
+            return None if any(d["state"] == "pending" for d in found["items"]) else found
+
+        deliveries = wait_for(decided, timeout=10, what="every delivery's outcome recorded")
         assert deliveries["total"] == len(expected_ids)
         first_delivery = next(d for d in deliveries["items"] if d["event_id"] == retried)
         assert [a["status"] for a in first_delivery["attempt_log"]] == [500, 200]

@@ -44,6 +44,7 @@ class Receiver:
     # (number of the request, its parsed body) -> status to answer; default 200
     answer: Callable[[int, dict[str, Any]], int] = lambda _n, _body: 200
     delay: float = 0.0  # seconds to wait before answering
+    hold: float = 0.0  # seconds between recording a request in `got` and answering it
     got: list[Received] = field(default_factory=list)
     arrived: int = 0  # requests that came in (counted before the delay)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -70,6 +71,8 @@ class Receiver:
                     number = len(receiver.got)
                     status = receiver.answer(number, json.loads(body)) if ok else 401
                     receiver.got.append(Received(dict(self.headers), body, status, ok))
+                if receiver.hold:
+                    time.sleep(receiver.hold)
                 self.send_response(status)
                 self.send_header("Content-Type", "text/plain")
                 self.end_headers()
