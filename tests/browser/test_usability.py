@@ -178,6 +178,32 @@ def test_a_live_update_keeps_the_keyboard_focus_and_the_ring_is_solid(
     assert page.evaluate("document.activeElement.id") == f"n{here.id}-menu"
 
 
+def test_a_row_menu_opened_by_keyboard_takes_the_focus_and_gives_it_back(
+    admin_page: Page, site: Site
+) -> None:
+    node = site.add_node("keys-01", roles=("jabber",))
+    page = admin_page
+    page.goto("/")
+    toggle = page.locator(f"#n{node.id}-menu")
+    expect(toggle).to_have_attribute("aria-expanded", "false")
+    toggle.focus()
+    page.keyboard.press("Enter")  # opens the menu: the keyboard goes to its first action
+    expect(page.locator(f"#n{node.id}-actions")).to_be_visible()
+    expect(toggle).to_have_attribute("aria-expanded", "true")
+    expect(page.locator(f"#n{node.id}-assign-role")).to_be_focused()
+    page.keyboard.press("Tab")
+    expect(page.locator(f"#n{node.id}-edit")).to_be_focused()
+    page.keyboard.press("Escape")  # closes it: the keyboard is back on its button
+    expect(page.locator(f"#n{node.id}-actions")).to_be_hidden()
+    expect(toggle).to_be_focused()
+    expect(toggle).to_have_attribute("aria-expanded", "false")
+    page.keyboard.press("Enter")  # and opens again, loaded again
+    expect(page.locator(f"#n{node.id}-assign-role")).to_be_focused()
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Enter")  # the button closes its open menu too, without a request
+    expect(page.locator(f"#n{node.id}-actions")).to_be_hidden()
+
+
 def test_a_parameter_that_follows_a_property_names_it_as_the_properties_page_does(
     admin_page: Page, site: Site
 ) -> None:

@@ -172,7 +172,8 @@
       target.hidden = false;
       target.removeAttribute("aria-busy");
       if (toggle) toggle.setAttribute("aria-expanded", "true");
-      if (event.detail.elt === toggle) {  // opened by its button: the keyboard goes in
+      const asked = event.detail.requestConfig && event.detail.requestConfig.elt;
+      if (toggle && asked === toggle) {  // opened by its button: the keyboard goes in
         const first = target.querySelector("a, button, [tabindex]");
         if (first) first.focus();
       }
