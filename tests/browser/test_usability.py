@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from playwright.sync_api import Browser, Page, Response, expect
+from playwright.sync_api import Browser, Page, Response, Route, expect
 
 from tests.browser.conftest import ADMIN, Site, _all, open_actions, sign_in
 from tests.support.processes import wait_for
@@ -202,6 +202,62 @@ def test_a_row_menu_opened_by_keyboard_takes_the_focus_and_gives_it_back(
     page.keyboard.press("Shift+Tab")
     page.keyboard.press("Enter")  # the button closes its open menu too, without a request
     expect(page.locator(f"#n{node.id}-actions")).to_be_hidden()
+
+
+MENU_LOAD = re.compile(r"/nodes/\d+/actions\?")
+
+
+def test_open_row_menus_follow_live_updates_and_stay_as_the_user_left_them(
+    admin_page: Page, site: Site
+) -> None:
+    nodes = [site.add_node(f"menus-{n:02}", roles=("jabber",)) for n in range(3)]
+    other = site.add_node("menus-other", roles=("jabber",))
+    page = admin_page
+    page.goto("/")
+    for node in nodes:
+        open_actions(page, node.id)
+
+    # three menus open: a live update loads each again, offering what its node now allows
+    for node in nodes:
+        site.controller.nodes.action(node.id, "standby", actor=ADMIN)
+    for node in nodes:
+        expect(page.locator(f"#node-{node.id}")).to_have_attribute("data-status", "StandBy")
+        menu = page.locator(f"#n{node.id}-actions")
+        expect(menu.locator(f"#n{node.id}-standby")).to_have_attribute("aria-disabled", "true")
+        expect(menu).not_to_have_attribute("aria-busy", "true")
+
+    # a menu closed while its reload is on the way stays closed when the answer comes
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:
+        held.append(route)
+
+    page.route(MENU_LOAD, hold)
+    site.controller.nodes.action(other.id, "standby", actor=ADMIN)
+    expect(page.locator(f"#node-{other.id}")).to_have_attribute("data-status", "StandBy")
+    wait_for(lambda: page.wait_for_timeout(50) or len(held) >= 3, what="the three reloads held")
+    closed = nodes[0]
+    page.locator(f"#n{closed.id}-menu").click()
+    expect(page.locator(f"#n{closed.id}-actions")).to_be_hidden()
+
+    # a menu asked for just before a live update replaces its row opens in the new row
+    page.locator(f"#n{other.id}-menu").click()
+    wait_for(lambda: page.wait_for_timeout(50) or len(held) >= 4, what="the opening held")
+    site.controller.nodes.action(nodes[2].id, "deactivate", actor=ADMIN)
+    expect(page.locator(f"#node-{nodes[2].id}")).to_have_attribute("data-status", "Deactivated")
+    for route in held:
+        route.continue_()
+    page.unroute(MENU_LOAD, hold)
+    expect(page.locator(f"#n{other.id}-actions [data-action]").first).to_be_visible()
+    expect(page.locator(f"#n{other.id}-menu")).to_have_attribute("aria-expanded", "true")
+    for node in nodes[1:]:
+        expect(page.locator(f"#n{node.id}-actions")).not_to_have_attribute("aria-busy", "true")
+    expect(page.locator(f"#n{nodes[2].id}-actions #n{nodes[2].id}-deactivate")).to_have_attribute(
+        "aria-disabled", "true"
+    )
+    page.wait_for_timeout(500)  # every held answer has come back by now
+    expect(page.locator(f"#n{closed.id}-actions")).to_be_hidden()
+    expect(page.locator(f"#n{closed.id}-menu")).to_have_attribute("aria-expanded", "false")
 
 
 def test_a_parameter_that_follows_a_property_names_it_as_the_properties_page_does(

@@ -177,6 +177,13 @@ class NodeService:
         key = self._ctx.box.decrypt(encrypted) if encrypted else None
         return NodeDetails(node=node, session_key=key, facts=facts)
 
+    def decided(self, node_id: int) -> tuple[Node, NodeFacts]:
+        """The node and the rulebook's facts about it, in one read (no session key: what its
+        actions are decided on)."""
+        with self._ctx.db.read() as conn:
+            node = transitions.load(conn, node_id)
+            return node, node_facts(conn, node)
+
     def facts(self, found: Sequence[Node]) -> dict[int, NodeFacts]:
         with self._ctx.db.read() as conn:
             return facts_of(conn, found)

@@ -178,8 +178,8 @@ def node_row(
 def row_menu(controller: Controller, node_id: int) -> NodeRow:
     """A listing row's Actions menu, opened: every row action decided on the node as it is
     now (the full facts), allowed ones offered, refused ones with the rulebook's reason."""
-    details = controller.nodes.get(node_id)
-    return node_row(controller, details.node, details.facts)
+    node, facts = controller.nodes.decided(node_id)
+    return node_row(controller, node, facts)
 
 
 # --- the listing ---------------------------------------------------------------------------

@@ -77,16 +77,25 @@
     if (invalid) invalid.focus();
   });
 
-  // Live regions (elements with data-live poll the server): show a note while they fail.
+  // Live regions (elements with data-live poll the server): show a note while their polls
+  // fail (a request of something inside one, such as a row's menu, is not a poll).
   const status = () => document.getElementById("live-status");
   document.addEventListener("htmx:sendError", (event) => {
-    if (event.detail.elt.closest("[data-live]")) status().hidden = false;
+    if (event.detail.elt.matches("[data-live]")) status().hidden = false;
   });
   document.addEventListener("htmx:responseError", (event) => {
-    if (event.detail.elt.closest("[data-live]")) status().hidden = false;
+    if (event.detail.elt.matches("[data-live]")) status().hidden = false;
   });
   document.addEventListener("htmx:afterRequest", (event) => {
-    if (event.detail.successful && event.detail.elt.closest("[data-live]")) status().hidden = true;
+    if (event.detail.successful && event.detail.elt.matches("[data-live]")) status().hidden = true;
+  });
+  document.addEventListener("htmx:afterRequest", (event) => {
+    // a row menu's opening that failed is not pending any more (its menu stays closed)
+    const toggle = event.detail.elt;
+    if (!event.detail.successful && toggle.isConnected && toggle.classList.contains("row-menu-toggle")) {
+      const menu = document.getElementById(toggle.getAttribute("aria-controls"));
+      if (menu) delete menu.dataset.opening;
+    }
   });
 
   // Bulk selection (the Node Listing): the row checkboxes and "select all N matching" belong to
@@ -144,10 +153,13 @@
   }
   document.addEventListener("htmx:beforeRequest", (event) => {
     const toggle = event.detail.elt;
-    if (toggle instanceof Element && toggle.classList.contains("row-menu-toggle")
-        && toggle.getAttribute("aria-expanded") === "true") {
+    if (!(toggle instanceof Element) || !toggle.classList.contains("row-menu-toggle")) return;
+    const menu = menuOf(toggle);
+    if (toggle.getAttribute("aria-expanded") === "true") {
       event.preventDefault();  // the open menu's button closes it: nothing to load
       closeMenu(toggle, false);
+    } else if (menu) {
+      menu.dataset.opening = "yes";  // a live update meanwhile opens it again (below)
     }
   });
   document.addEventListener("keydown", (event) => {
@@ -158,10 +170,22 @@
   });
   let openMenus = null;  // the listing's open menus while a live update replaces them
   document.addEventListener("htmx:beforeSwap", (event) => {
-    if (!event.detail.shouldSwap || !event.detail.target || event.detail.target.id !== "listing") return;
+    const target = event.detail.target;
+    if (!event.detail.shouldSwap || !target) return;
+    if (target.classList && target.classList.contains("row-menu")) {
+      // a reload of a menu that was closed while it ran: it stays closed
+      const asked = event.detail.requestConfig && event.detail.requestConfig.elt;
+      if (target.hidden && !(asked && asked.classList.contains("row-menu-toggle"))) {
+        event.detail.shouldSwap = false;
+      }
+      return;
+    }
+    if (target.id !== "listing") return;
     const active = document.activeElement;
     openMenus = {
       menus: [...document.querySelectorAll("#listing .row-menu:not([hidden])")].map((m) => [m.id, m.innerHTML]),
+      // asked to open, not loaded yet: the answer would go to the row being replaced
+      opening: [...document.querySelectorAll("#listing .row-menu[hidden][data-opening]")].map((m) => m.id),
       focus: active && active.closest(".row-menu") ? active.id : "",
     };
   });
@@ -171,6 +195,7 @@
       const toggle = document.querySelector(`[aria-controls="${target.id}"]`);
       target.hidden = false;
       target.removeAttribute("aria-busy");
+      delete target.dataset.opening;
       if (toggle) toggle.setAttribute("aria-expanded", "true");
       const asked = event.detail.requestConfig && event.detail.requestConfig.elt;
       if (toggle && asked === toggle) {  // opened by its button: the keyboard goes in
@@ -180,7 +205,7 @@
       return;
     }
     if (!openMenus || !document.getElementById("listing")) return;
-    const { menus, focus } = openMenus;
+    const { menus, opening, focus } = openMenus;
     openMenus = null;
     for (const [id, html] of menus) {
       const menu = document.getElementById(id);
@@ -191,7 +216,15 @@
       toggle.setAttribute("aria-expanded", "true");
       menu.setAttribute("aria-busy", "true");  // until its actions are loaded again
       htmx.process(menu);
-      htmx.ajax("GET", toggle.getAttribute("hx-get"), { target: menu, swap: "innerHTML" });
+      // its own source: requests from one source queue, and a queue keeps only its last
+      htmx.ajax("GET", toggle.getAttribute("hx-get"), { source: menu, target: menu, swap: "innerHTML" });
+    }
+    for (const id of opening) {  // asked by its button: opened as if asked again
+      const toggle = document.querySelector(`[aria-controls="${id}"]`);
+      const menu = document.getElementById(id);
+      if (toggle && menu) {
+        htmx.ajax("GET", toggle.getAttribute("hx-get"), { source: toggle, target: menu, swap: "innerHTML" });
+      }
     }
     const focused = focus && document.getElementById(focus);
     if (focused) focused.focus({ preventScroll: true });
