@@ -28,8 +28,12 @@ def field_errors(exc: InvalidInput, *, fields: set[str] | None = None) -> dict[s
 
 
 def local_url(url: str | None, default: str = "/") -> str:
-    """`url` if it is a path on this site (never another host), else `default`."""
+    """`url` if it is a path on this site (never another host), else `default`. A control
+    character or space in it is refused too: browsers drop tabs and newlines from an address,
+    so `/<tab>/evil.example` would be read as `//evil.example`, another host."""
     if not url or not url.startswith("/") or url.startswith("//") or "\\" in url:
+        return default
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
         return default
     return url
 
