@@ -89,14 +89,6 @@
   document.addEventListener("htmx:afterRequest", (event) => {
     if (event.detail.successful && event.detail.elt.matches("[data-live]")) status().hidden = true;
   });
-  document.addEventListener("htmx:afterRequest", (event) => {
-    // a row menu's opening that failed is not pending any more (its menu stays closed)
-    const toggle = event.detail.elt;
-    if (!event.detail.successful && toggle.isConnected && toggle.classList.contains("row-menu-toggle")) {
-      const menu = document.getElementById(toggle.getAttribute("aria-controls"));
-      if (menu) delete menu.dataset.opening;
-    }
-  });
 
   // Bulk selection (the Node Listing): the row checkboxes and "select all N matching" belong to
   // #bulk-form; the listing's live updates replace them, so the ticks are kept here by id and
@@ -145,6 +137,7 @@
   // an open menu open (its last content at once, then loaded again: the node may have changed)
   // and the keyboard focus where it was.
   const menuOf = (toggle) => document.getElementById(toggle.getAttribute("aria-controls"));
+  const toggleOf = (menu) => document.querySelector(`[aria-controls="${menu.id}"]`);
   function closeMenu(toggle, focus) {
     const menu = menuOf(toggle);
     if (menu) { menu.hidden = true; menu.replaceChildren(); }
@@ -165,8 +158,16 @@
   document.addEventListener("keydown", (event) => {
     if (event.key !== "Escape" || !(event.target instanceof Element)) return;
     const menu = event.target.closest(".row-menu");
-    const toggle = menu && document.querySelector(`[aria-controls="${menu.id}"]`);
+    const toggle = menu && toggleOf(menu);
     if (toggle) { event.preventDefault(); closeMenu(toggle, true); }
+  });
+  document.addEventListener("htmx:afterRequest", (event) => {
+    // a row menu's opening that failed is not pending any more (its menu stays closed)
+    const toggle = event.detail.elt;
+    if (!event.detail.successful && toggle.isConnected && toggle.classList.contains("row-menu-toggle")) {
+      const menu = menuOf(toggle);
+      if (menu) delete menu.dataset.opening;
+    }
   });
   let openMenus = null;  // the listing's open menus while a live update replaces them
   document.addEventListener("htmx:beforeSwap", (event) => {
@@ -192,7 +193,7 @@
   document.addEventListener("htmx:afterSwap", (event) => {
     const target = event.detail.target;
     if (target && target.classList && target.classList.contains("row-menu")) {
-      const toggle = document.querySelector(`[aria-controls="${target.id}"]`);
+      const toggle = toggleOf(target);
       target.hidden = false;
       target.removeAttribute("aria-busy");
       delete target.dataset.opening;
@@ -209,8 +210,8 @@
     openMenus = null;
     for (const [id, html] of menus) {
       const menu = document.getElementById(id);
-      const toggle = document.querySelector(`[aria-controls="${id}"]`);
-      if (!menu || !toggle) continue;  // the row left the page
+      const toggle = menu && toggleOf(menu);
+      if (!toggle) continue;  // the row left the page
       menu.innerHTML = html;
       menu.hidden = false;
       toggle.setAttribute("aria-expanded", "true");
@@ -220,9 +221,9 @@
       htmx.ajax("GET", toggle.getAttribute("hx-get"), { source: menu, target: menu, swap: "innerHTML" });
     }
     for (const id of opening) {  // asked by its button: opened as if asked again
-      const toggle = document.querySelector(`[aria-controls="${id}"]`);
       const menu = document.getElementById(id);
-      if (toggle && menu) {
+      const toggle = menu && toggleOf(menu);
+      if (toggle) {
         htmx.ajax("GET", toggle.getAttribute("hx-get"), { source: toggle, target: menu, swap: "innerHTML" });
       }
     }
