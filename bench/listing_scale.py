@@ -11,10 +11,13 @@ run's ceiling: `GET /healthz`, an endpoint that touches no database; and the sam
 through the REST API (`GET /api/v1/nodes`, 25 a page: the query and JSON, without the page's
 view and HTML). The total alone (what
 every poll of the listing pays for its count) is timed in-process. Prints a table and, with
---json, one JSON document. Never passes or fails. Usage:
+--json, one JSON document. With --beats N, N heartbeats a second are written beside the requests
+as the controller's presence flush writes them (5000: a fleet of 50,000 agents beating every
+10 s), so that the listing is read as it is beside a live fleet. Never passes or fails. Usage:
 
     .venv/bin/python bench/listing_scale.py [--nodes 50000] [--requests 40] [--only sqlite]
         [--postgres-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres] [--json FILE]
+        [--beats 5000]
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import os
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -145,7 +149,6 @@ def fill(controller: Controller, count: int) -> float:
                         "kernel": "Linux 6.1.0-21-amd64",
                         "agent_version": "0.1.0",
                         "components": components,
-                        "last_seen": gone - timedelta(seconds=number),
                         "created_at": now,
                         "updated_at": now,
                         "row_version": 1,
@@ -177,6 +180,10 @@ def fill(controller: Controller, count: int) -> float:
             conn.execute(insert(nodes), node_values)
             conn.execute(insert(role_assignments), role_values)
             conn.execute(insert(events), event_values)
+            # the agents' last-seen times through the store (their own rows since 0015)
+            node_rows.touch_last_seen(
+                conn, {v["id"]: gone - timedelta(seconds=v["id"] - first_id) for v in node_values}
+            )
     if controller.ctx.db.dialect == "postgresql":
         with controller.ctx.db.engine.connect() as conn:  # what autovacuum does after a load
             conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("VACUUM ANALYZE")
@@ -219,8 +226,47 @@ def total(controller: Controller, flt: NodeFilter) -> int:
         return int(conn.execute(select(func.count()).select_from(nodes).where(*where)).scalar_one())
 
 
-def run(label: str, database_url: str | None, count: int, repeats: int) -> dict[str, Any]:
-    results: dict[str, Any] = {"database": label, "nodes": count, "requests": []}
+class Beats:
+    """`per_second` heartbeats written as the controller's presence flush writes them (one
+    `touch_last_seen` a second, through the store of the code under test), cycling through the
+    nodes, while the requests are timed: the listing as it is read beside a fleet of that many
+    agents. Stops when the requests end (bounded: at most `limit_s` seconds)."""
+
+    def __init__(self, controller: Controller, per_second: int, limit_s: float = 3600) -> None:
+        self.controller, self.per_second, self.limit_s = controller, per_second, limit_s
+        self.stop = threading.Event()
+        self.written = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with self.controller.ctx.db.read() as conn:
+            ids = list(conn.execute(select(nodes.c.id).order_by(nodes.c.id)).scalars())
+        position, deadline = 0, time.monotonic() + self.limit_s
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            started = time.monotonic()
+            chunk = [ids[(position + i) % len(ids)] for i in range(self.per_second)]
+            position += self.per_second
+            now = self.controller.ctx.clock()
+            with self.controller.ctx.db.write() as conn:
+                node_rows.touch_last_seen(conn, dict.fromkeys(chunk, now))
+            self.written += len(chunk)
+            self.stop.wait(max(0.0, 1.0 - (time.monotonic() - started)))
+
+    def __enter__(self) -> Beats:
+        if self.per_second:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop.set()
+        if self.per_second:
+            self.thread.join()
+
+
+def run(
+    label: str, database_url: str | None, count: int, repeats: int, beats: int = 0
+) -> dict[str, Any]:
+    results: dict[str, Any] = {"database": label, "nodes": count, "requests": [], "beats": beats}
     with tempfile.TemporaryDirectory() as data_dir:
         settings = Settings(
             data_dir=Path(data_dir), database_url=database_url, admin_password=PASSWORD
@@ -231,7 +277,7 @@ def run(label: str, database_url: str | None, count: int, repeats: int) -> dict[
         start(controller, settings)  # migrated (the app's start-up does it again: a no-op)
         results["fill_s"] = round(fill(controller, count), 1)
         print(f"{label}: {count} nodes filled in {results['fill_s']} s", file=sys.stderr)
-        with serve_in_thread(clock) as url:  # type: ignore[arg-type]
+        with serve_in_thread(clock) as url, Beats(controller, beats) as beating:  # type: ignore[arg-type]
             results["load_before"] = os.getloadavg()
             with httpx.Client(base_url=url, timeout=120, follow_redirects=True) as client:
                 sign_in(client)
@@ -267,6 +313,7 @@ def run(label: str, database_url: str | None, count: int, repeats: int) -> dict[
                 figures = summary(timed(functools.partial(total, controller, flt), repeats))
                 results["requests"].append({"what": what, "path": "(in-process)", **figures})
             results["load_after"] = os.getloadavg()
+            results["beats_written"] = beating.written
         controller.ctx.db.dispose()
     return results
 
@@ -276,7 +323,8 @@ def table(results: list[dict[str, Any]]) -> str:
     for result in results:
         ceiling = result["ceiling"]
         lines.append(
-            f"\n{result['database']}, {result['nodes']} nodes "
+            f"\n{result['database']}, {result['nodes']} nodes, "
+            f"{result.get('beats', 0)} beats/s beside ({result.get('beats_written', 0)} written) "
             f"(load {result['load_before'][0]:.2f} before, {result['load_after'][0]:.2f} after); "
             f"ceiling GET /healthz p50 {ceiling['p50_ms']} ms, p95 {ceiling['p95_ms']} ms"
         )
@@ -307,15 +355,21 @@ def main() -> None:
         "--postgres-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--beats",
+        type=int,
+        default=0,
+        help="heartbeats a second written beside the requests (5000: 50,000 agents at 10 s)",
+    )
     args = parser.parse_args()
     warnings.simplefilter("ignore")
 
     results = []
     if args.only in (None, "sqlite"):
-        results.append(run("sqlite", None, args.nodes, args.requests))
+        results.append(run("sqlite", None, args.nodes, args.requests, args.beats))
     if args.only in (None, "postgresql"):
         with private_database(args.postgres_url) as url:
-            results.append(run("postgresql", url, args.nodes, args.requests))
+            results.append(run("postgresql", url, args.nodes, args.requests, args.beats))
     document = {"uptime": Path("/proc/loadavg").read_text().strip(), "results": results}
     if args.json:
         args.json.write_text(json.dumps(document, indent=2) + "\n")

@@ -8,13 +8,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from voipcloud.services import agent_watch
 from voipcloud.services.agent_watch import AgentWatch
 from voipcloud.services.controller import Controller
 from voipcloud.services.presence import Connectivity
-from voipcloud.store.tables import events, nodes
+from voipcloud.store import nodes as node_rows
+from voipcloud.store.tables import events
 
 ADMIN = "admin:admin"
 
@@ -27,7 +28,7 @@ def controller(services: Controller) -> Controller:
 def joined_node(controller: Controller, name: str, seen: datetime) -> int:
     node = controller.nodes.add(hostname=name, private_ip="10.0.0.5", actor=ADMIN)
     with controller.ctx.db.write() as conn:
-        conn.execute(update(nodes).where(nodes.c.id == node.id).values(last_seen=seen))
+        node_rows.touch_last_seen(conn, {node.id: seen})
     return node.id
 
 
@@ -37,7 +38,7 @@ def silent_just_past_the_window(controller: Controller, node_id: int) -> None:
     window = presence.heartbeat_interval * presence.missed_beats
     heard = datetime.now(UTC) - timedelta(seconds=window + 1)
     with controller.ctx.db.write() as conn:
-        conn.execute(update(nodes).where(nodes.c.id == node_id).values(last_seen=heard))
+        node_rows.touch_last_seen(conn, {node_id: heard})
     presence.beat(node_id, heard)
 
 
@@ -179,7 +180,7 @@ def test_nodes_long_stale_and_recorded_lost_are_not_read_at_every_round(
     # last-seen time: named, back at the next round
     with controller.ctx.db.write() as conn:
         fresh = datetime.now(UTC)
-        conn.execute(update(nodes).where(nodes.c.id == gone[1]).values(last_seen=fresh))
+        node_rows.touch_last_seen(conn, {gone[1]: fresh})
     presence.remote_open("other-controller", {gone[1]})
     assert watch.check() == 1
     assert recorded(controller)[-1] == (gone[1], "agent-back")
@@ -197,7 +198,7 @@ def test_unannounced_returns_through_another_controller_are_found_by_the_full_ro
     assert watch.check() == 3
     with controller.ctx.db.write() as conn:  # its holder flushes a fresh last-seen time
         fresh = datetime.now(UTC)
-        conn.execute(update(nodes).where(nodes.c.id == gone[2]).values(last_seen=fresh))
+        node_rows.touch_last_seen(conn, {gone[2]: fresh})
     assert watch.check() == 0  # not named: not read
     assert watch.read == 0
     monkeypatch.setattr(watch, "_next_full", 0.0)  # FULL_ROUND_SECONDS later

@@ -81,7 +81,7 @@ def seen(fleet: tuple[Database, list[Row]]) -> dict[int, object]:  # noqa: F811
     with db.write() as conn:
         for row in rows:
             when = NOW.replace(second=(row.id * 7) % 60)
-            conn.execute(update(nodes).where(nodes.c.id == row.id).values(last_seen=when))
+            node_rows.touch_last_seen(conn, {row.id: when})
             values[row.id] = when
     return values
 
@@ -494,3 +494,51 @@ def test_the_plain_listing_deep_pages(fleet: tuple[Database, list[Row]]) -> None
                 page = node_rows.list_page(conn, flt)
                 assert [n.id for n in page.items] == want[offset : offset + 7], (sort, offset)
                 assert (page.total, page.total_exact) == (len(live), True)
+
+
+# (WALK_MARGIN, WALK_SLACK): walked as far as the page would reach with the matches spread
+# evenly, times 4 (most walks find their page); a fifth as far (most end before it)
+PRESENCE_PATHS = {"walked": (4, 0), "walk ended": (0.2, 0)}
+
+
+@pytest.mark.parametrize("path", list(PRESENCE_PATHS))
+def test_sorted_by_last_seen_whichever_way_the_page_is_read(
+    fleet: tuple[Database, list[Row]],  # noqa: F811
+    seen: dict[int, object],
+    path: str,
+) -> None:
+    """PostgreSQL reads a page sorted by the last-seen time from the first presence rows in
+    that order (`_presence_walk`), and the whole join when the walk ends before the page: with
+    any filter, in both directions, on the first, a middle and a page past the last, the
+    definition's rows in its order either way (SQLite: its index, the same answers)."""
+    db, rows = fleet
+    margin, slack = PRESENCE_PATHS[path]
+    walks: list[bool] = []
+    walk = node_rows._presence_walk
+
+    def counted_walk(*args: Any) -> list[int] | None:
+        found = walk(*args)
+        walks.append(found is not None)
+        return found
+
+    wrong = []
+    filters: list[dict[str, Any]] = [{}, {"status": "Online"}, {"status": "Deleted"}]
+    filters += [{"role": "que"}, {"role": "sip", "status": "StandBy"}, {"q": "sip"}]
+    with db.read() as conn, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(node_rows, "WALK_MARGIN", margin)
+        patch.setattr(node_rows, "WALK_SLACK", slack)
+        patch.setattr(node_rows, "_presence_walk", counted_walk)
+        for narrowed in filters:
+            for sort in ("last_seen", "-last_seen"):
+                for offset in (0, 7, 400):
+                    flt = NodeFilter.parse(**narrowed, sort=sort, limit=9, offset=offset)
+                    page = node_rows.list_page(conn, flt)
+                    if [n.id for n in page.items] != ordered(rows, flt, seen):
+                        wrong.append((narrowed, sort, offset))
+    assert not wrong, wrong
+    if db.dialect != "postgresql":
+        assert walks == []
+    elif path == "walked":
+        assert walks.count(True) > walks.count(False), walks
+    else:
+        assert walks.count(False) > walks.count(True), walks

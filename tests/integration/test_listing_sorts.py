@@ -7,12 +7,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import update
 
 from voipcloud.domain.filters import SORT_KEYS, NodeFilter
 from voipcloud.domain.model import Node
 from voipcloud.services.controller import Controller
-from voipcloud.store.tables import nodes
+from voipcloud.store import nodes as node_rows
 
 ADMIN = "admin:admin"
 
@@ -27,11 +26,8 @@ def controller(services: Controller) -> Controller:
             hostname=f"sort-{(n * 7) % 12:02d}", private_ip=f"10.8.{(n * 5) % 12}.1", actor=ADMIN
         )
         with db.write() as conn:
-            conn.execute(
-                update(nodes)
-                .where(nodes.c.id == node.id)
-                .values(last_seen=start + timedelta(minutes=(n * 5) % 12))
-            )
+            seen = start + timedelta(minutes=(n * 5) % 12)
+            node_rows.touch_last_seen(conn, {node.id: seen})
     return built
 
 

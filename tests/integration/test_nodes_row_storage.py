@@ -58,7 +58,6 @@ def _fill(conn: Connection, first: int, count: int = COUNT, components: object =
                 "os": "Debian GNU/Linux 12 (bookworm)",
                 "kernel": "Linux 6.1.0-21-amd64",
                 "inventory_digest": f"{first + n:064x}",
-                "last_seen": NOW,
                 "created_at": NOW,
                 "updated_at": NOW,
                 "row_version": 1,

@@ -13,7 +13,7 @@ from sqlalchemy.exc import StatementError
 
 from voipcloud.services.controller import Controller
 from voipcloud.store import nodes as node_rows
-from voipcloud.store.tables import nodes
+from voipcloud.store.tables import node_presence, nodes
 
 ADMIN = "admin:admin"
 START = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -21,8 +21,8 @@ START = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
 def _seen(controller: Controller) -> dict[int, datetime | None]:
     with controller.ctx.db.read() as conn:
-        rows = conn.execute(select(nodes.c.id, nodes.c.last_seen)).all()
-    return {row.id: row.last_seen for row in rows}
+        rows = conn.execute(select(node_presence.c.node_id, node_presence.c.last_seen)).all()
+    return {row.node_id: row.last_seen for row in rows}
 
 
 def test_each_node_gets_its_own_time_and_the_others_keep_theirs(services: Controller) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -71,7 +72,8 @@ def _search_structures(database_url: str) -> set[str]:
                 query = "SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger', 'index')"
             else:
                 query = (
-                    "SELECT indexname FROM pg_indexes WHERE tablename = 'nodes' UNION "
+                    "SELECT indexname FROM pg_indexes "
+                    "WHERE tablename IN ('nodes', 'node_presence') UNION "
                     "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal UNION "
                     "SELECT extname FROM pg_extension"
                 )
@@ -94,7 +96,8 @@ def test_search_structures_exist(database_url: str) -> None:
             "node_counts_update",
             "node_counts_delete",
             "node_counts_fold",
-            "ix_nodes_last_seen_id",
+            "ix_node_presence_last_seen",
+            "node_presence_insert",
             "node_role_counts_status",
             "node_role_counts_node_delete",
             "node_role_counts_assign",
@@ -113,8 +116,10 @@ def test_search_structures_exist(database_url: str) -> None:
             "node_role_counts_status",
             "node_role_counts_node_delete",
             "node_role_counts_change",
+            "node_presence_insert",
         }
-        assert "ix_nodes_last_seen_id" not in found
+        # no index on a last-seen time there: each flush's update stays HOT
+        assert not {"ix_nodes_last_seen_id", "ix_node_presence_last_seen"} & found
     assert wanted <= found
 
 
@@ -171,3 +176,63 @@ def test_the_hostname_index_carries_the_nodeid_and_goes_down_without_it(
             assert _hostname_index(conn) == found
     finally:
         engine.dispose()
+
+
+_NODE = (
+    "INSERT INTO nodes (id, hostname, private_ip, status, is_controller, config_generation, "
+    "created_at, updated_at, row_version{seen_column}) VALUES (:id, :hostname, '10.1.1.1', "
+    "'StandBy', false, 1, :at, :at, 1{seen_value})"
+)
+
+
+def _presence(conn: Any) -> dict[int, object]:
+    query = "SELECT node_id, last_seen FROM node_presence WHERE node_id > 900"
+    rows = conn.exec_driver_sql(query).all()
+    return {row.node_id: row.last_seen for row in rows}
+
+
+def test_last_seen_times_move_to_their_presence_rows_and_back(database_url: str) -> None:
+    """Migration 0015: every node gets its presence row with the time its row held (NULL when
+    never heard), a node inserted later gets one from the trigger, a node's delete takes its
+    row with it; down again, the times are back in the nodes' column."""
+    engine = create_engine(database_url)
+    config = alembic_config()
+    postgres = database_url.startswith("postgresql")
+    at = "2026-12-02 06:00:00" + ("+00:00" if postgres else ".000000")
+    try:
+        with engine.connect() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0014")
+            conn.commit()
+            with_seen = _NODE.format(seen_column=", last_seen", seen_value=", :at")
+            conn.execute(sa.text(with_seen), {"id": 901, "hostname": "heard", "at": at})
+            never = _NODE.format(seen_column="", seen_value="")
+            conn.execute(sa.text(never), {"id": 902, "hostname": "never", "at": at})
+            conn.commit()
+            command.upgrade(config, "head")
+            conn.commit()
+            moved = _presence(conn)
+            assert set(moved) == {901, 902}
+            assert moved[902] is None
+            assert str(moved[901]).startswith("2026-12-02 06:00:00")
+            columns = {c["name"] for c in sa.inspect(conn).get_columns("nodes")}
+            assert "last_seen" not in columns
+            conn.execute(sa.text(never), {"id": 903, "hostname": "later", "at": at})
+            conn.commit()
+            if not postgres:  # as the controller's connections have it (store/database.py)
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+            conn.exec_driver_sql("DELETE FROM nodes WHERE id = 902")
+            conn.commit()
+            assert set(_presence(conn)) == {901, 903}
+            command.downgrade(config, "0014")
+            conn.commit()
+            query = "SELECT id, last_seen FROM nodes WHERE id > 900"
+            back = {row.id: row.last_seen for row in conn.exec_driver_sql(query)}
+            assert str(back[901]).startswith("2026-12-02 06:00:00")
+            assert back[903] is None
+            command.upgrade(config, "head")
+            conn.commit()
+            assert set(_presence(conn)) == {901, 903}
+    finally:
+        engine.dispose()
+    assert _differences(database_url) == []

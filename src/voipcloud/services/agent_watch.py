@@ -55,7 +55,7 @@ from voipcloud.services.context import CONTROLLER_ACTOR, Context
 from voipcloud.services.presence import Connectivity, Presence
 from voipcloud.store import events
 from voipcloud.store.tables import events as events_table
-from voipcloud.store.tables import nodes
+from voipcloud.store.tables import node_presence, nodes, nodes_with_presence
 
 AGENT_LOST, AGENT_BACK = "agent-lost", "agent-back"
 MAX_PER_ROUND = 1000
@@ -63,6 +63,9 @@ FULL_ROUND_SECONDS = 300.0
 MAX_CANDIDATE_IDS = 2000  # more nodes lost or closed than this: a full round instead
 RETURNING_MIN = 10  # agents back per missed-beats window that keep the start's grace going
 GRACE_LIMIT_SECONDS = 900.0  # the start's grace never lasts longer than this
+# a node's agent as the watch reads it: NodeID, stored last-seen time (its presence row), status
+_last_seen = node_presence.c.last_seen
+_AGENTS = select(nodes.c.id, _last_seen, nodes.c.status).select_from(nodes_with_presence)
 
 
 class AgentWatch:
@@ -123,12 +126,12 @@ class AgentWatch:
         if len(named) > MAX_CANDIDATE_IDS:
             return self._agent_nodes(conn)
         window = timedelta(seconds=self._presence.heartbeat_interval * self._presence.missed_beats)
-        stale = nodes.c.last_seen < now - window
+        stale = _last_seen < now - window
         if self.stale_floor is not None:
-            stale = and_(stale, nodes.c.last_seen >= self.stale_floor)
-        query = select(nodes.c.id, nodes.c.last_seen, nodes.c.status).where(
+            stale = and_(stale, _last_seen >= self.stale_floor)
+        query = _AGENTS.where(
             nodes.c.status != "Deleted",
-            nodes.c.last_seen.is_not(None),
+            _last_seen.is_not(None),
             or_(stale, nodes.c.id.in_(named)) if named else stale,
         )
         return {i: (seen, status) for i, seen, status in conn.execute(query)}
@@ -143,16 +146,14 @@ class AgentWatch:
         if not named:
             return {}
         ids = sorted(named)[:MAX_CANDIDATE_IDS]  # any more: the next rounds
-        query = select(nodes.c.id, nodes.c.last_seen, nodes.c.status).where(
-            nodes.c.status != "Deleted", nodes.c.last_seen.is_not(None), nodes.c.id.in_(ids)
+        query = _AGENTS.where(
+            nodes.c.status != "Deleted", _last_seen.is_not(None), nodes.c.id.in_(ids)
         )
         return {i: (seen, status) for i, seen, status in conn.execute(query)}
 
     @staticmethod
     def _agent_nodes(conn: Any) -> dict[int, Any]:
-        query = select(nodes.c.id, nodes.c.last_seen, nodes.c.status).where(
-            nodes.c.status != "Deleted", nodes.c.last_seen.is_not(None)
-        )
+        query = _AGENTS.where(nodes.c.status != "Deleted", _last_seen.is_not(None))
         return {i: (seen, status) for i, seen, status in conn.execute(query)}
 
     def check(self) -> int:
@@ -258,8 +259,8 @@ class AgentWatch:
         cutoff = self._ctx.clock() - timedelta(seconds=window)
         query = (
             select(func.count())
-            .select_from(nodes)
-            .where(nodes.c.status != "Deleted", nodes.c.last_seen < cutoff)
+            .select_from(nodes_with_presence)
+            .where(nodes.c.status != "Deleted", _last_seen < cutoff)
         )
         return int(conn.execute(query).scalar_one())
 

@@ -55,7 +55,14 @@ from voipcloud.store import event_tail
 from voipcloud.store import nodes as node_rows
 from voipcloud.store import rollouts as rollout_rows
 from voipcloud.store import webhooks as webhook_rows
-from voipcloud.store.tables import events, nodes, role_assignments, storage_migrations
+from voipcloud.store.tables import (
+    events,
+    node_presence,
+    nodes,
+    nodes_with_presence,
+    role_assignments,
+    storage_migrations,
+)
 
 # event-log operation -> (operation measured, what happened)
 STARTED, SUCCEEDED, FAILED, TIMED_OUT = "started", "succeeded", "failed", "timed_out"
@@ -471,7 +478,13 @@ class _StateCollector(Collector):
                     )
                 )
             )
-            agents = list(conn.execute(select(nodes.c.id, nodes.c.last_seen).where(live)))
+            agents = list(
+                conn.execute(
+                    select(nodes.c.id, node_presence.c.last_seen)
+                    .select_from(nodes_with_presence)
+                    .where(live)
+                )
+            )
             in_maintenance = conn.execute(
                 select(func.count())
                 .select_from(nodes)
