@@ -4,6 +4,8 @@ or asks about first must be decided as with the full facts."""
 
 from __future__ import annotations
 
+from sqlalchemy import event
+
 from voipcloud.domain import policy
 from voipcloud.domain.filters import NodeFilter
 from voipcloud.domain.lifecycle import Operation
@@ -33,9 +35,11 @@ def test_the_listing_decides_every_action_as_the_full_facts_do(services: Control
     services.nodes.add(actor=ADMIN, hostname="bare", private_ip="10.9.1.1")
     services.extensions.add(actor=ADMIN, number="100")
 
-    page, facts, extension_count = services.nodes.listing(NodeFilter(limit=25))
+    read = services.nodes.listing(NodeFilter(limit=25))
+    page, facts = read.page, read.facts
     assert len(page.items) == 9
-    assert extension_count == 1
+    assert read.extension_count == 1
+    assert read.summary == services.maintenance.summary()
     for node in page.items:
         full = services.nodes.get(node.id).facts
         light = facts[node.id]
@@ -62,7 +66,33 @@ def test_the_listing_decides_every_action_as_the_full_facts_do(services: Control
 def test_an_empty_listing_still_counts_the_extensions(services: Controller) -> None:
     for number in ("101", "102"):
         services.extensions.add(actor=ADMIN, number=number)
-    page, facts, extension_count = services.nodes.listing(NodeFilter(q="no-such-node"))
-    assert page.items == []
-    assert facts == {}
-    assert extension_count == 2
+    read = services.nodes.listing(NodeFilter(q="no-such-node"))
+    assert read.page.items == []
+    assert read.facts == {}
+    assert read.extension_count == 2
+    assert read.summary.live == 1  # the controller's own node: the counters are not filtered
+
+
+def test_a_poll_of_the_listing_is_one_transaction(services: Controller) -> None:
+    """The page, its facts, the extension count and the status counters: one connection
+    checked out of the pool, once (each checkout pings PostgreSQL, each read commits), and
+    the counters are those of that read."""
+    node = services.nodes.add(actor=ADMIN, hostname="polled", private_ip="10.9.2.1")
+    services.maintenance.enter(node.id, actor=ADMIN, reason="disk")
+    checkouts: list[object] = []
+
+    def checked_out(*_args: object) -> None:
+        checkouts.append(1)
+
+    engine = services.ctx.db.engine
+    event.listen(engine, "checkout", checked_out)
+    try:
+        listing = views.listing(services, views.ListingRequest())
+    finally:
+        event.remove(engine, "checkout", checked_out)
+    assert len(checkouts) == 1
+    counted = {c.key: c.count for c in listing.counters.items}
+    assert counted["all"] == 2  # the controller's node and this one
+    assert counted["maintenance"] == 1
+    ic = services.nodes.list(NodeFilter(role="ic")).items[0]
+    assert counted[node.status.value] == 1 + (ic.status is node.status)

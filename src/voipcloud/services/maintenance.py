@@ -7,18 +7,17 @@ and maintenance".
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from voipcloud.domain import policy, validation
 from voipcloud.domain.errors import ConcurrentChange, InvalidInput
 from voipcloud.domain.model import Node
-from voipcloud.domain.statuses import NodeStatus
 from voipcloud.services import transitions
 from voipcloud.services.context import Context
 from voipcloud.services.nodes import node_facts
 from voipcloud.store import events
 from voipcloud.store import maintenance as rows
-from voipcloud.store.maintenance import ENTER, LEAVE, StatusCount
+from voipcloud.store.maintenance import ENTER, LEAVE, Summary
+
+__all__ = ["MaintenanceService", "Summary"]
 
 MAX_BY = 64  # the column's size (migration 0007)
 
@@ -41,24 +40,6 @@ def _by(actor: str) -> str:
     """Who set it, as stored: the actor ("operator:alice"), or its account name alone when
     the actor is longer than the column."""
     return actor if len(actor) <= MAX_BY else actor.split(":", 1)[-1][:MAX_BY]
-
-
-@dataclass(frozen=True, slots=True)
-class Summary:
-    """The status counters: nodes per status, how many of the live ones are in maintenance."""
-
-    by_status: list[StatusCount]
-
-    @property
-    def live(self) -> int:
-        return sum(c.nodes for c in self.by_status if c.status is not NodeStatus.DELETED)
-
-    @property
-    def in_maintenance(self) -> int:
-        return sum(c.in_maintenance for c in self.by_status if c.status is not NodeStatus.DELETED)
-
-    def count(self, status: NodeStatus) -> int:
-        return next(c.nodes for c in self.by_status if c.status is status)
 
 
 class MaintenanceService:
@@ -110,4 +91,4 @@ class MaintenanceService:
 
     def summary(self) -> Summary:
         with self._ctx.db.read() as conn:
-            return Summary(rows.counts(conn))
+            return rows.summary(conn)

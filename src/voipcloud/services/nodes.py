@@ -20,7 +20,9 @@ from voipcloud.services.context import Context
 from voipcloud.services.secrets_box import new_session_key
 from voipcloud.services.transitions import Change, SessionKey
 from voipcloud.store import events, extensions, infrastructure, roles
+from voipcloud.store import maintenance as maintenance_rows
 from voipcloud.store import nodes as node_rows
+from voipcloud.store.maintenance import Summary
 
 ACTIONS = {
     "standby": Operation.STANDBY,
@@ -42,6 +44,16 @@ class NodeDetails:
     facts: NodeFacts  # what the rulebook looks at (agent connectivity: added by the caller)
 
 
+@dataclass(frozen=True, slots=True)
+class ListingRead:
+    """What one poll of the Node Listing reads, in one transaction."""
+
+    page: Page[Node]
+    facts: dict[int, NodeFacts]
+    extension_count: int
+    summary: Summary  # the status counters
+
+
 def facts_of(
     conn: Connection, found: Sequence[Node], *, quoted: bool = True
 ) -> dict[int, NodeFacts]:
@@ -52,6 +64,8 @@ def facts_of(
     refusal): what the Node Listing asks, which shows whether each action is available but
     not those sentences (their pages read the facts again when they open). Reading those
     names was 7 % of the listing's first page at 50,000 nodes, for the controller's row alone."""
+    if not found:
+        return {}
     count = extensions.count(conn)
     result: dict[int, NodeFacts] = {}
     for node in found:
@@ -159,15 +173,16 @@ class NodeService:
         with self._ctx.db.read() as conn:
             return node_rows.list_page(conn, flt)
 
-    def listing(self, flt: NodeFilter) -> tuple[Page[Node], dict[int, NodeFacts], int]:
+    def listing(self, flt: NodeFilter) -> ListingRead:
         """One page of the listing, the rulebook's facts about its nodes (without the names the
-        controller node's warnings quote: `facts_of`) and the extension count, in one read."""
+        controller node's warnings quote: `facts_of`), the extension count and the status
+        counters, in one read: a poll of the listing is one transaction."""
         with self._ctx.db.read() as conn:
             page = node_rows.list_page(conn, flt)
             facts = facts_of(conn, page.items, quoted=False)
             # facts_of counted the extensions for the rulebook; an empty page counts them here
             count = next(iter(facts.values())).extension_count if facts else extensions.count(conn)
-            return page, facts, count
+            return ListingRead(page, facts, count, maintenance_rows.summary(conn))
 
     def get(self, node_id: int) -> NodeDetails:
         with self._ctx.db.read() as conn:

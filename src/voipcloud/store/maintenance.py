@@ -47,6 +47,24 @@ class StatusCount:
     in_maintenance: int
 
 
+@dataclass(frozen=True, slots=True)
+class Summary:
+    """The status counters: nodes per status, how many of the live ones are in maintenance."""
+
+    by_status: list[StatusCount]
+
+    @property
+    def live(self) -> int:
+        return sum(c.nodes for c in self.by_status if c.status is not NodeStatus.DELETED)
+
+    @property
+    def in_maintenance(self) -> int:
+        return sum(c.in_maintenance for c in self.by_status if c.status is not NodeStatus.DELETED)
+
+    def count(self, status: NodeStatus) -> int:
+        return next(c.nodes for c in self.by_status if c.status is status)
+
+
 def counts(conn: Connection) -> list[StatusCount]:
     """How many nodes in each status (the counts the triggers keep, migration 0008), and how
     many of them in maintenance (ix_nodes_maintenance: only those rows): no scan of the nodes,
@@ -64,6 +82,11 @@ def counts(conn: Connection) -> list[StatusCount]:
         StatusCount(status, totals.get(status.value, 0), int(kept.get(status.value, 0)))
         for status in NodeStatus
     ]
+
+
+def summary(conn: Connection) -> Summary:
+    """The status counters, read in the caller's transaction."""
+    return Summary(counts(conn))
 
 
 def in_maintenance_before(

@@ -312,7 +312,8 @@ def listing(controller: Controller, request: ListingRequest) -> Listing:
         error = "The filter was not understood (" + str(exc) + "); showing every live node."
         request = ListingRequest(per_page=request.per_page)
         flt = NodeFilter(limit=request.per_page)
-    page, facts, extension_count = controller.nodes.listing(flt)
+    read = controller.nodes.listing(flt)
+    page, facts, extension_count = read.page, read.facts, read.extension_count
     # the rows' actions are decided when a row's menu opens (`row_menu`), not for every row
     # of every poll: nine decisions and their buttons a row were most of the page's time
     rows = [node_row(controller, node, facts[node.id], buttons=False) for node in page.items]
@@ -320,7 +321,7 @@ def listing(controller: Controller, request: ListingRequest) -> Listing:
     if not page.total_exact:  # at least one more than counted, and the next page if this is full
         full = len(rows) == request.per_page
         pages = max(-(-(page.total + 1) // request.per_page), request.page + full)
-    counters = Counters.of(controller.maintenance.summary(), request)
+    counters = Counters.of(read.summary, request)
     return Listing(
         counters=counters,
         request=request,
