@@ -689,6 +689,39 @@ class Usage:
         ]
 
 
+class ServerUsage:
+    """CPU seconds of the PostgreSQL server between two marks: every process named
+    `postgres` (its backends, checkpointer, WAL writer, autovacuum; nothing else uses the
+    server during a run), counted from the first mark, or from its start for a process that
+    began after it. None on SQLite."""
+
+    def __init__(self, database_url: str | None) -> None:
+        self.active = bool(database_url)
+        self.t = time.monotonic()
+        self.cpu = self._processes() if self.active else {}
+
+    @staticmethod
+    def _processes() -> dict[int, float]:
+        found = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    found[int(entry.name)] = cpu_seconds(int(entry.name))
+            except OSError:  # ended meanwhile
+                continue
+        return found
+
+    def percent(self) -> float | None:
+        if not self.active:
+            return None
+        dt = time.monotonic() - self.t
+        now = self._processes()
+        used = sum(cpu - self.cpu.get(pid, 0.0) for pid, cpu in now.items())
+        return round(used / dt * 100, 1)
+
+
 async def parent_main(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     result: dict[str, Any] = {
         "agents": args.agents,
@@ -823,13 +856,14 @@ async def parent_main(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             result["controller_processes"] = sum(len(s.all_pids()) for s in serves)
 
             # quiet: channels open, nothing sent (shorter than the silence that closes them)
-            usage = Usage(pids)
+            usage, server = Usage(pids), ServerUsage(args.database_url)
             quiet_from = datetime.now(UTC)
             for child in children:
                 await child.command(f"quiet {args.quiet}")
             for child in children:
                 await asyncio.wait_for(child.events.get(), timeout=args.quiet + 60)
             result["idle_cpu_percent"] = usage.percent()
+            result["postgres_idle_cpu_percent"] = server.percent()
             # what the agent watch recorded meanwhile: idle only if nothing (an agent silent
             # past the missed-beats window is "lost", and recording it is work)
             result["watch_events_while_quiet"] = await asyncio.to_thread(
@@ -837,7 +871,7 @@ async def parent_main(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             )
 
             # beat, with pushes
-            usage = Usage(pids)
+            usage, server = Usage(pids), ServerUsage(args.database_url)
             load0 = loadavg()
             beat_from = datetime.now(UTC)
             for child in children:
@@ -848,6 +882,7 @@ async def parent_main(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             for child in children:
                 child.beaten = await asyncio.wait_for(child.events.get(), timeout=120)
             result["beat_cpu_percent"] = usage.percent()
+            result["postgres_beat_cpu_percent"] = server.percent()
             result["watch_events_while_beating"] = await asyncio.to_thread(
                 watch_events, database_url, beat_from, datetime.now(UTC)
             )
@@ -1029,6 +1064,7 @@ def table(result: dict[str, Any]) -> str:
         ),
         ("whole controller PSS after the beats (MiB)", result.get("controller_pss_end_mib")),
         ("idle upkeep CPU % (per controller)", result["idle_cpu_percent"]),
+        ("PostgreSQL server CPU % while quiet", result.get("postgres_idle_cpu_percent")),
         ("agent-lost / -back recorded while quiet", result.get("watch_events_while_quiet")),
         ("… and while beating", result.get("watch_events_while_beating")),
         (
@@ -1041,6 +1077,7 @@ def table(result: dict[str, Any]) -> str:
         ),
         ("drain lag s", result["drain_lag_s"]),
         ("CPU % while beating (per controller)", result["beat_cpu_percent"]),
+        ("PostgreSQL server CPU % while beating", result.get("postgres_beat_cpu_percent")),
         (
             "push ms p50 / p99 / max",
             "{p50} / {p99} / {max} (n={count})".format(**result["push_ms"]),

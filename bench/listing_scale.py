@@ -236,6 +236,7 @@ class Beats:
         self.controller, self.per_second, self.limit_s = controller, per_second, limit_s
         self.stop = threading.Event()
         self.written = 0
+        self.flush_ms: list[float] = []  # each flush's transaction, commit included
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
@@ -247,8 +248,10 @@ class Beats:
             chunk = [ids[(position + i) % len(ids)] for i in range(self.per_second)]
             position += self.per_second
             now = self.controller.ctx.clock()
+            flushed = time.perf_counter()
             with self.controller.ctx.db.write() as conn:
                 node_rows.touch_last_seen(conn, dict.fromkeys(chunk, now))
+            self.flush_ms.append((time.perf_counter() - flushed) * 1000)
             self.written += len(chunk)
             self.stop.wait(max(0.0, 1.0 - (time.monotonic() - started)))
 
@@ -314,6 +317,8 @@ def run(
                 results["requests"].append({"what": what, "path": "(in-process)", **figures})
             results["load_after"] = os.getloadavg()
             results["beats_written"] = beating.written
+            if beating.flush_ms:
+                results["beat_flush"] = summary(beating.flush_ms)
         controller.ctx.db.dispose()
     return results
 
@@ -324,7 +329,8 @@ def table(results: list[dict[str, Any]]) -> str:
         ceiling = result["ceiling"]
         lines.append(
             f"\n{result['database']}, {result['nodes']} nodes, "
-            f"{result.get('beats', 0)} beats/s beside ({result.get('beats_written', 0)} written) "
+            f"{result.get('beats', 0)} beats/s beside ({result.get('beats_written', 0)} written, "
+            f"a flush p50 {result.get('beat_flush', {}).get('p50_ms', '-')} ms) "
             f"(load {result['load_before'][0]:.2f} before, {result['load_after'][0]:.2f} after); "
             f"ceiling GET /healthz p50 {ceiling['p50_ms']} ms, p95 {ceiling['p95_ms']} ms"
         )

@@ -44,9 +44,17 @@ def _node_select(columns: list[Any]) -> Select[Any]:
     return select(*columns, _HAS_KEY, _LAST_SEEN).select_from(nodes_with_presence)
 
 
-def _sort_column(key: str) -> Any:
-    """The column a listing sort key names (the last-seen time is in the presence row)."""
-    return _LAST_SEEN if key == "last_seen" else nodes.c[key]
+def _sort_columns(key: str) -> list[Any]:
+    """The columns a listing sort key orders by: the key, then the NodeID for ties. The
+    last-seen time is in the presence row, and so its tie is the presence row's NodeID (the
+    same value): SQLite then walks `ix_node_presence_last_seen` (last_seen, node_id) in order,
+    0.1 ms for a first page at 50,000 nodes, against 8.6 ms sorting every live node when the
+    tie named the node's own column."""
+    if key == "id":
+        return [nodes.c.id]
+    if key == "last_seen":
+        return [_LAST_SEEN, node_presence.c.node_id]
+    return [nodes.c[key], nodes.c.id]
 
 
 def _node(data: RowMapping, roles: list[str]) -> Node:
@@ -239,13 +247,13 @@ def _role_walk(conn: Connection, flt: NodeFilter, total: node_search.Total) -> l
     walking = node_search.total(conn, others, where).count  # kept counts: no scan
     reach = (flt.offset + flt.limit) * walking // max(total.count, 1)
     budget = int(WALK_MARGIN * reach) + WALK_SLACK
-    sort_column = _sort_column(key)
-    walked = select(nodes.c.id, sort_column.label("key"))
+    sort_columns = _sort_columns(key)
+    walked = select(nodes.c.id, sort_columns[0].label("key"))
     if key == "last_seen":
         walked = walked.select_from(nodes_with_presence)
     walked_page = (
         walked.where(*where)
-        .order_by(*(c.desc() if descending else c.asc() for c in (sort_column, nodes.c.id)))
+        .order_by(*(c.desc() if descending else c.asc() for c in sort_columns))
         .limit(budget)
         .subquery("walked")
     )
@@ -382,7 +390,7 @@ def list_page(conn: Connection, flt: NodeFilter) -> Page[Node]:
         where = _where(flt, walk=True)
     key = flt.sort.removeprefix("-")
     # ties in the key's direction too, so that one index, (key, id), serves both directions
-    columns = [_sort_column(key), nodes.c.id] if key != "id" else [nodes.c.id]
+    columns = _sort_columns(key)
     # the page's NodeIDs first, then their rows: a sort or a skipped offset moves NodeIDs (and
     # the sort key, often from an index alone), never the wide rows
     query = select(nodes.c.id)
