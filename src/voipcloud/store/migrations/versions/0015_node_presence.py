@@ -8,13 +8,15 @@ node's row (~270 bytes on PostgreSQL, with its reported components out of line),
 agents every presence flush rewrote 5,000 node rows a second, and on PostgreSQL each rewritten
 page lost its all-visible mark: the listing's index-only reads (a deep page through
 `ix_nodes_live_id`, a role's page through `uq_nodes_live_hostname`, a search's count through
-`ix_nodes_search_cover`) then visited the rows as well, 1.2-1.8 times slower under the beats.
+`ix_nodes_search_cover`) then visited the rows as well: a deep page of the API took 19.9 ms
+at p50 at 50,000 nodes beside 5,000 beats/s against 8.5 ms on a quiet fleet, and a flush of
+5,000 times 183 ms (315 ms on SQLite, which rewrote each row's components too).
 Kubernetes moved its node heartbeats out of the Node object into Lease objects for the same
 reason. Now the time is in `node_presence` (node_id, last_seen): ~40 bytes a node, written by
 the flushes; the nodes' rows change only when an administrator's operation or an agent's report
 changes them. Every node has its row from its insert on (a trigger); a NULL time: never
-heard. Existing times are copied; SQLite's (last_seen, id) index
-moves with them. Downgrade puts the column back with its values.
+heard. Existing times are copied; SQLite's (last_seen, id) index moves with them. Downgrade
+puts the column back with its values.
 """
 
 from __future__ import annotations
