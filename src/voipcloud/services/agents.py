@@ -20,7 +20,6 @@ from voipcloud import protocol
 from voipcloud.domain.errors import (
     NodeGone,
     NotAuthenticated,
-    NotFound,
     RuleViolation,
     VoipcloudError,
 )
@@ -259,58 +258,10 @@ class AgentService:
             raise NodeGone(f"Node {node_id} was deleted.")
         return node_id
 
-    def desired(
-        self, node_id: int, agent_token: str, *, features: frozenset[str] = frozenset()
-    ) -> protocol.Desired:
-        """The node's desired state; re-checks the credential (it may have been revoked).
-        The node's addresses go only to an agent that announced it understands them."""
-        return self.desired_stamped(node_id, agent_token, features=features)[0]
-
     def channel_stamps(self) -> dict[int, channel_rows.Stamp]:
         """Every node's (row_version, credential digest): what the channels' sweep compares."""
         with self._ctx.db.read() as conn:
             return channel_rows.stamps(conn)
-
-    def desired_stamped(
-        self, node_id: int, agent_token: str, *, features: frozenset[str] = frozenset()
-    ) -> tuple[protocol.Desired, channel_rows.Stamp]:
-        """`desired`, with the stamp of the row it was read from (see `channel_stamps`)."""
-        digest = token_digest(agent_token)
-        if self.authenticate(agent_token) != node_id:
-            raise NotAuthenticated("The agent credential belongs to another node.")
-        with self._ctx.db.read() as conn:  # one snapshot: the generation matches the roles
-            node = channel_rows.node_for_agent(conn, node_id)
-            if node is None:
-                raise NotFound(f"Node {node_id} does not exist.")
-            assigned = self._roles.assigned_in(conn, node, reveal_secrets=True)
-        stamp = (node.row_version, digest)
-        operation = None
-        if node.pending_operation and node.operation_id:
-            operation = protocol.PendingOperation(
-                id=node.operation_id,
-                kind=node.pending_operation,
-            )
-        desired = protocol.Desired(
-            node_id=node.id,
-            hostname=node.hostname,
-            status=node.status.value,
-            generation=node.config_generation,
-            operation=operation,
-            roles=[
-                protocol.DesiredRole(
-                    code=a.role.code,
-                    name=a.role.name,
-                    parameters={name: v.value for name, v in a.effective.items()},
-                )
-                for a in assigned
-            ],
-            node=(
-                protocol.NodeAddresses(private_ip=node.private_ip, public_ip=node.public_ip)
-                if protocol.FEATURE_NODE_ADDRESSES in features
-                else None
-            ),
-        )
-        return desired, stamp
 
     def record_inventory(self, node_id: int, inventory: protocol.Inventory) -> bool:
         """Store what the agent reported, unless it is what is stored already (no write)."""

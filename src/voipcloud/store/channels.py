@@ -9,8 +9,6 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, case, func, null, select, type_coerce
 
-from voipcloud.domain.model import Node
-from voipcloud.store import nodes as node_rows
 from voipcloud.store.tables import infrastructure, nodes, role_assignments
 
 # A node's desired state changes only through a compare-and-set write of its row (which bumps
@@ -33,23 +31,6 @@ _INVENTORY_COLUMNS = (
     _COMPONENTS_IF_NO_DIGEST,
 )
 _INVENTORY = select(*_INVENTORY_COLUMNS).where(nodes.c.id == bindparam("node_id"))
-
-
-# What the agent's desired state needs: not the reported components (decoding a few hundred
-# of them was half the cost of a desired state) nor any secret column.
-_SKIPPED = {"components", "session_key_encrypted", "session_key_digest", "agent_token_digest"}
-_FOR_AGENT = select(
-    *[c for c in nodes.c if c.name not in _SKIPPED],
-    nodes.c.session_key_digest.is_not(None).label("has_session_key"),
-).where(nodes.c.id == bindparam("node_id"))
-
-
-def node_for_agent(conn: Connection, node_id: int) -> Node | None:
-    """The node as its agent's desired state reads it (components left out: empty)."""
-    row = conn.execute(_FOR_AGENT, {"node_id": node_id}).first()
-    if row is None:
-        return None
-    return node_rows._node(row._mapping, node_rows.roles_of(conn, [node_id])[node_id])
 
 
 def stamps(conn: Connection) -> dict[int, Stamp]:

@@ -244,7 +244,9 @@ def _role_walk(conn: Connection, flt: NodeFilter, total: node_search.Total) -> l
     descending = flt.sort.startswith("-")
     others = dataclasses.replace(flt, role=None)  # the nodes walked: the filter but its role
     where = _where(others)
-    walking = node_search.total(conn, others, where).count  # kept counts: no scan
+    # kept counts (no scan), or capped at COUNT_CAP with another filter (maintenance): the
+    # reach is then an estimate, and a walk that falls short only ends in the role's sort
+    walking = node_search.total(conn, others, where).count
     reach = (flt.offset + flt.limit) * walking // max(total.count, 1)
     budget = int(WALK_MARGIN * reach) + WALK_SLACK
     sort_columns = _sort_columns(key)
@@ -263,8 +265,8 @@ def _role_walk(conn: Connection, flt: NodeFilter, total: node_search.Total) -> l
     order = [c.desc() if descending else c.asc() for c in (walked_page.c.key, walked_page.c.id)]
     statement = select(walked_page.c.id).where(carries).order_by(*order)
     ids = [int(i) for i in conn.execute(statement.limit(flt.limit).offset(flt.offset)).scalars()]
-    if len(ids) == flt.limit or flt.offset + len(ids) >= total.count:
-        return ids  # a whole page, or the last one (the role's count is exact without a search)
+    if len(ids) == flt.limit or (total.exact and flt.offset + len(ids) >= total.count):
+        return ids  # a whole page, or the last one (known only from an exact count)
     return None
 
 
