@@ -192,6 +192,14 @@ class Result:
         return self.status is not None and 200 <= self.status < 300
 
 
+# A receiver's address: http(s), a host name of letters, digits and hyphens between dots (an
+# IPv4 address is one), an optional port, then any path, query or fragment of printable ASCII.
+# The API publishes this very pattern (api/routes/webhooks.py): what it says is refused is.
+_PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
+URL_PATTERN = rf"^https?://[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.?(?::{_PORT})?(?:[/?#][!-~]*)?$"
+_URL = re.compile(URL_PATTERN)
+
+
 def _check_url(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("must be an http:// or https:// address")
@@ -208,6 +216,12 @@ def _check_url(value: Any) -> str:
         raise ValueError("must be an http:// or https:// address with a host name")
     if any(c.isspace() for c in url):
         raise ValueError("must not contain spaces")
+    if not _URL.match(url):
+        raise ValueError(
+            "must be an http:// or https:// address whose host name is letters, digits and "
+            "hyphens between dots (no user name), with an optional port, then a path of "
+            "printable ASCII characters"
+        )
     return url
 
 

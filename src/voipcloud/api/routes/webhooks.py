@@ -22,6 +22,7 @@ from voipcloud.services.webhooks import (
     MAX_SECRET,
     MAX_URL,
     MIN_SECRET,
+    URL_PATTERN,
     DeliveryView,
     Webhook,
     WebhookService,
@@ -41,11 +42,8 @@ EventName = Literal[
 assert set(EventName.__args__) == set(EVENT_NAMES)  # type: ignore[attr-defined]
 
 
-# what the service checks (services/webhooks.py), published: an http(s) address with a host
-# name and a valid port, no spaces or control characters; a secret without control characters,
-# not starting or ending with a space
-_PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})"
-URL_PATTERN = rf"^https?://[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.?(?::{_PORT})?(?:[/?#][!-~]*)?$"
+# what the service checks (services/webhooks.py), published: its address pattern (URL_PATTERN,
+# the service's own); a secret without control characters, not starting or ending with a space
 _SECRET_CHAR = r"[^\s\u0000-\u001f\u007f-\u009f]"  # noqa: S105 - a pattern
 SECRET_PATTERN = rf"^(?:{_SECRET_CHAR}(?:[^\u0000-\u001f\u007f-\u009f]*{_SECRET_CHAR})?)?$"
 
