@@ -303,6 +303,17 @@ def test_role_totals_kept_exact(fleet: tuple[Database, list[Row]]) -> None:  # n
                 assert page.total_exact
 
 
+def counting(walk: Any, walks: list[bool]) -> Any:
+    """`walk` (a walk of store/nodes.py), noting in `walks` whether each call found its page."""
+
+    def counted(*args: Any) -> list[int] | None:
+        found: list[int] | None = walk(*args)
+        walks.append(found is not None)
+        return found
+
+    return counted
+
+
 # (ROLE_SORTED_MAX, WALK_MARGIN, WALK_SLACK): the role's nodes read and sorted (every role of
 # this fleet is under the default maximum); the sort key's index walked far enough; walked only
 # a fifth as far as the page would reach with the role's nodes spread evenly, which ends before
@@ -321,13 +332,7 @@ def test_a_role_sorted_by_any_key_whichever_way_its_page_is_read(
     db, rows = fleet
     sorted_max, margin, slack = ROLE_PATHS[path]
     walks: list[bool] = []  # each walk: whether it found the page
-    walk = node_rows._role_walk
-
-    def counted_walk(*args: Any) -> list[int] | None:
-        found = walk(*args)
-        walks.append(found is not None)
-        return found
-
+    counted_walk = counting(node_rows._role_walk, walks)
     wrong = []
     with db.read() as conn, pytest.MonkeyPatch.context() as patch:
         patch.setattr(node_rows, "ROLE_SORTED_MAX", sorted_max)
@@ -514,13 +519,7 @@ def test_sorted_by_last_seen_whichever_way_the_page_is_read(
     db, rows = fleet
     margin, slack = PRESENCE_PATHS[path]
     walks: list[bool] = []
-    walk = node_rows._presence_walk
-
-    def counted_walk(*args: Any) -> list[int] | None:
-        found = walk(*args)
-        walks.append(found is not None)
-        return found
-
+    counted_walk = counting(node_rows._presence_walk, walks)
     wrong = []
     filters: list[dict[str, Any]] = [{}, {"status": "Online"}, {"status": "Deleted"}]
     filters += [{"role": "que"}, {"role": "sip", "status": "StandBy"}, {"q": "sip"}]
