@@ -44,6 +44,12 @@ def _node_select(columns: list[Any]) -> Select[Any]:
     return select(*columns, _HAS_KEY, _LAST_SEEN).select_from(nodes_with_presence)
 
 
+def _in_order(columns: Iterable[Any], sort: str) -> list[Any]:
+    """`columns` in the direction of the listing's sort (`-key`: descending)."""
+    descending = sort.startswith("-")
+    return [c.desc() if descending else c.asc() for c in columns]
+
+
 def _sort_columns(key: str) -> list[Any]:
     """The columns a listing sort key orders by: the key, then the NodeID for ties. The
     last-seen time is in the presence row, and so its tie is the presence row's NodeID (the
@@ -241,7 +247,6 @@ def _role_walk(conn: Connection, flt: NodeFilter, total: node_search.Total) -> l
     """A common role's page along the sort key's index, walking at most the budget's entries:
     its NodeIDs, or None when the walk ended before the page did (see ROLE_SORTED_MAX)."""
     key = flt.sort.removeprefix("-")
-    descending = flt.sort.startswith("-")
     others = dataclasses.replace(flt, role=None)  # the nodes walked: the filter but its role
     where = _where(others)
     # kept counts (no scan), or capped at COUNT_CAP with another filter (maintenance): the
@@ -255,14 +260,14 @@ def _role_walk(conn: Connection, flt: NodeFilter, total: node_search.Total) -> l
         walked = walked.select_from(nodes_with_presence)
     walked_page = (
         walked.where(*where)
-        .order_by(*(c.desc() if descending else c.asc() for c in sort_columns))
+        .order_by(*_in_order(sort_columns, flt.sort))
         .limit(budget)
         .subquery("walked")
     )
     carries = exists().where(
         role_assignments.c.node_id == walked_page.c.id, role_assignments.c.role == flt.role
     )
-    order = [c.desc() if descending else c.asc() for c in (walked_page.c.key, walked_page.c.id)]
+    order = _in_order((walked_page.c.key, walked_page.c.id), flt.sort)
     statement = select(walked_page.c.id).where(carries).order_by(*order)
     ids = [int(i) for i in conn.execute(statement.limit(flt.limit).offset(flt.offset)).scalars()]
     if len(ids) == flt.limit or (total.exact and flt.offset + len(ids) >= total.count):
@@ -291,15 +296,9 @@ def _presence_walk(
     budget = int((WALK_MARGIN if total.exact else 1) * reach) + WALK_SLACK
     if budget >= everyone:
         return None
-    descending = flt.sort.startswith("-")
     keys = (node_presence.c.last_seen, node_presence.c.node_id)
-    walked = (
-        select(*keys)
-        .order_by(*(c.desc() if descending else c.asc() for c in keys))
-        .limit(budget)
-        .subquery("walked")
-    )
-    order = [c.desc() if descending else c.asc() for c in (walked.c.last_seen, walked.c.node_id)]
+    walked = select(*keys).order_by(*_in_order(keys, flt.sort)).limit(budget).subquery("walked")
+    order = _in_order((walked.c.last_seen, walked.c.node_id), flt.sort)
     statement = (
         select(walked.c.node_id)
         .select_from(walked.join(nodes, nodes.c.id == walked.c.node_id))
@@ -407,7 +406,7 @@ def list_page(conn: Connection, flt: NodeFilter) -> Page[Node]:
         if key == "id":
             columns = [node_id]
     descending = flt.sort.startswith("-")
-    order = [column.desc() if descending else column.asc() for column in columns]
+    order = _in_order(columns, flt.sort)
     if key == "last_seen":  # the presence row beside each node (one each)
         query = query.join(node_presence, node_presence.c.node_id == nodes.c.id)
     statement: Any = query.where(*where).order_by(*order).limit(flt.limit).offset(flt.offset)
