@@ -572,3 +572,52 @@ def test_a_role_page_past_a_capped_count_is_the_definitions(
                 if page.total_exact:  # a total given as exact is the true one
                     assert page.total == len(want_all), (role, offset)
     assert not wrong, wrong
+
+
+@pytest.mark.parametrize("sort", ["hostname", "-hostname"])
+def test_a_common_role_by_host_name_is_read_along_the_host_names(
+    fleet: tuple[Database, list[Row]],  # noqa: F811
+    seen: dict[int, object],
+    sort: str,
+) -> None:
+    """Every live node of a common role by host name, in both directions, on the first, a
+    middle, the last and a page past it: the definition's rows, read along the live host names
+    with the role's NodeIDs held (no budgeted walk first). A role few enough to sort, and a
+    role with another filter, are not read that way, and answer the definition too."""
+    db, rows = fleet
+    walks: list[bool] = []
+    held: list[NodeFilter] = []
+
+    def spied(conn: Any, flt: NodeFilter) -> Any:
+        held.append(flt)
+        return along(conn, flt)
+
+    along = node_rows._in_role_held
+    wrong = []
+    with db.read() as conn, pytest.MonkeyPatch.context() as patch:
+        patch.setattr(node_rows, "ROLE_SORTED_MAX", 0)  # every role of this fleet is common
+        patch.setattr(node_rows, "_role_walk", counting(node_rows._role_walk, walks))
+        patch.setattr(node_rows, "_in_role_held", spied)
+        for role in ("sip", "que"):
+            count = len(expected(rows, NodeFilter.parse(role=role)))
+            for offset in (0, 40, count - 4, count + 9):
+                flt = NodeFilter.parse(role=role, sort=sort, limit=9, offset=offset)
+                page = node_rows.list_page(conn, flt)
+                if [n.id for n in page.items] != ordered(rows, flt, seen):
+                    wrong.append((role, offset))
+                assert (page.total, page.total_exact) == (count, True)
+        assert not wrong, wrong
+        assert walks == []
+        assert len(held) == 8
+        held.clear()
+        patch.setattr(node_rows, "ROLE_SORTED_MAX", 1_000)  # a role few enough to sort
+        others = [
+            NodeFilter.parse(role="que", sort=sort, limit=9, offset=5),
+            NodeFilter.parse(role="que", status="Online", sort=sort, limit=9),
+        ]
+        for flt in others:
+            assert [n.id for n in node_rows.list_page(conn, flt).items] == ordered(rows, flt, seen)
+        patch.setattr(node_rows, "ROLE_SORTED_MAX", 0)
+        flt = NodeFilter.parse(role="que", maintenance="no", sort=sort, limit=9, offset=5)
+        assert [n.id for n in node_rows.list_page(conn, flt).items] == ordered(rows, flt, seen)
+        assert held == []

@@ -18,6 +18,8 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
+    or_,
     select,
     text,
     update,
@@ -321,25 +323,42 @@ def _carrying(flt: NodeFilter) -> Any:
 _LIVE_HOSTNAMES = "uq_nodes_live_hostname"
 
 
-def _sqlite_live_by_hostname(conn: Connection, flt: NodeFilter) -> bool:
-    """SQLite, the live nodes of a role sorted by host name after the walk ended: the whole of
-    `uq_nodes_live_hostname` (host name and rowid, the NodeID) walked in order, each NodeID
-    looked up in the role's NodeIDs held as an in-memory list (`id IN (SELECT ...)`), instead of
-    reading the role's rows for their host names: 14 ms against 31 ms for 8,333 nodes of
-    50,000 whose host names begin with the role, sorted the other way."""
+def _live_by_hostname(flt: NodeFilter) -> bool:
+    """Every live node of a role, sorted by host name, nothing else filtered: the page is read
+    along `uq_nodes_live_hostname` (host name and NodeID), each NodeID looked up in the role's
+    NodeIDs held in memory, until the page is found. Its cost is bounded by that index, read
+    in order without the rows, whichever end of it the role's nodes sit at; the budgeted walk
+    (`_role_walk`) is not tried first. Host names that begin with the role cluster its nodes:
+    `que` sorted by -hostname, past the 31,700 nodes that come first, took 23 ms on
+    PostgreSQL as the role's 8,333 nodes read through a join of every live row and sorted,
+    against 6 ms along the index (docs/benchmarks.md, "The listing's seventh pass")."""
     plain = dataclasses.replace(flt, role=None, sort="hostname", limit=1, offset=0)
     return (
-        conn.dialect.name == "sqlite"
+        bool(flt.role)
         and flt.sort.removeprefix("-") == "hostname"
         and plain == NodeFilter(sort="hostname", limit=1)
     )
 
 
-def _role_driven(conn: Connection, flt: NodeFilter) -> tuple[Any, list[Any], Any]:
+def _in_role_held(conn: Connection, flt: NodeFilter) -> tuple[Any, Any]:
+    """(the SELECT, the role check) of `_live_by_hostname`'s walk. SQLite holds the role's
+    NodeIDs of `id IN (SELECT ...)` in a list of its own; told which index to walk, as its
+    planner would read the role's rows. PostgreSQL turns `IN (SELECT ...)` into a join, and,
+    expecting the role's nodes spread along the index, probes each entry's role (31,694 probes
+    for that page, 139 ms); under an OR it cannot, and keeps a hashed subplan: the role's
+    NodeIDs read once into a hash table (`OR false` is then folded away)."""
+    carries = nodes.c.id.in_(_carrying(flt))
+    if conn.dialect.name == "sqlite":
+        hinted = select(nodes.c.id).with_hint(nodes, f"INDEXED BY {_LIVE_HOSTNAMES}", "sqlite")
+        return hinted, carries
+    return select(nodes.c.id), or_(carries, literal_column("false"))
+
+
+def _role_driven(conn: Connection, flt: NodeFilter, *, held: bool) -> tuple[Any, list[Any], Any]:
     """The page's NodeIDs read from the role's NodeIDs: (the SELECT without WHERE, the WHERE,
     the NodeID column to sort by). Sorted by NodeID: a join that PostgreSQL walks in the role
-    index's order and stops after a page. SQLite, live nodes by host name: see
-    `_sqlite_live_by_hostname`. Otherwise the role's NodeIDs are a subquery PostgreSQL cannot
+    index's order and stops after a page. Live nodes by host name: see `_live_by_hostname`.
+    Otherwise the role's NodeIDs are a subquery PostgreSQL cannot
     flatten (OFFSET 0); flattened, the planner walked the sort key's index and probed each
     node's role, expecting the role's nodes spread along it -- 31,694 probes for a page of
     `que` sorted by -hostname (139 ms at 50,000 nodes)."""
@@ -351,9 +370,9 @@ def _role_driven(conn: Connection, flt: NodeFilter) -> tuple[Any, list[Any], Any
             [*where, role_assignments.c.role == flt.role],
             role_assignments.c.node_id,
         )
-    if _sqlite_live_by_hostname(conn, flt):
-        hinted = select(nodes.c.id).with_hint(nodes, f"INDEXED BY {_LIVE_HOSTNAMES}", "sqlite")
-        return hinted, [*where, nodes.c.id.in_(_carrying(flt))], nodes.c.id
+    if held:  # a common role's live nodes by host name
+        query, carries = _in_role_held(conn, flt)
+        return query, [*where, carries], nodes.c.id
     carrying = _carrying(flt).offset(0).subquery("carrying")
     joined = carrying.join(nodes, nodes.c.id == carrying.c.node_id)
     return select(nodes.c.id).select_from(joined), where, carrying.c.node_id
@@ -399,10 +418,12 @@ def list_page(conn: Connection, flt: NodeFilter) -> Page[Node]:
     if key == "last_seen" and conn.dialect.name == "postgresql":
         walked = _presence_walk(conn, flt, total, where)
     by_role = bool(flt.role) and not flt.q  # a search checks the role of each match instead
-    if walked is None and by_role and not _role_sorted(flt, total):
+    common_role = by_role and not _role_sorted(flt, total)
+    held = common_role and _live_by_hostname(flt)
+    if walked is None and common_role and not held:
         walked = [] if total.exact and total.count <= flt.offset else _role_walk(conn, flt, total)
     if walked is None and by_role:
-        query, where, node_id = _role_driven(conn, flt)
+        query, where, node_id = _role_driven(conn, flt, held=held)
         if key == "id":
             columns = [node_id]
     descending = flt.sort.startswith("-")
