@@ -117,9 +117,9 @@ def test_search_structures_exist(database_url: str) -> None:
             "node_role_counts_node_delete",
             "node_role_counts_change",
             "node_presence_insert",
+            "ix_node_presence_last_seen",  # since 0016
         }
-        # no index on a last-seen time there: each flush's update stays HOT
-        assert not {"ix_nodes_last_seen_id", "ix_node_presence_last_seen"} & found
+        assert "ix_nodes_last_seen_id" not in found  # the time left the nodes' rows in 0015
     assert wanted <= found
 
 
@@ -236,6 +236,26 @@ def test_last_seen_times_move_to_their_presence_rows_and_back(database_url: str)
             command.upgrade(config, "head")
             conn.commit()
             assert set(_presence(conn)) == {901, 903}
+    finally:
+        engine.dispose()
+    assert _differences(database_url) == []
+
+
+def test_the_last_seen_index_down_and_up(database_url: str) -> None:
+    """Migration 0016 adds the presence rows' last-seen index on PostgreSQL (SQLite has had it
+    since 0015) and takes it away again."""
+    engine = create_engine(database_url)
+    config = alembic_config()
+    sqlite = database_url.startswith("sqlite")
+    try:
+        with engine.connect() as conn:
+            config.attributes["connection"] = conn
+            command.downgrade(config, "0015")
+            conn.commit()
+            assert ("ix_node_presence_last_seen" in _search_structures(database_url)) == sqlite
+            command.upgrade(config, "head")
+            conn.commit()
+        assert "ix_node_presence_last_seen" in _search_structures(database_url)
     finally:
         engine.dispose()
     assert _differences(database_url) == []

@@ -382,3 +382,8 @@ class AgentService:
             with self._ctx.db.write() as conn:
                 node_rows.touch_last_seen(conn, seen)
         return len(seen)
+
+    def vacuum_presence(self) -> bool:
+        """The dead versions the flushes left in the presence rows and their last-seen index
+        reclaimed (PostgreSQL; every PRESENCE_VACUUM_SECONDS by one controller of a cluster)."""
+        return node_rows.vacuum_presence(self._ctx.db.engine)

@@ -58,6 +58,7 @@ class Duty(IntEnum):
     AGENT_WATCH = 2  # agent-lost / agent-back events
     WEBHOOKS = 3  # webhook dispatch and delivery
     LOGIN_FAILURES = 4  # old rows of the shared login throttle swept (services/auth.py)
+    PRESENCE_VACUUM = 5  # the presence rows' dead versions reclaimed (migration 0016)
     STORAGE_MIGRATION = 100  # + the resource kind's index: one lock per kind
 
 

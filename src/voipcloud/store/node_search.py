@@ -245,8 +245,9 @@ def custom_plans(conn: Connection, flt: NodeFilter) -> None:
 
 def page_plan(conn: Connection, flt: NodeFilter, counted: Total) -> AbstractContextManager[None]:
     """How the page of a search is read on PostgreSQL: through the search's index bitmaps when
-    they propose few rows (an exact total: at most COUNT_CAP), or when no index walks the sort
-    key (`last_seen`: the matches, not every node, are then sorted); otherwise as the planner
+    they propose few rows (an exact total: at most COUNT_CAP), or when the sort key's index is
+    another table's (`last_seen`, after `_presence_walk` of store/nodes.py ended before the
+    page: the matches, not every node, are then sorted); otherwise as the planner
     likes (many matches: it walks the sort key's index and stops early)."""
     trigrams = flt.q is not None and len(flt.q) >= TRIGRAM
     unindexed_key = flt.sort.removeprefix("-") == "last_seen"

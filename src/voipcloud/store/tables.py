@@ -147,15 +147,16 @@ nodes = Table(
 # or an agent's report changes them: their pages stay all-visible to PostgreSQL, so the
 # listing's index-only reads stay index-only under the beats. Each node has one, made by a
 # trigger when the node is inserted (NULL: never heard); a Deleted node keeps its time. On
-# PostgreSQL its pages are half filled (fillfactor 50, set by the migration): room for HOT.
+# PostgreSQL its pages are half filled (fillfactor 50, set by the migration): a row's new
+# version lands on its own page.
 node_presence = Table(
     "node_presence",
     metadata,
     Column("node_id", Integer, ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True),
     Column("last_seen", UTCDateTime(), nullable=True),
-    # the listing's last-seen sort and the agent watch's stale scan; not on PostgreSQL, where
-    # each flush's update would then write this index too instead of staying HOT
-    Index("ix_node_presence_last_seen", "last_seen", "node_id").ddl_if(dialect="sqlite"),
+    # the listing's last-seen sort and the agent watch's stale scan (on PostgreSQL since
+    # migration 0016: each flush's update then writes it, the controller vacuums the table)
+    Index("ix_node_presence_last_seen", "last_seen", "node_id"),
 )
 # each node beside its presence row (one each): read a node's last-seen time through this
 nodes_with_presence = nodes.join(node_presence, node_presence.c.node_id == nodes.c.id)
