@@ -32,10 +32,17 @@ def get_controller(request: Request) -> Controller:
     return controller
 
 
-ControllerDep = Annotated[Controller, Depends(get_controller)]
+# Dependencies that do no I/O are `async def`: FastAPI runs a plain `def` dependency in its
+# thread pool, one hand-over to a thread and back for each (and each may wait for the GIL
+# while another thread holds it); an `async def` one runs in the event loop at once.
+async def _controller(request: Request) -> Controller:
+    return get_controller(request)
 
 
-def bearer_token(
+ControllerDep = Annotated[Controller, Depends(_controller)]
+
+
+async def bearer_token(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
     if credentials is None or credentials.scheme.lower() != "bearer":
@@ -65,7 +72,7 @@ def permit(permission: Permission) -> Any:
     needs = principal_needing(permission)
 
     # the default, not Annotated: a string annotation could not name the local `needs`
-    def actor(principal: Principal = Depends(needs)) -> str:
+    async def actor(principal: Principal = Depends(needs)) -> str:
         return principal.actor
 
     return Depends(actor)

@@ -55,7 +55,12 @@ def get_controller(request: Request) -> Controller:
     return controller
 
 
-ControllerDep = Annotated[Controller, Depends(get_controller)]
+async def _controller(request: Request) -> Controller:
+    """`get_controller` as a dependency: no I/O, so run in the event loop (api/deps.py)."""
+    return get_controller(request)
+
+
+ControllerDep = Annotated[Controller, Depends(_controller)]
 
 
 def _next_url(request: Request) -> str:
@@ -104,7 +109,7 @@ async def _check_csrf(request: Request) -> None:
 def page(permission: Permission) -> Any:
     """`Depends` for a page (GET) that needs `permission`: the actor string."""
 
-    def dependency(principal: SignedIn) -> str:
+    async def dependency(principal: SignedIn) -> str:  # no I/O: in the event loop
         principal.require(permission)
         return principal.actor
 

@@ -14,7 +14,7 @@ router = web_router()
 Text = Annotated[str | None, Query(max_length=253)]
 
 
-def _request(
+async def _request(
     q: Text = None,
     status: Text = None,
     role: Text = None,
@@ -23,7 +23,8 @@ def _request(
     per_page: Text = None,
     maintenance: Text = None,
 ) -> views.ListingRequest:
-    """The listing's query parameters, shared by the page and its live-update fragment."""
+    """The listing's query parameters, shared by the page and its live-update fragment (no
+    I/O: in the event loop, not a thread of the pool)."""
     return views.parse_listing(
         q=q,
         status=status,
