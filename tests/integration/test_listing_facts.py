@@ -96,3 +96,30 @@ def test_a_poll_of_the_listing_is_one_transaction(services: Controller) -> None:
     assert counted["maintenance"] == 1
     ic = services.nodes.list(NodeFilter(role="ic")).items[0]
     assert counted[node.status.value] == 1 + (ic.status is node.status)
+
+
+def test_a_poll_of_the_listing_is_one_snapshot(services: Controller) -> None:
+    """A node added while a poll is being read (between its total and its page) is in none of
+    what the poll shows: the total, the page and the counters agree. At READ COMMITTED
+    (PostgreSQL's default) the page and the counters read after the total saw it."""
+    services.nodes.add(actor=ADMIN, hostname="there-before", private_ip="10.9.3.1")
+    engine = services.ctx.db.engine
+    added: list[int] = []
+
+    def meanwhile(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if not added and "node_counts" in statement:  # the total: read first
+            added.append(1)  # before the add: its own statements come through here too
+            services.nodes.add(actor=ADMIN, hostname="added-meanwhile", private_ip="10.9.3.2")
+
+    event.listen(engine, "after_cursor_execute", meanwhile)
+    try:
+        read = services.nodes.listing(NodeFilter(limit=50))
+    finally:
+        event.remove(engine, "after_cursor_execute", meanwhile)
+    assert added
+    hostnames = [n.hostname for n in read.page.items]
+    assert "there-before" in hostnames
+    assert "added-meanwhile" not in hostnames
+    assert read.page.total == len(hostnames) == read.summary.live == 2  # with the IC node
+    after = services.nodes.listing(NodeFilter(limit=50))  # the next poll shows it
+    assert after.page.total == after.summary.live == 3

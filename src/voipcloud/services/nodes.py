@@ -176,8 +176,9 @@ class NodeService:
     def listing(self, flt: NodeFilter) -> ListingRead:
         """One page of the listing, the rulebook's facts about its nodes (without the names the
         controller node's warnings quote: `facts_of`), the extension count and the status
-        counters, in one read: a poll of the listing is one transaction."""
-        with self._ctx.db.read() as conn:
+        counters, in one read: a poll of the listing is one transaction, and one snapshot (the
+        counters and the total agree with the page whatever commits meanwhile)."""
+        with self._ctx.db.snapshot() as conn:
             page = node_rows.list_page(conn, flt)
             facts = facts_of(conn, page.items, quoted=False)
             # facts_of counted the extensions for the rulebook; an empty page counts them here

@@ -98,6 +98,18 @@ class Database:
             yield conn
 
     @contextmanager
+    def snapshot(self) -> Iterator[Connection]:
+        """A read transaction whose statements all see one snapshot of the database: REPEATABLE
+        READ on PostgreSQL, where each statement of a READ COMMITTED one sees what committed
+        before it (a page and counters read a moment apart could disagree). SQLite's read
+        transaction keeps the snapshot of its first read already."""
+        with self.engine.connect() as conn:
+            if self.dialect == "postgresql":  # BEGIN ISOLATION LEVEL ...: no extra round trip
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
+
+    @contextmanager
     def write(self) -> Iterator[Connection]:
         """One transaction that may write; committed on success, rolled back on error."""
         with self.engine.connect() as conn:
