@@ -360,10 +360,10 @@ def _role_driven(conn: Connection, flt: NodeFilter, *, held: bool) -> tuple[Any,
     """The page's NodeIDs read from the role's NodeIDs: (the SELECT without WHERE, the WHERE,
     the NodeID column to sort by). Sorted by NodeID: a join that PostgreSQL walks in the role
     index's order and stops after a page. Live nodes by host name: see `_live_by_hostname`.
-    Otherwise the role's NodeIDs are a subquery PostgreSQL cannot
-    flatten (OFFSET 0); flattened, the planner walked the sort key's index and probed each
-    node's role, expecting the role's nodes spread along it -- 31,694 probes for a page of
-    `que` sorted by -hostname (139 ms at 50,000 nodes)."""
+    Otherwise the role's NodeIDs are a subquery PostgreSQL cannot flatten (OFFSET 0);
+    flattened, the planner walked the sort key's index and probed each node's role, expecting
+    the role's nodes spread along it -- 31,694 probes for a page of `que` sorted by -hostname
+    (139 ms at 50,000 nodes)."""
     where = _where(dataclasses.replace(flt, role=None))
     if flt.sort.removeprefix("-") == "id":
         joined = role_assignments.join(nodes, nodes.c.id == role_assignments.c.node_id)

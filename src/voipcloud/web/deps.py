@@ -32,9 +32,11 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.routing import APIRoute
 
+# the API's: one place for the controller of a request (the pages use both names)
+from voipcloud.api.deps import ControllerDep as ControllerDep
+from voipcloud.api.deps import get_controller as get_controller
 from voipcloud.domain.access import AccessDenied, Permission, Principal
 from voipcloud.domain.errors import InvalidInput, NotAuthenticated, NotFound, RuleViolation
-from voipcloud.services.controller import Controller
 from voipcloud.web import sessions
 
 
@@ -48,19 +50,6 @@ class LoginRequired(Exception):
 
 class CsrfRefused(Exception):
     """A form without the session's CSRF token: refused with 403."""
-
-
-def get_controller(request: Request) -> Controller:
-    controller: Controller = request.app.state.controller
-    return controller
-
-
-async def _controller(request: Request) -> Controller:
-    """`get_controller` as a dependency: no I/O, so run in the event loop (api/deps.py)."""
-    return get_controller(request)
-
-
-ControllerDep = Annotated[Controller, Depends(_controller)]
 
 
 def _next_url(request: Request) -> str:
