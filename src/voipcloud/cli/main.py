@@ -91,6 +91,7 @@ def _register_groups() -> None:
         rollouts,
         session,
         storage,
+        webhooks,
     )
     from voipcloud.cli import tls as tls_commands
 
@@ -108,6 +109,7 @@ def _register_groups() -> None:
     app.add_typer(storage.app, name="storage")
     app.add_typer(tls_commands.app, name="tls")
     app.add_typer(agent_commands.app, name="agent")
+    app.add_typer(webhooks.app, name="webhook")
 
 
 def _version(value: bool) -> None:

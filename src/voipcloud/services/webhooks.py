@@ -35,6 +35,15 @@ from voipcloud import __version__
 from voipcloud.domain.errors import DatabaseUnavailable, FieldError, InvalidInput, NotFound
 from voipcloud.domain.model import Page
 from voipcloud.domain.validation import check_text, sanitize_text
+from voipcloud.domain.webhook_events import (
+    AGENT_BACK,
+    AGENT_LOST,
+    EVENT_NAMES,
+    HEALTH_CHANGED,
+    ROLLOUT_FINISHED,
+    ROLLOUT_STOPPED,
+    STATUS_CHANGED,
+)
 from voipcloud.services.context import Context
 from voipcloud.store import event_tail
 from voipcloud.store import maintenance as maintenance_rows
@@ -46,29 +55,7 @@ if TYPE_CHECKING:  # httpx (with the rich and click it imports) loads with the f
 
 log = logging.getLogger("voipcloud.webhooks")
 
-STATUS_CHANGED = "node.status_changed"
-HEALTH_CHANGED = "node.health_changed"
-AGENT_LOST = "node.agent_lost"
-AGENT_BACK = "node.agent_back"
-ROLLOUT_FINISHED = "rollout.finished"
-ROLLOUT_STOPPED = "rollout.stopped"
 TEST = "webhook.test"
-EVENT_NAMES: tuple[str, ...] = (
-    STATUS_CHANGED,
-    HEALTH_CHANGED,
-    AGENT_LOST,
-    AGENT_BACK,
-    ROLLOUT_FINISHED,
-    ROLLOUT_STOPPED,
-)
-EVENT_TITLES = {
-    STATUS_CHANGED: "a node's status changed",
-    HEALTH_CHANGED: "a role's health changed",
-    AGENT_LOST: "a node's agent was lost",
-    AGENT_BACK: "a node's agent is back",
-    ROLLOUT_FINISHED: "a rollout finished",
-    ROLLOUT_STOPPED: "a rollout stopped",
-}
 # the event log's operations that are webhook events by themselves
 BY_OPERATION = {
     "role-health": HEALTH_CHANGED,

@@ -17,8 +17,8 @@ from voipcloud.api.errors import REFUSALS
 from voipcloud.api.params import Whole
 from voipcloud.api.schemas import OneLine, Strict
 from voipcloud.domain.access import Permission
+from voipcloud.domain.webhook_events import EVENT_NAMES
 from voipcloud.services.webhooks import (
-    EVENT_NAMES,
     MAX_SECRET,
     MAX_URL,
     MIN_SECRET,

@@ -16,7 +16,8 @@ from voipcloud.domain.access import Permission
 from voipcloud.domain.errors import InvalidInput
 from voipcloud.domain.model import Page
 from voipcloud.domain.numbers import parse_whole
-from voipcloud.services.webhooks import EVENT_NAMES, EVENT_TITLES, DeliveryView, WebhookService
+from voipcloud.domain.webhook_events import EVENT_NAMES, EVENT_TITLES
+from voipcloud.services.webhooks import DeliveryView, WebhookService
 from voipcloud.web import flash
 from voipcloud.web.deps import PageRead, posted, web_router
 from voipcloud.web.forms import field_errors
