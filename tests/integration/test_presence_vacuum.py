@@ -70,7 +70,8 @@ def test_a_vacuum_reclaims_what_the_flushes_left(database_url: str) -> None:
             return
         with db.read() as conn:
             dead, vacuums = _stats(conn)
-        assert dead >= 4 * len(ids)  # four old versions of each row
+        # four old versions of each row, less any a page's pruning reclaimed on the way
+        assert dead >= len(ids)
         assert node_rows.vacuum_presence(db.engine) is True
         with db.read() as conn:
             assert _stats(conn) == (0, vacuums + 1)
