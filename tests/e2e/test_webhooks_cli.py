@@ -134,12 +134,11 @@ def test_add_list_show_update_test_deliveries_delete(admin: Cli, receiver: Recei
         in disabled.stderr
     )
 
-    # disabled: a test delivery is queued but waits until the webhook is enabled again
-    sent = admin.ok("webhook", "test", str(hook_id))
-    first = int(sent.stdout.strip())
-    assert f"Test delivery {first} of webhook {hook_id}: pending" in sent.stderr
-    assert f"Webhook {hook_id} is disabled" in sent.stderr
-    assert admin.json("webhook", "deliveries", str(hook_id))["items"][0]["state"] == "pending"
+    # disabled: it sends nothing, so a test is refused (409, the rule named), nothing queued
+    refused = admin.fails(1, "webhook", "test", str(hook_id))
+    assert "webhook-disabled" in refused
+    assert "enable it to send a test" in refused
+    assert admin.json("webhook", "deliveries", str(hook_id))["total"] == 0
     enabled = admin.json("webhook", "update", str(hook_id), "--enable")
     assert (enabled["enabled"], enabled["url"], enabled["events"], enabled["description"]) == (
         True,
@@ -149,6 +148,9 @@ def test_add_list_show_update_test_deliveries_delete(admin: Cli, receiver: Recei
     )
 
     # the secret it was added with is not the receiver's: the test delivery is refused (401)
+    sent = admin.ok("webhook", "test", str(hook_id))
+    first = int(sent.stdout.strip())
+    assert f"Test delivery {first} of webhook {hook_id}: pending" in sent.stderr
     failed = finished(admin, hook_id, first)
     assert (failed["event"], failed["state"], failed["last_status"]) == (
         "webhook.test",

@@ -14,8 +14,8 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine
 
-from tests.conftest import LiveApi
-from tests.integration.accounts_helpers import API, add_account, session, web_login
+from tests.conftest import ADMIN_PASSWORD, LiveApi
+from tests.integration.accounts_helpers import API, add_account, csrf_of, session, web_login
 from tests.support.processes import wait_for
 from tests.support.receiver import Receiver
 from voipcloud.store import event_tail, events
@@ -290,3 +290,30 @@ def test_migration_0005_down_and_up(database_url: str) -> None:
             conn.commit()
     finally:
         engine.dispose()
+
+
+def test_a_disabled_webhook_refuses_a_test(api: LiveApi, receiver: Receiver) -> None:
+    """A disabled webhook sends nothing: a test of it is refused with 409 naming the rule, and
+    nothing is queued (it once sat pending until the webhook was enabled). Enabled again, the
+    test goes. The web page offers no Send test for it and says why."""
+    hooks = f"{API}/webhooks"
+    base = {"url": receiver.url, "secret": SECRET, "events": ["node.status_changed"]}
+    hook = api.client.post(hooks, json={**base, "enabled": False}).json()
+    refused = api.client.post(f"{hooks}/{hook['id']}/test")
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["rule"] == "webhook-disabled"
+    assert "enable it to send a test" in refused.json()["detail"]
+    assert api.client.get(f"{hooks}/{hook['id']}/deliveries").json()["total"] == 0
+    browser = web_login(api.base_url, "admin", ADMIN_PASSWORD)
+    page = browser.get(f"/webhooks/{hook['id']}").text
+    assert 'id="send-test-button" disabled' in page
+    assert "This webhook is disabled and sends nothing" in page
+    token = csrf_of(browser, f"/webhooks/{hook['id']}")
+    posted = browser.post(f"/webhooks/{hook['id']}/test", data={"csrf_token": token})
+    assert posted.status_code == 303  # back to its page, which says why
+    assert "enable it to send a test" in browser.get(posted.headers["location"]).text
+    assert api.client.get(f"{hooks}/{hook['id']}/deliveries").json()["total"] == 0
+    assert api.client.patch(f"{hooks}/{hook['id']}", json={"enabled": True}).status_code == 200
+    assert api.client.post(f"{hooks}/{hook['id']}/test").status_code == 202
+    wait_for(lambda: len(receiver.got) >= 1, timeout=10, what="the test delivery")
+    assert receiver.got[0].json["event"] == "webhook.test"

@@ -170,10 +170,12 @@ def add(
     if wants_json(output):
         print_json(created)
         return
-    note(
-        f"Webhook {created['id']} added: {_summary(created)}. "
+    hint = (
         f"Send a test: `voipcloud webhook test {created['id']}`."
+        if created["enabled"]
+        else f"Enable it to send: `voipcloud webhook update {created['id']} --enable`."
     )
+    note(f"Webhook {created['id']} added: {_summary(created)}. {hint}")
     typer.echo(created["id"])
 
 
@@ -249,15 +251,8 @@ def send_test(
     """Send a test delivery (event webhook.test, tried once; admin only).
 
     The controller sends it at once; its outcome is in `voipcloud webhook deliveries ID`.
-    Prints the delivery's id. A disabled webhook's test waits until it is enabled."""
-    client = client_from_context(ctx)
-    hook = client.get(f"/webhooks/{webhook}")
-    delivery = client.post(f"/webhooks/{webhook}/test")
-    if not hook["enabled"]:  # the controller sends nothing for a disabled webhook
-        note(
-            f"Webhook {webhook} is disabled: the test delivery waits until it is enabled "
-            f"(`voipcloud webhook update {webhook} --enable`)."
-        )
+    Prints the delivery's id. A disabled webhook sends nothing: refused (webhook-disabled)."""
+    delivery = client_from_context(ctx).post(f"/webhooks/{webhook}/test")
     if wants_json(output):
         print_json(delivery)
         return

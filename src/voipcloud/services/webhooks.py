@@ -32,7 +32,13 @@ import anyio
 from sqlalchemy import Connection
 
 from voipcloud import __version__
-from voipcloud.domain.errors import DatabaseUnavailable, FieldError, InvalidInput, NotFound
+from voipcloud.domain.errors import (
+    DatabaseUnavailable,
+    FieldError,
+    InvalidInput,
+    NotFound,
+    RuleViolation,
+)
 from voipcloud.domain.model import Page
 from voipcloud.domain.validation import check_text, sanitize_text
 from voipcloud.domain.webhook_events import (
@@ -56,6 +62,7 @@ if TYPE_CHECKING:  # httpx (with the rich and click it imports) loads with the f
 log = logging.getLogger("voipcloud.webhooks")
 
 TEST = "webhook.test"
+DISABLED_RULE = "webhook-disabled"  # a test of a disabled webhook: refused
 # the event log's operations that are webhook events by themselves
 BY_OPERATION = {
     "role-health": HEALTH_CHANGED,
@@ -382,12 +389,20 @@ class WebhookService:
         )
 
     def send_test(self, webhook_id: int, *, actor: str) -> Delivery:
-        """Queue one test delivery (one attempt, no retries); the worker sends it at once."""
+        """Queue one test delivery (one attempt, no retries); the worker sends it at once.
+        Refused (`webhook-disabled`) for a disabled webhook, which sends nothing: the test
+        would wait, unsent, until the webhook is enabled."""
         now = self._ctx.clock()
         with self._ctx.db.write() as conn:
             hook = rows.get_webhook(conn, webhook_id) if 0 < webhook_id < 2**31 else None
             if hook is None:
                 raise NotFound(f"Webhook {webhook_id} does not exist.")
+            if not hook.enabled:
+                raise RuleViolation(
+                    DISABLED_RULE,
+                    f"Webhook {hook.id} is disabled, and a disabled webhook sends nothing: "
+                    "enable it to send a test.",
+                )
             document = {
                 "event_id": None,
                 "event": TEST,

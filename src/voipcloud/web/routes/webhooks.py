@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import Query, Request, Response
 
 from voipcloud.domain.access import Permission
-from voipcloud.domain.errors import InvalidInput
+from voipcloud.domain.errors import InvalidInput, RuleViolation
 from voipcloud.domain.model import Page
 from voipcloud.domain.numbers import parse_whole
 from voipcloud.domain.webhook_events import EVENT_NAMES, EVENT_TITLES
@@ -181,7 +181,10 @@ async def edit_webhook(request: Request, webhook_id: str, _admin: PostWebhooks) 
 def test_webhook(request: Request, webhook_id: str, actor: PostWebhooks) -> Response:
     """Queue a test delivery; the log shows its answer within a second or two."""
     number = _id(webhook_id)
-    delivery = _service(request).send_test(number, actor=actor)
+    try:
+        delivery = _service(request).send_test(number, actor=actor)
+    except RuleViolation as refused:  # disabled: said on the page, as the button says
+        return flash.redirect(request, f"/webhooks/{number}", "error", str(refused))
     return flash.redirect(
         request,
         f"/webhooks/{number}",
