@@ -11,8 +11,9 @@
 
 Every account may read them; changing them is for administrators (the API says who may).
 The secret is write-only and never a command-line value (it would be kept in the shell's
-history and shown by `ps`): it comes from the first line of stdin (`--secret-stdin`), from
-VOIPCLOUD_WEBHOOK_SECRET, or is asked on the terminal. docs/operations.md, "Webhooks".
+history and shown by `ps`): `add` reads it from the first line of stdin (`--secret-stdin`),
+from VOIPCLOUD_WEBHOOK_SECRET, or asks on the terminal; `update` rotates it only from stdin.
+docs/operations.md, "Webhooks".
 """
 
 from __future__ import annotations

@@ -394,7 +394,9 @@ class WebhookService:
         would wait, unsent, until the webhook is enabled."""
         now = self._ctx.clock()
         with self._ctx.db.write() as conn:
-            hook = rows.get_webhook(conn, webhook_id) if 0 < webhook_id < 2**31 else None
+            # locked: a disable committed meanwhile cannot leave a test queued behind it
+            valid = 0 < webhook_id < 2**31
+            hook = rows.get_webhook(conn, webhook_id, for_update=True) if valid else None
             if hook is None:
                 raise NotFound(f"Webhook {webhook_id} does not exist.")
             if not hook.enabled:

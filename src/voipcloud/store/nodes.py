@@ -603,7 +603,10 @@ def vacuum_presence(engine: Engine) -> bool:
     if engine.dialect.name != "postgresql":
         return False
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql("VACUUM node_presence")
+        # SKIP_LOCKED: not queued behind an autovacuum or an ANALYZE of the table (the next
+        # round comes in 30 s); TRUNCATE false: never the brief exclusive lock that gives
+        # empty pages at the table's end back, which would stop the listing's reads
+        conn.exec_driver_sql("VACUUM (SKIP_LOCKED, TRUNCATE false) node_presence")
     return True
 
 

@@ -105,8 +105,15 @@ def delete_webhook(conn: Connection, webhook_id: int) -> bool:
     return bool(conn.execute(delete(webhooks).where(webhooks.c.id == webhook_id)).rowcount)
 
 
-def get_webhook(conn: Connection, webhook_id: int) -> WebhookRow | None:
-    row = conn.execute(select(webhooks).where(webhooks.c.id == webhook_id)).mappings().first()
+def get_webhook(
+    conn: Connection, webhook_id: int, *, for_update: bool = False
+) -> WebhookRow | None:
+    """The webhook; `for_update`: its row locked until the transaction ends (PostgreSQL; a
+    SQLite write transaction holds the database's one write lock already)."""
+    query = select(webhooks).where(webhooks.c.id == webhook_id)
+    if for_update:
+        query = query.with_for_update()
+    row = conn.execute(query).mappings().first()
     return _webhook(row) if row else None
 
 
