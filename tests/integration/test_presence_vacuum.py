@@ -5,17 +5,22 @@ server runs autovacuum (CI's does not)."""
 
 from __future__ import annotations
 
+import logging
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, make_url, text
 
 from tests.integration.infrastructure_helpers import running_infra
 from tests.support import databases
 from voipcloud.api import app as app_module
 from voipcloud.domain.filters import NodeFilter
+from voipcloud.services.context import Context
+from voipcloud.services.controller import Controller
+from voipcloud.services.secrets_box import SecretBox
 from voipcloud.store import nodes as node_rows
 from voipcloud.store.database import Database
 
@@ -112,3 +117,40 @@ def test_the_served_controller_vacuums_the_presence_rows(
     finally:
         db.dispose()
         databases.drop_database(name)
+
+
+@pytest.mark.postgres
+def test_a_role_that_does_not_own_the_table_is_told_once(
+    tmp_path: Path, postgres_template: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Connected as a role that does not own `node_presence`, PostgreSQL would skip the vacuum
+    with a warning that only its own log shows: the controller says so in its log, once."""
+    name = databases.create_database(template=postgres_template)
+    url = databases.url_for(name)
+    role = f"voipcloud_guest_{uuid.uuid4().hex[:8]}"
+    owner = Database(url)
+    try:
+        with owner.write() as conn:
+            conn.exec_driver_sql(f'CREATE ROLE "{role}" LOGIN')
+        guest_url = make_url(url).set(username=role).render_as_string(hide_password=False)
+        guest = Database(guest_url)
+        try:
+            assert node_rows.vacuum_presence(guest.engine) is False
+            assert node_rows.vacuum_presence(owner.engine) is True
+            controller = Controller.build(
+                Context(db=guest, box=SecretBox.in_data_dir(tmp_path / "data"))
+            )
+            with caplog.at_level(logging.WARNING, logger="voipcloud.agents"):
+                assert controller.agents.vacuum_presence() is False
+                assert controller.agents.vacuum_presence() is False
+            told = [r for r in caplog.records if "cannot vacuum node_presence" in r.message]
+            assert len(told) == 1
+        finally:
+            guest.dispose()
+    finally:
+        owner.dispose()
+        databases.drop_database(name)
+        cleanup = Database(databases.url_for("postgres"))
+        with cleanup.write() as conn:
+            conn.exec_driver_sql(f'DROP ROLE IF EXISTS "{role}"')
+        cleanup.dispose()

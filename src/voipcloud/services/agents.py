@@ -6,6 +6,7 @@ call here takes the node id from the authenticated credential, never from the ag
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
@@ -105,6 +106,9 @@ class _RefusalBudget:
             return self._count <= self._per_minute
 
 
+log = logging.getLogger("voipcloud.agents")
+
+
 class AgentService:
     def __init__(
         self,
@@ -119,6 +123,7 @@ class AgentService:
         self._operations = operations
         self.presence = presence
         self._refusals = _RefusalBudget(REFUSAL_EVENTS_PER_MINUTE)
+        self._vacuum_refused_said = False
         # node id -> SHA-256 of the inventory its agent last sent this process, once stored:
         # a hello whose digest matches writes nothing (docs/protocol.md, "Cheap hello")
         self._inventory_digests: dict[int, bytes] = {}
@@ -385,5 +390,14 @@ class AgentService:
 
     def vacuum_presence(self) -> bool:
         """The dead versions the flushes left in the presence rows and their last-seen index
-        reclaimed (PostgreSQL; every PRESENCE_VACUUM_SECONDS by one controller of a cluster)."""
-        return node_rows.vacuum_presence(self._ctx.db.engine)
+        reclaimed (PostgreSQL; every PRESENCE_VACUUM_SECONDS by one controller of a cluster).
+        A role that does not own the table cannot: said once in the controller's log."""
+        done = node_rows.vacuum_presence(self._ctx.db.engine)
+        if not done and self._ctx.db.dialect == "postgresql" and not self._vacuum_refused_said:
+            self._vacuum_refused_said = True
+            log.warning(
+                "cannot vacuum node_presence: the database role voipcloud connects as does not "
+                "own it; every heartbeat flush leaves dead rows behind until a vacuum by its "
+                "owner (docs/operations.md, PostgreSQL)"
+            )
+        return done

@@ -342,21 +342,46 @@ def _live_by_hostname(flt: NodeFilter) -> bool:
     )
 
 
-def _in_role_held(conn: Connection, flt: NodeFilter) -> tuple[Any, Any]:
+def _in_role_held(conn: Connection, flt: NodeFilter, role_count: int) -> tuple[Any, Any]:
     """(the SELECT, the role check) of `_live_by_hostname`'s walk. SQLite holds the role's
     NodeIDs of `id IN (SELECT ...)` in a list of its own; told which index to walk, as its
     planner would read the role's rows. PostgreSQL turns `IN (SELECT ...)` into a join, and,
     expecting the role's nodes spread along the index, probes each entry's role (31,694 probes
     for that page, 139 ms); under an OR it cannot, and keeps a hashed subplan: the role's
-    NodeIDs read once into a hash table (`OR false` is then folded away)."""
+    NodeIDs read once into a hash table (`OR false` is then folded away), given room for it
+    (`_room_for_the_hash`)."""
     carries = nodes.c.id.in_(_carrying(flt))
     if conn.dialect.name == "sqlite":
         hinted = select(nodes.c.id).with_hint(nodes, f"INDEXED BY {_LIVE_HOSTNAMES}", "sqlite")
         return hinted, carries
+    _room_for_the_hash(conn, role_count)
     return select(nodes.c.id), or_(carries, literal_column("false"))
 
 
-def _role_driven(conn: Connection, flt: NodeFilter, *, held: bool) -> tuple[Any, list[Any], Any]:
+# bytes a NodeID takes in a hashed subplan's table, generously (PostgreSQL's own estimate: ~32)
+HASHED_ID_BYTES = 64
+
+
+def _room_for_the_hash(conn: Connection, role_count: int) -> None:
+    """PostgreSQL hashes a subplan only when it expects the table to fit in work_mem (times
+    hash_mem_multiplier); otherwise it runs the subquery again for every entry walked, which
+    the OR keeps it from turning into a join: 5 ms became ~20 s for `que` (8,333 nodes) at
+    50,000 nodes with work_mem at 128 kB. So the rest of this (read-only) transaction gets
+    room for the role's NodeIDs, if the server's setting is smaller: 1 MiB plus 64 bytes a
+    node. One round trip."""
+    need_kb = 1024 + role_count * HASHED_ID_BYTES // 1024
+    conn.execute(
+        text(
+            "SELECT set_config('work_mem', greatest("
+            "pg_size_bytes(current_setting('work_mem')) / 1024, :need_kb)::text || 'kB', true)"
+        ),
+        {"need_kb": need_kb},
+    )
+
+
+def _role_driven(
+    conn: Connection, flt: NodeFilter, total: node_search.Total, *, held: bool
+) -> tuple[Any, list[Any], Any]:
     """The page's NodeIDs read from the role's NodeIDs: (the SELECT without WHERE, the WHERE,
     the NodeID column to sort by). Sorted by NodeID: a join that PostgreSQL walks in the role
     index's order and stops after a page. Live nodes by host name: see `_live_by_hostname`.
@@ -373,7 +398,7 @@ def _role_driven(conn: Connection, flt: NodeFilter, *, held: bool) -> tuple[Any,
             role_assignments.c.node_id,
         )
     if held:  # a common role's live nodes by host name
-        query, carries = _in_role_held(conn, flt)
+        query, carries = _in_role_held(conn, flt, total.count)
         return query, [*where, carries], nodes.c.id
     carrying = _carrying(flt).offset(0).subquery("carrying")
     joined = carrying.join(nodes, nodes.c.id == carrying.c.node_id)
@@ -425,7 +450,7 @@ def list_page(conn: Connection, flt: NodeFilter) -> Page[Node]:
     if walked is None and common_role and not held:
         walked = [] if total.exact and total.count <= flt.offset else _role_walk(conn, flt, total)
     if walked is None and by_role:
-        query, where, node_id = _role_driven(conn, flt, held=held)
+        query, where, node_id = _role_driven(conn, flt, total, held=held)
         if key == "id":
             columns = [node_id]
     descending = flt.sort.startswith("-")
@@ -595,14 +620,23 @@ def touch_last_seen(conn: Connection, seen: dict[int, datetime]) -> None:
         conn.execute(_TOUCH, [{"id": i, "seen": seen[i]} for i in ids])
 
 
+_OWNS_PRESENCE = (
+    "SELECT pg_has_role(relowner, 'USAGE') FROM pg_class WHERE oid = 'node_presence'::regclass"
+)
+
+
 def vacuum_presence(engine: Engine) -> bool:
     """PostgreSQL: VACUUM `node_presence`, outside a transaction as it must be. Each flush's
     update of a row writes an entry of `ix_node_presence_last_seen` (migration 0016); the old
     versions and their entries are dead until a vacuum, and a server may run without
-    autovacuum. False on SQLite, which updates a row and its index entries in place."""
+    autovacuum. False on SQLite, which updates a row and its index entries in place, and when
+    the role connected is not the table's owner (PostgreSQL would skip it with a warning only
+    its log shows)."""
     if engine.dialect.name != "postgresql":
         return False
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        if not conn.exec_driver_sql(_OWNS_PRESENCE).scalar():
+            return False
         # SKIP_LOCKED: not queued behind an autovacuum or an ANALYZE of the table (the next
         # round comes in 30 s); TRUNCATE false: never the brief exclusive lock that gives
         # empty pages at the table's end back, which would stop the listing's reads
