@@ -8,8 +8,6 @@ VOIPCLOUD_* variables as `voipcloud serve`), with or without the server running.
 
 from __future__ import annotations
 
-import os
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,7 +23,7 @@ from voipcloud.cli.output import (
     print_table,
     wants_json,
 )
-from voipcloud.cli.prompts import confirm
+from voipcloud.cli.prompts import confirm, read_secret
 
 app = typer.Typer(no_args_is_help=True, help="Accounts and passwords (admin: every account).")
 tokens_app = typer.Typer(no_args_is_help=True, help="API tokens for automation.")
@@ -42,22 +40,6 @@ PasswordStdin = Annotated[
 def _role(value: str) -> str:
     if value not in ROLES:
         raise UsageProblem(f"the role must be one of {', '.join(ROLES)}, not {value!r}")
-    return value
-
-
-def _read_line(what: str, *, from_stdin: bool, env: str | None = None, twice: bool = False) -> str:
-    """A password from stdin (one line), an environment variable, or the terminal."""
-    if from_stdin:
-        value = sys.stdin.readline().rstrip("\r\n")
-    elif env and os.environ.get(env):
-        value = os.environ[env]
-    elif sys.stdin.isatty():
-        value = typer.prompt(what, hide_input=True, confirmation_prompt=twice)
-    else:
-        hint = f" or set {env}" if env else ""
-        raise UsageProblem(f"no terminal to ask the {what.lower()}: use --password-stdin{hint}")
-    if not value:
-        raise UsageProblem(f"the {what.lower()} is empty")
     return value
 
 
@@ -93,7 +75,7 @@ def add(
     """Add an account (admin only). The password: --password-stdin, VOIPCLOUD_NEW_PASSWORD,
     or asked twice on the terminal; at least 12 characters, not the username, not common."""
     _role(role)
-    password = _read_line(
+    password = read_secret(
         "New password", from_stdin=password_stdin, env=NEW_PASSWORD_ENV, twice=True
     )
     added = client_from_context(ctx).post(
@@ -150,7 +132,7 @@ def set_password(
     password_stdin: PasswordStdin = False,
 ) -> None:
     """Reset another account's password (admin only); its sessions and tokens end."""
-    password = _read_line(
+    password = read_secret(
         "New password", from_stdin=password_stdin, env=NEW_PASSWORD_ENV, twice=True
     )
     done = client_from_context(ctx).post(
@@ -163,8 +145,8 @@ def set_password(
 def passwd(ctx: typer.Context, password_stdin: PasswordStdin = False) -> None:
     """Change your own password. With --password-stdin: the current password on the first
     line, the new one on the second. Your other sessions and tokens end."""
-    current = _read_line("Current password", from_stdin=password_stdin)
-    new = _read_line("New password", from_stdin=password_stdin, twice=True)
+    current = read_secret("Current password", from_stdin=password_stdin)
+    new = read_secret("New password", from_stdin=password_stdin, twice=True)
     done = client_from_context(ctx).post(
         "/auth/password", json={"current_password": current, "new_password": new}
     )
@@ -197,7 +179,7 @@ def reset_password(
     """Offline recovery on the controller host: set an account's password directly in the
     controller's database (no server, no login needed); every session and token of the
     account ends. The policy applies."""
-    password = _read_line(
+    password = read_secret(
         "New password", from_stdin=password_stdin, env=NEW_PASSWORD_ENV, twice=True
     )
     ended = _reset_offline(name, password, data_dir=data_dir, database_url=database_url)

@@ -18,13 +18,10 @@ docs/operations.md, "Webhooks".
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Annotated, Any
 
 import typer
 
-from voipcloud.cli.accounts import _read_line
 from voipcloud.cli.client import UsageProblem, client_from_context
 from voipcloud.cli.output import (
     OutputFormat,
@@ -36,7 +33,7 @@ from voipcloud.cli.output import (
     wants_json,
     when,
 )
-from voipcloud.cli.prompts import confirm
+from voipcloud.cli.prompts import confirm, read_secret
 from voipcloud.domain.webhook_events import EVENT_NAMES  # pure data: --help stays light
 
 app = typer.Typer(
@@ -69,12 +66,14 @@ def _events_option(what: str) -> Any:
 
 def _ask_secret(*, from_stdin: bool) -> str:
     """The new secret: stdin (--secret-stdin), VOIPCLOUD_WEBHOOK_SECRET, or the terminal
-    (asked twice, not echoed); `accounts._read_line` reads it."""
-    if not (from_stdin or os.environ.get(SECRET_ENV) or sys.stdin.isatty()):
-        raise UsageProblem(
-            f"no terminal to ask the webhook secret: use --secret-stdin or set {SECRET_ENV}"
-        )
-    return _read_line("Webhook secret", from_stdin=from_stdin, env=SECRET_ENV, twice=True)
+    (asked twice, not echoed)."""
+    return read_secret(
+        "Webhook secret",
+        from_stdin=from_stdin,
+        env=SECRET_ENV,
+        twice=True,
+        stdin_option="--secret-stdin",
+    )
 
 
 def _counts(hook: dict[str, Any]) -> str:
@@ -221,7 +220,7 @@ def update(
         )
     client = client_from_context(ctx)
     if secret_stdin:
-        changes["secret"] = _read_line("Webhook secret", from_stdin=True)
+        changes["secret"] = read_secret("Webhook secret", from_stdin=True)
     updated = client.patch(f"/webhooks/{webhook}", json=changes)
     if wants_json(output):
         print_json(updated)
