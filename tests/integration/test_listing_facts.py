@@ -10,6 +10,7 @@ from voipcloud.domain import policy
 from voipcloud.domain.filters import NodeFilter
 from voipcloud.domain.lifecycle import Operation
 from voipcloud.domain.policy import Decision
+from voipcloud.domain.statuses import NodeStatus
 from voipcloud.services.controller import Controller
 from voipcloud.web import views
 
@@ -123,3 +124,40 @@ def test_a_poll_of_the_listing_is_one_snapshot(services: Controller) -> None:
     assert read.page.total == len(hostnames) == read.summary.live == 2  # with the IC node
     after = services.nodes.listing(NodeFilter(limit=50))  # the next poll shows it
     assert after.page.total == after.summary.live == 3
+
+
+def test_a_plain_listing_takes_its_total_from_the_counters(services: Controller) -> None:
+    """The counters (nodes per status) are read first, in one statement with the maintenance
+    counts; a listing filtered by nothing but a status takes its total from them instead of
+    summing the kept counts again. A role's total still comes from the role's own counts."""
+    for number in range(3):
+        services.nodes.add(actor=ADMIN, hostname=f"plain-{number}", private_ip=f"10.9.4.{number}")
+    engine = services.ctx.db.engine
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "after_cursor_execute", seen)
+    try:
+        reads = {
+            "plain": services.nodes.listing(NodeFilter(limit=2)),
+            "offline": services.nodes.listing(NodeFilter.parse(status="Offline", limit=2)),
+            "deleted": services.nodes.listing(NodeFilter.parse(status="Deleted", limit=2)),
+        }
+    finally:
+        event.remove(engine, "after_cursor_execute", seen)
+    assert sum("node_counts" in s for s in statements) == len(reads)  # the counters' only
+    assert reads["plain"].page.total == reads["plain"].summary.live == 4  # with the IC node
+    offline = reads["offline"].summary.count(NodeStatus.OFFLINE)
+    assert reads["offline"].page.total == offline >= 3
+    assert len(reads["offline"].page.items) == 2
+    assert reads["deleted"].page.total == 0
+    statements.clear()
+    event.listen(engine, "after_cursor_execute", seen)
+    try:
+        by_role = services.nodes.listing(NodeFilter(role="ic"))
+    finally:
+        event.remove(engine, "after_cursor_execute", seen)
+    assert any("node_role_counts" in s for s in statements)
+    assert by_role.page.total == 1

@@ -58,6 +58,7 @@ PRESENCE_FLUSH_SECONDS = 2.0
 # a vacuum of the presence rows (PostgreSQL): ~30 ms at 50,000 agents beating every 10 s, the
 # table at most ~2.5 times its packed size between two (docs/benchmarks.md, seventh pass)
 PRESENCE_VACUUM_SECONDS = 30.0
+COUNTS_COMPACTION_SECONDS = 30.0
 LOGIN_SWEEP_SECONDS = 60.0  # old rows of the shared login throttle (PostgreSQL) go this often
 
 
@@ -393,6 +394,15 @@ def create_app(settings: Settings | None = None, controller: Controller | None =
                     PRESENCE_VACUUM_SECONDS,
                     _duty(duties, Duty.PRESENCE_VACUUM, controller.agents.vacuum_presence),
                     "presence vacuum",
+                    outage=outage,
+                    after=started,
+                )
+            ),
+            asyncio.create_task(
+                _every(
+                    COUNTS_COMPACTION_SECONDS,
+                    _duty(duties, Duty.KEPT_COUNTS, controller.nodes.compact_counts),
+                    "kept counts compaction",
                     outage=outage,
                     after=started,
                 )

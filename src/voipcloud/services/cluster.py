@@ -59,6 +59,7 @@ class Duty(IntEnum):
     WEBHOOKS = 3  # webhook dispatch and delivery
     LOGIN_FAILURES = 4  # old rows of the shared login throttle swept (services/auth.py)
     PRESENCE_VACUUM = 5  # the presence rows' dead versions reclaimed (migration 0016)
+    KEPT_COUNTS = 6  # the listing's kept counts folded and compacted (store/kept_counts.py)
     STORAGE_MIGRATION = 100  # + the resource kind's index: one lock per kind
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from voipcloud.services import transitions
 from voipcloud.services.context import Context
 from voipcloud.services.secrets_box import new_session_key
 from voipcloud.services.transitions import Change, SessionKey
-from voipcloud.store import events, extensions, infrastructure, roles
+from voipcloud.store import events, extensions, infrastructure, kept_counts, roles
 from voipcloud.store import maintenance as maintenance_rows
 from voipcloud.store import nodes as node_rows
 from voipcloud.store.maintenance import Summary
@@ -35,6 +36,8 @@ ACTIONS = {
 MAX_CONTAINER_ID = 128
 MAX_REASON = 1000
 SHOWN_NAMES = 5  # the rulebook's sentences name five other nodes, then "and N more"
+
+log = logging.getLogger("voipcloud.nodes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +170,7 @@ def _check_reason(reason: str | None) -> str | None:
 class NodeService:
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
+        self._compaction_refused_said = False
 
     # reads
     def list(self, flt: NodeFilter) -> Page[Node]:
@@ -179,11 +183,28 @@ class NodeService:
         counters, in one read: a poll of the listing is one transaction, and one snapshot (the
         counters and the total agree with the page whatever commits meanwhile)."""
         with self._ctx.db.snapshot() as conn:
-            page = node_rows.list_page(conn, flt)
+            summary = maintenance_rows.summary(conn)
+            # a plain listing's total is the counters' (the same snapshot): no second count
+            page = node_rows.list_page(conn, flt, by_status=summary.nodes_by_status())
             facts = facts_of(conn, page.items, quoted=False)
             # facts_of counted the extensions for the rulebook; an empty page counts them here
             count = next(iter(facts.values())).extension_count if facts else extensions.count(conn)
-            return ListingRead(page, facts, count, maintenance_rows.summary(conn))
+            return ListingRead(page, facts, count, summary)
+
+    def compact_counts(self) -> bool:
+        """The kept counts the listing sums on every poll folded and their tables compacted
+        (PostgreSQL; every COUNTS_COMPACTION_SECONDS by one controller of a cluster:
+        store/kept_counts.py). A role that does not own them cannot: said once in the log."""
+        done = kept_counts.compact(self._ctx.db.engine)
+        refused = not done and self._ctx.db.dialect == "postgresql"
+        if refused and not self._compaction_refused_said:
+            self._compaction_refused_said = True
+            log.warning(
+                "cannot compact node_counts and node_role_counts: the database role voipcloud "
+                "connects as does not own them; they then grow until a vacuum by their owner "
+                "(docs/operations.md, PostgreSQL)"
+            )
+        return done
 
     def get(self, node_id: int) -> NodeDetails:
         with self._ctx.db.read() as conn:

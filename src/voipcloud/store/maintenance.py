@@ -3,17 +3,17 @@ the event log records it (for muting notifications)."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import BigInteger, Connection, func, literal, select, union_all
 
 from voipcloud.domain.model import Node
 from voipcloud.domain.statuses import NodeStatus
-from voipcloud.store import node_search
 from voipcloud.store import nodes as node_rows
-from voipcloud.store.tables import events, nodes
+from voipcloud.store.tables import events, node_counts, nodes
 
 ENTER = "enter-maintenance"
 LEAVE = "leave-maintenance"
@@ -53,6 +53,10 @@ class Summary:
 
     by_status: list[StatusCount]
 
+    def nodes_by_status(self) -> dict[str, int]:
+        """The nodes per status (Deleted included), by the status's value."""
+        return {c.status.value: c.nodes for c in self.by_status}
+
     @property
     def live(self) -> int:
         return sum(c.nodes for c in self.by_status if c.status is not NodeStatus.DELETED)
@@ -68,19 +72,22 @@ class Summary:
 def counts(conn: Connection) -> list[StatusCount]:
     """How many nodes in each status (the counts the triggers keep, migration 0008), and how
     many of them in maintenance (ix_nodes_maintenance: only those rows): no scan of the nodes,
-    though the listing asks on every poll."""
-    totals = node_search.status_counts(conn)
-    kept: dict[str, int] = {  # (Result.tuples() is deprecated in SQLAlchemy 2.1)
-        str(status): int(count)
-        for status, count in conn.execute(
-            select(nodes.c.status, func.count())
-            .where(nodes.c.maintenance_since.is_not(None))
-            .group_by(nodes.c.status)
-        )
-    }
+    though the listing asks on every poll. One statement, one round trip."""
+    kept = select(
+        node_counts.c.status, func.sum(node_counts.c.delta), literal(0, BigInteger)
+    ).group_by(node_counts.c.status)
+    flagged = (
+        select(nodes.c.status, literal(0, BigInteger), func.count())
+        .where(nodes.c.maintenance_since.is_not(None))
+        .group_by(nodes.c.status)
+    )
+    totals: dict[str, int] = defaultdict(int)
+    kept_in: dict[str, int] = defaultdict(int)
+    for status, counted, flagged_count in conn.execute(union_all(kept, flagged)):
+        totals[str(status)] += int(counted or 0)
+        kept_in[str(status)] += int(flagged_count or 0)
     return [
-        StatusCount(status, totals.get(status.value, 0), int(kept.get(status.value, 0)))
-        for status in NodeStatus
+        StatusCount(status, totals[status.value], kept_in[status.value]) for status in NodeStatus
     ]
 
 

@@ -40,7 +40,7 @@ planned freely (it walks the sort key's index).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -185,12 +185,19 @@ class Total:
     exact: bool = True
 
 
-def _kept_total(conn: Connection, flt: NodeFilter) -> int | None:
+def _kept_total(
+    conn: Connection, flt: NodeFilter, by_status: Mapping[str, int] | None
+) -> int | None:
     """The total from the kept counts when nothing but the status and the role (and the sort
-    and paging) narrows the listing; None otherwise."""
+    and paging) narrows the listing; None otherwise. Without a role, from `by_status` (the
+    nodes per status, Deleted included, read in the caller's transaction) when given."""
     plain = dataclasses.replace(flt, status=None, role=None, sort="id", limit=1, offset=0)
     if plain != NodeFilter(limit=1):
         return None
+    if flt.role is None and by_status is not None:
+        if flt.status is not None:
+            return by_status.get(flt.status.value, 0)
+        return sum(n for s, n in by_status.items() if s != NodeStatus.DELETED.value)
     counts = node_counts if flt.role is None else node_role_counts
     query = select(func.coalesce(func.sum(counts.c.delta), 0))
     if flt.role is not None:
@@ -202,10 +209,17 @@ def _kept_total(conn: Connection, flt: NodeFilter) -> int | None:
     return int(conn.execute(query).scalar_one())
 
 
-def total(conn: Connection, flt: NodeFilter, where: list[Any]) -> Total:
-    """The listing's total for `flt`, whose conditions are `where`: exact from the kept counts,
+def total(
+    conn: Connection,
+    flt: NodeFilter,
+    where: list[Any],
+    *,
+    by_status: Mapping[str, int] | None = None,
+) -> Total:
+    """The listing's total for `flt`, whose conditions are `where`: exact from the kept counts
+    (`by_status`: the nodes per status already read in this transaction, see `_kept_total`),
     else counted through the indexes up to `COUNT_CAP` (see the module docstring)."""
-    kept = _kept_total(conn, flt)
+    kept = _kept_total(conn, flt, by_status)
     if kept is not None:
         return Total(kept)
     matches = select(literal(1)).select_from(nodes).where(*where).limit(COUNT_CAP + 1)

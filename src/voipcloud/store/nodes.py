@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -429,10 +429,14 @@ def _all_live_by_id(flt: NodeFilter) -> bool:
     return plain == NodeFilter(limit=1)
 
 
-def list_page(conn: Connection, flt: NodeFilter) -> Page[Node]:
+def list_page(
+    conn: Connection, flt: NodeFilter, *, by_status: Mapping[str, int] | None = None
+) -> Page[Node]:
+    """One page of the listing. `by_status`: the nodes per status, already read in this
+    transaction (the listing's counters), from which a plain listing's total is taken."""
     node_search.custom_plans(conn, flt)
     where = _where(flt)
-    total = node_search.total(conn, flt, where)
+    total = node_search.total(conn, flt, where, by_status=by_status)
     if flt.q and not total.exact:  # many matches: along the sort's index, stopping early
         where = _where(flt, walk=True)
     key = flt.sort.removeprefix("-")
