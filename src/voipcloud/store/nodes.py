@@ -279,7 +279,11 @@ def _role_walk(conn: Connection, flt: NodeFilter, total: node_search.Total) -> l
 
 
 def _presence_walk(
-    conn: Connection, flt: NodeFilter, total: node_search.Total, where: list[Any]
+    conn: Connection,
+    flt: NodeFilter,
+    total: node_search.Total,
+    where: list[Any],
+    by_status: Mapping[str, int] | None = None,
 ) -> list[int] | None:
     """PostgreSQL, sorted by the last-seen time: the page from the first presence rows in that
     order (every node's, Deleted ones too), as many as the page would reach if the matches were
@@ -293,7 +297,8 @@ def _presence_walk(
     entries of the index (0.2 ms; a top-N sort of every presence row before 0016: 6.5 ms)."""
     if total.exact and total.count <= flt.offset:
         return []
-    everyone = sum(node_search.status_counts(conn).values())
+    # every node, Deleted ones too: from the counters the caller read, else the kept counts
+    everyone = sum((by_status or node_search.status_counts(conn)).values())
     reach = (flt.offset + flt.limit) * everyone // max(total.count, 1)
     # a capped count ("more than 1,000") is below the true one: its reach is already past the
     # expected one (12 times for a quarter of 50,000 nodes), no margin on top
@@ -447,7 +452,7 @@ def list_page(
     query = select(nodes.c.id)
     walked = None
     if key == "last_seen" and conn.dialect.name == "postgresql":
-        walked = _presence_walk(conn, flt, total, where)
+        walked = _presence_walk(conn, flt, total, where, by_status)
     by_role = bool(flt.role) and not flt.q  # a search checks the role of each match instead
     common_role = by_role and not _role_sorted(flt, total)
     held = common_role and _live_by_hostname(flt)
