@@ -260,3 +260,34 @@ def test_a_role_that_does_not_own_the_counts_is_told_once(
         with cleanup.write() as conn:
             conn.exec_driver_sql(f'DROP ROLE IF EXISTS "{role}"')
         cleanup.dispose()
+
+
+@pytest.mark.postgres
+def test_a_table_already_folded_is_left_alone(postgres_template: str) -> None:
+    """A round of the compaction with nothing to fold writes nothing: no row deleted and
+    written again every 30 s."""
+    name = databases.create_database(template=postgres_template)
+    db = Database(databases.url_for(name))
+    try:
+        with db.write() as conn:
+            ids = _add_nodes(conn, 30)
+            conn.execute(
+                insert(role_assignments),
+                [
+                    {"node_id": i, "role": "sip", "parameters": {}, "created_at": NOW}
+                    | {"updated_at": NOW}
+                    for i in ids
+                ],
+            )
+        with db.write() as conn:
+            assert kept_counts.fold(conn) == 2  # 30 rows or more each, into one a key
+        with db.read() as conn:
+            before = conn.execute(text("SELECT id FROM node_counts ORDER BY id")).scalars().all()
+        with db.write() as conn:
+            assert kept_counts.fold(conn) == 0
+        with db.read() as conn:
+            after = conn.execute(text("SELECT id FROM node_counts ORDER BY id")).scalars().all()
+        assert after == before
+    finally:
+        db.dispose()
+        databases.drop_database(name)

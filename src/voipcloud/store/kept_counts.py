@@ -28,13 +28,22 @@ _FOLD = (
 _OWNED = "SELECT bool_and(pg_has_role(relowner, 'USAGE')) FROM pg_class WHERE relname IN ({})"
 
 
-def fold(conn: Connection) -> None:
+_UNFOLDED = "SELECT count(*) > count(DISTINCT ({keys})) FROM {table}"
+
+
+def fold(conn: Connection) -> int:
     """Every committed row of both tables folded into one per key, as the triggers fold them:
     one statement each, so that rows of transactions still open (invisible to it) are neither
-    summed nor deleted; a table another transaction is folding at the moment is left alone."""
+    summed nor deleted; a table already one row per key, or that another transaction is
+    folding at the moment, is left alone. Returns how many tables were folded."""
+    folded = 0
     for table, lock, keys in _TABLES:
+        if not conn.exec_driver_sql(_UNFOLDED.format(table=table, keys=keys)).scalar():
+            continue
         if conn.exec_driver_sql(f"SELECT pg_try_advisory_xact_lock({lock})").scalar():
             conn.exec_driver_sql(_FOLD.format(table=table, keys=keys))
+            folded += 1
+    return folded
 
 
 def compact(engine: Engine) -> bool:
