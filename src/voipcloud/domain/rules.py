@@ -57,6 +57,8 @@ _CONFLICTS = {
     "storage-location-in-use": "another kind already stores into this location",
     "storage-migration-running": "a storage migration is running",
     "storage-resource-busy": "the resource is being migrated",
+    # webhooks (services/webhooks.py)
+    "webhook-disabled": "a disabled webhook sends nothing, not even a test; enable it first",
     # rollouts (domain/rollouts.py)
     "rollout-pause-state": "only a running rollout can be paused",
     "rollout-resume-state": "only a paused rollout can be resumed",
