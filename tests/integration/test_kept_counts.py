@@ -229,8 +229,8 @@ def test_the_served_controller_compacts_the_counts(
 def test_a_role_that_does_not_own_the_counts_is_told_once(
     tmp_path: Path, postgres_template: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Connected as a role that does not own the tables, nothing is compacted, and the
-    controller says so in its log, once."""
+    """Connected as a role that does not own the tables, they are folded but not vacuumed,
+    and the controller says so in its log, once."""
     name = databases.create_database(template=postgres_template)
     url = databases.url_for(name)
     role = f"voipcloud_guest_{uuid.uuid4().hex[:8]}"
@@ -238,28 +238,41 @@ def test_a_role_that_does_not_own_the_counts_is_told_once(
     try:
         with owner.write() as conn:
             conn.exec_driver_sql(f'CREATE ROLE "{role}" LOGIN')
+            conn.exec_driver_sql(f'GRANT SELECT, INSERT, DELETE ON node_counts TO "{role}"')
+            conn.exec_driver_sql(f'GRANT SELECT, INSERT, DELETE ON node_role_counts TO "{role}"')
+            conn.exec_driver_sql(
+                f'GRANT USAGE ON SEQUENCE node_counts_id_seq, node_role_counts_id_seq TO "{role}"'
+            )
+            _add_nodes(conn, 30)
         guest_url = make_url(url).set(username=role).render_as_string(hide_password=False)
         guest = Database(guest_url)
         try:
+            with owner.read() as conn:
+                vacuums = int(conn.execute(text(_VACUUMS)).scalar_one())
             assert kept_counts.compact(guest.engine) is False
-            assert kept_counts.compact(owner.engine) is True
+            with owner.read() as conn:
+                assert _rows(conn, "node_counts") == len(_kept_by_status(conn))  # folded
+                assert int(conn.execute(text(_VACUUMS)).scalar_one()) == vacuums  # not vacuumed
             controller = Controller.build(
                 Context(db=guest, box=SecretBox.in_data_dir(tmp_path / "data"))
             )
             with caplog.at_level(logging.WARNING, logger="voipcloud.nodes"):
                 assert controller.nodes.compact_counts() is False
                 assert controller.nodes.compact_counts() is False
-            told = [r for r in caplog.records if "cannot compact node_counts" in r.message]
+            told = [r for r in caplog.records if "cannot vacuum node_counts" in r.message]
             assert len(told) == 1
+            assert kept_counts.compact(owner.engine) is True
         finally:
             guest.dispose()
     finally:
         owner.dispose()
-        databases.drop_database(name)
-        cleanup = Database(databases.url_for("postgres"))
-        with cleanup.write() as conn:
-            conn.exec_driver_sql(f'DROP ROLE IF EXISTS "{role}"')
-        cleanup.dispose()
+        try:
+            databases.drop_database(name)
+        finally:
+            cleanup = Database(databases.url_for("postgres"))
+            with cleanup.write() as conn:
+                conn.exec_driver_sql(f'DROP ROLE IF EXISTS "{role}"')
+            cleanup.dispose()
 
 
 @pytest.mark.postgres

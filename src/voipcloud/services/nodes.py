@@ -194,15 +194,16 @@ class NodeService:
     def compact_counts(self) -> bool:
         """The kept counts the listing sums on every poll folded and their tables compacted
         (PostgreSQL; every COUNTS_COMPACTION_SECONDS by one controller of a cluster:
-        store/kept_counts.py). A role that does not own them cannot: said once in the log."""
+        store/kept_counts.py). A role that does not own them folds them but cannot vacuum
+        them: said once in the log."""
         done = kept_counts.compact(self._ctx.db.engine)
         refused = not done and self._ctx.db.dialect == "postgresql"
         if refused and not self._compaction_refused_said:
             self._compaction_refused_said = True
             log.warning(
-                "cannot compact node_counts and node_role_counts: the database role voipcloud "
-                "connects as does not own them; they then grow until a vacuum by their owner "
-                "(docs/operations.md, PostgreSQL)"
+                "cannot vacuum node_counts and node_role_counts: the database role voipcloud "
+                "connects as does not own them; they are folded, but their dead rows stay "
+                "until a vacuum by their owner (docs/operations.md, PostgreSQL)"
             )
         return done
 

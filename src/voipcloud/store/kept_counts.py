@@ -25,7 +25,10 @@ _FOLD = (
     "WITH folded AS (DELETE FROM {table} RETURNING {keys}, delta) "
     "INSERT INTO {table} ({keys}, delta) SELECT {keys}, SUM(delta) FROM folded GROUP BY {keys}"
 )
-_OWNED = "SELECT bool_and(pg_has_role(relowner, 'USAGE')) FROM pg_class WHERE relname IN ({})"
+_OWNED = (
+    "SELECT bool_and(pg_has_role(relowner, 'USAGE')) FROM pg_class "
+    "WHERE oid IN ('node_counts'::regclass, 'node_role_counts'::regclass)"
+)
 
 
 _UNFOLDED = "SELECT count(*) > count(DISTINCT ({keys})) FROM {table}"
@@ -48,21 +51,24 @@ def fold(conn: Connection) -> int:
 
 def compact(engine: Engine) -> bool:
     """PostgreSQL: both tables vacuumed, folded, and vacuumed again, so that the dead versions
-    are reclaimed and the folded rows written into the room the first vacuum found, the pages
-    after them then given back (SKIP_LOCKED: never queued behind another vacuum; the page
-    truncation gives way at once to a reader waiting for it). False on SQLite, and when the
-    role connected does not own the tables (PostgreSQL would skip them with a warning only its
+    are reclaimed and the folded rows written into the room the first vacuum found; the second
+    vacuum then gives the pages after them back (SKIP_LOCKED: never queued behind another
+    vacuum). Giving pages back takes the tables' exclusive lock for a moment, which holds up a
+    listing's read and a node's change (their triggers write here); PostgreSQL gives it up as
+    soon as another session waits for it (it checks every 20 ms), and the first vacuum does
+    not take it at all. False on SQLite, and when the role connected does not own the tables:
+    they are then folded but not vacuumed (PostgreSQL would skip them with a warning only its
     log shows)."""
     if engine.dialect.name != "postgresql":
         return False
-    names = ", ".join(f"'{table}'" for table, _lock, _keys in _TABLES)
-    vacuum = "VACUUM (SKIP_LOCKED) " + ", ".join(table for table, _lock, _keys in _TABLES)
+    tables = ", ".join(table for table, _lock, _keys in _TABLES)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        if not conn.exec_driver_sql(_OWNED.format(names)).scalar():
-            return False
-        conn.exec_driver_sql(vacuum)
+        owner = bool(conn.exec_driver_sql(_OWNED).scalar())
+        if owner:
+            conn.exec_driver_sql(f"VACUUM (SKIP_LOCKED, TRUNCATE false) {tables}")
     with engine.begin() as conn:
         fold(conn)
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql(vacuum)
-    return True
+    if owner:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql(f"VACUUM (SKIP_LOCKED) {tables}")
+    return owner

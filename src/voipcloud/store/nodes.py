@@ -246,7 +246,12 @@ def _role_sorted(flt: NodeFilter, total: node_search.Total) -> bool:
     return flt.sort.removeprefix("-") == "id" or (total.exact and total.count <= ROLE_SORTED_MAX)
 
 
-def _role_walk(conn: Connection, flt: NodeFilter, total: node_search.Total) -> list[int] | None:
+def _role_walk(
+    conn: Connection,
+    flt: NodeFilter,
+    total: node_search.Total,
+    by_status: Mapping[str, int] | None = None,
+) -> list[int] | None:
     """A common role's page along the sort key's index, walking at most the budget's entries:
     its NodeIDs, or None when the walk ended before the page did (see ROLE_SORTED_MAX)."""
     key = flt.sort.removeprefix("-")
@@ -254,7 +259,7 @@ def _role_walk(conn: Connection, flt: NodeFilter, total: node_search.Total) -> l
     where = _where(others)
     # kept counts (no scan), or capped at COUNT_CAP with another filter (maintenance): the
     # reach is then an estimate, and a walk that falls short only ends in the role's sort
-    walking = node_search.total(conn, others, where).count
+    walking = node_search.total(conn, others, where, by_status=by_status).count
     reach = (flt.offset + flt.limit) * walking // max(total.count, 1)
     budget = int(WALK_MARGIN * reach) + WALK_SLACK
     sort_columns = _sort_columns(key)
@@ -457,7 +462,11 @@ def list_page(
     common_role = by_role and not _role_sorted(flt, total)
     held = common_role and _live_by_hostname(flt)
     if walked is None and common_role and not held:
-        walked = [] if total.exact and total.count <= flt.offset else _role_walk(conn, flt, total)
+        walked = (
+            []
+            if total.exact and total.count <= flt.offset
+            else _role_walk(conn, flt, total, by_status)
+        )
     if walked is None and by_role:
         query, where, node_id = _role_driven(conn, flt, total, held=held)
         if key == "id":

@@ -7,7 +7,8 @@ Revises: 0016
 trigger appends the 1,024th row. A status change appends two rows to `node_counts` (-1 under
 the old status, +1 under the new), and the trigger checked only the second. Once the table's
 last NodeCount id was odd, every change wrote an (even, odd) pair, the odd one was checked,
-and no status change ever folded the table again: it grew by two rows a change, and every poll
+and no status change folded the table until a node was added or deleted (one row: the parity
+turns): on a fleet whose nodes only change status, it grew by two rows a change, and every poll
 of the listing summed all of them (a fleet's millionth status change: two million rows). The
 same held for an assignment moved to another role (two rows into `node_role_counts`). Now
 either row of a change folds when it is the 1,024th. Both tables are also folded once here,
@@ -89,9 +90,11 @@ _EITHER_ROW = "(first_id % 1024 = 0 OR last_id % 1024 = 0)"
 _LAST_ROW_ONLY = "last_id % 1024 = 0"  # before: the row under the old status never folded
 
 _FOLD_NOW = [
+    "SELECT pg_advisory_xact_lock(715008)",  # the triggers' fold lock: they skip meanwhile
     "WITH folded AS (DELETE FROM node_counts RETURNING status, delta) "
     "INSERT INTO node_counts(status, delta) "
     "SELECT status, SUM(delta) FROM folded GROUP BY status",
+    "SELECT pg_advisory_xact_lock(715009)",
     "WITH folded AS (DELETE FROM node_role_counts RETURNING role, status, delta) "
     "INSERT INTO node_role_counts(role, status, delta) "
     "SELECT role, status, SUM(delta) FROM folded GROUP BY role, status",
