@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Connection, make_url, text
+from sqlalchemy import Connection, text
 
 from tests.integration.infrastructure_helpers import running_infra
 from tests.support import databases
@@ -125,15 +124,10 @@ def test_a_role_that_does_not_own_the_table_is_told_once(
 ) -> None:
     """Connected as a role that does not own `node_presence`, PostgreSQL would skip the vacuum
     with a warning that only its own log shows: the controller says so in its log, once."""
-    name = databases.create_database(template=postgres_template)
-    url = databases.url_for(name)
-    role = f"voipcloud_guest_{uuid.uuid4().hex[:8]}"
-    owner = Database(url)
-    try:
-        with owner.write() as conn:
-            conn.exec_driver_sql(f'CREATE ROLE "{role}" LOGIN')
-        guest_url = make_url(url).set(username=role).render_as_string(hide_password=False)
-        guest = Database(guest_url)
+    with databases.guest_role() as role:
+        name = databases.create_database(template=postgres_template)
+        url = databases.url_for(name)
+        owner, guest = Database(url), Database(databases.as_role(url, role))
         try:
             assert node_rows.vacuum_presence(guest.engine) is False
             assert node_rows.vacuum_presence(owner.engine) is True
@@ -147,10 +141,5 @@ def test_a_role_that_does_not_own_the_table_is_told_once(
             assert len(told) == 1
         finally:
             guest.dispose()
-    finally:
-        owner.dispose()
-        databases.drop_database(name)
-        cleanup = Database(databases.url_for("postgres"))
-        with cleanup.write() as conn:
-            conn.exec_driver_sql(f'DROP ROLE IF EXISTS "{role}"')
-        cleanup.dispose()
+            owner.dispose()
+            databases.drop_database(name)

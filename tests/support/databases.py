@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import sqlalchemy as sa
 
@@ -55,3 +57,25 @@ def drop_database(name: str) -> None:
     with engine.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     engine.dispose()
+
+
+@contextmanager
+def guest_role() -> Iterator[str]:
+    """A login role of the test's own, owning nothing: its name. Dropped after, whatever
+    happened; drop the databases that granted it anything inside the block first (their grants
+    keep a role from being dropped)."""
+    role = f"voipcloud_guest_{uuid.uuid4().hex[:8]}"
+    engine = _admin_engine()
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text(f'CREATE ROLE "{role}" LOGIN'))
+        yield role
+    finally:
+        with engine.connect() as conn:
+            conn.execute(sa.text(f'DROP ROLE IF EXISTS "{role}"'))
+        engine.dispose()
+
+
+def as_role(url: str, role: str) -> str:
+    """`url`, connecting as `role` (trust auth: no password)."""
+    return sa.make_url(url).set(username=role).render_as_string(hide_password=False)
