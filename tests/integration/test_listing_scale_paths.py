@@ -689,3 +689,69 @@ def test_the_role_is_hashed_whatever_work_mem_the_server_gives(database_url: str
         assert "hashed SubPlan" in plan, plan
     finally:
         db.dispose()
+
+
+def test_a_search_by_host_name_alone_streams_its_count_on_sqlite(
+    fleet: tuple[Database, list[Row]],  # noqa: F811
+    capped: int,
+) -> None:
+    """SQLite: a search of every live node whose only term is the host name's counts the FTS5
+    index's matches as they stream, up to the cap (the index's whole answer is not read first);
+    with a status, or a `q` that may begin an IP address, the count keeps the IN list. The
+    totals are the definition's either way. PostgreSQL counts through its bitmaps."""
+    db, rows = fleet
+    streamed: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "CROSS JOIN nodes" in statement:
+            streamed.append(statement)
+
+    cases = [("exa", None, True), ("sip", None, True), ("exa", "Online", False)]
+    cases += [("fe80", None, False), ("sïp", None, False), ("ex", None, False)]
+    event.listen(db.engine, "before_cursor_execute", seen)
+    try:
+        with db.read() as conn:
+            for q, status, streams in cases:
+                streamed.clear()
+                flt = NodeFilter.parse(q=q, status=status, limit=3)
+                page = node_rows.list_page(conn, flt)
+                want = expected(rows, flt)
+                assert (page.total, page.total_exact) == (
+                    min(len(want), capped),
+                    len(want) <= capped,
+                ), q
+                assert bool(streamed) == (streams and db.dialect == "sqlite"), (q, status)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", seen)
+    assert len(expected(rows, NodeFilter.parse(q="exa", limit=1))) > capped  # "more than"
+
+
+def test_a_search_by_host_name_alone_pages_along_its_index_on_sqlite(
+    fleet: tuple[Database, list[Row]],  # noqa: F811
+    capped: int,
+) -> None:
+    """The sibling: sorted by NodeID either way, that search's page comes from the FTS5 index
+    in its own (NodeID) order on SQLite, and is the definition's page, first, middle, last and
+    past the end; sorted by another key it keeps the walk."""
+    db, rows = fleet
+    paged: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "ORDER BY nodes_search.rowid" in statement:
+            paged.append(statement)
+
+    matches = len(expected(rows, NodeFilter.parse(q="exa", limit=1)))
+    event.listen(db.engine, "before_cursor_execute", seen)
+    try:
+        with db.read() as conn:
+            for sort in ("id", "-id", "hostname"):
+                for offset in (0, 7, matches - 2, matches + 5):
+                    paged.clear()
+                    flt = NodeFilter.parse(q="exa", sort=sort, limit=5, offset=offset)
+                    page = node_rows.list_page(conn, flt)
+                    assert [n.id for n in page.items] == ordered(rows, flt, {}), (sort, offset)
+                    streams = db.dialect == "sqlite" and sort != "hostname"
+                    assert bool(paged) == streams, (sort, offset)
+    finally:
+        event.remove(db.engine, "before_cursor_execute", seen)
+    assert matches > capped

@@ -25,7 +25,9 @@ Totals: with no filter but the status and the role, the listing's total is the s
 exact, whatever the fleet's size). Otherwise (a search, maintenance, an exact hostname) it is
 counted through the indexes up to `COUNT_CAP` matches and no further: a filter matching more
 answers "more than 1,000" (`Total.exact` False; the API's `total_exact`, the page's wording), so
-that a broad search costs at most about a thousand visits instead of one per match.
+that a broad search costs at most about a thousand visits instead of one per match. On SQLite
+a search of every live node by host name alone streams the FTS5 index's matches for that
+count (`_hostname_alone`).
 
 The page: a filter matching more than `COUNT_CAP` nodes is common enough that walking the sort's
 index in order and checking each node stops early (at 2 % or more of 50,000 nodes, a page of 25
@@ -57,6 +59,7 @@ from sqlalchemy import (
     or_,
     select,
     table,
+    text,
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -222,6 +225,12 @@ def total(
     kept = _kept_total(conn, flt, by_status)
     if kept is not None:
         return Total(kept)
+    hostname = _hostname_alone(flt) if conn.dialect.name == "sqlite" else None
+    if hostname is not None:
+        counted = conn.execute(
+            _FTS_COUNT, {"phrase": _fts_phrase(hostname), "cap": COUNT_CAP + 1}
+        ).scalar_one()
+        return Total(min(counted, COUNT_CAP), exact=counted <= COUNT_CAP)
     matches = select(literal(1)).select_from(nodes).where(*where).limit(COUNT_CAP + 1)
     query = select(func.count()).select_from(from_cover(matches, flt).subquery())
     if conn.dialect.name == "postgresql" and flt.q and len(flt.q) >= TRIGRAM:
@@ -230,6 +239,56 @@ def total(
     else:
         counted = int(conn.execute(query).scalar_one())
     return Total(min(counted, COUNT_CAP), exact=counted <= COUNT_CAP)
+
+
+# SQLite, a live node's host name searched, nothing else: the matches streamed from the FTS5
+# index, each node looked up by its rowid (CROSS JOIN: in this order), stopping at the cap
+_FTS_COUNT = text(
+    "SELECT count(*) FROM (SELECT 1 FROM nodes_search CROSS JOIN nodes "
+    "ON nodes.id = nodes_search.rowid WHERE nodes_search MATCH :phrase "
+    "AND nodes.status != 'Deleted' LIMIT :cap)"
+)
+
+
+_FTS_PAGE = (
+    "SELECT nodes.id FROM nodes_search CROSS JOIN nodes ON nodes.id = nodes_search.rowid "
+    "WHERE nodes_search MATCH :phrase AND nodes.status != 'Deleted' "
+    "ORDER BY nodes_search.rowid {direction} LIMIT :limit OFFSET :offset"
+)
+
+
+def hostname_page(conn: Connection, flt: NodeFilter) -> list[int] | None:
+    """SQLite, a search by host name alone (`_hostname_alone`) sorted by NodeID: the page's
+    NodeIDs from the FTS5 index in its own order (its rowid is the NodeID, either direction),
+    each node looked up for its status, stopping after the page: 0.1 ms for `q=fra1` at 50,000
+    nodes, against 2.1 ms reading the index's whole answer into an IN list beside the walk of
+    the NodeIDs. None for any other search, sort or database."""
+    hostname = _hostname_alone(flt) if conn.dialect.name == "sqlite" else None
+    if hostname is None or flt.sort.removeprefix("-") != "id":
+        return None
+    statement = text(_FTS_PAGE.format(direction="DESC" if flt.sort.startswith("-") else "ASC"))
+    found = conn.execute(
+        statement,
+        {"phrase": _fts_phrase(hostname), "limit": flt.limit, "offset": flt.offset},
+    )
+    return [int(node_id) for node_id in found.scalars()]
+
+
+def _hostname_alone(flt: NodeFilter) -> str | None:
+    """The search (lower case) when its only term is the host name's (at least a trigram,
+    ASCII: the index's answer is the LIKE's; a character no IP address holds, so no IP or
+    NodeID term), of every live node (no other filter); None otherwise. Its capped count
+    streams the FTS5 index's matches and stops at the cap: 0.7 ms for `q=fra1` (12,502
+    matches) at 50,000 nodes, against 3.1 ms when the index's whole answer was read into the
+    IN list first. With a status the IN list stays faster (4.1 against 7.7 ms for `q=ams2`,
+    StandBy: a sixth of the matches), as the stream visits six nodes for each one counted."""
+    if not flt.q or len(flt.q) < TRIGRAM:
+        return None
+    q = flt.q.lower()
+    if not q.isascii() or may_prefix_an_ip(q):
+        return None
+    plain = dataclasses.replace(flt, q=None, sort="id", limit=1, offset=0)
+    return q if plain == NodeFilter(limit=1) else None
 
 
 def from_cover(statement: Select[Any], flt: NodeFilter) -> Select[Any]:

@@ -458,6 +458,8 @@ def list_page(
     walked = None
     if key == "last_seen" and conn.dialect.name == "postgresql":
         walked = _presence_walk(conn, flt, total, where, by_status)
+    elif key == "id":  # SQLite, a host name alone: from the FTS5 index in NodeID order
+        walked = node_search.hostname_page(conn, flt)
     by_role = bool(flt.role) and not flt.q  # a search checks the role of each match instead
     common_role = by_role and not _role_sorted(flt, total)
     held = common_role and _live_by_hostname(flt)
