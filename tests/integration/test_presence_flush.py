@@ -1,16 +1,17 @@
 """The presence flush writes every heartbeat time heard since the last flush in one statement
-(PostgreSQL: two arrays) or one batch (SQLite), on each database: each node gets its own time,
-a node not heard keeps its time, a node deleted meanwhile is skipped, and naive times are
-refused rather than stored in the server's zone."""
+(PostgreSQL: two arrays; SQLite: a JSON array of pairs), on each database: each node gets its
+own time, a node not heard keeps its time, a node deleted meanwhile is skipped, and naive times
+are refused rather than stored in the server's zone."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.exc import StatementError
 
+from voipcloud.domain.filters import NodeFilter
 from voipcloud.services.controller import Controller
 from voipcloud.store import nodes as node_rows
 from voipcloud.store.tables import node_presence, nodes
@@ -65,3 +66,42 @@ def test_an_empty_flush_writes_nothing_and_a_naive_time_is_refused(services: Con
     with pytest.raises((ValueError, StatementError)), services.ctx.db.write() as conn:
         node_rows.touch_last_seen(conn, {node.id: datetime(2026, 11, 30, 12, 0)})
     assert _seen(services)[node.id] is None
+
+
+def test_the_flush_stores_times_as_every_other_writer_does(services: Controller) -> None:
+    """SQLite keeps times as text, which the last-seen sort compares: the flush's one JSON
+    statement writes exactly the text SQLAlchemy writes for the same time (the microseconds
+    always, naive UTC), so times from both writers read back equal and sort as the times do."""
+    made = [
+        services.nodes.add(hostname=f"text-{n}", private_ip=f"10.9.8.{n + 1}", actor=ADMIN)
+        for n in range(4)
+    ]
+    ids = [node.id for node in made]
+    times = [
+        START,  # no microseconds: still written out
+        START + timedelta(microseconds=1),
+        datetime(2026, 11, 30, 13, 0, 0, 999_999, tzinfo=timezone(timedelta(hours=1))),
+        START + timedelta(microseconds=10),
+    ]
+    with services.ctx.db.write() as conn:
+        for node_id, when in zip(ids[:2], times[:2], strict=True):  # SQLAlchemy's own
+            conn.execute(
+                update(node_presence)
+                .where(node_presence.c.node_id == node_id)
+                .values(last_seen=when)
+            )
+        node_rows.touch_last_seen(conn, dict(zip(ids[2:], times[2:], strict=True)))
+    seen = _seen(services)
+    assert [seen[i] for i in ids] == times
+    with services.ctx.db.read() as conn:
+        stored = dict(conn.execute(select(node_presence.c.node_id, text("last_seen"))).all())
+        page = node_rows.list_page(conn, NodeFilter(sort="-last_seen", limit=10))
+    if services.ctx.db.dialect == "sqlite":
+        assert [stored[i] for i in ids] == [
+            "2026-11-30 12:00:00.000000",
+            "2026-11-30 12:00:00.000001",
+            "2026-11-30 12:00:00.999999",
+            "2026-11-30 12:00:00.000010",
+        ]
+    listed = [n.id for n in page.items if n.id in ids]
+    assert listed == [ids[2], ids[3], ids[1], ids[0]]  # latest first, by the times

