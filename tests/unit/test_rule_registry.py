@@ -30,7 +30,7 @@ def _module_strings(tree: ast.Module) -> dict[str, str]:
 
 def raised_codes() -> dict[str, str]:
     """Each rule code in the source -> where it is: literal, or a module's string constant
-    named where it is raised (`rule=DISABLED_RULE`, `webhooks.DISABLED_RULE`); f-strings are
+    named where it is raised (`rule=TEST_REFUSED_RULE`, `events.TEST_REFUSED_RULE`); f-strings are
     reported as such, and any other name as `?name` (a code the scan cannot read)."""
     found: dict[str, str] = {}
     trees = {

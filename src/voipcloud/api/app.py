@@ -58,6 +58,7 @@ PRESENCE_FLUSH_SECONDS = 2.0
 # a vacuum of the presence rows (PostgreSQL): ~30 ms at 50,000 agents beating every 10 s, the
 # table at most ~2.5 times its packed size between two (docs/benchmarks.md, seventh pass)
 PRESENCE_VACUUM_SECONDS = 30.0
+# the kept counts' vacuum, fold, vacuum (PostgreSQL): a few ms on tables of a page or two
 COUNTS_COMPACTION_SECONDS = 30.0
 LOGIN_SWEEP_SECONDS = 60.0  # old rows of the shared login throttle (PostgreSQL) go this often
 

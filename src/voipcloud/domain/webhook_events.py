@@ -1,6 +1,6 @@
 """The events a webhook may subscribe to (API.md): their names, in the documented order, and
-what each means in words. Pure data: the service, the API, the web page and the CLI (whose
-`--help` must not load the database layer) read them here."""
+what each means in words; and the one rule of its test. Pure data: the service, the API, the
+web page and the CLI (whose `--help` must not load the database layer) read them here."""
 
 from __future__ import annotations
 
@@ -26,3 +26,15 @@ EVENT_TITLES = {
     ROLLOUT_FINISHED: "a rollout finished",
     ROLLOUT_STOPPED: "a rollout stopped",
 }
+
+# A disabled webhook sends nothing, not even a test: a test of it is refused, not queued (it
+# would wait, unsent, until the webhook is enabled). The service refuses with this rule; the
+# web page greys out its Send test with the same reason.
+TEST_REFUSED_RULE = "webhook-disabled"
+
+
+def test_refusal(*, enabled: bool) -> str | None:
+    """Why a test of the webhook is refused now; None when it may be sent."""
+    if enabled:
+        return None
+    return "This webhook is disabled and sends nothing: enable it to send a test."

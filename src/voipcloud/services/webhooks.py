@@ -49,6 +49,8 @@ from voipcloud.domain.webhook_events import (
     ROLLOUT_FINISHED,
     ROLLOUT_STOPPED,
     STATUS_CHANGED,
+    TEST_REFUSED_RULE,
+    test_refusal,
 )
 from voipcloud.services.context import Context
 from voipcloud.store import event_tail
@@ -62,7 +64,6 @@ if TYPE_CHECKING:  # httpx (with the rich and click it imports) loads with the f
 log = logging.getLogger("voipcloud.webhooks")
 
 TEST = "webhook.test"
-DISABLED_RULE = "webhook-disabled"  # a test of a disabled webhook: refused
 # the event log's operations that are webhook events by themselves
 BY_OPERATION = {
     "role-health": HEALTH_CHANGED,
@@ -399,12 +400,9 @@ class WebhookService:
             hook = rows.get_webhook(conn, webhook_id, for_update=True) if valid else None
             if hook is None:
                 raise NotFound(f"Webhook {webhook_id} does not exist.")
-            if not hook.enabled:
-                raise RuleViolation(
-                    DISABLED_RULE,
-                    f"Webhook {hook.id} is disabled, and a disabled webhook sends nothing: "
-                    "enable it to send a test.",
-                )
+            refused = test_refusal(enabled=hook.enabled)
+            if refused is not None:
+                raise RuleViolation(TEST_REFUSED_RULE, refused)
             document = {
                 "event_id": None,
                 "event": TEST,

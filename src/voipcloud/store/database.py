@@ -164,6 +164,19 @@ def node_payloads(sender: str, node_ids: set[int]) -> list[str]:
     return payloads
 
 
+def owns(conn: Connection, *tables: str) -> bool:
+    """PostgreSQL: whether the role connected owns every one of `tables` (what VACUUM needs;
+    for another role PostgreSQL skips the table with a warning only its own log shows)."""
+    found = conn.execute(
+        text(
+            "SELECT bool_and(pg_has_role(relowner, 'USAGE')) FROM pg_class "
+            "WHERE oid = ANY(CAST(:tables AS regclass[]))"
+        ),
+        {"tables": list(tables)},
+    ).scalar()
+    return bool(found)
+
+
 def alembic_config() -> Config:
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, Engine
 
+from voipcloud.store.database import owns
+
 # each table, the key of its fold's advisory lock (the triggers' own: one fold at a time), and
 # the columns its rows are summed by
 _TABLES = (
@@ -24,10 +26,6 @@ _TABLES = (
 _FOLD = (
     "WITH folded AS (DELETE FROM {table} RETURNING {keys}, delta) "
     "INSERT INTO {table} ({keys}, delta) SELECT {keys}, SUM(delta) FROM folded GROUP BY {keys}"
-)
-_OWNED = (
-    "SELECT bool_and(pg_has_role(relowner, 'USAGE')) FROM pg_class "
-    "WHERE oid IN ('node_counts'::regclass, 'node_role_counts'::regclass)"
 )
 
 
@@ -63,7 +61,7 @@ def compact(engine: Engine) -> bool:
         return False
     tables = ", ".join(table for table, _lock, _keys in _TABLES)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        owner = bool(conn.exec_driver_sql(_OWNED).scalar())
+        owner = owns(conn, *(table for table, _lock, _keys in _TABLES))
         if owner:
             conn.exec_driver_sql(f"VACUUM (SKIP_LOCKED, TRUNCATE false) {tables}")
     with engine.begin() as conn:

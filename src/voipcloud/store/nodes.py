@@ -31,6 +31,7 @@ from voipcloud.domain.lifecycle import PendingOperation
 from voipcloud.domain.model import Component, Maintenance, Node, Page
 from voipcloud.domain.statuses import NodeStatus
 from voipcloud.store import node_search
+from voipcloud.store.database import owns
 from voipcloud.store.tables import node_presence, nodes, nodes_with_presence, role_assignments
 from voipcloud.store.types import sqlite_text
 
@@ -653,11 +654,6 @@ def touch_last_seen(conn: Connection, seen: dict[int, datetime]) -> None:
         conn.execute(_TOUCH_MANY_SQLITE, {"seen": json.dumps(pairs)})
 
 
-_OWNS_PRESENCE = (
-    "SELECT pg_has_role(relowner, 'USAGE') FROM pg_class WHERE oid = 'node_presence'::regclass"
-)
-
-
 def vacuum_presence(engine: Engine) -> bool:
     """PostgreSQL: VACUUM `node_presence`, outside a transaction as it must be. Each flush's
     update of a row writes an entry of `ix_node_presence_last_seen` (migration 0016); the old
@@ -668,7 +664,7 @@ def vacuum_presence(engine: Engine) -> bool:
     if engine.dialect.name != "postgresql":
         return False
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        if not conn.exec_driver_sql(_OWNS_PRESENCE).scalar():
+        if not owns(conn, "node_presence"):
             return False
         # SKIP_LOCKED: not queued behind an autovacuum or an ANALYZE of the table (the next
         # round comes in 30 s); TRUNCATE false: never the brief exclusive lock that gives

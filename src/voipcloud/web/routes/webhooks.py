@@ -16,7 +16,7 @@ from voipcloud.domain.access import Permission
 from voipcloud.domain.errors import InvalidInput, RuleViolation
 from voipcloud.domain.model import Page
 from voipcloud.domain.numbers import parse_whole
-from voipcloud.domain.webhook_events import EVENT_NAMES, EVENT_TITLES
+from voipcloud.domain.webhook_events import EVENT_NAMES, EVENT_TITLES, test_refusal
 from voipcloud.services.webhooks import DeliveryView, WebhookService
 from voipcloud.web import flash
 from voipcloud.web.deps import PageRead, posted, web_router
@@ -115,6 +115,7 @@ def _detail(
         nav="webhooks",
         status_code=status_code,
         hook=hook,
+        test_refused=test_refusal(enabled=hook.enabled),
         log=log,
         fp=_fingerprint(log),
         event_names=EVENT_NAMES,
