@@ -8,11 +8,14 @@ is upgraded last as often as first), and a Deleted node (it has no agent any mor
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from packaging.version import InvalidVersion, Version
 
 from voipcloud.domain.statuses import NodeStatus
 
 
+@lru_cache(maxsize=256)  # a fleet reports few versions; every listing row asks (two a row)
 def parse(version: str | None) -> Version | None:
     if not version:
         return None

@@ -471,7 +471,7 @@ class AuthService:
         now = self._ctx.clock()
         digest = token_digest(token)
         if token.startswith(API_TOKEN_PREFIX):
-            with self._ctx.db.read() as conn:
+            with self._ctx.db.lookup() as conn:  # one statement
                 found = accounts.api_token_owner(conn, digest=digest, now=now)
             if found is None or found[0].disabled:
                 raise NotAuthenticated("The API token is invalid, revoked or expired.")
@@ -482,7 +482,7 @@ class AuthService:
                         conn, row.id, now, older_than=now - TOKEN_USE_RECORDED_EVERY
                     )
             return Principal(account.id, account.username, account.role, row.scope, row.id)
-        with self._ctx.db.read() as conn:
+        with self._ctx.db.lookup() as conn:  # one statement
             owner = accounts.session_owner(conn, digest=digest, now=now)
         if owner is None or owner.disabled:
             raise NotAuthenticated("The token is invalid or has expired; log in again.")

@@ -94,20 +94,6 @@ templates.env.globals["ACTION_LABELS"] = ACTION_LABELS
 templates.env.globals["role_listening"] = role_listening
 
 
-def _role_health(
-    request: Request, node_id: int, roles: list[str], connectivity: str
-) -> dict[str, Any]:
-    """Per-role health as the node's agent last reported it (services/role_health.py)."""
-    controller = getattr(request.app.state, "controller", None)
-    if controller is None:
-        return {}
-    book = controller.agents.presence.role_health
-    return dict(book.for_node(node_id, roles, connected=connectivity == "connected"))
-
-
-templates.env.globals["role_health"] = _role_health
-
-
 @pass_context
 def _static_url(context: Any, path: str) -> str:
     """The address of one of the web interface's own files, from the site's root: what

@@ -23,6 +23,7 @@ from voipcloud.domain.policy import Connectivity, Decision, NodeFacts
 from voipcloud.domain.roles import CONTROLLER_ROLE, ROLES, Role
 from voipcloud.domain.statuses import STATUS_INFO, NodeStatus, StatusInfo
 from voipcloud.services.controller import Controller
+from voipcloud.services.role_health import RoleHealthState
 from voipcloud.services.roles import AssignedRole
 from voipcloud.web.fleet import Counters
 
@@ -151,6 +152,9 @@ class NodeRow:
     roles: list[RoleView]
     buttons: list[ActionView]
     facts: NodeFacts
+    # each role's health as its agent last reported it (not in the database): read once, for
+    # the row's badges and the listing's fingerprint
+    health: dict[str, RoleHealthState]
 
     @property
     def actions(self) -> list[str]:
@@ -172,6 +176,9 @@ def node_row(
         roles=role_views(node, facts),
         buttons=action_views(controller, facts) if buttons else [],
         facts=facts,
+        health=controller.agents.presence.role_health.for_node(
+            node.id, node.roles, connected=connectivity == "connected"
+        ),
     )
 
 
@@ -334,22 +341,15 @@ def listing(controller: Controller, request: ListingRequest) -> Listing:
             rows,
             page.total if page.total_exact else -page.total,
             extension_count,
-            counters.key + _health_key(controller, rows),
+            counters.key + _health_key(rows),
         ),
         extension_count=extension_count,
     )
 
 
-def _health_key(controller: Controller, rows: list[NodeRow]) -> str:
+def _health_key(rows: list[NodeRow]) -> str:
     """The role health the rows show (agents report it; it is not in the database)."""
-    book = controller.agents.presence.role_health
-    shown = []
-    for row in rows:
-        states = book.for_node(
-            row.node.id, row.node.roles, connected=row.connectivity == "connected"
-        )
-        shown.append(f"{row.node.id}:{sorted(states.items())}")
-    return "|health:" + ";".join(shown)
+    return "|health:" + ";".join(f"{row.node.id}:{sorted(row.health.items())}" for row in rows)
 
 
 def fingerprint(rows: list[NodeRow], total: int, extension_count: int, counted: str = "") -> str:
