@@ -165,3 +165,30 @@ def test_a_plain_listing_takes_its_total_from_the_counters(services: Controller)
         event.remove(engine, "after_cursor_execute", seen)
     assert any("node_role_counts" in s for s in statements)
     assert by_role.page.total == 1
+
+
+def test_the_extensions_are_counted_with_the_counters(services: Controller) -> None:
+    """A poll counts the extensions in the counters' statement (a `UNION ALL` row of their
+    own): one statement fewer a poll. The count is the same on a page with nodes and on an
+    empty one, and changes with the next poll."""
+    services.nodes.add(actor=ADMIN, hostname="counted", private_ip="10.9.5.1")
+    services.extensions.add(actor=ADMIN, number="201")
+    engine = services.ctx.db.engine
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "after_cursor_execute", seen)
+    try:
+        full = services.nodes.listing(NodeFilter())
+        empty = services.nodes.listing(NodeFilter(q="no-such-node"))
+    finally:
+        event.remove(engine, "after_cursor_execute", seen)
+    counting = [s for s in statements if "extensions" in s]
+    assert len(counting) == 2  # one a poll
+    assert all("node_counts" in s for s in counting)  # the counters' statement
+    assert full.extension_count == empty.extension_count == full.summary.extension_count == 1
+    assert all(f.extension_count == 1 for f in full.facts.values())
+    services.extensions.add(actor=ADMIN, number="202")
+    assert services.nodes.listing(NodeFilter()).extension_count == 2

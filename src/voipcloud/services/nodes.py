@@ -58,7 +58,11 @@ class ListingRead:
 
 
 def facts_of(
-    conn: Connection, found: Sequence[Node], *, quoted: bool = True
+    conn: Connection,
+    found: Sequence[Node],
+    *,
+    quoted: bool = True,
+    extension_count: int | None = None,
 ) -> dict[int, NodeFacts]:
     """The rulebook's facts about each node, read in the caller's transaction.
 
@@ -66,10 +70,11 @@ def facts_of(
     carries a role, in Administrative Remove's warning; who else is live, in the Wizard's
     refusal): what the Node Listing asks, which shows whether each action is available but
     not those sentences (their pages read the facts again when they open). Reading those
-    names was 7 % of the listing's first page at 50,000 nodes, for the controller's row alone."""
+    names was 7 % of the listing's first page at 50,000 nodes, for the controller's row alone.
+    `extension_count`: the extensions already counted in this transaction."""
     if not found:
         return {}
-    count = extensions.count(conn)
+    count = extensions.count(conn) if extension_count is None else extension_count
     result: dict[int, NodeFacts] = {}
     for node in found:
         carried: dict[str, tuple[str, ...]] = {}
@@ -183,12 +188,12 @@ class NodeService:
         counters, in one read: a poll of the listing is one transaction, and one snapshot (the
         counters and the total agree with the page whatever commits meanwhile)."""
         with self._ctx.db.snapshot() as conn:
+            # the counters and the extension count (one statement)
             summary = maintenance_rows.summary(conn)
             # a plain listing's total is the counters' (the same snapshot): no second count
             page = node_rows.list_page(conn, flt, by_status=summary.nodes_by_status())
-            facts = facts_of(conn, page.items, quoted=False)
-            # facts_of counted the extensions for the rulebook; an empty page counts them here
-            count = next(iter(facts.values())).extension_count if facts else extensions.count(conn)
+            count = summary.extension_count
+            facts = facts_of(conn, page.items, quoted=False, extension_count=count)
             return ListingRead(page, facts, count, summary)
 
     def compact_counts(self) -> bool:

@@ -13,7 +13,7 @@ from sqlalchemy import BigInteger, Connection, func, literal, select, union_all
 from voipcloud.domain.model import Node
 from voipcloud.domain.statuses import NodeStatus
 from voipcloud.store import nodes as node_rows
-from voipcloud.store.tables import events, node_counts, nodes
+from voipcloud.store.tables import events, extensions, node_counts, nodes
 
 ENTER = "enter-maintenance"
 LEAVE = "leave-maintenance"
@@ -49,9 +49,11 @@ class StatusCount:
 
 @dataclass(frozen=True, slots=True)
 class Summary:
-    """The status counters: nodes per status, how many of the live ones are in maintenance."""
+    """The status counters: nodes per status, how many of the live ones are in maintenance;
+    and the extensions provisioned (the listing shows them, the rulebook weighs them)."""
 
     by_status: list[StatusCount]
+    extension_count: int = 0
 
     def nodes_by_status(self) -> dict[str, int]:
         """The nodes per status (Deleted included), by the status's value."""
@@ -69,10 +71,14 @@ class Summary:
         return next(c.nodes for c in self.by_status if c.status is status)
 
 
-def counts(conn: Connection) -> list[StatusCount]:
-    """How many nodes in each status (the counts the triggers keep, migration 0008), and how
-    many of them in maintenance (ix_nodes_maintenance: only those rows): no scan of the nodes,
-    though the listing asks on every poll. One statement, one round trip."""
+_EXTENSIONS = "extensions"  # the row of the counters' statement that counts them (no status)
+
+
+def summary(conn: Connection) -> Summary:
+    """The status counters and the extension count, read in the caller's transaction: how
+    many nodes in each status (the counts the triggers keep, migration 0008), how many of them
+    in maintenance (ix_nodes_maintenance: only those rows), and how many extensions. No scan
+    of the nodes, though the listing asks on every poll; one statement, one round trip."""
     kept = select(
         node_counts.c.status, func.sum(node_counts.c.delta), literal(0, BigInteger)
     ).group_by(node_counts.c.status)
@@ -81,19 +87,18 @@ def counts(conn: Connection) -> list[StatusCount]:
         .where(nodes.c.maintenance_since.is_not(None))
         .group_by(nodes.c.status)
     )
+    provisioned = select(literal(_EXTENSIONS), func.count(), literal(0, BigInteger)).select_from(
+        extensions
+    )
     totals: dict[str, int] = defaultdict(int)
     kept_in: dict[str, int] = defaultdict(int)
-    for status, counted, flagged_count in conn.execute(union_all(kept, flagged)):
+    for status, counted, flagged_count in conn.execute(union_all(kept, flagged, provisioned)):
         totals[str(status)] += int(counted or 0)
         kept_in[str(status)] += int(flagged_count or 0)
-    return [
+    by_status = [
         StatusCount(status, totals[status.value], kept_in[status.value]) for status in NodeStatus
     ]
-
-
-def summary(conn: Connection) -> Summary:
-    """The status counters, read in the caller's transaction."""
-    return Summary(counts(conn))
+    return Summary(by_status, extension_count=totals[_EXTENSIONS])
 
 
 def in_maintenance_before(
