@@ -25,6 +25,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 
 from voipcloud.domain.filters import NodeFilter
 from voipcloud.domain.lifecycle import PendingOperation
@@ -121,11 +122,35 @@ def roles_of(conn: Connection, node_ids: Iterable[int]) -> dict[int, list[str]]:
     return result
 
 
+# PostgreSQL: a node's roles beside its row, in the order they were assigned (the order
+# `roles_of` reads): one statement and round trip for both, in every node read and every page
+_ROLES = (
+    select(
+        func.array_agg(
+            aggregate_order_by(
+                role_assignments.c.role, role_assignments.c.created_at, role_assignments.c.role
+            )
+        )
+    )
+    .where(role_assignments.c.node_id == nodes.c.id)
+    .scalar_subquery()
+    .label("roles")
+)
+
+
+def _read(conn: Connection, columns: list[Any], *where: Any) -> dict[int, Node]:
+    """The nodes `where` selects, by NodeID, with their roles: read in the same statement on
+    PostgreSQL (`_ROLES`); on SQLite by a second one (in-process: no round trip to save)."""
+    if conn.dialect.name == "postgresql":
+        rows = conn.execute(_node_select([*columns, _ROLES]).where(*where))
+        return {row.id: _node(row._mapping, list(row.roles or ())) for row in rows}
+    found = conn.execute(_node_select(columns).where(*where)).all()
+    roles = roles_of(conn, [row.id for row in found])
+    return {row.id: _node(row._mapping, roles[row.id]) for row in found}
+
+
 def get(conn: Connection, node_id: int) -> Node | None:
-    row = conn.execute(_node_select(_COLUMNS).where(nodes.c.id == node_id)).first()
-    if row is None:
-        return None
-    return _node(row._mapping, roles_of(conn, [node_id])[node_id])
+    return _read(conn, _COLUMNS, nodes.c.id == node_id).get(node_id)
 
 
 def get_controller(conn: Connection) -> Node | None:
@@ -493,19 +518,11 @@ def list_page(
     else:
         with node_search.page_plan(conn, flt, total):
             ids = list(conn.execute(statement, params).scalars())
-    found = {
-        row.id: row
-        for row in conn.execute(_node_select(_LISTING_COLUMNS).where(nodes.c.id.in_(ids)))
-    }
-    rows = [found[i] for i in ids]
-    if not total.exact and rows and len(rows) < flt.limit:  # the last page: all are known
-        total = node_search.Total(flt.offset + len(rows))
-    roles = roles_of(conn, [row.id for row in rows])
-    return Page(
-        items=[_node(row._mapping, roles[row.id]) for row in rows],
-        total=total.count,
-        total_exact=total.exact,
-    )
+    found = _read(conn, _LISTING_COLUMNS, nodes.c.id.in_(ids)) if ids else {}
+    items = [found[i] for i in ids]
+    if not total.exact and items and len(items) < flt.limit:  # the last page: all are known
+        total = node_search.Total(flt.offset + len(items))
+    return Page(items=items, total=total.count, total_exact=total.exact)
 
 
 def matching_ids(conn: Connection, flt: NodeFilter, *, at_most: int) -> tuple[list[int], int]:
