@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 import pytest
 from alembic import command
-from sqlalchemy import Connection, insert, text
+from sqlalchemy import Connection, event, insert, text
 
 from voipcloud.domain.filters import NodeFilter
 from voipcloud.store import node_search
@@ -174,3 +174,26 @@ def test_other_statements_keep_their_generic_plans(db: Database) -> None:
     with db.read() as conn:
         node_rows.list_page(conn, NodeFilter(status=None))
         assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar() == "auto"
+
+
+@pytest.mark.parametrize("q", ["sip-1234", "zq"])
+def test_a_listed_search_plans_the_rest_of_its_transaction_for_its_values(
+    db: Database, q: str
+) -> None:
+    """The search's custom plans are set by its total: with the planner's settings for a count
+    through the trigram index (one statement, one round trip fewer a search), apart for a
+    search of 1-2 characters; and the planner's settings are back once the count is read."""
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    with db.read() as conn:
+        event.listen(conn, "after_cursor_execute", seen)
+        node_rows.list_page(conn, NodeFilter(q=q))
+        event.remove(conn, "after_cursor_execute", seen)
+        assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_custom_plan"
+        assert conn.exec_driver_sql("SHOW enable_seqscan").scalar() == "on"
+    assert sum("plan_cache_mode" in s for s in statements) == 1
+    setting = next(s for s in statements if "plan_cache_mode" in s)
+    assert ("enable_seqscan" in setting) == (len(q) >= node_search.TRIGRAM)

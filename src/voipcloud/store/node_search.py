@@ -234,9 +234,11 @@ def total(
     matches = select(literal(1)).select_from(nodes).where(*where).limit(COUNT_CAP + 1)
     query = select(func.count()).select_from(from_cover(matches, flt).subquery())
     if conn.dialect.name == "postgresql" and flt.q and len(flt.q) >= TRIGRAM:
-        with _bitmap_only(conn):
+        # the search's custom plans set with the planner's settings: one round trip
+        with _bitmap_only(conn, custom_plans=True):
             counted = int(conn.execute(query).scalar_one())
     else:
+        custom_plans(conn, flt)
         counted = int(conn.execute(query).scalar_one())
     return Total(min(counted, COUNT_CAP), exact=counted <= COUNT_CAP)
 
@@ -313,7 +315,7 @@ def custom_plans(conn: Connection, flt: NodeFilter) -> None:
     (docs/benchmarks.md, "The listing's third pass"). Only here: the channels' statements,
     the same shape at every beat and hello, keep the plans PostgreSQL caches for them."""
     if conn.dialect.name == "postgresql" and flt.q:
-        conn.exec_driver_sql("SELECT set_config('plan_cache_mode', 'force_custom_plan', true)")
+        conn.exec_driver_sql(f"SELECT {_CUSTOM_PLANS}")
 
 
 def page_plan(conn: Connection, flt: NodeFilter, counted: Total) -> AbstractContextManager[None]:
@@ -330,14 +332,17 @@ def page_plan(conn: Connection, flt: NodeFilter, counted: Total) -> AbstractCont
 
 
 @contextmanager
-def _bitmap_only(conn: Connection) -> Iterator[None]:
+def _bitmap_only(conn: Connection, *, custom_plans: bool = False) -> Iterator[None]:
     """PostgreSQL: the capped count of a search through its indexes' bitmaps (trigram, IP
     prefixes, NodeID), visiting only the rows they propose. Given the LIMIT, the planner
     otherwise prefers a sequential or primary-key scan that it expects to stop early; but it
     prices the three LIKEs per row far below their cost and assumes the matches spread evenly,
     so that scan read ~37,000 rows for a search with 1,333 matches (180 ms against 13 ms at
-    50,000 nodes on a loaded machine). For the statements inside only."""
-    conn.exec_driver_sql(_PLANNER.format(off="off"))  # one round trip each way
+    50,000 nodes on a loaded machine). For the statements inside only. `custom_plans`: and,
+    in the same statement, the rest of the transaction planned for its values
+    (`custom_plans`)."""
+    planner = _PLANNER.format(off="off")  # one round trip each way
+    conn.exec_driver_sql(f"{planner}, {_CUSTOM_PLANS}" if custom_plans else planner)
     yield
     # not in a `finally`: after an error the transaction is rolled back, and these settings
     # (local to it) with it; a statement here would only hide the error
@@ -348,6 +353,7 @@ _PLANNER = (
     "SELECT set_config('enable_seqscan', '{off}', true), "
     "set_config('enable_indexscan', '{off}', true)"
 )
+_CUSTOM_PLANS = "set_config('plan_cache_mode', 'force_custom_plan', true)"
 
 
 def status_counts(conn: Connection) -> dict[str, int]:

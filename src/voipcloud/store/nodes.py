@@ -470,8 +470,9 @@ def list_page(
     conn: Connection, flt: NodeFilter, *, by_status: Mapping[str, int] | None = None
 ) -> Page[Node]:
     """One page of the listing. `by_status`: the nodes per status, already read in this
-    transaction (the listing's counters), from which a plain listing's total is taken."""
-    node_search.custom_plans(conn, flt)
+    transaction (the listing's counters), from which a plain listing's total is taken. A
+    search's statements are planned for their values from its total on
+    (`node_search.custom_plans`)."""
     where = _where(flt)
     total = node_search.total(conn, flt, where, by_status=by_status)
     if flt.q and not total.exact:  # many matches: along the sort's index, stopping early
