@@ -70,6 +70,10 @@ def test_agents_older_than_the_controller_are_flagged_and_only_they(api: LiveApi
         page = web.get("/").text
         assert f'id="n{old}-outdated"' in page
         assert "agent 0.0.1 outdated" in page
+        # the row says when its agent was last seen, as the pages write a time
+        row = page[page.index(f'id="node-{old}"') :]
+        row = row[: row.index("</tr>")]
+        assert re.search(r"last seen \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC<", row), row
         for node_id in (same, newer, odd, never):
             assert f'id="n{node_id}-outdated"' not in page
         info = web.get(f"/nodes/{old}/info").text

@@ -19,7 +19,6 @@ from markupsafe import Markup, escape
 from starlette.responses import Response
 
 from voipcloud import __version__
-from voipcloud.domain import agent_versions
 from voipcloud.domain.properties import SPECS as PROPERTY_SPECS
 from voipcloud.domain.roles import ROLES
 from voipcloud.domain.roles import listening as role_listening
@@ -75,12 +74,6 @@ def _operation(operation: str) -> str:
     return _sentence(operation.replace("-", " ").replace("_", " "))
 
 
-def _agent_outdated(node: Any) -> bool:
-    """The node's agent reported a version older than this controller (domain/agent_versions)."""
-    return agent_versions.is_outdated(node.agent_version, __version__, status=node.status)
-
-
-templates.env.globals["agent_outdated"] = _agent_outdated
 templates.env.filters["when"] = _when
 templates.env.filters["sentence"] = _sentence
 templates.env.filters["role_names"] = _role_names
@@ -92,6 +85,8 @@ templates.env.globals["NodeStatus"] = NodeStatus
 templates.env.globals["version"] = __version__
 templates.env.globals["ACTION_LABELS"] = ACTION_LABELS
 templates.env.globals["role_listening"] = role_listening
+# a role's health as a listing row marks it (services/role_health.py)
+templates.env.globals["HEALTH_MARKS"] = {"healthy": "✓", "unhealthy": "✗"}
 
 
 @pass_context

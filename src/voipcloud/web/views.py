@@ -13,7 +13,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from voipcloud.domain import policy
+from voipcloud import __version__
+from voipcloud.domain import agent_versions, policy
 from voipcloud.domain.errors import InvalidInput
 from voipcloud.domain.filters import NodeFilter
 from voipcloud.domain.lifecycle import Operation
@@ -155,6 +156,12 @@ class NodeRow:
     # each role's health as its agent last reported it (not in the database): read once, for
     # the row's badges and the listing's fingerprint
     health: dict[str, RoleHealthState]
+    outdated: bool  # its agent reported a version older than the controller's
+
+    @property
+    def seen(self) -> str:
+        """When its agent was last seen, as the pages write a time (the `when` filter)."""
+        return self.facts.last_seen or "—"
 
     @property
     def actions(self) -> list[str]:
@@ -179,6 +186,7 @@ def node_row(
         health=controller.agents.presence.role_health.for_node(
             node.id, node.roles, connected=connectivity == "connected"
         ),
+        outdated=agent_versions.is_outdated(node.agent_version, __version__, status=node.status),
     )
 
 
