@@ -58,11 +58,11 @@ def _ping_when_idle(engine: Engine) -> None:
     """Ping a pooled connection before it is handed out only when it has been idle for
     PING_AFTER_IDLE_SECONDS or more; a dead one is replaced (the pool retries the checkout).
 
-    SQLAlchemy's `pool_pre_ping` pings at every checkout: a round trip of ~0.26 ms in each
-    transaction, two in every signed-in page (the session, then the page's read). A
-    connection returned a moment ago worked a moment ago. If the server went away within
-    that second, the first statement fails instead, is answered 503 like any other outage
-    (store/errors.py), and SQLAlchemy then replaces every pooled connection."""
+    SQLAlchemy's `pool_pre_ping` pings at every checkout: a round trip (0.13 to 0.26 ms,
+    bench/round_trips.py) in each transaction, two in every signed-in page (the session, then
+    the page's read). A connection returned a moment ago worked a moment ago. If the server
+    went away within that second, the first statement fails instead, is answered 503 like any
+    other outage (store/errors.py), and SQLAlchemy then replaces every pooled connection."""
 
     @event.listens_for(engine, "checkin")
     def _checked_in(_dbapi_connection: Any, record: Any) -> None:
