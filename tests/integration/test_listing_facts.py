@@ -4,6 +4,9 @@ or asks about first must be decided as with the full facts."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from sqlalchemy import event
 
 from voipcloud.domain import policy
@@ -15,6 +18,22 @@ from voipcloud.services.controller import Controller
 from voipcloud.web import views
 
 ADMIN = "admin:admin"
+
+
+@contextmanager
+def recorded(services: Controller) -> Iterator[list[str]]:
+    """The statements the controller's engine runs inside the block."""
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    engine = services.ctx.db.engine
+    event.listen(engine, "after_cursor_execute", seen)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "after_cursor_execute", seen)
 
 
 def shown(decision: Decision) -> tuple[object, ...]:
@@ -133,14 +152,7 @@ def test_a_plain_listing_takes_its_total_from_the_counters(services: Controller)
     still comes from the role's own counts."""
     for number in range(3):
         services.nodes.add(actor=ADMIN, hostname=f"plain-{number}", private_ip=f"10.9.4.{number}")
-    engine = services.ctx.db.engine
-    statements: list[str] = []
-
-    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        statements.append(statement)
-
-    event.listen(engine, "after_cursor_execute", seen)
-    try:
+    with recorded(services) as statements:
         reads = {
             "plain": services.nodes.listing(NodeFilter(limit=2)),
             "offline": services.nodes.listing(NodeFilter.parse(status="Offline", limit=2)),
@@ -148,8 +160,6 @@ def test_a_plain_listing_takes_its_total_from_the_counters(services: Controller)
             # PostgreSQL's last-seen walk sizes itself by every node: from the same counters
             "last seen": services.nodes.listing(NodeFilter.parse(sort="-last_seen", limit=2)),
         }
-    finally:
-        event.remove(engine, "after_cursor_execute", seen)
     assert sum("node_counts" in s for s in statements) == len(reads)  # the counters' only
     assert reads["plain"].page.total == reads["plain"].summary.live == 4  # with the IC node
     offline = reads["offline"].summary.count(NodeStatus.OFFLINE)
@@ -157,13 +167,9 @@ def test_a_plain_listing_takes_its_total_from_the_counters(services: Controller)
     assert len(reads["offline"].page.items) == 2
     assert reads["deleted"].page.total == 0
     assert reads["last seen"].page.total == 4
-    statements.clear()
-    event.listen(engine, "after_cursor_execute", seen)
-    try:
+    with recorded(services) as by_role_statements:
         by_role = services.nodes.listing(NodeFilter(role="ic"))
-    finally:
-        event.remove(engine, "after_cursor_execute", seen)
-    assert any("node_role_counts" in s for s in statements)
+    assert any("node_role_counts" in s for s in by_role_statements)
     assert by_role.page.total == 1
 
 
@@ -173,18 +179,9 @@ def test_the_extensions_are_counted_with_the_counters(services: Controller) -> N
     empty one, and changes with the next poll."""
     services.nodes.add(actor=ADMIN, hostname="counted", private_ip="10.9.5.1")
     services.extensions.add(actor=ADMIN, number="201")
-    engine = services.ctx.db.engine
-    statements: list[str] = []
-
-    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
-        statements.append(statement)
-
-    event.listen(engine, "after_cursor_execute", seen)
-    try:
+    with recorded(services) as statements:
         full = services.nodes.listing(NodeFilter())
         empty = services.nodes.listing(NodeFilter(q="no-such-node"))
-    finally:
-        event.remove(engine, "after_cursor_execute", seen)
     counting = [s for s in statements if "extensions" in s]
     assert len(counting) == 2  # one a poll
     assert all("node_counts" in s for s in counting)  # the counters' statement
