@@ -7,7 +7,6 @@ input for forms), `flashes` (one-shot messages) and `status_info` (badge colours
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -26,18 +25,12 @@ from voipcloud.domain.statuses import STATUS_INFO, NodeStatus
 from voipcloud.web import flash
 from voipcloud.web.deps import csrf_token
 from voipcloud.web.sessions import CSRF_FIELD
-from voipcloud.web.views import ACTION_LABELS
+from voipcloud.web.views import ACTION_LABELS, when
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 STATIC_DIR = Path(__file__).parent / "static"
 
 templates = Jinja2Templates(directory=str(TEMPLATES_DIR))
-
-
-def _when(value: datetime | None) -> str:
-    if value is None:
-        return "—"
-    return value.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _sentence(text: str | None) -> str:
@@ -74,7 +67,7 @@ def _operation(operation: str) -> str:
     return _sentence(operation.replace("-", " ").replace("_", " "))
 
 
-templates.env.filters["when"] = _when
+templates.env.filters["when"] = when
 templates.env.filters["sentence"] = _sentence
 templates.env.filters["role_names"] = _role_names
 templates.env.filters["actor"] = _actor

@@ -74,12 +74,19 @@ class ActionView:
         return self.decision.confirm is not None or self.key in OWN_PAGE_ACTIONS
 
 
+def when(value: datetime | None) -> str:
+    """A time as the pages write it (the templates' `when` filter)."""
+    if value is None:
+        return "—"
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def facts_with_agent(
     controller: Controller, node: Node, facts: NodeFacts
 ) -> tuple[NodeFacts, str, datetime | None]:
     """The rulebook's facts with the agent's connectivity as the controller sees it now."""
     connectivity, last_seen = controller.connectivity(node)
-    seen = f"{last_seen:%Y-%m-%d %H:%M:%S} UTC" if last_seen else None
+    seen = when(last_seen) if last_seen else None
     return (
         replace(facts, agent=Connectivity(connectivity.value), last_seen=seen),
         connectivity.value,
@@ -160,8 +167,8 @@ class NodeRow:
 
     @property
     def seen(self) -> str:
-        """When its agent was last seen, as the pages write a time (the `when` filter)."""
-        return self.facts.last_seen or "—"
+        """When its agent was last seen, as the pages write a time (`when`), from its facts."""
+        return self.facts.last_seen or when(None)
 
     @property
     def actions(self) -> list[str]:
