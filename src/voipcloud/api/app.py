@@ -38,7 +38,7 @@ from voipcloud.api.routes import (
 )
 from voipcloud.config import Settings
 from voipcloud.domain.errors import DatabaseUnavailable
-from voipcloud.services import cluster
+from voipcloud.services import cluster, passwords
 from voipcloud.services.agent_watch import AgentWatch
 from voipcloud.services.cluster import Cluster, Duties, Duty
 from voipcloud.services.context import Context
@@ -80,6 +80,7 @@ def build_controller(settings: Settings) -> Controller:
 
 def start(controller: Controller, settings: Settings) -> None:
     """Migrate and do the first-start work; print a generated admin password once."""
+    passwords.warm_up()  # beside the migrations: the unknown-user logins' hash to verify
     with cluster.first_start(controller.ctx.db):  # several controllers: one at a time
         check_data_key(controller.ctx, settings.data_dir)  # a missing or wrong key is refused
         controller.ctx.db.migrate()

@@ -381,7 +381,7 @@ class AuthService:
             with self._ctx.db.read() as conn:
                 found = accounts.find_account(conn, username)
             right = passwords.verify(
-                found.password_hash if found else passwords.DUMMY_HASH, password
+                found.password_hash if found else passwords.dummy_hash(), password
             )
             right = right and found is not None
             if right:
