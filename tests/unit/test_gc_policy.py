@@ -113,3 +113,76 @@ def test_a_few_closed_channels_never_cost_a_full_pause() -> None:
     fleet.now += 10 * gc_policy.THAW_MIN_SECONDS
     policy.tick()
     assert policy.stats.thaws == 0
+
+
+def test_what_grows_old_after_start_up_settles_on_a_check() -> None:
+    fleet = Fleet()
+    policy = fleet.policy()
+    policy.started()
+    built_later = [Node() for _ in range(gc_policy.SETTLE_OBJECTS + 1000)]  # caches, templates
+    gc.collect()  # survived a full collection: in the old generation, walked by every one
+    assert len(gc.get_objects(generation=2)) >= len(built_later)
+    fleet.now += gc_policy.SETTLE_CHECK_SECONDS / 2
+    policy.tick()  # not yet time to look
+    assert policy.stats.settles == 0
+    fleet.now += gc_policy.SETTLE_CHECK_SECONDS
+    policy.tick()
+    assert policy.stats.settles == 1
+    assert len(gc.get_objects(generation=2)) < 100  # a full collection walks nothing old now
+    assert policy.stats.freezes == 0  # no channel opened: the settle alone froze them
+
+
+def test_a_small_old_generation_is_left_alone_and_its_garbage_is_not_frozen() -> None:
+    fleet = Fleet()
+    policy = fleet.policy()
+    policy.started()
+    few = [Node() for _ in range(100)]
+    gc.collect()
+    fleet.now += gc_policy.SETTLE_CHECK_SECONDS
+    policy.tick()
+    assert policy.stats.settles == 0  # too few to be worth it
+    assert gc.get_objects(generation=2)  # still walked, as before
+
+    holder = [_cycle_kept() for _ in range(3)]
+    gc.collect()  # the cycles are old now, and alive
+    dead = [weakref.ref(pair) for pair in holder]
+    del holder  # garbage in the old generation
+    kept = [Node() for _ in range(gc_policy.SETTLE_OBJECTS)]
+    gc.collect(1)
+    frozen_before = gc.get_freeze_count()
+    assert policy.settle()
+    assert all(ref() is None for ref in dead)  # collected first, not frozen with the living
+    assert gc.get_freeze_count() >= frozen_before + len(kept) + len(few)  # the living frozen
+
+
+def _cycle_kept() -> Node:
+    a, b = Node(), Node()
+    a.peer, b.peer = b, a
+    return a
+
+
+def test_settles_that_keep_coming_end_in_a_thaw_so_frozen_garbage_stays_bounded() -> None:
+    fleet = Fleet()
+    policy = fleet.policy()
+    policy.started()
+    probes = []
+    for _ in range(gc_policy.SETTLES_BEFORE_THAW):
+        # a churning cache: its entries (reference cycles) live past a settle, then are dropped
+        entries = [_cycle_kept() for _ in range(gc_policy.SETTLE_OBJECTS // 2 + 10)]
+        probes.append(weakref.ref(entries[0]))
+        gc.collect()
+        fleet.now += gc_policy.SETTLE_CHECK_SECONDS
+        policy.tick()
+        del entries  # frozen garbage now: only a thaw collects it
+    assert policy.stats.settles == gc_policy.SETTLES_BEFORE_THAW
+    assert policy.stats.thaws == 0
+    assert all(probe() is not None for probe in probes)  # waiting, frozen
+
+    more = [_cycle_kept() for _ in range(gc_policy.SETTLE_OBJECTS)]
+    gc.collect()
+    fleet.now += gc_policy.THAW_MIN_SECONDS
+    policy.tick()
+    assert policy.stats.thaws == 1  # this time a thaw, not a settle
+    assert policy.stats.settles == gc_policy.SETTLES_BEFORE_THAW
+    assert all(probe() is None for probe in probes)  # the churned entries are collected
+    assert more[0].peer is not None
