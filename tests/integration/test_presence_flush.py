@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import delete, insert, select, text, update
 from sqlalchemy.exc import StatementError
 
 from voipcloud.domain.filters import NodeFilter
@@ -105,3 +105,48 @@ def test_the_flush_stores_times_as_every_other_writer_does(services: Controller)
         ]
     listed = [n.id for n in page.items if n.id in ids]
     assert listed == [ids[2], ids[3], ids[1], ids[0]]  # latest first, by the times
+
+
+def test_postgresql_finds_each_flushed_row_by_its_key_and_leaves_the_planner_as_it_was(
+    services: Controller,
+) -> None:
+    """PostgreSQL: a flush of a tenth of the presence rows reaches each through the primary
+    key, not by hashing the whole table (which its planner chose: 44.6 against 36.4 ms at
+    50,000 nodes); the join settings are back to the server's afterwards, for the rest of the
+    transaction."""
+    if services.ctx.db.dialect != "postgresql":
+        pytest.skip("PostgreSQL's planner")
+    with services.ctx.db.write() as conn:
+        conn.execute(
+            insert(nodes),
+            [
+                {
+                    "hostname": f"key-{n:05d}.example.net",
+                    "private_ip": f"10.8.{n // 250}.{n % 250 + 1}",
+                    "status": "Online",
+                    "is_controller": False,
+                    "config_generation": 0,
+                    "created_at": START,
+                    "updated_at": START,
+                    "row_version": 1,
+                }
+                for n in range(5_000)
+            ],
+        )
+        conn.exec_driver_sql("ANALYZE node_presence")
+    with services.ctx.db.read() as conn:
+        ids = sorted(conn.execute(select(node_presence.c.node_id)).scalars())[::10]
+    scans = text(
+        "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables WHERE relname = 'node_presence'"
+    )
+    with services.ctx.db.write() as conn:
+        before = conn.execute(scans).one()
+        node_rows.touch_last_seen(conn, dict.fromkeys(ids, START))
+        after = conn.execute(scans).one()
+        settings = conn.execute(
+            text("SELECT current_setting('enable_hashjoin'), current_setting('enable_mergejoin')")
+        ).one()
+    assert after.seq_scan - before.seq_scan == 0, (before, after)  # no hash of every row
+    assert after.idx_scan - before.idx_scan >= len(ids), (before, after)  # a key look-up a row
+    assert tuple(settings) == ("on", "on")
+    assert all(_seen(services)[i] == START for i in ids)
