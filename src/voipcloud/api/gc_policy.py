@@ -24,15 +24,16 @@ The policy (`CollectorPolicy`, driven by the app's lifespan):
 - **What start-up left to be built later settles too.** A page's compiled template, a new
   statement's compiled form, a route's first call: objects built on first use after start-up
   live as long as the process, but nothing froze them, and every full collection walked them
-  again (~0.5 µs an object here). In `bench/listing_scale.py` at 50,000 nodes that was ~22,000
-  objects: a pause of 7 to 12 ms every 1.5 s of a busy web interface. Every `SETTLE_CHECK_SECONDS`
-  the old generation is counted; past `SETTLE_OBJECTS` it is collected in full (what is
-  garbage goes) and what is left is frozen. What is frozen then and becomes cyclic garbage
-  later waits for a thaw; it takes `SETTLE_OBJECTS` new long-lived objects to settle again
-  (in that run: a settle of ~20,000 objects 10 s into serving, then none while the statement
-  cache filled; 683 objects of garbage waiting at the end against 622 without settles). A
-  bounded cache that churns would turn settled entries into frozen garbage one settle after
-  another: after `SETTLES_BEFORE_THAW` settles, the next one is a thaw instead (when the last
+  again (~0.5 µs an object here). In `bench/listing_scale.py` at 50,000 nodes that was ~20,500
+  objects: a pause of 6 to 19 ms every 1.5 s of a busy web interface (0.6 to 1.9 ms once
+  settled). Every `SETTLE_CHECK_SECONDS` the old generation is counted; past
+  `SETTLE_OBJECTS` it is collected in full (what is garbage goes) and what is left is
+  frozen. What is frozen then and becomes cyclic garbage later waits for a thaw; it takes
+  `SETTLE_OBJECTS` new long-lived objects to settle again (in that run: a settle of ~20,500
+  objects 10 s into serving, then none while the statement cache filled; 683 objects of
+  garbage waiting at the end against 622 without settles). A bounded cache that churns would
+  turn settled entries into frozen garbage one settle after another: after
+  `SETTLES_BEFORE_THAW` settles, the next one is a thaw instead (when the last thaw
   is `THAW_MIN_SECONDS` old), so what waits stays bounded.
 
 Nothing here changes what the program does, only when the collector runs.
