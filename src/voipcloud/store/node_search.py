@@ -42,8 +42,8 @@ planned freely (it walks the sort key's index).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +68,7 @@ from sqlalchemy.sql.visitors import InternalTraversal
 from voipcloud.domain.filters import NodeFilter
 from voipcloud.domain.numbers import is_whole
 from voipcloud.domain.statuses import NodeStatus
+from voipcloud.store.planner import methods_off
 from voipcloud.store.tables import node_counts, node_role_counts, nodes
 
 TRIGRAM = 3
@@ -331,8 +332,7 @@ def page_plan(conn: Connection, flt: NodeFilter, counted: Total) -> AbstractCont
     return nullcontext()
 
 
-@contextmanager
-def _bitmap_only(conn: Connection, *, custom_plans: bool = False) -> Iterator[None]:
+def _bitmap_only(conn: Connection, *, custom_plans: bool = False) -> AbstractContextManager[None]:
     """PostgreSQL: the capped count of a search through its indexes' bitmaps (trigram, IP
     prefixes, NodeID), visiting only the rows they propose. Given the LIMIT, the planner
     otherwise prefers a sequential or primary-key scan that it expects to stop early; but it
@@ -341,18 +341,9 @@ def _bitmap_only(conn: Connection, *, custom_plans: bool = False) -> Iterator[No
     50,000 nodes on a loaded machine). For the statements inside only. `custom_plans`: and,
     in the same statement, the rest of the transaction planned for its values
     (`custom_plans`)."""
-    planner = _PLANNER.format(off="off")  # one round trip each way
-    conn.exec_driver_sql(f"{planner}, {_CUSTOM_PLANS}" if custom_plans else planner)
-    yield
-    # not in a `finally`: after an error the transaction is rolled back, and these settings
-    # (local to it) with it; a statement here would only hide the error
-    conn.exec_driver_sql(_PLANNER.format(off="on"))
+    return methods_off(conn, "seqscan", "indexscan", also=_CUSTOM_PLANS if custom_plans else "")
 
 
-_PLANNER = (
-    "SELECT set_config('enable_seqscan', '{off}', true), "
-    "set_config('enable_indexscan', '{off}', true)"
-)
 _CUSTOM_PLANS = "set_config('plan_cache_mode', 'force_custom_plan', true)"
 
 

@@ -1,0 +1,29 @@
+"""PostgreSQL's planner told which plan methods not to use, for a few statements only.
+
+Where the planner's estimates mislead it (docs/benchmarks.md names each case), the store
+turns plan methods off around the statements concerned rather than rewrite them: local to the
+transaction (`set_config(..., true)`), one round trip each way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Connection
+
+
+def _set(methods: tuple[str, ...], value: str) -> str:
+    return ", ".join(f"set_config('enable_{method}', '{value}', true)" for method in methods)
+
+
+@contextmanager
+def methods_off(conn: Connection, *methods: str, also: str = "") -> Iterator[None]:
+    """`enable_<method>` off for the statements inside, on again after them. `also`: more
+    `set_config(...)` calls sent in the same round trip, left as they are set."""
+    off = _set(methods, "off")
+    conn.exec_driver_sql(f"SELECT {off}, {also}" if also else f"SELECT {off}")
+    yield
+    # not in a `finally`: after an error the transaction is rolled back, and these settings
+    # (local to it) with it; a statement here would only hide the error
+    conn.exec_driver_sql(f"SELECT {_set(methods, 'on')}")
