@@ -48,6 +48,19 @@ def channel_chains(server: Served) -> list[list[str]]:
     return asyncio.run_coroutine_threadsafe(chains(), loop).result(timeout=10)
 
 
+def waits_again(server: Served) -> list[list[str]]:
+    """The chains once every channel is back in its inbox (or as they are after 10 s); on
+    the way there a chain may only pass through the hub's own frames."""
+    deadline = time.monotonic() + 10
+    while True:
+        chains = channel_chains(server)
+        if all(chain == EXPECTED for chain in chains) or time.monotonic() > deadline:
+            return chains
+        for chain in chains:
+            assert chain[:3] in (EXPECTED, [*EXPECTED[:2], "AgentHub._message"]), chain
+        time.sleep(0.02)
+
+
 def test_an_open_channel_waits_in_the_hub_frame_alone(served: Served) -> None:  # noqa: F811
     c = served.client
     node_id = add_node(c, "frames-01")
@@ -56,7 +69,7 @@ def test_an_open_channel_waits_in_the_hub_frame_alone(served: Served) -> None:  
     with channel(served.base_url, token) as ws:
         ws.send(hello)
         assert json.loads(ws.recv(timeout=10))["type"] == "desired"
-        assert channel_chains(served) == [EXPECTED]
+        assert waits_again(served) == [EXPECTED]
         (open_channel,) = served.hub._channels[node_id]
         connection = open_channel.websocket._send.__self__  # uvicorn's protocol object
         assert isinstance(connection, LeanWebSocketProtocol)
@@ -81,7 +94,9 @@ def test_an_open_channel_waits_in_the_hub_frame_alone(served: Served) -> None:  
         while "disk almost full" not in json.dumps(expect(c.get(f"{API}/events"), 200)):
             assert time.monotonic() < deadline, "the problem report was not recorded"
             time.sleep(0.1)
-        assert channel_chains(served) == [EXPECTED]
+        # the event commits in a worker thread a moment before the coroutine is back in the
+        # inbox: until then the chain is the hub's own `_message` (CI saw it once)
+        assert waits_again(served) == [EXPECTED]
         ws.send(b"binary")  # refused: the channel ends, and its task with it
         assert close_code(ws) == protocol.CLOSE_POLICY
         assert vars(connection)["close_sent"] is True  # set again on the instance
