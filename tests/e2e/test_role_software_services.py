@@ -28,6 +28,7 @@ from tests.support.netns import (
     role_lab,
 )
 from tests.support.processes import node, wait_for, wait_status
+from voipcloud.agent.roles.base import socket_path
 from voipcloud.agent.roles.jabber import open_stream
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault]
@@ -167,7 +168,9 @@ def test_jabber_sql_and_queue_nodes_answer_with_the_shared_credentials(
         assert page.status_code == 200
         assert page.headers["server"].startswith("nginx")
 
-        # Deactivate: each program stopped, nothing answers
+        # Deactivate: each program stopped, nothing answers, MariaDB's socket is gone
+        mysqld = Path(socket_path(agents["sql"].state_dir / "roles" / "sql", "mysqld.sock"))
+        assert mysqld.is_socket()
         for node_id in nodes.values():
             assert admin.post(f"/api/v1/nodes/{node_id}/actions/deactivate").status_code == 200
         for node_id in nodes.values():
@@ -184,6 +187,7 @@ def test_jabber_sql_and_queue_nodes_answer_with_the_shared_credentials(
             )
             assert probe.returncode != 0, f"{role} still answers on {port}"
             assert not (agents[role].state_dir / "run" / f"{role}.pid").exists()
+        assert not mysqld.exists()
     finally:
         for agent in agents.values():
             agent.stop()

@@ -35,6 +35,7 @@ from tests.support.netns import (
     role_lab,
 )
 from tests.support.processes import ADMIN_PASSWORD, node, wait_for, wait_status
+from voipcloud.agent.roles.base import socket_path
 from voipcloud.agent.roles.sip import options_ping
 
 pytestmark = [pytest.mark.e2e, pytest.mark.fault]
@@ -326,12 +327,15 @@ def test_sip_node_online_answers_follows_the_domain_restarts_and_stops(
         wait_for(lambda: health(admin, node_id)["state"] == "healthy", timeout=20, what="adopted")
         assert int((agent.state_dir / "run" / "sip.pid").read_text().split()[0]) == new_pid
 
-        # Deactivate: Kamailio stopped, nothing answers
+        # Deactivate: Kamailio stopped, nothing answers, its control socket is gone
+        ctl = Path(socket_path(agent.state_dir / "roles" / "sip", "kamailio.ctl"))
+        assert ctl.is_socket()  # (in /tmp when the state dir is too long a path for it)
         assert admin.post(f"/api/v1/nodes/{node_id}/actions/deactivate").status_code == 200
         wait_status(admin, node_id, "Deactivated", timeout=30)
         with pytest.raises(OSError):  # noqa: PT011 - timed out or refused: either is silence
             options_ping(ns.address, 5060, "sip.example.net", timeout=1.0)
         assert not (agent.state_dir / "run" / "sip.pid").exists()
+        assert not ctl.exists()
 
         # Delete: the agent exits 0, nothing of the node runs in its namespace any more
         assert admin.delete(f"/api/v1/nodes/{node_id}").json()["status"] == "Deleted"

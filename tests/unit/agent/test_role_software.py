@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from voipcloud.agent.handlers import (
 from voipcloud.agent.roles import SoftwareContext
 from voipcloud.agent.roles.base import write_if_changed
 from voipcloud.agent.roles.sip import Kamailio
+from voipcloud.agent.roles.sql import MariaDB
 from voipcloud.agent.supervise import Supervisor
 from voipcloud.services.role_health import RoleHealthBook, RoleHealthState
 
@@ -77,6 +81,46 @@ def test_kamailio_listens_on_the_private_ip_and_advertises_the_public_one(tmp_pa
     bound = NodeInfo(private_ip="127.0.0.1", public_ip="127.0.0.2")
     text = Kamailio(context(tmp_path, bound)).render(params, bound)["kamailio.cfg"]
     assert "listen=udp:127.0.0.2:5080\n" in text
+
+
+BIND = (
+    "import socket, sys, time\n"
+    "s = socket.socket(socket.AF_UNIX)\n"
+    "s.bind(sys.argv[1])\n"
+    "time.sleep(60)\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("handler", "depth"),
+    [(Kamailio, 90), (MariaDB, 90), (MariaDB, 0)],
+    ids=["sip-in-tmp", "sql-in-tmp", "sql-in-its-dir"],
+)
+def test_stopping_the_software_removes_the_sockets_it_made(
+    tmp_path: Path, handler: type[Kamailio | MariaDB], depth: int
+) -> None:
+    """A socket whose path in the role's dir is too long lives in /tmp: nothing else would
+    remove it (the software leaves it behind when stopped by a signal)."""
+    state_dir = tmp_path / ("d" * depth) if depth else Path(tempfile.mkdtemp(dir="/tmp"))
+    role = handler(context(state_dir, NodeInfo(private_ip="127.0.0.1")))
+    (name,) = role.sockets
+    path = Path(role.short_path(name))
+    assert (path.parent == Path("/tmp")) is bool(depth), path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    role.supervisor.start(role.name, [sys.executable, "-c", BIND, str(path)])
+    try:
+        deadline = time.monotonic() + 10
+        while not path.is_socket():
+            assert time.monotonic() < deadline, "the program made no socket"
+            time.sleep(0.02)
+        role.stop(role.code)
+        assert not role.supervisor.running(role.name)
+        assert not path.exists()
+    finally:
+        role.supervisor.stop(role.name)
+        path.unlink(missing_ok=True)
+        if not depth:
+            shutil.rmtree(state_dir)
 
 
 def test_missing_software_names_the_package_to_install(tmp_path: Path) -> None:

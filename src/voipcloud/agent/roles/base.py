@@ -45,6 +45,16 @@ class SoftwareContext:
         self.supervisor = Supervisor(state_dir, mode=config.supervisor)
 
 
+def socket_path(directory: Path, name: str) -> str:
+    """A unix socket's path: `name` in `directory`, or in /tmp when that path is too long for
+    a socket address (108 bytes on Linux; the tests' temporary dirs are)."""
+    path = directory / name
+    if len(str(path)) < 100:
+        return str(path)
+    digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
+    return f"/tmp/voipcloud-{digest}-{name}"  # noqa: S108 - unix socket paths are short
+
+
 @dataclass(frozen=True)
 class Listen:
     protocol: str  # "tcp" or "udp"
@@ -201,6 +211,8 @@ class SoftwareRole:
     reload_signal: ClassVar[int | None] = None  # None: a changed configuration restarts it
     # the distribution's own systemd unit(s) of the software: active means not ours
     distro_units: ClassVar[tuple[str, ...]] = ()
+    # the unix sockets the program makes (names in `short_path`): removed once it has stopped
+    sockets: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, context: SoftwareContext) -> None:
         self.context = context
@@ -268,11 +280,7 @@ class SoftwareRole:
 
     def short_path(self, name: str) -> str:
         """A unix socket's path in the role's dir, or in /tmp when that is too long."""
-        path = self.dir / name
-        if len(str(path)) < 100:
-            return str(path)
-        digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
-        return f"/tmp/voipcloud-{digest}-{name}"  # noqa: S108 - unix socket paths are short
+        return socket_path(self.dir, name)
 
     def run(
         self, argv: list[str], *, env: dict[str, str] | None = None, timeout: float = 30
@@ -380,6 +388,9 @@ class SoftwareRole:
 
     def stop(self, role: str) -> None:
         self.supervisor.stop(self.name)
+        # the program is gone: its sockets too (one in /tmp would outlive the role's dir)
+        for name in self.sockets:
+            Path(self.short_path(name)).unlink(missing_ok=True)
 
     def health(self, role: str, config: Params) -> Health:
         try:

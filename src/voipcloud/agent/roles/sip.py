@@ -11,7 +11,6 @@ Health: an OPTIONS ping from the agent to sip:<domain> at the private IP, and
 from __future__ import annotations
 
 import glob
-import hashlib
 import secrets
 import socket
 import subprocess
@@ -68,12 +67,10 @@ class Kamailio(SoftwareRole):
     binary = "kamailio"
     distro_units = ("kamailio.service",)
 
+    sockets = ("kamailio.ctl",)
+
     def ctl_socket(self) -> str:
-        path = self.dir / "kamailio.ctl"
-        if len(str(path)) < 100:
-            return str(path)
-        digest = hashlib.sha256(str(path).encode()).hexdigest()[:12]
-        return f"/tmp/voipcloud-{digest}.ctl"  # noqa: S108 - unix socket paths are short
+        return self.short_path("kamailio.ctl")
 
     def listens(self, params: Params, node: NodeInfo) -> list[Listen]:
         port = int(params.get("sip_port") or 5060)

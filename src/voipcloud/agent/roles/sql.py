@@ -30,6 +30,7 @@ class MariaDB(SoftwareRole):
     packages = ("mariadb-server", "mariadb-client")
     binary = "mariadbd"
     distro_units = ("mariadb.service",)
+    sockets = ("mysqld.sock",)
 
     def listens(self, params: Params, node: NodeInfo) -> list[Listen]:
         return [Listen("tcp", str(node.private_ip), int(params.get("port") or 3306))]
