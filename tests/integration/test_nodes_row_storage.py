@@ -127,9 +127,10 @@ def test_the_migration_moves_values_already_out_of_line_back(db: Database) -> No
 
 def _plan_after_short_searches(conn: Connection, q: str) -> str:
     """The plan of the listing's capped count of a search, prepared on the server as psycopg
-    does from a statement's fifth run, for `q` after eight searches of 2 characters (which no
-    index serves: their plan is a scan). A search of 3 or more characters is counted with
-    scans disabled, as `node_search._bitmap_only` does, so that its index bitmaps are used."""
+    does from a statement's fifth run, for `q` after eight searches of 2 characters (which this
+    statement, without the pairs of migration 0018, reads by a scan). A search of 3 or more
+    characters is counted with scans disabled, as `node_search._bitmap_only` does, so that its
+    index bitmaps are used."""
     conn.exec_driver_sql(
         "PREPARE search(varchar, varchar) AS SELECT count(*) FROM (SELECT 1 FROM nodes "
         "WHERE status != 'Deleted' AND (hostname LIKE $1 OR private_ip LIKE $2) LIMIT 1001) s"
@@ -176,13 +177,14 @@ def test_other_statements_keep_their_generic_plans(db: Database) -> None:
         assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar() == "auto"
 
 
-@pytest.mark.parametrize("q", ["sip-1234", "zq"])
+@pytest.mark.parametrize("q", ["sip-1234", "zq", "z"])
 def test_a_listed_search_plans_the_rest_of_its_transaction_for_its_values(
     db: Database, q: str
 ) -> None:
     """The search's custom plans are set by its total: with the planner's settings for a count
-    through the trigram index (one statement, one round trip fewer a search), apart for a
-    search of 1-2 characters; and the planner's settings are back once the count is read."""
+    through the trigram or pair index (one statement, one round trip fewer a search), apart
+    for a search of 1 character (no index); and the planner's settings are back once the
+    count is read."""
     statements: list[str] = []
 
     def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
@@ -196,4 +198,46 @@ def test_a_listed_search_plans_the_rest_of_its_transaction_for_its_values(
         assert conn.exec_driver_sql("SHOW enable_seqscan").scalar() == "on"
     assert sum("plan_cache_mode" in s for s in statements) == 1
     setting = next(s for s in statements if "plan_cache_mode" in s)
-    assert ("enable_seqscan" in setting) == (len(q) >= node_search.TRIGRAM)
+    assert ("enable_seqscan" in setting) == (len(q) >= node_search.PAIR)
+
+
+def _nodes_read(conn: Connection) -> int:
+    """The rows of `nodes` this transaction has read so far, by scans and through indexes
+    (bitmaps included)."""
+    return int(
+        conn.exec_driver_sql(
+            "SELECT seq_tup_read + idx_tup_fetch FROM pg_stat_xact_user_tables "
+            "WHERE relname = 'nodes'"
+        ).scalar_one()
+    )
+
+
+def test_a_search_of_two_characters_is_read_through_the_pairs_index(db: Database) -> None:
+    """Migration 0018: a 2-character search asks the GIN index of the host names' pairs for
+    its rows, and reads no other node (pg_trgm has no trigram for it; it was a scan of the
+    table); the pairs follow a renamed host name. A single character is still a scan."""
+    with db.engine.begin() as conn:
+        _fill(conn, 10_000, count=20_000, components=[])
+        conn.exec_driver_sql("UPDATE nodes SET hostname = 'qx-' || hostname WHERE id < 10003")
+        conn.exec_driver_sql("ANALYZE nodes")
+    with db.read() as conn:
+        before = _nodes_read(conn)
+        none = node_rows.list_page(conn, NodeFilter(q="zq"))
+        assert _nodes_read(conn) == before  # no node read
+        few = node_rows.list_page(conn, NodeFilter(q="qx"))
+        # the three: counted, their NodeIDs for the page, their rows (pg_trgm's index would
+        # propose every node to each)
+        assert _nodes_read(conn) <= before + 9
+        node_rows.list_page(conn, NodeFilter(q="z"))
+        assert _nodes_read(conn) >= before + 20_000  # one character: every node read
+    assert (none.total, none.items) == (0, [])
+    assert [n.id for n in few.items] == [10_000, 10_001, 10_002]
+    with db.engine.begin() as conn:  # renamed: the pairs are the new name's
+        conn.exec_driver_sql("UPDATE nodes SET hostname = substr(hostname, 4) WHERE id = 10001")
+    with db.read() as conn:
+        assert [n.id for n in node_rows.list_page(conn, NodeFilter(q="qx")).items] == [
+            10_000,
+            10_002,
+        ]
+        pairs = conn.exec_driver_sql("SELECT hostname_pairs FROM nodes WHERE id = 10000").scalar()
+    assert pairs[:4] == ["qx", "x-", "-s", "si"]

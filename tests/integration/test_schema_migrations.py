@@ -118,6 +118,7 @@ def test_search_structures_exist(database_url: str) -> None:
             "node_role_counts_change",
             "node_presence_insert",
             "ix_node_presence_last_seen",  # since 0016
+            "ix_nodes_hostname_pairs",  # since 0018
         }
         assert "ix_nodes_last_seen_id" not in found  # the time left the nodes' rows in 0015
     assert wanted <= found

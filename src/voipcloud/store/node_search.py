@@ -5,9 +5,11 @@ IP, or (digits only) the NodeID; any case (stored hostnames and IPs are lower ca
 lowered). One clause, `search(q)`, compiles differently per database (migration 0008):
 
 - PostgreSQL: `hostname LIKE '%q%'` is served by the pg_trgm GIN index, the IP prefixes by
-  `varchar_pattern_ops` B-trees. Fewer than 3 characters give pg_trgm nothing to look up; the
-  planner then scans the table, whose rows hold the host names and IPs (migration 0013: they
-  were out of line, a TOAST lookup per node).
+  `varchar_pattern_ops` B-trees. 2 characters give pg_trgm nothing to look up: the GIN index
+  of the host names' pairs of adjacent characters (`hostname_pairs`, migration 0018) proposes
+  the rows instead. A single character has no index: the planner scans the table, whose rows
+  hold the host names and IPs (migration 0013: they were out of line, a TOAST lookup per
+  node), and a broad one stops early at the cap.
 - SQLite: the hostname part asks the FTS5 trigram index (`nodes_search`) for the rows, the IP
   prefixes are `GLOB 'q*'` ranges on their B-trees. A `q` of fewer than 3 characters has no
   trigram: the hostname part is then a `LIKE`, and the count (and the page of few matches)
@@ -52,15 +54,18 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Select,
+    Text,
     and_,
     column,
     func,
     literal,
+    literal_column,
     or_,
     select,
     table,
     text,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.visitors import InternalTraversal
@@ -72,6 +77,10 @@ from voipcloud.store.planner import methods_off
 from voipcloud.store.tables import node_counts, node_role_counts, nodes
 
 TRIGRAM = 3
+PAIR = 2
+# PostgreSQL: the host name's pairs of adjacent characters, generated and indexed (migration
+# 0018; not declared in store/tables.py: SQLite has no arrays)
+_PAIRS = literal_column("nodes.hostname_pairs", ARRAY(Text))
 COVER_INDEX = "ix_nodes_search_cover"  # host name, status, both IPs (store/tables.py)
 # a filtered total counts this many matches at most; beyond, "more than COUNT_CAP"
 COUNT_CAP = 1000
@@ -165,9 +174,12 @@ def search(q: str, *, walk: bool = False) -> ColumnElement[bool]:
     if not may_prefix_an_ip(q):  # no IP to look up, nor to test on each node of a scan
         sqlite_ips = ips = []
     sqlite_id = [node_id == int(q)] if by_id else []
+    # a pair: the index of the host names' pairs proposes the rows (the LIKE first: the filter
+    # that rechecks the rows an OR proposes stops there for those that do not match)
+    hostname = and_(hostname_like, _PAIRS.contains([q])) if len(q) == PAIR else hostname_like
     return _PerDialect(
         sqlite=or_(sqlite_hostname, *sqlite_ips, *sqlite_id),
-        other=or_(hostname_like, *ips, *by_id),
+        other=or_(hostname, *ips, *by_id),
     )
 
 
@@ -234,7 +246,7 @@ def total(
         return Total(min(counted, COUNT_CAP), exact=counted <= COUNT_CAP)
     matches = select(literal(1)).select_from(nodes).where(*where).limit(COUNT_CAP + 1)
     query = select(func.count()).select_from(from_cover(matches, flt).subquery())
-    if conn.dialect.name == "postgresql" and flt.q and len(flt.q) >= TRIGRAM:
+    if conn.dialect.name == "postgresql" and _indexed_on_postgresql(flt.q):
         # the search's custom plans set with the planner's settings: one round trip
         with _bitmap_only(conn, custom_plans=True):
             counted = int(conn.execute(query).scalar_one())
@@ -325,11 +337,17 @@ def page_plan(conn: Connection, flt: NodeFilter, counted: Total) -> AbstractCont
     another table's (`last_seen`, after `_presence_walk` of store/nodes.py ended before the
     page: the matches, not every node, are then sorted); otherwise as the planner
     likes (many matches: it walks the sort key's index and stops early)."""
-    trigrams = flt.q is not None and len(flt.q) >= TRIGRAM
+    indexed = _indexed_on_postgresql(flt.q)
     unindexed_key = flt.sort.removeprefix("-") == "last_seen"
-    if conn.dialect.name == "postgresql" and trigrams and (counted.exact or unindexed_key):
+    if conn.dialect.name == "postgresql" and indexed and (counted.exact or unindexed_key):
         return _bitmap_only(conn)
     return nullcontext()
+
+
+def _indexed_on_postgresql(q: str | None) -> bool:
+    """PostgreSQL: an index proposes the nodes whose host name holds `q` (the trigrams from 3
+    characters, the pairs at 2); a single character has none, and is a scan."""
+    return q is not None and len(q) >= PAIR
 
 
 def _bitmap_only(conn: Connection, *, custom_plans: bool = False) -> AbstractContextManager[None]:
