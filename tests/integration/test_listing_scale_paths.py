@@ -177,32 +177,60 @@ def _statements(db: Database) -> Iterator[list[tuple[str, Any]]]:
         event.remove(db.engine, "before_cursor_execute", record)
 
 
-def test_short_searches_read_the_cover_index_on_sqlite(fleet: tuple[Database, list[Row]]) -> None:  # noqa: F811
-    """SQLite: a search of 1-2 characters counts its matches, and reads a page of few, through
-    `ix_nodes_search_cover` (~60 bytes a node) rather than the ~8 KiB rows; a search with no
-    match reads no page at all. Results are the definition's (the test above)."""
+def _sqlite_plans(db: Database, flt: NodeFilter, marker: str) -> tuple[list[Any], list[str]]:
+    """SQLite: the page of `flt`, and the query plan of each of its statements holding
+    `marker`, steps joined by " / "."""
+    with db.read() as conn:
+        with _statements(db) as seen:
+            page = node_rows.list_page(conn, flt)
+        plans = [
+            " / ".join(
+                str(step[-1])
+                for step in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", parameters)
+            )
+            for sql, parameters in seen
+            if marker in sql
+        ]
+    return page.items, plans
+
+
+def test_single_characters_read_the_cover_index_on_sqlite(
+    fleet: tuple[Database, list[Row]],  # noqa: F811
+) -> None:
+    """SQLite: a search of 1 character (neither a trigram nor a pair) counts its matches, and
+    reads a page of few, through `ix_nodes_search_cover` (~60 bytes a node) rather than the
+    ~8 KiB rows; a search with no match reads no page at all. Results are the definition's
+    (the test above)."""
     db, rows = fleet
     if db.dialect != "sqlite":
         pytest.skip("SQLite's planner (PostgreSQL's row storage: test_nodes_row_storage.py)")
-    for q in ("zq", "00", "e8"):
+    for q in ("z", "0", "8"):
         flt = NodeFilter.parse(q=q, sort="created_at")
-        with db.read() as conn:
-            with _statements(db) as seen:
-                page = node_rows.list_page(conn, flt)
-            plans = [
-                " / ".join(
-                    str(step[-1])
-                    for step in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", parameters)
-                )
-                for sql, parameters in seen
-                if "LIKE" in sql
-            ]
+        items, plans = _sqlite_plans(db, flt, "LIKE")
         matches = expected(rows, flt)
-        assert [n.id for n in page.items] == matches[: flt.limit], q
+        assert [n.id for n in items] == matches[: flt.limit], q
         assert len(plans) == (2 if matches else 1), (q, plans)  # the count, then the page
         # the count from the index alone; the page's sort key (created_at) from matches' rows
         assert "SCAN nodes USING COVERING INDEX ix_nodes_search_cover" in plans[0], (q, plans)
         assert all("SCAN nodes USING INDEX ix_nodes_search_cover" in p for p in plans[1:]), plans
+
+
+def test_two_characters_read_the_pairs_on_sqlite(fleet: tuple[Database, list[Row]]) -> None:  # noqa: F811
+    """SQLite: a search of 2 characters finds its nodes from the table of the host names'
+    pairs (migration 0018) by its primary key, and reads no other node, neither to count
+    them nor for the page (PostgreSQL: test_nodes_row_storage.py)."""
+    db, rows = fleet
+    if db.dialect != "sqlite":
+        pytest.skip("SQLite's planner")
+    for q in ("zq", "00", "e8", "p-"):
+        flt = NodeFilter.parse(q=q, sort="created_at")
+        items, plans = _sqlite_plans(db, flt, "node_pairs")
+        matches = expected(rows, flt)
+        assert [n.id for n in items] == matches[: flt.limit], q
+        assert len(plans) == (2 if matches else 1), (q, plans)  # the count, then the page
+        for plan in plans:
+            assert "SEARCH node_pairs USING PRIMARY KEY (pair=?)" in plan, (q, plan)
+            assert "SCAN nodes" not in plan, (q, plan)
 
 
 def _role_totals(db: Database) -> dict[tuple[str, str | None], int]:

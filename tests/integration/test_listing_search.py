@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, text, update
 
 from tests.integration.infrastructure_helpers import API, Infra, running_infra
 from voipcloud.domain import policy
@@ -194,6 +194,20 @@ def test_search_sees_a_changed_hostname_and_status_at_once(
         old = target.hostname[:9]
         still = expected([r for r in rows if r.id != target.id], NodeFilter.parse(q=old))
         assert [n.id for n in node_rows.list_page(conn, NodeFilter.parse(q=old)).items] == still
+        # 2 characters: the pairs (migration 0018) follow the new name, and forget the old one
+        for q in ("zz", "z-"):
+            moved = node_rows.list_page(conn, NodeFilter.parse(q=q, status="Deleted"))
+            assert [n.id for n in moved.items] == [target.id], q
+        pair = target.hostname[1:3]  # of the old name: found where other names hold it
+        others = [r for r in rows if r.id != target.id]
+        flt = NodeFilter.parse(q=pair, status="Deleted", limit=500)
+        assert [n.id for n in node_rows.list_page(conn, flt).items] == expected(others, flt)
+    if db.dialect == "sqlite":  # the row itself deleted: its pairs with it (a trigger)
+        kept = text("SELECT count(*) FROM node_pairs WHERE node_id = :id")
+        with db.write() as conn:
+            assert conn.execute(kept, {"id": target.id}).scalar_one() == 15  # zz-moved.example
+            conn.execute(delete(nodes).where(nodes.c.id == target.id))
+            assert conn.execute(kept, {"id": target.id}).scalar_one() == 0
 
 
 @pytest.fixture

@@ -83,8 +83,9 @@ def _search_structures(database_url: str) -> set[str]:
 
 
 def test_search_structures_exist(database_url: str) -> None:
-    """What the comparison leaves out is there: the FTS5 table and its triggers (SQLite), the
-    trigram and pattern indexes (PostgreSQL), the counting triggers (both)."""
+    """What the comparison leaves out is there: the FTS5 and pairs tables and their triggers
+    (SQLite), the trigram, pairs and pattern indexes (PostgreSQL), the counting triggers
+    (both)."""
     found = _search_structures(database_url)
     if database_url.startswith("sqlite"):
         wanted = {
@@ -104,6 +105,10 @@ def test_search_structures_exist(database_url: str) -> None:
             "node_role_counts_unassign",
             "node_role_counts_reassign",
             "node_role_counts_fold",
+            "node_pairs",  # since 0018
+            "node_pairs_insert",
+            "node_pairs_update",
+            "node_pairs_delete",
         }
         assert "ix_nodes_hostname_trgm" not in found
     else:

@@ -10,9 +10,10 @@ lowered). One clause, `search(q)`, compiles differently per database (migration 
   the rows instead. A single character has no index: the planner scans the table, whose rows
   hold the host names and IPs (migration 0013: they were out of line, a TOAST lookup per
   node), and a broad one stops early at the cap.
-- SQLite: the hostname part asks the FTS5 trigram index (`nodes_search`) for the rows, the IP
-  prefixes are `GLOB 'q*'` ranges on their B-trees. A `q` of fewer than 3 characters has no
-  trigram: the hostname part is then a `LIKE`, and the count (and the page of few matches)
+- SQLite: the hostname part asks the FTS5 trigram index (`nodes_search`) for the rows, or
+  for a `q` of 2 characters the table of the host names' pairs (`node_pairs`, migration
+  0018); the IP prefixes are `GLOB 'q*'` ranges on their B-trees. A single character has
+  neither: the hostname part is then a `LIKE`, and the count (and the page of few matches)
   read the covering index `ix_nodes_search_cover` (hostname, status, both IPs) by name
   (`from_cover`), never the wide rows: a scan of about 60 bytes a node, bounded by the fleet's
   size (docs/benchmarks.md has its cost).
@@ -81,6 +82,8 @@ PAIR = 2
 # PostgreSQL: the host name's pairs of adjacent characters, generated and indexed (migration
 # 0018; not declared in store/tables.py: SQLite has no arrays)
 _PAIRS = literal_column("nodes.hostname_pairs", ARRAY(Text))
+# SQLite: the same pairs, a row each, in a table kept by triggers (migration 0018)
+_SQLITE_PAIRS = table("node_pairs", column("pair"), column("node_id"))
 COVER_INDEX = "ix_nodes_search_cover"  # host name, status, both IPs (store/tables.py)
 # a filtered total counts this many matches at most; beyond, "more than COUNT_CAP"
 COUNT_CAP = 1000
@@ -161,6 +164,9 @@ def search(q: str, *, walk: bool = False) -> ColumnElement[bool]:
         in_index = node_id.in_(
             select(_FTS.c.rowid).where(_FTS.c.nodes_search.op("MATCH")(_fts_phrase(q)))
         )
+    elif len(q) == PAIR:
+        in_index = node_id.in_(select(_SQLITE_PAIRS.c.node_id).where(_SQLITE_PAIRS.c.pair == q))
+    if len(q) >= PAIR:
         # ASCII: the index's answer is the LIKE's answer; otherwise the LIKE decides
         sqlite_hostname = in_index if q.isascii() else and_(in_index, hostname_like)
     else:
@@ -307,13 +313,14 @@ def _hostname_alone(flt: NodeFilter) -> str | None:
 
 
 def from_cover(statement: Select[Any], flt: NodeFilter) -> Select[Any]:
-    """SQLite, a `q` of 1 or 2 characters (no trigram): `statement` reads the nodes through
-    `ix_nodes_search_cover` (host name, status, both IPs: ~60 bytes a node), never the ~8 KiB
-    rows. The planner otherwise walks `ix_nodes_live_id` (the live nodes' partial index) and
-    reads each row to evaluate the LIKE: 48-61 ms for a search of 2 rare characters at
-    50,000 nodes against 6-27 ms through the index, and 222 ms for a page of few matches by
-    NodeID, which it read from the table in rowid order."""
-    if flt.q and len(flt.q) < TRIGRAM:
+    """SQLite, a `q` of 1 character (neither a trigram nor a pair): `statement` reads the
+    nodes through `ix_nodes_search_cover` (host name, status, both IPs: ~60 bytes a node),
+    never the ~8 KiB rows. The planner otherwise walks `ix_nodes_live_id` (the live nodes'
+    partial index) and reads each row to evaluate the LIKE: 48-61 ms for a search of 2 rare
+    characters at 50,000 nodes (before the pairs of migration 0018) against 6-27 ms through
+    the index, and 222 ms for a page of few matches by NodeID, which it read from the table
+    in rowid order."""
+    if flt.q and len(flt.q) < PAIR:
         return statement.with_hint(nodes, f"INDEXED BY {COVER_INDEX}", "sqlite")
     return statement
 

@@ -184,10 +184,12 @@ node_role_counts = Table(
     Column("delta", Integer, nullable=False),
 )
 
-# SQLite's full-text index of host names (FTS5, trigram tokenizer) and its shadow tables: made
-# by migration 0008 with raw DDL, kept in step by triggers, never in this metadata.
+# SQLite's full-text index of host names (FTS5, trigram tokenizer) and its shadow tables, made
+# by migration 0008, and the host names' pairs of adjacent characters (0018): raw DDL, kept in
+# step by triggers, never in this metadata.
 SQLITE_ONLY_TABLES = frozenset(
     {
+        "node_pairs",
         "nodes_search",
         "nodes_search_data",
         "nodes_search_idx",
