@@ -45,6 +45,7 @@ planned freely (it walks the sort key's index).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -148,9 +149,13 @@ def _compile_unindexed_sqlite(element: _Unindexed, compiler: SQLCompiler, **kw: 
     return "+" + compiler.process(element.column, **kw)
 
 
+@functools.lru_cache(maxsize=512)
 def search(q: str, *, walk: bool = False) -> ColumnElement[bool]:
     """Nodes that `q` finds (q already stripped): see the module docstring. `walk`: a check
-    of each node along another index (SQLite: no index serves these terms)."""
+    of each node along another index (SQLite: no index serves these terms). Built once for
+    each `q` and kept (a clause is immutable): a listing polls its search every 2 s, and
+    building both databases' forms each time was 0.5-0.65 ms of a listing of `q=42` or
+    `q=fra1` at 50,000 nodes (SQLite, measured in one process, alternating)."""
     q = q.lower()
     hostname_like = nodes.c.hostname.contains(q, autoescape=True)
     private_prefix = nodes.c.private_ip.startswith(q, autoescape=True)
