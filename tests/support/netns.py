@@ -28,6 +28,8 @@ from typing import Self
 import pytest
 
 from tests.support.processes import AgentProcess, Controller
+from voipcloud.agent.roles import BUILTIN
+from voipcloud.agent.roles.base import socket_path
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -50,6 +52,8 @@ class Namespace:
     name: str
     address: str
     host_veth: str
+    # the state dirs of the agents run in it: where their role software made its sockets
+    agent_dirs: list[Path] = field(default_factory=list)
 
     def exec_argv(self, argv: list[str]) -> list[str]:
         return ["ip", "netns", "exec", self.name, *argv]
@@ -67,11 +71,16 @@ class Namespace:
         for _ in range(50):
             pids = self.pids()
             if not pids:
-                return
+                break
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.1)
+        # killed, the role software could not remove its sockets: a socket too long a path for
+        # the agent's state dir is in /tmp, where nothing else would (agent/roles/base.py)
+        for directory in self.agent_dirs:
+            for path in software_sockets(directory):
+                path.unlink(missing_ok=True)
 
 
 # the lock the pytest workers of a run take turns on to claim a lab's address range
@@ -178,6 +187,9 @@ class NamespacedController(BridgeController):
 
     def wrap(self, argv: list[str]) -> list[str]:
         assert self.namespace is not None
+        ic_agent_dir = self.data_dir / "ic-agent"
+        if self.ic_agent and ic_agent_dir not in self.namespace.agent_dirs:
+            self.namespace.agent_dirs.append(ic_agent_dir)
         return self.namespace.exec_argv(argv)
 
 
@@ -189,7 +201,18 @@ class NamespacedAgent(AgentProcess):
 
     def wrap(self, argv: list[str]) -> list[str]:
         assert self.namespace is not None
+        if self.state_dir not in self.namespace.agent_dirs:
+            self.namespace.agent_dirs.append(self.state_dir)
         return self.namespace.exec_argv(argv)
+
+
+def software_sockets(agent_dir: Path) -> list[Path]:
+    """Where the role software of the agent with this state dir makes its unix sockets."""
+    return [
+        Path(socket_path(agent_dir / "roles" / code, name))
+        for code, role in BUILTIN.items()
+        for name in role.sockets
+    ]
 
 
 def state_dir(base: Path, name: str) -> Path:
