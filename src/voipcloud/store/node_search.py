@@ -165,17 +165,15 @@ def search(q: str, *, walk: bool = False) -> ColumnElement[bool]:
     node_id = _Unindexed(nodes.c.id) if walk else nodes.c.id
     private_ip = _Unindexed(nodes.c.private_ip) if walk else nodes.c.private_ip
     public_ip = _Unindexed(nodes.c.public_ip) if walk else nodes.c.public_ip
-    if len(q) >= TRIGRAM:
+    sqlite_hostname = hostname_like  # a single character: no index
+    if len(q) >= PAIR:  # the trigrams' FTS5 index, or the pairs' table
         in_index = node_id.in_(
             select(_FTS.c.rowid).where(_FTS.c.nodes_search.op("MATCH")(_fts_phrase(q)))
+            if len(q) >= TRIGRAM
+            else select(_SQLITE_PAIRS.c.node_id).where(_SQLITE_PAIRS.c.pair == q)
         )
-    elif len(q) == PAIR:
-        in_index = node_id.in_(select(_SQLITE_PAIRS.c.node_id).where(_SQLITE_PAIRS.c.pair == q))
-    if len(q) >= PAIR:
         # ASCII: the index's answer is the LIKE's answer; otherwise the LIKE decides
         sqlite_hostname = in_index if q.isascii() else and_(in_index, hostname_like)
-    else:
-        sqlite_hostname = hostname_like
     pattern = _glob_literal(q) + "*"
     sqlite_ips = [
         and_(private_ip.op("GLOB")(pattern), private_prefix),

@@ -70,7 +70,7 @@ class Kamailio(SoftwareRole):
     sockets = ("kamailio.ctl",)
 
     def ctl_socket(self) -> str:
-        return self.short_path("kamailio.ctl")
+        return self.short_path(self.sockets[0])
 
     def listens(self, params: Params, node: NodeInfo) -> list[Listen]:
         port = int(params.get("sip_port") or 5060)
