@@ -185,7 +185,10 @@ buttons, refused ones disabled with the rulebook's reason -- never hidden."""
 def open_actions(page: Page, node_id: int) -> Locator:
     """The node's row with its Actions menu opened afresh: the listing loads a row's actions
     when its menu opens (a menu left open is closed and opened again, so that what it shows
-    was decided now, not before the last live update)."""
+    was decided now, not before the last live update). A page a form's post has just brought
+    may be shown before its scripts ran (they are deferred): a click on the button then does
+    nothing, so the page is first let finish loading."""
+    page.wait_for_load_state()
     toggle = page.locator(f"#n{node_id}-menu")
     menu = page.locator(f"#n{node_id}-actions")
     if toggle.get_attribute("aria-expanded") == "true":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 from tests.browser.conftest import (
     ADMIN,
@@ -191,3 +191,26 @@ def test_search_filters_sort_and_pages(admin_page: Page, site: Site) -> None:
     assert hostnames == expected
     header = page.get_by_role("columnheader", name=re.compile("Hostname"))
     expect(header).to_have_attribute("aria-sort", "descending")
+
+
+def test_a_menu_opens_on_a_page_shown_before_its_scripts_ran(admin_page: Page, site: Site) -> None:
+    """CI once clicked a row's Actions on the page a form's post had just brought, shown but
+    its deferred scripts not run yet: the button did nothing and the menu stayed closed. Here
+    the page's htmx arrives 1.5 s late; the helpers open menus on it all the same (they wait for
+    the page to finish loading), for the row the post changed and for another."""
+    page = admin_page
+    node = site.add_node("late-scripts", roles=("sip",), public_ip="203.0.113.52")
+    other = site.add_node("late-other", roles=("sip",), public_ip="203.0.113.53")
+    late: list[str] = []
+
+    def late_script(route: Route) -> None:
+        late.append(route.request.url)
+        page.wait_for_timeout(1500)
+        route.continue_()
+
+    page.route(re.compile(r"/static/htmx\.min\.js"), late_script)
+    open_actions(page, node.id).get_by_role("button", name="Set StandBy late-scripts").click()
+    expect(page.get_by_role("status").filter(has_text="late-scripts")).to_be_visible()
+    assert row_actions(page, node.id) == EXPECTED["StandBy"]
+    assert row_actions(page, other.id) == EXPECTED["Offline"]
+    assert late, "the page's htmx was not held: nothing was tried"
