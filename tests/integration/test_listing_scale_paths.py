@@ -37,6 +37,7 @@ from tests.integration.test_listing_search import (
     fleet,  # noqa: F401 (the fixture)
     queries,
 )
+from voipcloud.domain.errors import RuleViolation
 from voipcloud.domain.filters import NodeFilter
 from voipcloud.domain.roles import ROLES
 from voipcloud.domain.statuses import NodeStatus
@@ -603,118 +604,187 @@ def test_a_role_page_past_a_capped_count_is_the_definitions(
 
 
 @pytest.mark.parametrize("sort", ["hostname", "-hostname"])
-def test_a_common_role_by_host_name_is_read_along_the_host_names(
+def test_a_role_by_host_name_is_read_from_the_roles_host_name_index(
     fleet: tuple[Database, list[Row]],  # noqa: F811
     seen: dict[int, object],
     sort: str,
 ) -> None:
-    """Every live node of a common role by host name, in both directions, on the first, a
-    middle, the last and a page past it: the definition's rows, read along the live host names
-    with the role's NodeIDs held (no budgeted walk first). A role few enough to sort, and a
-    role with another filter, are not read that way, and answer the definition too."""
+    """Every live node of a role by host name, in both directions, on the first, a middle, the
+    last and a page past it, the role common or few enough to sort: the definition's rows,
+    read from the role's host-name index (migration 0019), no budgeted walk first. A role with
+    another filter is not read that way, and answers the definition too."""
     db, rows = fleet
     walks: list[bool] = []
-    held: list[NodeFilter] = []
+    along: list[bool] = []
 
-    def spied(conn: Any, flt: NodeFilter, count: int) -> Any:
-        held.append(flt)
-        return along(conn, flt, count)
+    def spied(flt: NodeFilter, *, by_hostname: bool) -> Any:
+        along.append(by_hostname)
+        return driven(flt, by_hostname=by_hostname)
 
-    along = node_rows._in_role_held
+    driven = node_rows._role_driven
     wrong = []
     with db.read() as conn, pytest.MonkeyPatch.context() as patch:
-        patch.setattr(node_rows, "ROLE_SORTED_MAX", 0)  # every role of this fleet is common
         patch.setattr(node_rows, "_role_walk", counting(node_rows._role_walk, walks))
-        patch.setattr(node_rows, "_in_role_held", spied)
-        for role in ("sip", "que"):
-            count = len(expected(rows, NodeFilter.parse(role=role)))
-            for offset in (0, 40, count - 4, count + 9):
-                flt = NodeFilter.parse(role=role, sort=sort, limit=9, offset=offset)
-                page = node_rows.list_page(conn, flt)
-                if [n.id for n in page.items] != ordered(rows, flt, seen):
-                    wrong.append((role, offset))
-                assert (page.total, page.total_exact) == (count, True)
+        patch.setattr(node_rows, "_role_driven", spied)
+        for most in (0, 1_000):  # every role of this fleet common; every one few enough to sort
+            patch.setattr(node_rows, "ROLE_SORTED_MAX", most)
+            for role in ("sip", "que"):
+                count = len(expected(rows, NodeFilter.parse(role=role)))
+                for offset in (0, 40, count - 4, count + 9):
+                    flt = NodeFilter.parse(role=role, sort=sort, limit=9, offset=offset)
+                    page = node_rows.list_page(conn, flt)
+                    if [n.id for n in page.items] != ordered(rows, flt, seen):
+                        wrong.append((most, role, offset))
+                    assert (page.total, page.total_exact) == (count, True)
         assert not wrong, wrong
         assert walks == []
-        assert len(held) == 8
-        held.clear()
-        patch.setattr(node_rows, "ROLE_SORTED_MAX", 1_000)  # a role few enough to sort
+        assert along == [True] * 16
+        along.clear()
         others = [
-            NodeFilter.parse(role="que", sort=sort, limit=9, offset=5),
             NodeFilter.parse(role="que", status="Online", sort=sort, limit=9),
+            NodeFilter.parse(role="que", maintenance="no", sort=sort, limit=9, offset=5),
         ]
-        for flt in others:
-            assert [n.id for n in node_rows.list_page(conn, flt).items] == ordered(rows, flt, seen)
-        patch.setattr(node_rows, "ROLE_SORTED_MAX", 0)
-        flt = NodeFilter.parse(role="que", maintenance="no", sort=sort, limit=9, offset=5)
-        assert [n.id for n in node_rows.list_page(conn, flt).items] == ordered(rows, flt, seen)
-        assert held == []
+        for most in (0, 1_000):
+            patch.setattr(node_rows, "ROLE_SORTED_MAX", most)
+            for flt in others:
+                found = [n.id for n in node_rows.list_page(conn, flt).items]
+                assert found == ordered(rows, flt, seen), (most, flt)
+        assert True not in along
 
 
-@pytest.mark.postgres
-def test_the_role_is_hashed_whatever_work_mem_the_server_gives(database_url: str) -> None:
-    """PostgreSQL: the held walk hashes the role's NodeIDs even when the server's work_mem
-    is too small for them. Unhashed, the role's subquery ran again for each host name walked
-    (~20 s for a page at 50,000 nodes): here 5,000 nodes of the role, whose host names come
-    last, behind 2,000 others, with work_mem at its 64 kB minimum."""
-    if not database_url.startswith("postgresql"):
-        pytest.skip("PostgreSQL's planner (SQLite holds the NodeIDs in a list of its own)")
-    db = Database(database_url)
-    try:
-        with db.write() as conn:
-            rows = [
+def _clustered_role(db: Database, *, others: int, carrying: int) -> list[int]:
+    """`others` nodes whose host names come first (`a-...`), then `carrying` nodes of role sip
+    whose host names come last (`z-...`), all Online; a few of the role Deleted, among them
+    one that shares its host name with a live node of the role. The role's NodeIDs."""
+    with db.write() as conn:
+        rows = [
+            {
+                "hostname": f"{'a' if number < others else 'z'}-{number:05d}.example.net",
+                "private_ip": f"10.{number // 65536}.{number // 256 % 256}.{number % 256}",
+                "status": "Online",
+                "is_controller": False,
+                "config_generation": 0,
+                "created_at": NOW,
+                "updated_at": NOW,
+                "row_version": 1,
+            }
+            for number in range(others + carrying)
+        ]
+        conn.execute(insert(nodes), rows)
+        ids = list(conn.execute(select(nodes.c.id).where(nodes.c.hostname.like("z-%"))).scalars())
+        conn.execute(
+            insert(role_assignments),
+            [
                 {
-                    "hostname": f"{'a' if number < 5_000 else 'z'}-{number:05d}.example.net",
-                    "private_ip": f"10.{number // 65536}.{number // 256 % 256}.{number % 256}",
-                    "status": "Online",
-                    "is_controller": False,
-                    "config_generation": 0,
+                    "node_id": i,
+                    "role": "sip",
+                    "parameters": {},
                     "created_at": NOW,
                     "updated_at": NOW,
-                    "row_version": 1,
                 }
-                for number in range(7_000)
-            ]
-            conn.execute(insert(nodes), rows)
-            ids = (
-                conn.execute(select(nodes.c.id).where(nodes.c.hostname.like("a-%"))).scalars().all()
-            )
-            conn.execute(
-                insert(role_assignments),
-                [
-                    {
-                        "node_id": i,
-                        "role": "sip",
-                        "parameters": {},
-                        "created_at": NOW,
-                        "updated_at": NOW,
-                    }
-                    for i in ids
-                ],
-            )
+                for i in ids
+            ],
+        )
+        last = conn.execute(select(nodes.c.hostname).where(nodes.c.id == ids[-1])).scalar_one()
+        for gone in ids[-3:]:  # the last three host names of the role Deleted...
+            conn.execute(update(nodes).where(nodes.c.id == gone).values(status="Deleted"))
+        twin = {**rows[0], "hostname": last, "status": "Deleted"}  # ...and a Deleted twin
+        conn.execute(insert(nodes), [twin])
+        if db.dialect == "postgresql":
             conn.exec_driver_sql("ANALYZE nodes")
             conn.exec_driver_sql("ANALYZE role_assignments")
-        seen: list[tuple[str, Any]] = []
+    return ids
 
-        def held(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-            if "OR false" in statement:
-                seen.append((statement, parameters))
 
+def test_a_clustered_role_by_host_name_reads_its_own_index(database_url: str) -> None:
+    """Both databases: a role whose host names all come after every other node's, sorted by
+    -hostname and by hostname, first pages and one at the far end: the first pages are read
+    from the role's host-name index in order, nothing sorted (EXPLAIN of the very statement),
+    and every page is the definition's, Deleted nodes left out. Before 0019 the page walked
+    the other nodes' host names first."""
+    db = Database(database_url)
+    try:
+        ids = _clustered_role(db, others=15_000, carrying=5_000)
+        live = ids[:-3]  # in host-name order, as inserted
+        statements: list[tuple[str, Any]] = []
+
+        def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+            if "ORDER BY role_assignments.hostname" in statement:
+                statements.append((statement, parameters))
+
+        cases = [("-hostname", 0), ("-hostname", 50), ("hostname", 0), ("hostname", 4_980)]
         with db.read() as conn:
-            conn.exec_driver_sql("SET LOCAL work_mem = '64kB'")
-            event.listen(db.engine, "before_cursor_execute", held)
+            event.listen(db.engine, "before_cursor_execute", seen)
             try:
-                flt = NodeFilter.parse(role="sip", sort="-hostname", limit=9, offset=3)
-                page = node_rows.list_page(conn, flt)
+                for sort, offset in cases:
+                    flt = NodeFilter.parse(role="sip", sort=sort, limit=9, offset=offset)
+                    page = node_rows.list_page(conn, flt)
+                    want = list(reversed(live)) if sort.startswith("-") else live
+                    assert [n.id for n in page.items] == want[offset : offset + 9], (sort, offset)
+                    assert (page.total, page.total_exact) == (len(live), True)
             finally:
-                event.remove(db.engine, "before_cursor_execute", held)
-            assert [n.hostname for n in page.items] == [
-                f"a-{number:05d}.example.net" for number in range(4_996, 4_987, -1)
-            ]
-            assert len(seen) == 1
-            statement, parameters = seen[0]
-            plan = "\n".join(conn.exec_driver_sql("EXPLAIN " + statement, parameters).scalars())
-        assert "hashed SubPlan" in plan, plan
+                event.remove(db.engine, "before_cursor_execute", seen)
+            assert len(statements) == len(cases)
+            # the first pages (a page near the role's far end reads most of the role's rows
+            # either way: PostgreSQL then joins and sorts them, as its costs say)
+            for statement, parameters in statements[:3]:
+                if db.dialect == "sqlite":
+                    plan = " | ".join(
+                        str(row[-1])
+                        for row in conn.exec_driver_sql(
+                            "EXPLAIN QUERY PLAN " + statement, parameters
+                        )
+                    )
+                    assert "ix_role_assignments_role_hostname" in plan, plan
+                    assert "TEMP B-TREE" not in plan, plan
+                else:
+                    plan = "\n".join(
+                        conn.exec_driver_sql("EXPLAIN " + statement, parameters).scalars()
+                    )
+                    assert "ix_role_assignments_role_hostname" in plan, (parameters, plan)
+                    assert "Sort" not in plan, (parameters, plan)
+    finally:
+        db.dispose()
+
+
+def test_assignments_carry_their_nodes_host_names(database_url: str) -> None:
+    """Both databases: an assignment made takes its node's host name (one by one and in a
+    bulk insert), a renamed node's assignments follow it, a rename to the same name changes
+    nothing, and an assignment of no node still fails on the foreign key (not on the copied
+    name)."""
+    db = Database(database_url)
+    try:
+        ids = _clustered_role(db, others=2, carrying=5)
+        carried = select(
+            role_assignments.c.node_id, role_assignments.c.role, role_assignments.c.hostname
+        )
+        names = select(nodes.c.id, nodes.c.hostname)
+        with db.write() as conn:
+            conn.execute(
+                insert(role_assignments).values(
+                    node_id=ids[0], role="que", parameters={}, created_at=NOW, updated_at=NOW
+                )
+            )
+            conn.execute(update(nodes).where(nodes.c.id == ids[0]).values(hostname="b-renamed.lab"))
+            conn.execute(update(nodes).where(nodes.c.id == ids[1]).values(status="StandBy"))
+        with db.read() as conn:
+            hostnames = {row.id: row.hostname for row in conn.execute(names)}
+            pairs = conn.execute(carried).all()
+        assert len(pairs) == 6
+        assert all(name == hostnames[node_id] for node_id, _role, name in pairs), pairs
+        assert {name for node_id, _r, name in pairs if node_id == ids[0]} == {"b-renamed.lab"}
+        with db.read() as conn:  # the rename moved it to the front of the role's order
+            page = node_rows.list_page(conn, NodeFilter.parse(role="sip", sort="hostname"))
+        assert [n.id for n in page.items][:1] == [ids[0]]
+        with pytest.raises(RuleViolation) as failed, db.write() as conn:
+            conn.execute(
+                insert(role_assignments).values(
+                    node_id=999_999, role="sip", parameters={}, created_at=NOW, updated_at=NOW
+                )
+            )
+        cause = str(failed.value.__cause__).lower()  # the driver's own error
+        assert "foreign key" in cause, cause
+        assert "hostname" not in cause, cause
     finally:
         db.dispose()
 

@@ -109,6 +109,8 @@ def test_search_structures_exist(database_url: str) -> None:
             "node_pairs_insert",
             "node_pairs_update",
             "node_pairs_delete",
+            "role_assignments_hostname",  # since 0019
+            "role_assignments_follow_hostname",
         }
         assert "ix_nodes_hostname_trgm" not in found
     else:
@@ -124,6 +126,8 @@ def test_search_structures_exist(database_url: str) -> None:
             "node_presence_insert",
             "ix_node_presence_last_seen",  # since 0016
             "ix_nodes_hostname_pairs",  # since 0018
+            "role_assignments_hostname",  # since 0019
+            "role_assignments_follow_hostname",
         }
         assert "ix_nodes_last_seen_id" not in found  # the time left the nodes' rows in 0015
     assert wanted <= found

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Engine,
     RowMapping,
@@ -19,8 +20,6 @@ from sqlalchemy import (
     func,
     insert,
     literal,
-    literal_column,
-    or_,
     select,
     text,
     update,
@@ -360,18 +359,17 @@ def _carrying(flt: NodeFilter) -> Any:
     return select(role_assignments.c.node_id).where(role_assignments.c.role == flt.role)
 
 
-_LIVE_HOSTNAMES = "uq_nodes_live_hostname"
-
-
 def _live_by_hostname(flt: NodeFilter) -> bool:
     """Every live node of a role, sorted by host name, nothing else filtered: the page is read
-    along `uq_nodes_live_hostname` (host name and NodeID), each NodeID looked up in the role's
-    NodeIDs held in memory, until the page is found. Its cost is bounded by that index, read
-    in order without the rows, whichever end of it the role's nodes sit at; the budgeted walk
-    (`_role_walk`) is not tried first. Host names that begin with the role cluster its nodes:
-    `que` sorted by -hostname, past the 31,700 nodes that come first, took 23 ms on
-    PostgreSQL as the role's 8,333 nodes read through a join of every live row and sorted,
-    against 6 ms along the index (docs/benchmarks.md, "The listing's seventh pass")."""
+    from the role's host-name index (`ix_role_assignments_role_hostname`, migration 0019: each
+    assignment carries its node's host name), in order, each node's status checked through its
+    primary key, whatever the role's size; the budgeted walk (`_role_walk`) is not tried.
+    Host names that begin with the role cluster its nodes at one end of the nodes' own
+    host-name index: `que` sorted by -hostname walked the 31,668 nodes that come first, with
+    the role's NodeIDs held in memory (before 0019): 7.2 ms a page through the store at 50,000
+    nodes on PostgreSQL, 7.6 ms on SQLite; from the role's index 2.8 and 1.5 ms
+    (docs/benchmarks.md, "The listing's twelfth pass"). A live host name is unique: (host name,
+    NodeID) is the order the other paths give."""
     plain = dataclasses.replace(flt, role=None, sort="hostname", limit=1, offset=0)
     return (
         bool(flt.role)
@@ -380,67 +378,35 @@ def _live_by_hostname(flt: NodeFilter) -> bool:
     )
 
 
-def _in_role_held(conn: Connection, flt: NodeFilter, role_count: int) -> tuple[Any, Any]:
-    """(the SELECT, the role check) of `_live_by_hostname`'s walk. SQLite holds the role's
-    NodeIDs of `id IN (SELECT ...)` in a list of its own; told which index to walk, as its
-    planner would read the role's rows. PostgreSQL turns `IN (SELECT ...)` into a join, and,
-    expecting the role's nodes spread along the index, probes each entry's role (31,694 probes
-    for that page, 139 ms); under an OR it cannot, and keeps a hashed subplan: the role's
-    NodeIDs read once into a hash table (`OR false` is then folded away), given room for it
-    (`_room_for_the_hash`)."""
-    carries = nodes.c.id.in_(_carrying(flt))
-    if conn.dialect.name == "sqlite":
-        hinted = select(nodes.c.id).with_hint(nodes, f"INDEXED BY {_LIVE_HOSTNAMES}", "sqlite")
-        return hinted, carries
-    _room_for_the_hash(conn, role_count)
-    return select(nodes.c.id), or_(carries, literal_column("false"))
-
-
-# bytes a NodeID takes in a hashed subplan's table, generously (PostgreSQL's own estimate: ~32)
-HASHED_ID_BYTES = 64
-
-
-def _room_for_the_hash(conn: Connection, role_count: int) -> None:
-    """PostgreSQL hashes a subplan only when it expects the table to fit in work_mem (times
-    hash_mem_multiplier); otherwise it runs the subquery again for every entry walked, which
-    the OR keeps it from turning into a join: 5 ms became ~20 s for `que` (8,333 nodes) at
-    50,000 nodes with work_mem at 128 kB. So the rest of this (read-only) transaction gets
-    room for the role's NodeIDs, if the server's setting is smaller: 1 MiB plus 64 bytes a
-    node. One round trip."""
-    need_kb = 1024 + role_count * HASHED_ID_BYTES // 1024
-    conn.execute(
-        text(
-            "SELECT set_config('work_mem', greatest("
-            "pg_size_bytes(current_setting('work_mem')) / 1024, :need_kb)::text || 'kB', true)"
-        ),
-        {"need_kb": need_kb},
-    )
-
-
 def _role_driven(
-    conn: Connection, flt: NodeFilter, total: node_search.Total, *, held: bool
-) -> tuple[Any, list[Any], Any]:
-    """The page's NodeIDs read from the role's NodeIDs: (the SELECT without WHERE, the WHERE,
-    the NodeID column to sort by). Sorted by NodeID: a join that PostgreSQL walks in the role
-    index's order and stops after a page. Live nodes by host name: see `_live_by_hostname`.
-    Otherwise the role's NodeIDs are a subquery PostgreSQL cannot flatten (OFFSET 0);
-    flattened, the planner walked the sort key's index and probed each node's role, expecting
-    the role's nodes spread along it -- 31,694 probes for a page of `que` sorted by -hostname
-    (139 ms at 50,000 nodes)."""
+    flt: NodeFilter, *, by_hostname: bool
+) -> tuple[Any, list[Any], list[ColumnElement[Any]] | None]:
+    """The page's NodeIDs read from the role's assignments: (the SELECT without WHERE, the
+    WHERE, the columns to sort by if not the sort key's own). Sorted by NodeID: a join that
+    PostgreSQL walks in the role index's order and stops after a page. Live nodes by host name:
+    along the role's host-name index (`_live_by_hostname`). Otherwise the role's NodeIDs are a
+    subquery PostgreSQL cannot flatten (OFFSET 0); flattened, the planner walked the sort key's
+    index and probed each node's role, expecting the role's nodes spread along it -- 31,694
+    probes for a page of `que` sorted by -hostname (139 ms at 50,000 nodes)."""
     where = _where(dataclasses.replace(flt, role=None))
+    joined = role_assignments.join(nodes, nodes.c.id == role_assignments.c.node_id)
     if flt.sort.removeprefix("-") == "id":
-        joined = role_assignments.join(nodes, nodes.c.id == role_assignments.c.node_id)
         return (
             select(nodes.c.id).select_from(joined),
             [*where, role_assignments.c.role == flt.role],
-            role_assignments.c.node_id,
+            [role_assignments.c.node_id],
         )
-    if held:  # a common role's live nodes by host name
-        query, carries = _in_role_held(conn, flt, total.count)
-        return query, [*where, carries], nodes.c.id
+    if by_hostname:
+        query = select(role_assignments.c.node_id).select_from(joined)
+        # named for SQLite, whose choice between the role's two indexes follows its statistics
+        query = query.with_hint(
+            role_assignments, "INDEXED BY ix_role_assignments_role_hostname", "sqlite"
+        )
+        order: list[ColumnElement[Any]] = [role_assignments.c.hostname, role_assignments.c.node_id]
+        return query, [*where, role_assignments.c.role == flt.role], order
     carrying = _carrying(flt).offset(0).subquery("carrying")
     joined = carrying.join(nodes, nodes.c.id == carrying.c.node_id)
-    return select(nodes.c.id).select_from(joined), where, carrying.c.node_id
+    return select(nodes.c.id).select_from(joined), where, None
 
 
 # The listing as it opens (every live node by NodeID) on SQLite: from ix_nodes_live_id alone.
@@ -491,17 +457,16 @@ def list_page(
         walked = node_search.hostname_page(conn, flt)
     by_role = bool(flt.role) and not flt.q  # a search checks the role of each match instead
     common_role = by_role and not _role_sorted(flt, total)
-    held = common_role and _live_by_hostname(flt)
-    if walked is None and common_role and not held:
+    by_hostname = by_role and _live_by_hostname(flt)
+    if walked is None and common_role and not by_hostname:
         walked = (
             []
             if total.exact and total.count <= flt.offset
             else _role_walk(conn, flt, total, by_status)
         )
     if walked is None and by_role:
-        query, where, node_id = _role_driven(conn, flt, total, held=held)
-        if key == "id":
-            columns = [node_id]
+        query, where, role_columns = _role_driven(flt, by_hostname=by_hostname)
+        columns = role_columns or columns
     descending = flt.sort.startswith("-")
     order = _in_order(columns, flt.sort)
     if key == "last_seen":  # the presence row beside each node (one each)

@@ -216,7 +216,11 @@ role_assignments = Table(
     Column("updated_at", UTCDateTime(), nullable=False),
     # bumped by every change of the parameters: the assignment's ETag (If-Match)
     Column("row_version", Integer, nullable=False, default=1, server_default="1"),
+    # a copy of the node's host name, kept by the database's triggers (migration 0019; never
+    # written by the application): a role's nodes in host-name order from the index below
+    Column("hostname", String(253), nullable=False, server_default=""),
     Index("ix_role_assignments_role_node_id", "role", "node_id"),
+    Index("ix_role_assignments_role_hostname", "role", "hostname", "node_id"),
 )
 
 events = Table(
