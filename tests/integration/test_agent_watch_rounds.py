@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from voipcloud.services import agent_watch
+from voipcloud.services import agent_watch, cooperative
+from voipcloud.services import presence as presence_module
 from voipcloud.services.agent_watch import AgentWatch
 from voipcloud.services.controller import Controller
 from voipcloud.services.presence import Connectivity
@@ -386,3 +387,38 @@ def test_in_the_start_grace_an_agent_heard_here_that_goes_is_lost_at_once(
     assert watch.check() == 1
     assert recorded(controller)[-1] == (node, "agent-back")
     assert all(node_id not in away for node_id, _ in recorded(controller))
+
+
+def test_a_full_round_gives_the_interpreter_away_as_it_goes(
+    controller: Controller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full round reads, judges and walks every live node that had an agent; it pauses every
+    so many of them (services/cooperative.py), so that the requests' threads are not kept
+    waiting by it, and still records what it would without pausing: here 600 nodes, every
+    50, one of them lost."""
+    now = datetime.now(UTC)
+    ids = [
+        row.id
+        for row in (
+            controller.nodes.add(hostname=f"round-{n:03d}", private_ip="10.0.0.5", actor=ADMIN)
+            for n in range(600)
+        )
+    ]
+    with controller.ctx.db.write() as conn:
+        node_rows.touch_last_seen(conn, dict.fromkeys(ids, now))
+    presence = controller.agents.presence
+    for node_id in ids:
+        presence.opened(node_id, now)
+    watch = AgentWatch(controller.ctx, presence, grace=0)
+    assert watch.check() == 0  # the first round: the baseline, every node connected
+    monkeypatch.setattr(cooperative, "EVERY", 50)
+    monkeypatch.setattr(presence_module, "STATES_BATCH", 50)
+    pauses: list[str] = []
+    monkeypatch.setattr(cooperative, "pause", lambda: pauses.append("pause"))
+    presence.closed(ids[7])
+    watch._next_full = 0.0  # the next round is a full one
+    assert watch.check() == 1
+    assert watch.read == len(ids)
+    assert recorded(controller) == [(ids[7], "agent-lost")]
+    # the rows read, the nodes judged, and the recorded nodes walked: 12 pauses each at least
+    assert len(pauses) >= 3 * len(ids) // 50, len(pauses)

@@ -51,6 +51,7 @@ from typing import Any
 
 from sqlalchemy import and_, func, or_, select
 
+from voipcloud.services import cooperative
 from voipcloud.services.context import CONTROLLER_ACTOR, Context
 from voipcloud.services.presence import Connectivity, Presence
 from voipcloud.store import events
@@ -66,6 +67,12 @@ GRACE_LIMIT_SECONDS = 900.0  # the start's grace never lasts longer than this
 # a node's agent as the watch reads it: NodeID, stored last-seen time (its presence row), status
 _last_seen = node_presence.c.last_seen
 _AGENTS = select(nodes.c.id, _last_seen, nodes.c.status).select_from(nodes_with_presence)
+
+
+def _by_node(conn: Any, query: Any) -> dict[int, Any]:
+    """NodeID -> (stored last-seen time, status) of `_AGENTS` rows, read cooperatively: a full
+    round reads every live node (services/cooperative.py)."""
+    return {i: (seen, status) for i, seen, status in cooperative.rows(conn.execute(query))}
 
 
 class AgentWatch:
@@ -95,8 +102,8 @@ class AgentWatch:
         )
         lost = {
             node_id
-            for node_id, operation in conn.execute(
-                select(e.c.node_id, e.c.operation).where(e.c.id.in_(last))
+            for node_id, operation in cooperative.rows(
+                conn.execute(select(e.c.node_id, e.c.operation).where(e.c.id.in_(last)))
             )
             if operation == AGENT_LOST
         }
@@ -134,7 +141,7 @@ class AgentWatch:
             _last_seen.is_not(None),
             or_(stale, nodes.c.id.in_(named)) if named else stale,
         )
-        return {i: (seen, status) for i, seen, status in conn.execute(query)}
+        return _by_node(conn, query)
 
     def _heard_here(self, conn: Any, known: dict[int, bool]) -> dict[int, Any]:
         """In the grace after start, the only nodes whose change can be recorded: those whose
@@ -149,12 +156,12 @@ class AgentWatch:
         query = _AGENTS.where(
             nodes.c.status != "Deleted", _last_seen.is_not(None), nodes.c.id.in_(ids)
         )
-        return {i: (seen, status) for i, seen, status in conn.execute(query)}
+        return _by_node(conn, query)
 
     @staticmethod
     def _agent_nodes(conn: Any) -> dict[int, Any]:
         query = _AGENTS.where(nodes.c.status != "Deleted", _last_seen.is_not(None))
-        return {i: (seen, status) for i, seen, status in conn.execute(query)}
+        return _by_node(conn, query)
 
     def check(self) -> int:
         """One round; returns how many events were recorded."""
@@ -184,10 +191,10 @@ class AgentWatch:
         in_grace = starting or (self.busy is not None and self.busy())
         changes: list[tuple[int, str, str, str]] = []
         if full:
-            for node_id in list(known):
+            for node_id in cooperative.items(list(known)):
                 if node_id not in live:
                     del known[node_id]  # deleted (or never had an agent)
-        for node_id, state in states.items():
+        for node_id, state in cooperative.items(states.items()):
             was = known.get(node_id)
             status = live[node_id][1]
             if state is Connectivity.CONNECTED:

@@ -16,9 +16,10 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from enum import StrEnum
 
+from voipcloud.services import cooperative
 from voipcloud.services.role_health import RoleHealthBook
 
-STATES_BATCH = 1000  # nodes judged per hold of the lock (`Presence.states`)
+STATES_BATCH = 500  # nodes judged per hold of the lock (`Presence.states`), then a pause
 
 
 class Connectivity(StrEnum):
@@ -182,6 +183,7 @@ class Presence:
             for node_id, stored, seen, channel_open, slack in taken:
                 state = self._judge(seen, stored, channel_open, slack, now)[0]
                 found[node_id] = (state, seen is not None)
+            cooperative.pause()  # the requests' threads in (a full round judges every node)
         return found
 
     def _sample(self, node_id: int) -> tuple[datetime | None, bool, float]:
