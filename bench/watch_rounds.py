@@ -20,7 +20,6 @@ import argparse
 import functools
 import json
 import os
-import statistics
 import sys
 import tempfile
 import threading
@@ -30,7 +29,7 @@ from typing import Any
 
 import httpx
 from _common import private_database
-from listing_scale import fill
+from listing_scale import fill, summary
 from tests.support.server import serve_in_thread
 from web_listing import PASSWORD, ServerClock, served, sign_in
 
@@ -61,15 +60,6 @@ class Rounds:
             self.wall_ms.append((time.perf_counter() - wall) * 1000)
             self.cpu_ms.append((time.thread_time() - cpu) * 1000)
             self.stop.wait(0.05)
-
-
-def figures(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {
-        "p50_ms": round(statistics.median(ordered), 2),
-        "p95_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))], 2),
-        "max_ms": round(ordered[-1], 2),
-    }
 
 
 def run(label: str, database_url: str | None, count: int, repeats: int) -> dict[str, Any]:
@@ -104,12 +94,12 @@ def run(label: str, database_url: str | None, count: int, repeats: int) -> dict[
                 for path in PATHS:
                     headers = api if path.startswith("/api") else {}
                     call = functools.partial(client.get, path, headers=headers)
-                    result[phase][path] = figures(served(clock, call, repeats))
+                    result[phase][path] = summary(served(clock, call, repeats))
                 rounds.stop.set()
                 if phase == "rounds":
                     rounds.thread.join()
-                    result["round_wall"] = figures(rounds.wall_ms)
-                    result["round_cpu"] = figures(rounds.cpu_ms)
+                    result["round_wall"] = summary(rounds.wall_ms)
+                    result["round_cpu"] = summary(rounds.cpu_ms)
                     result["rounds_run"] = len(rounds.wall_ms)
             result["load_after"] = os.getloadavg()
     return result
