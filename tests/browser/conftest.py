@@ -187,7 +187,7 @@ def open_actions(page: Page, node_id: int) -> Locator:
     when its menu opens (a menu left open is closed and opened again, so that what it shows
     was decided now, not before the last live update). A page a form's post has just brought
     may be shown before its scripts ran (they are deferred): a click on the button then does
-    nothing, so the page is first let finish loading."""
+    nothing, so this first waits for the page to finish loading."""
     page.wait_for_load_state()
     toggle = page.locator(f"#n{node_id}-menu")
     menu = page.locator(f"#n{node_id}-actions")

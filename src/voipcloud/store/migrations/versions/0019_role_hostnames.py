@@ -13,7 +13,7 @@ request of the listing (docs/benchmarks.md, "The listing's twelfth pass").
 `role_assignments.hostname` is a copy of its node's host name, kept by the database (no
 writer can leave it stale), and `ix_role_assignments_role_hostname` (role, host name, NodeID)
 gives a role's nodes in host-name order: the page is read from its first entries, each node's
-row checked for its status through the primary key.
+status checked through an index of the nodes (the live ones' partial index on PostgreSQL).
 
 - PostgreSQL: a BEFORE INSERT OR UPDATE trigger on `role_assignments` sets it from the node
   (left as it is when there is no such node, so that the foreign key still says so), and an
