@@ -405,8 +405,8 @@ def _role_driven(
         order: list[ColumnElement[Any]] = [role_assignments.c.hostname, role_assignments.c.node_id]
         return query, [*where, role_assignments.c.role == flt.role], order
     carrying = _carrying(flt).offset(0).subquery("carrying")
-    joined = carrying.join(nodes, nodes.c.id == carrying.c.node_id)
-    return select(nodes.c.id).select_from(joined), where, None
+    held = carrying.join(nodes, nodes.c.id == carrying.c.node_id)
+    return select(nodes.c.id).select_from(held), where, None
 
 
 # The listing as it opens (every live node by NodeID) on SQLite: from ix_nodes_live_id alone.
