@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 
 import anyio
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 
 from voipcloud import __version__, protocol
 from voipcloud.api import agent_package, contract, errors, versions
@@ -19,6 +19,7 @@ from voipcloud.api import metrics as metrics_api
 from voipcloud.api.agent_channel import AgentHub, ChannelRoute
 from voipcloud.api.gc_policy import CollectorPolicy
 from voipcloud.api.limits import BodySizeLimit
+from voipcloud.api.prefix_router import PrefixRouter
 from voipcloud.api.routes import (
     accounts,
     agent,
@@ -457,7 +458,7 @@ def create_app(settings: Settings | None = None, controller: Controller | None =
     )
     app.add_middleware(ChannelRoute, hub=hub)  # agent channels skip the router (not timed)
 
-    api = APIRouter(prefix="/api/v1")
+    api = PrefixRouter(prefix="/api/v1")  # a page or probe skips its ~150 routes
     for module in (
         auth,
         accounts,

@@ -29,17 +29,28 @@ _FOLD = (
 )
 
 
-_UNFOLDED = "SELECT count(*) > count(DISTINCT ({keys})) FROM {table}"
+# a table to fold: a key with several rows, or rows spread over more pages than a table of
+# one row per key needs (a fold writes them again where the vacuum before it found room, the
+# table's first pages, so that the vacuum after it can give the rest back)
+_TO_FOLD = (
+    "SELECT count(*) > count(DISTINCT ({keys})) "
+    "OR pg_relation_size('{table}') > {pages} * current_setting('block_size')::bigint "
+    "FROM {table}"
+)
+FOLDED_PAGES = 2  # node_role_counts: at most 14 roles x 8 statuses, 112 rows, one page
 
 
 def fold(conn: Connection) -> int:
     """Every committed row of both tables folded into one per key, as the triggers fold them:
     one statement each, so that rows of transactions still open (invisible to it) are neither
-    summed nor deleted; a table already one row per key, or that another transaction is
-    folding at the moment, is left alone. Returns how many tables were folded."""
+    summed nor deleted. A table already one row per key and within FOLDED_PAGES pages, or
+    that another transaction is folding at the moment, is left alone; one of a row per key
+    that spans more (its rows at the end of pages a large import left) is written again.
+    Returns how many tables were folded."""
     folded = 0
     for table, lock, keys in _TABLES:
-        if not conn.exec_driver_sql(_UNFOLDED.format(table=table, keys=keys)).scalar():
+        wanted = _TO_FOLD.format(table=table, keys=keys, pages=FOLDED_PAGES)
+        if not conn.exec_driver_sql(wanted).scalar():
             continue
         if conn.exec_driver_sql(f"SELECT pg_try_advisory_xact_lock({lock})").scalar():
             conn.exec_driver_sql(_FOLD.format(table=table, keys=keys))
@@ -54,19 +65,22 @@ def compact(engine: Engine) -> bool:
     vacuum). Giving pages back takes the tables' exclusive lock for a moment, which holds up a
     listing's read and a node's change (their triggers write here); PostgreSQL gives it up as
     soon as another session waits for it (it checks every 20 ms), and the first vacuum does
-    not take it at all. False on SQLite, and when the role connected does not own the tables:
-    they are then folded but not vacuumed (PostgreSQL would skip them with a warning only its
-    log shows)."""
+    not take it at all. Both ask for the index cleanup (`INDEX_CLEANUP ON`): when dead row
+    pointers sit on under 2 % of a table's pages, as after a fold in a table a large import
+    grew (300 pages), PostgreSQL 14 and later skip it, keep the pointers, and with them every
+    page from the first that holds one: the table never shrank. False on SQLite, and when the
+    role connected does not own the tables: they are then folded but not vacuumed (PostgreSQL
+    would skip them with a warning only its log shows)."""
     if engine.dialect.name != "postgresql":
         return False
     tables = ", ".join(table for table, _lock, _keys in _TABLES)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         owner = owns(conn, *(table for table, _lock, _keys in _TABLES))
         if owner:
-            conn.exec_driver_sql(f"VACUUM (SKIP_LOCKED, TRUNCATE false) {tables}")
+            conn.exec_driver_sql(f"VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON, TRUNCATE false) {tables}")
     with engine.begin() as conn:
         fold(conn)
     if owner:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-            conn.exec_driver_sql(f"VACUUM (SKIP_LOCKED) {tables}")
+            conn.exec_driver_sql(f"VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON) {tables}")
     return owner
