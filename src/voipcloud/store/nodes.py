@@ -89,7 +89,11 @@ def _node(data: RowMapping, roles: list[str]) -> Node:
         agent_version=data["agent_version"],
         os=data["os"],
         kernel=data["kernel"],
-        components=[Component(c["name"], c["version"]) for c in data.get("components") or []],
+        # `in`, not `get`: a listing's rows have no components column, and a RowMapping's `get`
+        # of a column it lacks raises and catches an error inside (25 to 100 a page)
+        components=[Component(c["name"], c["version"]) for c in data["components"] or []]
+        if "components" in data
+        else [],
         last_seen=data["last_seen"],
         created_at=data["created_at"],
         updated_at=data["updated_at"],
