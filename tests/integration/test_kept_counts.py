@@ -325,3 +325,40 @@ def test_a_table_already_folded_is_left_alone(postgres_template: str) -> None:
     finally:
         db.dispose()
         databases.drop_database(name)
+
+
+@pytest.mark.postgres
+def test_rows_spread_over_pages_are_written_again_only_for_a_vacuum(postgres_template: str) -> None:
+    """A table of one row per key whose rows a fold wrote at the end of pages an import left
+    is folded again when a vacuum follows (`spread_over`, the tables' owner), so that the
+    vacuum can give the pages back; without one (a role that cannot vacuum) it is left alone:
+    rewriting it every round would only add dead rows."""
+    name = databases.create_database(template=postgres_template)
+    db = Database(databases.url_for(name))
+    try:
+        with db.write() as conn:
+            conn.exec_driver_sql("ALTER TABLE node_counts SET (autovacuum_enabled = false)")
+            conn.exec_driver_sql("ALTER TABLE node_role_counts SET (autovacuum_enabled = false)")
+            _assign(conn, _add_nodes(conn, 3), "sip")
+            conn.exec_driver_sql(
+                "INSERT INTO node_counts (status, delta) SELECT 'Offline', 1 - 2 * mod(g, 2) "
+                "FROM generate_series(1, 20000) AS g"
+            )
+            conn.exec_driver_sql(
+                "INSERT INTO node_role_counts (role, status, delta) "
+                "SELECT 'pbx', 'Offline', 1 - 2 * mod(g, 2) FROM generate_series(1, 20000) AS g"
+            )
+        with db.write() as conn:
+            assert kept_counts.fold(conn) == 2  # one row a key now, on the tables' last page
+        with db.read() as conn:
+            assert min(_pages(conn, "node_counts"), _pages(conn, "node_role_counts")) > 50
+        with db.write() as conn:
+            assert kept_counts.fold(conn) == 0
+        with db.write() as conn:
+            assert kept_counts.fold(conn, spread_over=kept_counts.FOLDED_PAGES) == 2
+        with db.read() as conn:
+            assert _kept_by_status(conn) == _counted_by_status(conn)
+            assert _kept_by_role(conn) == _counted_by_role(conn)
+    finally:
+        db.dispose()
+        databases.drop_database(name)

@@ -29,28 +29,32 @@ _FOLD = (
 )
 
 
-# a table to fold: a key with several rows, or rows spread over more pages than a table of
-# one row per key needs (a fold writes them again where the vacuum before it found room, the
-# table's first pages, so that the vacuum after it can give the rest back)
-_TO_FOLD = (
+# a table to fold: a key with several rows (`_UNFOLDED`), or, when a vacuum follows, rows spread
+# over more pages than a table of one row per key needs (`_SPREAD`: a fold writes them again
+# where the vacuum before it found room, the table's first pages, so that the vacuum after it
+# can give the rest back)
+_UNFOLDED = "SELECT count(*) > count(DISTINCT ({keys})) FROM {table}"
+_SPREAD = (
     "SELECT count(*) > count(DISTINCT ({keys})) "
     "OR pg_relation_size('{table}') > {pages} * current_setting('block_size')::bigint "
     "FROM {table}"
 )
-FOLDED_PAGES = 2  # node_role_counts: at most 14 roles x 8 statuses, 112 rows, one page
+FOLDED_PAGES = 2  # node_role_counts: at most 11 roles x 8 statuses, 88 rows, one page
 
 
-def fold(conn: Connection) -> int:
+def fold(conn: Connection, *, spread_over: int | None = None) -> int:
     """Every committed row of both tables folded into one per key, as the triggers fold them:
     one statement each, so that rows of transactions still open (invisible to it) are neither
-    summed nor deleted. A table already one row per key and within FOLDED_PAGES pages, or
-    that another transaction is folding at the moment, is left alone; one of a row per key
-    that spans more (its rows at the end of pages a large import left) is written again.
-    Returns how many tables were folded."""
+    summed nor deleted. A table already one row per key, or that another transaction is
+    folding at the moment, is left alone; with `spread_over`, one of a row per key on more
+    pages than that (its rows at the end of pages a large import left) is written again, for
+    the vacuum that follows to give those pages back. Returns how many tables were folded."""
     folded = 0
     for table, lock, keys in _TABLES:
-        wanted = _TO_FOLD.format(table=table, keys=keys, pages=FOLDED_PAGES)
-        if not conn.exec_driver_sql(wanted).scalar():
+        wanted = _UNFOLDED if spread_over is None else _SPREAD
+        if not conn.exec_driver_sql(
+            wanted.format(table=table, keys=keys, pages=spread_over)
+        ).scalar():
             continue
         if conn.exec_driver_sql(f"SELECT pg_try_advisory_xact_lock({lock})").scalar():
             conn.exec_driver_sql(_FOLD.format(table=table, keys=keys))
@@ -78,8 +82,8 @@ def compact(engine: Engine) -> bool:
         owner = owns(conn, *(table for table, _lock, _keys in _TABLES))
         if owner:
             conn.exec_driver_sql(f"VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON, TRUNCATE false) {tables}")
-    with engine.begin() as conn:
-        fold(conn)
+    with engine.begin() as conn:  # rows spread over pages moved only if a vacuum follows
+        fold(conn, spread_over=FOLDED_PAGES if owner else None)
     if owner:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.exec_driver_sql(f"VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON) {tables}")
