@@ -4,9 +4,8 @@ FastAPI (0.165) matches a request by walking every route of every included route
 expression and its bookkeeping each: the REST API's ~150 routes were walked for every web page
 and probe before theirs was reached (0.28 of the Cloud Management page's 0.3 ms of routing on a
 2-core machine, docs/benchmarks.md, the listing's thirteenth pass). Every route of this
-router's tree starts with its
-prefix, so a path that does not cannot match any of them: the walk is skipped. A path that does
-goes through FastAPI's own matching, unchanged.
+router's tree starts with its prefix, so a path that does not cannot match any of them: the
+walk is skipped. A path that does goes through FastAPI's own matching, unchanged.
 """
 
 from __future__ import annotations
