@@ -184,7 +184,7 @@ def test_a_listed_search_plans_the_rest_of_its_transaction_for_its_values(
     """The search's custom plans are set by its total: with the planner's settings for a count
     through the trigram or pair index (one statement, one round trip fewer a search), apart
     for a search of 1 character (no index); and the planner's settings are back once the
-    count is read."""
+    count is read, by the count itself (no statement of their own: another round trip)."""
     statements: list[str] = []
 
     def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
@@ -199,6 +199,49 @@ def test_a_listed_search_plans_the_rest_of_its_transaction_for_its_values(
     assert sum("plan_cache_mode" in s for s in statements) == 1
     setting = next(s for s in statements if "plan_cache_mode" in s)
     assert ("enable_seqscan" in setting) == (len(q) >= node_search.PAIR)
+    on_again = [s for s in statements if "'enable_seqscan', 'on'" in s]
+    assert [s.startswith("SELECT count(*)") for s in on_again] == (
+        [True] if len(q) >= node_search.PAIR else []
+    )
+
+
+def test_a_search_is_counted_as_planned_with_scans_off_and_they_are_on_after(
+    db: Database,
+) -> None:
+    """The count turns the scans on again in its own select list (`planner.off_for_one`): it is
+    planned before it runs, so with them off. Its very statement, run again under EXPLAIN
+    ANALYZE after the same setting: no sequential scan of a table of a few hundred nodes
+    (which the planner reads by one whenever it may), and the scans on once it has run."""
+    with db.engine.begin() as conn:
+        _fill(conn, 10_000, count=300, components=[])
+        conn.exec_driver_sql("ANALYZE nodes")
+    flt = NodeFilter(q="sip-101")
+    seen: list[tuple[str, object]] = []
+
+    def count(_conn: object, _cursor: object, statement: str, params: object, *_: object) -> None:
+        if statement.startswith("SELECT count(*)"):
+            seen.append((statement, params))
+
+    with db.read() as conn:
+        event.listen(conn, "after_cursor_execute", count)
+        total = node_search.total(conn, flt, node_rows._where(flt))
+        event.remove(conn, "after_cursor_execute", count)
+    assert total.count == 100  # sip-10100 .. sip-10199 of 10,000 .. 10,299
+    ((statement, params),) = seen
+    assert "set_config('enable_seqscan', 'on', true)" in statement
+    with db.engine.connect() as conn, conn.begin():
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        driver.execute(
+            "SELECT set_config('enable_seqscan', 'off', true), "
+            "set_config('enable_indexscan', 'off', true)"
+        )
+        plan = driver.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", params).fetchone()
+        assert plan is not None
+        assert "Seq Scan" not in json.dumps(plan[0])
+        assert "Bitmap" in json.dumps(plan[0])
+        assert driver.execute("SHOW enable_seqscan").fetchone() == ("on",)
+        assert driver.execute("SHOW enable_indexscan").fetchone() == ("on",)
 
 
 def _nodes_read(conn: Connection) -> int:

@@ -75,7 +75,7 @@ from sqlalchemy.sql.visitors import InternalTraversal
 from voipcloud.domain.filters import NodeFilter
 from voipcloud.domain.numbers import is_whole
 from voipcloud.domain.statuses import NodeStatus
-from voipcloud.store.planner import methods_off
+from voipcloud.store.planner import methods_off, off_for_one
 from voipcloud.store.tables import node_counts, node_role_counts, nodes
 
 TRIGRAM = 3
@@ -256,9 +256,10 @@ def total(
     matches = select(literal(1)).select_from(nodes).where(*where).limit(COUNT_CAP + 1)
     query = select(func.count()).select_from(from_cover(matches, flt).subquery())
     if conn.dialect.name == "postgresql" and _indexed_on_postgresql(flt.q):
-        # the search's custom plans set with the planner's settings: one round trip
-        with _bitmap_only(conn, custom_plans=True):
-            counted = int(conn.execute(query).scalar_one())
+        # the search's custom plans set with the planner's settings (one round trip), and the
+        # settings back on by the count itself once it is planned (none more)
+        on_again = off_for_one(conn, *_BITMAP_ONLY, also=_CUSTOM_PLANS)
+        counted = int(conn.execute(query.add_columns(*on_again)).one()[0])
     else:
         custom_plans(conn, flt)
         counted = int(conn.execute(query).scalar_one())
@@ -360,18 +361,19 @@ def _indexed_on_postgresql(q: str | None) -> bool:
     return q is not None and len(q) >= PAIR
 
 
-def _bitmap_only(conn: Connection, *, custom_plans: bool = False) -> AbstractContextManager[None]:
-    """PostgreSQL: the capped count of a search through its indexes' bitmaps (trigram, IP
-    prefixes, NodeID), visiting only the rows they propose. Given the LIMIT, the planner
-    otherwise prefers a sequential or primary-key scan that it expects to stop early; but it
-    prices the three LIKEs per row far below their cost and assumes the matches spread evenly,
-    so that scan read ~37,000 rows for a search with 1,333 matches (180 ms against 13 ms at
-    50,000 nodes on a loaded machine). For the statements inside only. `custom_plans`: and,
-    in the same statement, the rest of the transaction planned for its values
-    (`custom_plans`)."""
-    return methods_off(conn, "seqscan", "indexscan", also=_CUSTOM_PLANS if custom_plans else "")
+def _bitmap_only(conn: Connection) -> AbstractContextManager[None]:
+    """PostgreSQL: the statements inside read a search's matches through its indexes' bitmaps
+    (`_BITMAP_ONLY`)."""
+    return methods_off(conn, *_BITMAP_ONLY)
 
 
+# A search's capped count and its page of few matches through the indexes' bitmaps (trigram,
+# IP prefixes, NodeID), visiting only the rows they propose. Given the LIMIT, the planner
+# otherwise prefers a sequential or primary-key scan that it expects to stop early; but it
+# prices the three LIKEs per row far below their cost and assumes the matches spread evenly,
+# so that scan read ~37,000 rows for a search with 1,333 matches (180 ms against 13 ms at
+# 50,000 nodes on a loaded machine).
+_BITMAP_ONLY = ("seqscan", "indexscan")
 _CUSTOM_PLANS = "set_config('plan_cache_mode', 'force_custom_plan', true)"
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, literal_column
 
 
 def _set(methods: tuple[str, ...], value: str) -> str:
@@ -27,3 +28,14 @@ def methods_off(conn: Connection, *methods: str, also: str = "") -> Iterator[Non
     # not in a `finally`: after an error the transaction is rolled back, and these settings
     # (local to it) with it; a statement here would only hide the error
     conn.exec_driver_sql(f"SELECT {_set(methods, 'on')}")
+
+
+def off_for_one(conn: Connection, *methods: str, also: str = "") -> list[Any]:
+    """`enable_<method>` off for the next statement only, which must return exactly one row
+    (an aggregate without GROUP BY): returns the columns that turn them on again, for that
+    statement's select list. A statement is planned before it runs, so it is planned with the
+    methods off, and they are on again once it has run: the round trip that `methods_off`
+    spends after its statements is saved. `also` as in `methods_off`."""
+    off = _set(methods, "off")
+    conn.exec_driver_sql(f"SELECT {off}, {also}" if also else f"SELECT {off}")
+    return [literal_column(_set((method,), "on")) for method in methods]
