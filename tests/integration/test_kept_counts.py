@@ -186,6 +186,26 @@ def test_compaction_keeps_the_counts_to_a_page_or_two(postgres_template: str) ->
         databases.drop_database(name)
 
 
+def _three_nodes_unvacuumed(conn: Connection) -> None:
+    """Three nodes with a role, and no autovacuum of the kept counts: only the compaction."""
+    conn.exec_driver_sql("ALTER TABLE node_counts SET (autovacuum_enabled = false)")
+    conn.exec_driver_sql("ALTER TABLE node_role_counts SET (autovacuum_enabled = false)")
+    _assign(conn, _add_nodes(conn, 3), "sip")
+
+
+def _zero_sums(conn: Connection, rows: int) -> None:
+    """`rows` rows appended to each kept-count table that sum to nothing, as the triggers
+    append them (+1, -1, ...): the tables grow as an import grows them, their sums unchanged."""
+    for table, keys, values in (
+        ("node_counts", "status", "'Offline'"),
+        ("node_role_counts", "role, status", "'pbx', 'Offline'"),
+    ):
+        conn.exec_driver_sql(
+            f"INSERT INTO {table} ({keys}, delta) SELECT {values}, 1 - 2 * mod(g, 2) "
+            f"FROM generate_series(1, {rows}) AS g"
+        )
+
+
 @pytest.mark.postgres
 def test_compaction_gives_back_the_pages_of_a_fleet_sized_import(postgres_template: str) -> None:
     """As many rows as 50,000 nodes added in one transaction leave (60,000 a table, 300-500
@@ -197,20 +217,11 @@ def test_compaction_gives_back_the_pages_of_a_fleet_sized_import(postgres_templa
     db = Database(databases.url_for(name))
     try:
         with db.write() as conn:
-            conn.exec_driver_sql("ALTER TABLE node_counts SET (autovacuum_enabled = false)")
-            conn.exec_driver_sql("ALTER TABLE node_role_counts SET (autovacuum_enabled = false)")
-            _assign(conn, _add_nodes(conn, 3), "sip")
+            _three_nodes_unvacuumed(conn)
         with db.read() as conn:
             before = _kept_by_status(conn), _kept_by_role(conn)
-        with db.write() as conn:  # rows that sum to nothing, as the triggers append them
-            conn.exec_driver_sql(
-                "INSERT INTO node_counts (status, delta) SELECT 'Offline', 1 - 2 * mod(g, 2) "
-                "FROM generate_series(1, 60000) AS g"
-            )
-            conn.exec_driver_sql(
-                "INSERT INTO node_role_counts (role, status, delta) "
-                "SELECT 'pbx', 'Offline', 1 - 2 * mod(g, 2) FROM generate_series(1, 60000) AS g"
-            )
+        with db.write() as conn:
+            _zero_sums(conn, 60_000)
         with db.read() as conn:
             assert min(_pages(conn, "node_counts"), _pages(conn, "node_role_counts")) > 250
         assert kept_counts.compact(db.engine) is True
@@ -337,17 +348,8 @@ def test_rows_spread_over_pages_are_written_again_only_for_a_vacuum(postgres_tem
     db = Database(databases.url_for(name))
     try:
         with db.write() as conn:
-            conn.exec_driver_sql("ALTER TABLE node_counts SET (autovacuum_enabled = false)")
-            conn.exec_driver_sql("ALTER TABLE node_role_counts SET (autovacuum_enabled = false)")
-            _assign(conn, _add_nodes(conn, 3), "sip")
-            conn.exec_driver_sql(
-                "INSERT INTO node_counts (status, delta) SELECT 'Offline', 1 - 2 * mod(g, 2) "
-                "FROM generate_series(1, 20000) AS g"
-            )
-            conn.exec_driver_sql(
-                "INSERT INTO node_role_counts (role, status, delta) "
-                "SELECT 'pbx', 'Offline', 1 - 2 * mod(g, 2) FROM generate_series(1, 20000) AS g"
-            )
+            _three_nodes_unvacuumed(conn)
+            _zero_sums(conn, 20_000)
         with db.write() as conn:
             assert kept_counts.fold(conn) == 2  # one row a key now, on the tables' last page
         with db.read() as conn:
