@@ -2,7 +2,8 @@
 
 Where the planner's estimates mislead it (docs/benchmarks.md names each case), the store
 turns plan methods off around the statements concerned rather than rewrite them: local to the
-transaction (`set_config(..., true)`), one round trip each way.
+transaction (`set_config(..., true)`), one round trip each way (`methods_off`), or one when
+the statement concerned returns a single row and turns them on again itself (`off_for_one`).
 """
 
 from __future__ import annotations
