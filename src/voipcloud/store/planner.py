@@ -19,12 +19,16 @@ def _set(methods: tuple[str, ...], value: str) -> str:
     return ", ".join(f"set_config('enable_{method}', '{value}', true)" for method in methods)
 
 
+def _turn_off(conn: Connection, methods: tuple[str, ...], also: str) -> None:
+    off = _set(methods, "off")
+    conn.exec_driver_sql(f"SELECT {off}, {also}" if also else f"SELECT {off}")
+
+
 @contextmanager
 def methods_off(conn: Connection, *methods: str, also: str = "") -> Iterator[None]:
     """`enable_<method>` off for the statements inside, on again after them. `also`: more
     `set_config(...)` calls sent in the same round trip, left as they are set."""
-    off = _set(methods, "off")
-    conn.exec_driver_sql(f"SELECT {off}, {also}" if also else f"SELECT {off}")
+    _turn_off(conn, methods, also)
     yield
     # not in a `finally`: after an error the transaction is rolled back, and these settings
     # (local to it) with it; a statement here would only hide the error
@@ -37,6 +41,5 @@ def off_for_one(conn: Connection, *methods: str, also: str = "") -> list[Any]:
     statement's select list. A statement is planned before it runs, so it is planned with the
     methods off, and they are on again once it has run: the round trip that `methods_off`
     spends after its statements is saved. `also` as in `methods_off`."""
-    off = _set(methods, "off")
-    conn.exec_driver_sql(f"SELECT {off}, {also}" if also else f"SELECT {off}")
+    _turn_off(conn, methods, also)
     return [literal_column(_set((method,), "on")) for method in methods]
