@@ -1246,3 +1246,25 @@ def test_fuzz_assign_role(live: ControlledApi, fuzz_node: int, payload: Any) -> 
     else:
         assert field_locs(data)
     assert get_node(live.client, fuzz_node)["status"] == "Offline"
+
+
+def test_a_method_a_path_does_not_answer_is_405_naming_those_it_does(
+    live: ControlledApi, node: dict[str, Any]
+) -> None:
+    """405 with `Allow` listing every method of the path, the API's routes being included
+    under routers (FastAPI lists those routers, not their routes, at the application's top),
+    and only the path's own: a later route whose path matches too is another resource."""
+    c = live.client
+    nid = node["node_id"]
+    for method, path, allowed in (
+        ("DELETE", "/nodes", "GET, POST"),
+        ("PUT", f"/nodes/{nid}", "DELETE, GET, PATCH"),
+        ("GET", f"/nodes/{nid}/actions/standby", "POST"),
+        # not a node: only their own methods, not /nodes/{node_id}'s, nor their 405 routes'
+        ("OPTIONS", "/nodes/summary", "GET"),
+        ("OPTIONS", "/nodes/import", "POST"),
+    ):
+        answer = c.request(method, f"{API}{path}")
+        assert answer.status_code == 405, (method, path, answer.text)
+        assert answer.headers["Allow"] == allowed, (method, path)
+        assert answer.json()["detail"] == f"Method Not Allowed; this path answers {allowed}"

@@ -5,13 +5,15 @@ with `Retry-After` when the database is unavailable. Every error body is JSON
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import iter_route_contexts
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
@@ -62,13 +64,34 @@ def as_unavailable(exc: Exception) -> DatabaseUnavailable:
     return found if isinstance(found, DatabaseUnavailable) else DatabaseUnavailable("too busy")
 
 
+_REFUSES_ONLY = "voipcloud_refuses_only"
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def refuses_only(endpoint: F) -> F:
+    """Marks an endpoint that exists only to answer 405 at a path another route would take for
+    its own (`/nodes/summary`, not a `/nodes/{node_id}`): not a method that path answers."""
+    setattr(endpoint, _REFUSES_ONLY, True)
+    return endpoint
+
+
 def allowed_methods(request: Request) -> list[str]:
-    """Every method some route answers at this path. Starlette's own 405 names only the
-    first route that matched the path, and FastAPI has one route per method."""
+    """Every method the path answers: those of the routes of the first path (in the routers'
+    order, which is the order a request is matched in) that matches it. Starlette's own 405
+    names only the first route that matched the path, and FastAPI has one route per method;
+    a later path that matches too (`/nodes/{node_id}` for `/nodes/summary`) is another
+    resource. The routes of the included routers, each with its effective path
+    (`iter_route_contexts`): the application's own list holds the routers."""
+    first: str | None = None
     found: set[str] = set()
-    for route in request.app.router.routes:
-        methods = getattr(route, "methods", None)
-        if methods and route.matches(request.scope)[0] != Match.NONE:
+    for route in iter_route_contexts(request.app.router.routes):
+        methods = route.methods
+        if not methods or getattr(route.endpoint, _REFUSES_ONLY, False):
+            continue
+        if first not in (None, route.path_format):
+            continue
+        if route.matches(request.scope)[0] != Match.NONE:
+            first = route.path_format
             found.update(methods)
     return sorted(found)
 

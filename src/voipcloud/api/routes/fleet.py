@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path
 from fastapi.responses import JSONResponse
 
 from voipcloud.api.deps import CanManageNodes, CanRead, ControllerDep
-from voipcloud.api.errors import REFUSALS
+from voipcloud.api.errors import REFUSALS, refuses_only
 from voipcloud.api.fleet_schemas import (
     BulkBody,
     MaintenanceRequest,
@@ -49,6 +49,7 @@ def nodes_summary(_reader: CanRead, controller: ControllerDep) -> NodesSummaryPu
 
 
 @router.api_route("/summary", methods=["POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+@refuses_only
 def summary_only_reads(_reader: CanRead) -> JSONResponse:
     """405: /nodes/summary is not a node (without this, /nodes/{node_id} would answer 422)."""
     return JSONResponse(

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from voipcloud.api.deps import CanManageNodes, CanRead, ControllerDep
 from voipcloud.api.enrolment import for_request
-from voipcloud.api.errors import REFUSALS
+from voipcloud.api.errors import REFUSALS, refuses_only
 from voipcloud.api.row_schemas import ImportResultPublic, ImportResultsPublic, row_results
 from voipcloud.api.schemas import Strict
 from voipcloud.domain import imports
@@ -82,6 +82,7 @@ def import_nodes(
 
 
 @router.api_route("/import", methods=["GET", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+@refuses_only
 def import_only_posts(_reader: CanRead) -> JSONResponse:
     """405: /nodes/import is not a node (without this, /nodes/{node_id} would answer 422)."""
     return JSONResponse(
