@@ -612,8 +612,8 @@ _TOUCH_MANY_SQLITE = text(
 # and having SQLAlchemy process it (py-spy, 50,000 agents on `serve --workers 4`). The arrays
 # go in the binary format (psycopg's `%b`): the driver's text adaptation of 5,000 times,
 # element by element, held the interpreter's lock for ~26 ms a flush, and text literals built
-# here (`isoformat` a time) ~4.5 ms; its binary dumpers take ~0.8 ms an array. A statement
-# for the driver as it is (`exec_driver_sql`): SQLAlchemy's text() would write `%(name)s`.
+# here (`isoformat` a time) ~4.5 ms; the driver's binary dumpers take ~0.8 ms an array. The
+# statement goes to the driver as it is (`exec_driver_sql`): text() would write `%(name)s`.
 _TOUCH_MANY_PG = (
     "UPDATE node_presence SET last_seen = v.seen "
     "FROM unnest(%b::bigint[], %b::timestamptz[]) AS v(id, seen) "
