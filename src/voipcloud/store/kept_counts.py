@@ -33,12 +33,9 @@ _FOLD = (
 # over more pages than a table of one row per key needs (`_SPREAD`: a fold writes them again
 # where the vacuum before it found room, the table's first pages, so that the vacuum after it
 # can give the rest back)
-_UNFOLDED = "SELECT count(*) > count(DISTINCT ({keys})) FROM {table}"
-_SPREAD = (
-    "SELECT count(*) > count(DISTINCT ({keys})) "
-    "OR pg_relation_size('{table}') > {pages} * current_setting('block_size')::bigint "
-    "FROM {table}"
-)
+_UNFOLDED = "count(*) > count(DISTINCT ({keys}))"
+_SPREAD = "pg_relation_size('{table}') > {pages} * current_setting('block_size')::bigint"
+_TO_FOLD = "SELECT {wanted} FROM {table}"
 FOLDED_PAGES = 2  # node_role_counts: at most 11 roles x 8 statuses, 88 rows, one page
 
 
@@ -51,10 +48,10 @@ def fold(conn: Connection, *, spread_over: int | None = None) -> int:
     the vacuum that follows to give those pages back. Returns how many tables were folded."""
     folded = 0
     for table, lock, keys in _TABLES:
-        wanted = _UNFOLDED if spread_over is None else _SPREAD
-        if not conn.exec_driver_sql(
-            wanted.format(table=table, keys=keys, pages=spread_over)
-        ).scalar():
+        wanted = _UNFOLDED.format(keys=keys)
+        if spread_over is not None:
+            wanted += " OR " + _SPREAD.format(table=table, pages=spread_over)
+        if not conn.exec_driver_sql(_TO_FOLD.format(wanted=wanted, table=table)).scalar():
             continue
         if conn.exec_driver_sql(f"SELECT pg_try_advisory_xact_lock({lock})").scalar():
             conn.exec_driver_sql(_FOLD.format(table=table, keys=keys))
